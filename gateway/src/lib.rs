@@ -1,0 +1,66 @@
+//! Trow's HTTP gateway: terminates the OCI Distribution API and answers it by calling the
+//! storage service over gRPC. It holds no registry state of its own, so any number of gateways
+//! can front one storage service.
+//!
+//! - [`routes`]: one module per OCI resource; handlers parse the request and shape the answer.
+//! - [`body`]: blob bytes between HTTP bodies and gRPC streams, in bounded chunks.
+//! - [`error`]: the one error type and its mapping to OCI error JSON.
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue};
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use trow_proto::storage::storage_client::StorageClient;
+
+pub mod body;
+pub mod error;
+pub mod routes;
+
+/// Largest gRPC message exchanged with storage: a 4 MiB manifest plus framing.
+const MAX_MESSAGE_SIZE: usize = 8 << 20;
+
+/// What every handler shares: the storage client (cheap to clone; one HTTP/2 connection).
+#[derive(Clone)]
+pub struct AppState {
+    pub storage: StorageClient<Channel>,
+}
+
+/// A client for the storage service at `url` (`http://host:port`). It connects lazily and
+/// reconnects by itself, so the gateway may start before storage and outlive its restarts.
+pub fn storage_client(url: &str) -> Result<StorageClient<Channel>, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_lazy();
+    Ok(StorageClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE))
+}
+
+/// The whole HTTP API with its cross-cutting layers.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("docker-distribution-api-version"),
+            HeaderValue::from_static("registry/2.0"),
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    storage: StorageClient<Channel>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(AppState { storage }))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

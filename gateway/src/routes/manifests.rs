@@ -1,0 +1,112 @@
+//! `GET|HEAD|PUT|DELETE /v2/<name>/manifests/<tag|digest>`.
+//!
+//! The gateway enforces the size limit and passes the bytes and Content-Type on; the storage
+//! service parses the manifest and checks that everything it references is in the repository.
+
+use axum::body::{Body, to_bytes};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use trow_proto::storage::{ManifestRef, PutManifestRequest};
+
+use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, Req, hv};
+use crate::error::{Error, OciCode, Result};
+
+/// Largest manifest accepted, as distribution and the spec's guidance have it.
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+
+fn too_large() -> Error {
+    Error::new(
+        OciCode::ManifestInvalid,
+        format!("manifest exceeds the {MAX_MANIFEST_SIZE}-byte limit"),
+    )
+    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+pub async fn put(r: Req, reference: String) -> Result<Response> {
+    let declared = r
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
+        return Err(too_large());
+    }
+    let content_type = r
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let content = to_bytes(r.body, MAX_MANIFEST_SIZE).await.map_err(|e| {
+        if std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large()
+        } else {
+            Error::new(
+                OciCode::ManifestInvalid,
+                format!("reading the manifest failed: {e}"),
+            )
+        }
+    })?;
+    let stored = r
+        .state
+        .storage
+        .clone()
+        .put_manifest(PutManifestRequest {
+            repository: r.repo.clone(),
+            reference,
+            content_type,
+            content,
+        })
+        .await?
+        .into_inner();
+    let mut resp = Response::builder()
+        .status(StatusCode::CREATED)
+        .header(
+            header::LOCATION,
+            hv(format!("/v2/{}/manifests/{}", r.repo, stored.digest)),
+        )
+        .header(DOCKER_CONTENT_DIGEST, hv(&stored.digest))
+        .header(header::CONTENT_LENGTH, 0);
+    if !stored.subject.is_empty() {
+        resp = resp.header(OCI_SUBJECT, hv(&stored.subject));
+    }
+    Ok(resp.body(Body::empty()).expect("valid response"))
+}
+
+pub async fn get(r: Req, reference: String, head: bool) -> Result<Response> {
+    let mut storage = r.state.storage.clone();
+    let at = ManifestRef {
+        repository: r.repo,
+        reference,
+    };
+    let (info, body) = if head {
+        (storage.stat_manifest(at).await?.into_inner(), Body::empty())
+    } else {
+        let m = storage.get_manifest(at).await?.into_inner();
+        (m.info.unwrap_or_default(), Body::from(m.content))
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, hv(&info.media_type))
+        .header(header::CONTENT_LENGTH, info.size)
+        .header(DOCKER_CONTENT_DIGEST, hv(&info.digest))
+        .body(body)
+        .expect("valid response"))
+}
+
+pub async fn delete(r: Req, reference: String) -> Result<Response> {
+    r.state
+        .storage
+        .clone()
+        .delete_manifest(ManifestRef {
+            repository: r.repo,
+            reference,
+        })
+        .await?;
+    Ok(Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response"))
+}

@@ -1,0 +1,201 @@
+//! The OCI Distribution HTTP API, one module per resource.
+//!
+//! Repository names contain slashes, so `/v2/<name>/<resource>/<ref>` cannot be matched by
+//! axum's path patterns; [`parse`] reads the path from the right instead (references, digests
+//! and upload ids never contain `/`) and [`dispatch`] hands the request to the resource's
+//! handler by method.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use percent_encoding::percent_decode_str;
+use std::collections::HashMap;
+
+use crate::AppState;
+use crate::error::{Error, OciCode, Result};
+
+pub mod base;
+pub mod blobs;
+pub mod catalog;
+pub mod manifests;
+pub mod referrers;
+pub mod tags;
+pub mod uploads;
+
+pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+/// Query parameters, percent-decoded.
+pub type Params = Query<HashMap<String, String>>;
+
+/// What a `/v2/<name>/...` path addresses.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resource {
+    Blob(String),
+    Uploads,
+    Upload(String),
+    Manifest(String),
+    Tags,
+    Referrers(String),
+}
+
+/// Splits the path after `/v2/` into repository name and resource.
+pub fn parse(path: &str) -> Option<(String, Resource)> {
+    let segs: Vec<&str> = path.split('/').collect();
+    let n = segs.len();
+    let name = |k: usize| (n > k).then(|| segs[..n - k].join("/"));
+    let last = percent_decode_str(segs[n - 1]).decode_utf8().ok()?.into_owned();
+    let before = |k: usize| (n > k).then(|| segs[n - 1 - k]);
+    let (repo, res) = match (before(2), before(1), last.as_str()) {
+        (Some("blobs"), Some("uploads"), _) => (name(3)?, Resource::Upload(last)),
+        (_, Some("blobs"), "uploads") => (name(2)?, Resource::Uploads),
+        (_, Some("tags"), "list") => (name(2)?, Resource::Tags),
+        (_, Some("blobs"), _) => (name(2)?, Resource::Blob(last)),
+        (_, Some("manifests"), _) => (name(2)?, Resource::Manifest(last)),
+        (_, Some("referrers"), _) => (name(2)?, Resource::Referrers(last)),
+        _ => return None,
+    };
+    (!repo.is_empty()).then_some((repo, res))
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", get(base::check))
+        .route("/v2/", get(base::check))
+        .route("/v2/_catalog", get(catalog::list))
+        .route("/v2/{*path}", any(dispatch))
+        .fallback(|| async { Error::new(OciCode::NameUnknown, "no such endpoint") })
+        .with_state(state)
+}
+
+/// Everything a handler may need from a request.
+pub struct Req {
+    pub state: AppState,
+    pub repo: String,
+    pub params: HashMap<String, String>,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+impl Req {
+    pub fn param(&self, k: &str) -> Option<&str> {
+        self.params.get(k).map(String::as_str)
+    }
+}
+
+async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().trim_start_matches("/v2/").to_string();
+    // `/v2/<name>/blobs/uploads/` ends in a slash: treat it as `.../uploads`.
+    let parsed = match path.strip_suffix('/') {
+        Some(p) if p.ends_with("/blobs/uploads") => parse(p),
+        _ => parse(&path),
+    };
+    let Some((repo, resource)) = parsed else {
+        return Error::new(OciCode::NameUnknown, format!("no such endpoint: /v2/{path}"))
+            .with_status(axum::http::StatusCode::NOT_FOUND)
+            .into_response();
+    };
+    let (parts, body) = req.into_parts();
+    let r = Req {
+        state,
+        repo,
+        params,
+        headers: parts.headers,
+        body,
+    };
+    let m = &method;
+    let result = match resource {
+        Resource::Blob(d) if m == Method::GET => blobs::get(r, d, false).await,
+        Resource::Blob(d) if m == Method::HEAD => blobs::get(r, d, true).await,
+        Resource::Blob(d) if m == Method::DELETE => blobs::delete(r, d).await,
+        Resource::Uploads if m == Method::POST => uploads::start(r).await,
+        Resource::Upload(id) if m == Method::GET => uploads::status(r, id).await,
+        Resource::Upload(id) if m == Method::PATCH => uploads::patch(r, id).await,
+        Resource::Upload(id) if m == Method::PUT => uploads::put(r, id).await,
+        Resource::Upload(id) if m == Method::DELETE => uploads::cancel(r, id).await,
+        Resource::Manifest(rf) if m == Method::GET => manifests::get(r, rf, false).await,
+        Resource::Manifest(rf) if m == Method::HEAD => manifests::get(r, rf, true).await,
+        Resource::Manifest(rf) if m == Method::PUT => manifests::put(r, rf).await,
+        Resource::Manifest(rf) if m == Method::DELETE => manifests::delete(r, rf).await,
+        Resource::Tags if m == Method::GET => tags::list(r).await,
+        Resource::Referrers(d) if m == Method::GET => referrers::list(r, d).await,
+        _ => Err(Error::new(OciCode::Unsupported, format!("{method} not allowed here"))),
+    };
+    match result {
+        Ok(resp) => resp,
+        // HEAD answers carry no body, errors included.
+        Err(e) if m == Method::HEAD => {
+            let mut resp = e.into_response();
+            *resp.body_mut() = Body::empty();
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A header value from a string built by us (digests, paths, numbers): always valid.
+pub fn hv(s: impl AsRef<str>) -> HeaderValue {
+    HeaderValue::from_str(s.as_ref()).expect("header value from registry data")
+}
+
+/// `n` and `last` of a listing request. `n` absent means no limit.
+pub fn page_params(params: &HashMap<String, String>) -> Result<(Option<u32>, String)> {
+    let n = match params.get("n").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<u32>().map_err(|_| {
+            Error::new(OciCode::Unsupported, format!("invalid n={s}"))
+                .with_status(axum::http::StatusCode::BAD_REQUEST)
+        })?),
+    };
+    Ok((n, params.get("last").cloned().unwrap_or_default()))
+}
+
+/// The `Link` header pointing at the next page of a listing.
+pub fn next_link(path: &str, n: u32, last: &str) -> (HeaderName, HeaderValue) {
+    let last = percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC);
+    (
+        header::LINK,
+        hv(format!("<{path}?n={n}&last={last}>; rel=\"next\"")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_paths_from_the_right() {
+        let p = |s: &str| parse(s).unwrap();
+        assert_eq!(
+            p("a/b/blobs/sha256:x"),
+            ("a/b".into(), Resource::Blob("sha256:x".into()))
+        );
+        assert_eq!(p("a/blobs/uploads"), ("a".into(), Resource::Uploads));
+        assert_eq!(
+            p("a/blobs/uploads/123"),
+            ("a".into(), Resource::Upload("123".into()))
+        );
+        assert_eq!(
+            p("manifests/x/manifests/latest"),
+            ("manifests/x".into(), Resource::Manifest("latest".into()))
+        );
+        assert_eq!(p("a/tags/list"), ("a".into(), Resource::Tags));
+        assert_eq!(
+            p("a/referrers/sha256%3Ax"),
+            ("a".into(), Resource::Referrers("sha256:x".into()))
+        );
+        assert_eq!(
+            p("blobs/uploads/blobs/sha256:x"),
+            ("blobs/uploads".into(), Resource::Blob("sha256:x".into()))
+        );
+        assert!(parse("manifests/latest").is_none());
+        assert!(parse("a/unknown/x").is_none());
+    }
+}

@@ -1,0 +1,243 @@
+//! Blob uploads: `POST /v2/<name>/blobs/uploads/` (session, monolithic `?digest=`, or
+//! cross-repo `?mount=&from=`), and `GET|PATCH|PUT|DELETE` on the session's location.
+//!
+//! Request bodies stream to the storage service as they arrive; the storage service hashes
+//! them and only `PUT ?digest=` makes a blob visible, after the digest matched.
+
+use axum::body::{Body, HttpBody};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::Response;
+use futures::StreamExt;
+use trow_proto::storage::{
+    AppendHeader, AppendUploadRequest, CompleteUploadRequest, MountBlobRequest,
+    StartUploadRequest, UploadRef, append_upload_request::Part,
+};
+
+use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Req, hv};
+use crate::AppState;
+use crate::body;
+use crate::error::{Error, OciCode, Result};
+
+fn location(repo: &str, id: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+/// The spec's inclusive `Range` of bytes received; `0-0` when there are none.
+fn received(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn session_headers(repo: &str, id: &str, size: u64) -> [(HeaderName, String); 3] {
+    [
+        (header::LOCATION, location(repo, id)),
+        (header::RANGE, received(size)),
+        (DOCKER_UPLOAD_UUID, id.to_string()),
+    ]
+}
+
+fn session(status: StatusCode, repo: &str, id: &str, size: u64) -> Response {
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::CONTENT_LENGTH, 0);
+    for (k, v) in session_headers(repo, id, size) {
+        b = b.header(k, hv(v));
+    }
+    b.body(Body::empty()).expect("valid response")
+}
+
+/// 201 for a blob now in the repository.
+fn created(repo: &str, digest: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, hv(format!("/v2/{repo}/blobs/{digest}")))
+        .header(DOCKER_CONTENT_DIGEST, hv(digest))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+/// Streams a request body into an upload; returns the upload's new size.
+async fn append(
+    state: &AppState,
+    repo: &str,
+    id: &str,
+    offset: Option<u64>,
+    body: Body,
+) -> Result<u64> {
+    let (chunks, failed) = body::chunks(body);
+    let header = AppendUploadRequest {
+        part: Some(Part::Header(AppendHeader {
+            repository: repo.to_string(),
+            upload_id: id.to_string(),
+            offset,
+        })),
+    };
+    let messages = futures::stream::once(async { header }).chain(chunks.map(|data| {
+        AppendUploadRequest {
+            part: Some(Part::Data(data)),
+        }
+    }));
+    let result = state.storage.clone().append_upload(messages).await;
+    if let Some(e) = failed.lock().expect("body error slot").take() {
+        return Err(Error::new(
+            OciCode::BlobUploadInvalid,
+            format!("reading the request body failed: {e}"),
+        ));
+    }
+    Ok(result?.into_inner().size)
+}
+
+fn has_body(body: &Body) -> bool {
+    body.size_hint().exact() != Some(0)
+}
+
+/// The start offset of a `Content-Range: <start>-<end>` header, if there is one.
+fn content_range_start(r: &Req) -> Result<Option<u64>> {
+    let Some(v) = r.headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        Error::new(
+            OciCode::BlobUploadInvalid,
+            format!("invalid Content-Range {v:?}"),
+        )
+    };
+    let s = v.to_str().map_err(|_| invalid())?.trim();
+    let s = s.strip_prefix("bytes ").unwrap_or(s).trim();
+    let (a, b) = s.split_once('-').ok_or_else(invalid)?;
+    let start: u64 = a.parse().map_err(|_| invalid())?;
+    let end: u64 = b.split('/').next().unwrap_or("").parse().map_err(|_| invalid())?;
+    if end < start {
+        return Err(invalid());
+    }
+    if let Some(len) = r
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len != end - start + 1
+    {
+        return Err(Error::new(
+            OciCode::SizeInvalid,
+            format!("Content-Range {s} does not match Content-Length {len}"),
+        ));
+    }
+    Ok(Some(start))
+}
+
+/// A 416 for an out-of-order chunk tells the client where the upload stands.
+async fn with_upload_position(e: Error, state: &AppState, repo: &str, id: &str) -> Error {
+    if e.status != StatusCode::RANGE_NOT_SATISFIABLE {
+        return e;
+    }
+    let r = UploadRef {
+        repository: repo.to_string(),
+        upload_id: id.to_string(),
+    };
+    match state.storage.clone().upload_status(r).await {
+        Ok(info) => session_headers(repo, id, info.into_inner().size)
+            .into_iter()
+            .fold(e, |e, (k, v)| e.with_header(k, hv(v))),
+        Err(_) => e,
+    }
+}
+
+pub async fn start(r: Req) -> Result<Response> {
+    let mut storage = r.state.storage.clone();
+    if let (Some(digest), Some(from)) = (r.param("mount"), r.param("from")) {
+        let mount = MountBlobRequest {
+            repository: r.repo.clone(),
+            digest: digest.to_string(),
+            from_repository: from.to_string(),
+        };
+        match storage.mount_blob(mount).await {
+            Ok(_) => return Ok(created(&r.repo, digest)),
+            // Not mountable (unknown blob or source): fall back to an upload, as the spec says.
+            Err(s) if s.code() != tonic::Code::Unavailable && s.code() != tonic::Code::Internal => {
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    let digest = r.param("digest").map(str::to_string);
+    let algorithm = digest
+        .as_deref()
+        .and_then(|d| d.split_once(':'))
+        .map(|(a, _)| a.to_string())
+        .unwrap_or_default();
+    let id = storage
+        .start_upload(StartUploadRequest {
+            repository: r.repo.clone(),
+            digest_algorithm: algorithm,
+        })
+        .await?
+        .into_inner()
+        .upload_id;
+    match digest {
+        // Monolithic: the whole blob in this request.
+        Some(digest) => finish(r, id, digest, None).await,
+        None => Ok(session(StatusCode::ACCEPTED, &r.repo, &id, 0)),
+    }
+}
+
+/// Appends the body (if any) and completes the upload with `digest`.
+async fn finish(r: Req, id: String, digest: String, offset: Option<u64>) -> Result<Response> {
+    if has_body(&r.body) {
+        if let Err(e) = append(&r.state, &r.repo, &id, offset, r.body).await {
+            return Err(with_upload_position(e, &r.state, &r.repo, &id).await);
+        }
+    }
+    let complete = CompleteUploadRequest {
+        repository: r.repo.clone(),
+        upload_id: id,
+        digest: digest.clone(),
+    };
+    r.state.storage.clone().complete_upload(complete).await?;
+    Ok(created(&r.repo, &digest))
+}
+
+pub async fn patch(r: Req, id: String) -> Result<Response> {
+    let offset = content_range_start(&r)?;
+    match append(&r.state, &r.repo, &id, offset, r.body).await {
+        Ok(size) => Ok(session(StatusCode::ACCEPTED, &r.repo, &id, size)),
+        Err(e) => Err(with_upload_position(e, &r.state, &r.repo, &id).await),
+    }
+}
+
+pub async fn put(r: Req, id: String) -> Result<Response> {
+    let Some(digest) = r.param("digest").map(str::to_string) else {
+        return Err(Error::new(
+            OciCode::DigestInvalid,
+            "closing an upload needs ?digest=",
+        ));
+    };
+    let offset = content_range_start(&r)?;
+    finish(r, id, digest, offset).await
+}
+
+pub async fn status(r: Req, id: String) -> Result<Response> {
+    let info = r
+        .state
+        .storage
+        .clone()
+        .upload_status(UploadRef {
+            repository: r.repo.clone(),
+            upload_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    Ok(session(StatusCode::NO_CONTENT, &r.repo, &id, info.size))
+}
+
+pub async fn cancel(r: Req, id: String) -> Result<Response> {
+    r.state
+        .storage
+        .clone()
+        .cancel_upload(UploadRef {
+            repository: r.repo,
+            upload_id: id,
+        })
+        .await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::empty())
+        .expect("valid response"))
+}

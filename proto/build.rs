@@ -1,0 +1,17 @@
+//! Compiles the .proto contracts with protox (pure Rust), so no system `protoc` is needed, and
+//! keeps the encoded descriptor set for gRPC reflection.
+use prost::Message;
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/trow/storage/v1/storage.proto"];
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("trow_descriptor.bin"), fds.encode_to_vec())?;
+    // Blob chunks as `Bytes`: handed between HTTP bodies and gRPC messages without copying.
+    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
+    Ok(())
+}

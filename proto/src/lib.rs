@@ -1,0 +1,12 @@
+//! Trow's gRPC contracts, generated from `proto/` by tonic-prost-build. Nothing generated is
+//! edited by hand; the one hand-written piece is [`oci_code`], the convention by which a status
+//! carries its OCI Distribution error code across the wire.
+
+pub mod storage {
+    tonic::include_proto!("trow.storage.v1");
+}
+
+/// Encoded descriptors of every service, for tonic-reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/trow_descriptor.bin"));
+
+pub mod oci_code;

@@ -1,0 +1,156 @@
+//! The filesystem backend: one file per key under a root directory.
+//!
+//! Durability follows the classic recipe: write a hidden temp file in the target's directory,
+//! fsync it, rename it over the target, fsync the directory. A crash before the rename leaves only
+//! a hidden temp file, which `list` never shows.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use std::io::{self, ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::{Backend, ByteStream, CHUNK_SIZE};
+
+#[derive(Clone, Debug)]
+pub struct FsBackend {
+    root: PathBuf,
+}
+
+impl FsBackend {
+    /// A backend rooted at `root`, which is created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<FsBackend> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Ok(FsBackend {
+            root: root.canonicalize()?,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+}
+
+fn none_if_missing<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn ok_if_missing(r: io::Result<()>) -> io::Result<()> {
+    none_if_missing(r).map(|_| ())
+}
+
+/// Fsyncs a directory so that a rename into it survives a crash.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn put_blocking(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("keys have a parent");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn commit_blocking(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::File::open(from)?.sync_all()?;
+    let dir = to.parent().expect("keys have a parent");
+    std::fs::create_dir_all(dir)?;
+    std::fs::rename(from, to)?;
+    sync_dir(dir)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
+}
+
+impl Backend for FsBackend {
+    type Appender = tokio::fs::File;
+
+    async fn put(&self, key: &str, data: Bytes) -> io::Result<()> {
+        let path = self.path(key);
+        blocking(move || put_blocking(&path, &data)).await
+    }
+
+    async fn get(&self, key: &str) -> io::Result<Option<Bytes>> {
+        none_if_missing(tokio::fs::read(self.path(key)).await).map(|o| o.map(Bytes::from))
+    }
+
+    async fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        let meta = none_if_missing(tokio::fs::metadata(self.path(key)).await)?;
+        Ok(meta.filter(|m| m.is_file()).map(|m| m.len()))
+    }
+
+    async fn read(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
+        let mut file = tokio::fs::File::open(self.path(key)).await?;
+        if offset > 0 {
+            file.seek(io::SeekFrom::Start(offset)).await?;
+        }
+        let limit = if len == 0 { u64::MAX } else { len };
+        Ok(ReaderStream::with_capacity(file.take(limit), CHUNK_SIZE).boxed())
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<()> {
+        ok_if_missing(tokio::fs::remove_file(self.path(key)).await)
+    }
+
+    async fn delete_all(&self, prefix: &str) -> io::Result<()> {
+        ok_if_missing(tokio::fs::remove_dir_all(self.path(prefix)).await)
+    }
+
+    async fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        let Some(mut dir) = none_if_missing(tokio::fs::read_dir(self.path(prefix)).await)? else {
+            return Ok(names);
+        };
+        while let Some(entry) = dir.next_entry().await? {
+            if let Ok(name) = entry.file_name().into_string()
+                && !name.starts_with('.')
+            {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn append(&self, key: &str) -> io::Result<tokio::fs::File> {
+        let path = self.path(key);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+    }
+
+    async fn commit(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from, to) = (self.path(from), self.path(to));
+        blocking(move || commit_blocking(&from, &to)).await
+    }
+}

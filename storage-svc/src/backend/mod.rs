@@ -1,0 +1,58 @@
+//! The backend trait: the few object operations the store needs, so that a filesystem and
+//! (later) an S3-compatible bucket can hold the same layout.
+//!
+//! The contract every backend keeps: `put` and `commit` are atomic and durable — after they
+//! return, a crash leaves the new object whole; before, it leaves no object at all.
+
+use bytes::Bytes;
+use futures::Stream;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use tokio::io::AsyncWrite;
+
+mod fs;
+pub use fs::FsBackend;
+
+/// Bytes of an object, in chunks of at most [`CHUNK_SIZE`].
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// Largest chunk a read yields; also the largest gRPC data message.
+pub const CHUNK_SIZE: usize = 1 << 20;
+
+pub trait Backend: Send + Sync + 'static {
+    /// Where appends to an upload go.
+    type Appender: AsyncWrite + Send + Unpin + 'static;
+
+    /// Stores a small object atomically and durably, replacing any old one.
+    fn put(&self, key: &str, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// A small object's bytes, or None.
+    fn get(&self, key: &str) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
+
+    /// An object's size, or None when it does not exist.
+    fn size(&self, key: &str) -> impl Future<Output = io::Result<Option<u64>>> + Send;
+
+    /// Streams `len` bytes (0: to the end) of an object from `offset`.
+    fn read(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = io::Result<ByteStream>> + Send;
+
+    /// Removes an object; missing is fine.
+    fn delete(&self, key: &str) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Removes everything under a prefix; missing is fine.
+    fn delete_all(&self, prefix: &str) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// The names directly under a prefix, sorted; empty when there are none.
+    fn list(&self, prefix: &str) -> impl Future<Output = io::Result<Vec<String>>> + Send;
+
+    /// Opens a scratch object for appending, creating it when missing.
+    fn append(&self, key: &str) -> impl Future<Output = io::Result<Self::Appender>> + Send;
+
+    /// Makes a finished scratch object durable and moves it to `to` atomically.
+    fn commit(&self, from: &str, to: &str) -> impl Future<Output = io::Result<()>> + Send;
+}

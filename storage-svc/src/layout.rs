@@ -1,0 +1,76 @@
+//! The one place that says where everything lives in the store.
+//!
+//! Keys are `/`-separated paths relative to the backend's root. Names and digests are validated
+//! before they get here (see `names` and `digest`), so no key can escape the root.
+//!
+//! ```text
+//! blobs/<alg>/<hex[..2]>/<hex>                        content, immutable, shared by all repositories
+//! uploads/<id>/data                                   scratch bytes of an upload in progress
+//! uploads/<id>/repository                             the repository the upload belongs to
+//! repositories/<name>/_blobs/<alg>/<hex>              the blob is in this repository (empty link)
+//! repositories/<name>/_manifests/<alg>/<hex>          a manifest of this repository (JSON ManifestMeta)
+//! repositories/<name>/_tags/<tag>                     the digest the tag points to
+//! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>
+//!                                                     a referrer of subject <alg>:<hex> (JSON descriptor)
+//! ```
+//! Manifests' bytes are stored as blobs; `_`-prefixed directories can't clash with repository
+//! path components, which never start with `_`.
+
+use crate::digest::Digest;
+
+pub const REPOSITORIES: &str = "repositories";
+/// Marker children that make a directory under `repositories/` a repository.
+pub const REPO_MARKERS: [&str; 3] = ["_blobs", "_manifests", "_tags"];
+
+pub fn blob(d: &Digest) -> String {
+    format!("blobs/{}/{}/{}", d.algorithm.name(), &d.hex[..2], d.hex)
+}
+
+pub fn upload_dir(id: &str) -> String {
+    format!("uploads/{id}")
+}
+
+pub fn upload_data(id: &str) -> String {
+    format!("uploads/{id}/data")
+}
+
+pub fn upload_repository(id: &str) -> String {
+    format!("uploads/{id}/repository")
+}
+
+pub fn repository(name: &str) -> String {
+    format!("{REPOSITORIES}/{name}")
+}
+
+pub fn blob_link(name: &str, d: &Digest) -> String {
+    format!("{REPOSITORIES}/{name}/_blobs/{}/{}", d.algorithm.name(), d.hex)
+}
+
+pub fn manifest(name: &str, d: &Digest) -> String {
+    format!("{REPOSITORIES}/{name}/_manifests/{}/{}", d.algorithm.name(), d.hex)
+}
+
+pub fn tags(name: &str) -> String {
+    format!("{REPOSITORIES}/{name}/_tags")
+}
+
+pub fn tag(name: &str, tag: &str) -> String {
+    format!("{REPOSITORIES}/{name}/_tags/{tag}")
+}
+
+pub fn referrers(name: &str, subject: &Digest) -> String {
+    format!(
+        "{REPOSITORIES}/{name}/_referrers/{}/{}",
+        subject.algorithm.name(),
+        subject.hex
+    )
+}
+
+pub fn referrer(name: &str, subject: &Digest, d: &Digest) -> String {
+    format!(
+        "{}/{}-{}",
+        referrers(name, subject),
+        d.algorithm.name(),
+        d.hex
+    )
+}

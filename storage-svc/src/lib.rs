@@ -1,0 +1,19 @@
+//! Trow's storage service: the only component that touches stored bytes.
+//!
+//! - [`layout`] says where everything lives; [`backend`] stores objects (filesystem today).
+//! - [`store`] is the registry logic: uploads verified by digest before they become visible,
+//!   repository links, manifests, tags and the referrers index.
+//! - [`service`] and [`server`] put it behind the gRPC contract in `trow-proto`.
+
+pub mod backend;
+pub mod digest;
+pub mod error;
+pub mod layout;
+pub mod manifest;
+pub mod names;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use server::{fs_store, serve};
+pub use store::Store;

@@ -1,0 +1,58 @@
+//! Serving the storage service: the Storage API plus gRPC health and reflection, so operators can
+//! probe it with `grpcurl -plaintext HOST:PORT list`.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use trow_proto::storage::storage_server::StorageServer;
+
+use crate::backend::{Backend, FsBackend};
+use crate::service::StorageService;
+use crate::store::Store;
+
+/// Largest gRPC message: a 4 MiB manifest plus framing, or a 1 MiB blob chunk.
+pub const MAX_MESSAGE_SIZE: usize = 8 << 20;
+
+/// HTTP/2 flow-control windows large enough that a blob stream is not throttled on loopback.
+pub const STREAM_WINDOW: u32 = 8 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// A store on the filesystem under `data_dir`.
+pub fn fs_store(data_dir: &Path) -> std::io::Result<Arc<Store<FsBackend>>> {
+    Ok(Arc::new(Store::new(FsBackend::new(data_dir)?)))
+}
+
+/// Serves `store` on `listener` until `shutdown` resolves, then finishes in-flight calls.
+pub async fn serve<B: Backend>(
+    listener: TcpListener,
+    store: Arc<Store<B>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<StorageServer<StorageService<B>>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("reflection descriptors are valid");
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("reflection descriptors are valid");
+    let storage = StorageServer::new(StorageService::new(store))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(storage)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

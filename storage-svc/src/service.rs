@@ -1,0 +1,259 @@
+//! The gRPC face of the store: turns requests into [`Store`] calls and results into messages.
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+use trow_proto::storage::{
+    self as pb, append_upload_request::Part, storage_server::Storage,
+};
+
+use crate::backend::Backend;
+use crate::error::StorageError;
+use crate::store::{ManifestMeta, Store};
+
+pub struct StorageService<B> {
+    store: Arc<Store<B>>,
+}
+
+impl<B: Backend> StorageService<B> {
+    pub fn new(store: Arc<Store<B>>) -> Self {
+        StorageService { store }
+    }
+}
+
+impl From<ManifestMeta> for pb::ManifestInfo {
+    fn from(m: ManifestMeta) -> Self {
+        pb::ManifestInfo {
+            digest: m.digest,
+            media_type: m.media_type,
+            size: m.size,
+            subject: m.subject.unwrap_or_default(),
+        }
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<B: Backend> Storage for StorageService<B> {
+    async fn stat_blob(&self, req: Request<pb::BlobRef>) -> Result<Response<pb::BlobInfo>, Status> {
+        let r = req.into_inner();
+        let size = self.store.stat_blob(&r.repository, &r.digest).await?;
+        Ok(Response::new(pb::BlobInfo {
+            digest: r.digest,
+            size,
+        }))
+    }
+
+    type ReadBlobStream = ChunkStream;
+
+    async fn read_blob(
+        &self,
+        req: Request<pb::ReadBlobRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let r = req.into_inner();
+        let bytes = self
+            .store
+            .read_blob(&r.repository, &r.digest, r.offset, r.length)
+            .await?;
+        let chunks = bytes.map(|c| {
+            c.map(|data| pb::Chunk { data })
+                .map_err(|e| Status::from(StorageError::Io(e)))
+        });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn delete_blob(&self, req: Request<pb::BlobRef>) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        self.store.delete_blob(&r.repository, &r.digest).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn mount_blob(
+        &self,
+        req: Request<pb::MountBlobRequest>,
+    ) -> Result<Response<pb::BlobInfo>, Status> {
+        let r = req.into_inner();
+        let size = self
+            .store
+            .mount_blob(&r.repository, &r.digest, &r.from_repository)
+            .await?;
+        Ok(Response::new(pb::BlobInfo {
+            digest: r.digest,
+            size,
+        }))
+    }
+
+    async fn start_upload(
+        &self,
+        req: Request<pb::StartUploadRequest>,
+    ) -> Result<Response<pb::UploadInfo>, Status> {
+        let r = req.into_inner();
+        let upload_id = self
+            .store
+            .start_upload(&r.repository, &r.digest_algorithm)
+            .await?;
+        Ok(Response::new(pb::UploadInfo { upload_id, size: 0 }))
+    }
+
+    async fn append_upload(
+        &self,
+        req: Request<Streaming<pb::AppendUploadRequest>>,
+    ) -> Result<Response<pb::UploadInfo>, Status> {
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::AppendUploadRequest {
+                part: Some(Part::Header(h)),
+            }) => h,
+            _ => {
+                return Err(StorageError::UploadInvalid(
+                    "append must start with a header".into(),
+                )
+                .into());
+            }
+        };
+        let data = stream.map(|m| match m {
+            Ok(pb::AppendUploadRequest {
+                part: Some(Part::Data(d)),
+            }) => Ok::<Bytes, StorageError>(d),
+            Ok(_) => Err(StorageError::UploadInvalid(
+                "only data may follow the header".into(),
+            )),
+            Err(s) => Err(StorageError::UploadInvalid(format!(
+                "upload stream broke: {}",
+                s.message()
+            ))),
+        });
+        let size = self
+            .store
+            .append_upload(&header.repository, &header.upload_id, header.offset, data)
+            .await?;
+        Ok(Response::new(pb::UploadInfo {
+            upload_id: header.upload_id,
+            size,
+        }))
+    }
+
+    async fn upload_status(
+        &self,
+        req: Request<pb::UploadRef>,
+    ) -> Result<Response<pb::UploadInfo>, Status> {
+        let r = req.into_inner();
+        let size = self.store.upload_status(&r.repository, &r.upload_id).await?;
+        Ok(Response::new(pb::UploadInfo {
+            upload_id: r.upload_id,
+            size,
+        }))
+    }
+
+    async fn complete_upload(
+        &self,
+        req: Request<pb::CompleteUploadRequest>,
+    ) -> Result<Response<pb::BlobInfo>, Status> {
+        let r = req.into_inner();
+        let size = self
+            .store
+            .complete_upload(&r.repository, &r.upload_id, &r.digest)
+            .await?;
+        Ok(Response::new(pb::BlobInfo {
+            digest: r.digest,
+            size,
+        }))
+    }
+
+    async fn cancel_upload(
+        &self,
+        req: Request<pb::UploadRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        self.store.cancel_upload(&r.repository, &r.upload_id).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn put_manifest(
+        &self,
+        req: Request<pb::PutManifestRequest>,
+    ) -> Result<Response<pb::PutManifestResponse>, Status> {
+        let r = req.into_inner();
+        let meta = self
+            .store
+            .put_manifest(&r.repository, &r.reference, &r.content_type, r.content)
+            .await?;
+        Ok(Response::new(pb::PutManifestResponse {
+            digest: meta.digest,
+            subject: meta.subject.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_manifest(
+        &self,
+        req: Request<pb::ManifestRef>,
+    ) -> Result<Response<pb::Manifest>, Status> {
+        let r = req.into_inner();
+        let (meta, content) = self.store.get_manifest(&r.repository, &r.reference).await?;
+        Ok(Response::new(pb::Manifest {
+            info: Some(meta.into()),
+            content,
+        }))
+    }
+
+    async fn stat_manifest(
+        &self,
+        req: Request<pb::ManifestRef>,
+    ) -> Result<Response<pb::ManifestInfo>, Status> {
+        let r = req.into_inner();
+        let meta = self.store.stat_manifest(&r.repository, &r.reference).await?;
+        Ok(Response::new(meta.into()))
+    }
+
+    async fn delete_manifest(
+        &self,
+        req: Request<pb::ManifestRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        self.store.delete_manifest(&r.repository, &r.reference).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_tags(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::NameList>, Status> {
+        let r = req.into_inner();
+        let (names, truncated) = self.store.list_tags(&r.repository, r.limit, &r.last).await?;
+        Ok(Response::new(pb::NameList { names, truncated }))
+    }
+
+    async fn list_repositories(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::NameList>, Status> {
+        let r = req.into_inner();
+        let (names, truncated) = self.store.list_repositories(r.limit, &r.last).await?;
+        Ok(Response::new(pb::NameList { names, truncated }))
+    }
+
+    async fn list_referrers(
+        &self,
+        req: Request<pb::ListReferrersRequest>,
+    ) -> Result<Response<pb::ReferrerList>, Status> {
+        let r = req.into_inner();
+        let found = self
+            .store
+            .list_referrers(&r.repository, &r.digest, &r.artifact_type)
+            .await?;
+        let manifests = found
+            .into_iter()
+            .map(|d| pb::Descriptor {
+                media_type: d.media_type,
+                digest: d.digest,
+                size: d.size,
+                artifact_type: d.artifact_type.unwrap_or_default(),
+                annotations: d.annotations.into_iter().collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ReferrerList { manifests }))
+    }
+}

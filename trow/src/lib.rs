@@ -1,0 +1,99 @@
+//! The `trow` command's modes, each wiring the service libraries together: the one-process
+//! default runs the same gateway and storage code as the split deployment, talking gRPC over
+//! loopback, so both topologies exercise one code path.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Resolves on SIGTERM or Ctrl-C, and tells every receiver of the returned channel.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn wait(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for {what}: {e}").into())
+}
+
+/// Gateway and storage in one process: the default.
+pub async fn run_all(
+    bind_addr: SocketAddr,
+    storage_addr: SocketAddr,
+    data_dir: &Path,
+    hostname: Option<String>,
+) -> Result<(), Error> {
+    let stop = shutdown_signal();
+    let store = trow_storage::fs_store(data_dir)
+        .map_err(|e| format!("cannot use data dir {}: {e}", data_dir.display()))?;
+    let grpc = bind(storage_addr, "storage gRPC").await?;
+    let grpc_addr = grpc.local_addr()?;
+    let http = bind(bind_addr, "the HTTP API").await?;
+    println!(
+        "trow storage: gRPC on {grpc_addr}, data in {}",
+        store.backend().root().display()
+    );
+    println!(
+        "trow gateway: OCI registry on http://{}{}",
+        http.local_addr()?,
+        hostname.map(|h| format!(" (as {h})")).unwrap_or_default()
+    );
+    let storage = tokio::spawn(trow_storage::serve(grpc, store, wait(stop.clone())));
+    let client = trow_gateway::storage_client(&format!("http://{grpc_addr}"))?;
+    trow_gateway::serve(http, client, wait(stop)).await?;
+    storage.await??;
+    Ok(())
+}
+
+/// The storage service alone.
+pub async fn run_storage(listen: SocketAddr, data_dir: &Path) -> Result<(), Error> {
+    let stop = shutdown_signal();
+    let store = trow_storage::fs_store(data_dir)
+        .map_err(|e| format!("cannot use data dir {}: {e}", data_dir.display()))?;
+    let grpc = bind(listen, "storage gRPC").await?;
+    println!(
+        "trow storage: gRPC on {}, data in {}",
+        grpc.local_addr()?,
+        store.backend().root().display()
+    );
+    trow_storage::serve(grpc, store, wait(stop)).await?;
+    Ok(())
+}
+
+/// The HTTP gateway alone.
+pub async fn run_gateway(
+    bind_addr: SocketAddr,
+    storage_url: &str,
+    hostname: Option<String>,
+) -> Result<(), Error> {
+    let stop = shutdown_signal();
+    let client = trow_gateway::storage_client(storage_url)
+        .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
+    let http = bind(bind_addr, "the HTTP API").await?;
+    println!(
+        "trow gateway: OCI registry on http://{}{}, storage at {storage_url}",
+        http.local_addr()?,
+        hostname.map(|h| format!(" (as {h})")).unwrap_or_default()
+    );
+    trow_gateway::serve(http, client, wait(stop)).await?;
+    Ok(())
+}
