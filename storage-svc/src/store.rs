@@ -77,6 +77,14 @@ fn parse_reference(reference: &str) -> Result<ManifestReference> {
     }
 }
 
+/// A reference being looked up: a tag that could never have been pushed is simply unknown.
+fn lookup_reference(reference: &str) -> Result<ManifestReference> {
+    parse_reference(reference).map_err(|e| match e {
+        StorageError::TagInvalid(t) => StorageError::ManifestUnknown(t),
+        other => other,
+    })
+}
+
 /// Upload ids are UUIDs; checking the shape keeps them safe as path components.
 fn validate_upload_id(id: &str) -> Result<()> {
     match uuid::Uuid::try_parse(id) {
@@ -471,7 +479,7 @@ impl<B: Backend> Store<B> {
     pub async fn stat_manifest(&self, repository: &str, reference: &str) -> Result<ManifestMeta> {
         validate_repository(repository)?;
         let unknown = || StorageError::ManifestUnknown(reference.to_string());
-        let digest = match parse_reference(reference)? {
+        let digest = match lookup_reference(reference)? {
             ManifestReference::Digest(d) => d,
             ManifestReference::Tag(t) => self.resolve_tag(repository, &t).await?.ok_or_else(unknown)?,
         };
@@ -501,7 +509,7 @@ impl<B: Backend> Store<B> {
     pub async fn delete_manifest(&self, repository: &str, reference: &str) -> Result<()> {
         validate_repository(repository)?;
         let unknown = || StorageError::ManifestUnknown(reference.to_string());
-        match parse_reference(reference)? {
+        match lookup_reference(reference)? {
             ManifestReference::Tag(tag) => {
                 self.resolve_tag(repository, &tag).await?.ok_or_else(unknown)?;
                 Ok(self.backend.delete(&layout::tag(repository, &tag)).await?)

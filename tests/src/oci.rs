@@ -270,6 +270,24 @@ pub async fn send(req: reqwest::RequestBuilder) -> Resp {
     }
 }
 
+/// Sends `req` and returns status and headers, discarding the body (tolerating a body that
+/// cannot be read, for checks where only the status line matters).
+pub async fn send_no_body(req: reqwest::RequestBuilder) -> Resp {
+    let (c, req) = req.build_split();
+    let req = req.expect("build request");
+    let what = format!("{} {}", req.method(), req.url());
+    let r = c
+        .execute(req)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    Resp {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: Vec::new(),
+        what,
+    }
+}
+
 impl Resp {
     /// The header's value, if present and text.
     pub fn header(&self, name: &str) -> Option<String> {
