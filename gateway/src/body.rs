@@ -39,7 +39,9 @@ pub fn chunks(body: Body) -> (impl Stream<Item = Bytes> + Send + 'static, BodyEr
                     }
                     match frames.next().await {
                         Some(Ok(frame)) => {
-                            if buf.is_empty() && frame.len() >= MIN_CHUNK && frame.len() <= MAX_CHUNK
+                            if buf.is_empty()
+                                && frame.len() >= MIN_CHUNK
+                                && frame.len() <= MAX_CHUNK
                             {
                                 return Some((frame, (frames, buf, false)));
                             }

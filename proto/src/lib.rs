@@ -7,6 +7,7 @@ pub mod storage {
 }
 
 /// Encoded descriptors of every service, for tonic-reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/trow_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/trow_descriptor.bin"));
 
 pub mod oci_code;

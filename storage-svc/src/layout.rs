@@ -43,11 +43,19 @@ pub fn repository(name: &str) -> String {
 }
 
 pub fn blob_link(name: &str, d: &Digest) -> String {
-    format!("{REPOSITORIES}/{name}/_blobs/{}/{}", d.algorithm.name(), d.hex)
+    format!(
+        "{REPOSITORIES}/{name}/_blobs/{}/{}",
+        d.algorithm.name(),
+        d.hex
+    )
 }
 
 pub fn manifest(name: &str, d: &Digest) -> String {
-    format!("{REPOSITORIES}/{name}/_manifests/{}/{}", d.algorithm.name(), d.hex)
+    format!(
+        "{REPOSITORIES}/{name}/_manifests/{}/{}",
+        d.algorithm.name(),
+        d.hex
+    )
 }
 
 pub fn tags(name: &str) -> String {

@@ -159,7 +159,10 @@ mod tests {
             d('c')
         );
         let p = parse(m.as_bytes(), "").unwrap();
-        assert_eq!(p.references, vec![Reference::Manifest(Digest::parse(&d('a')).unwrap())]);
+        assert_eq!(
+            p.references,
+            vec![Reference::Manifest(Digest::parse(&d('a')).unwrap())]
+        );
         assert_eq!(p.subject, Some(Digest::parse(&d('c')).unwrap()));
         assert_eq!(p.artifact_type.as_deref(), Some("x/y"));
     }

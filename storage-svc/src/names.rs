@@ -70,13 +70,18 @@ mod tests {
 
     #[test]
     fn repository_names() {
-        for ok in ["a", "library/alpine", "a.b/c_d/e__f/g---h", "x1/y2", "f/docker.io/lib"] {
+        for ok in [
+            "a",
+            "library/alpine",
+            "a.b/c_d/e__f/g---h",
+            "x1/y2",
+            "f/docker.io/lib",
+        ] {
             assert!(validate_repository(ok).is_ok(), "{ok} rejected");
         }
         let long = "a".repeat(256);
         for bad in [
-            "", "A", "a..b", "a/../b", "..", "a/", "/a", "a//b", "a-", "_a", "a___b", "a.-b",
-            &long,
+            "", "A", "a..b", "a/../b", "..", "a/", "/a", "a//b", "a-", "_a", "a___b", "a.-b", &long,
         ] {
             assert!(validate_repository(bad).is_err(), "{bad} accepted");
         }

@@ -5,9 +5,7 @@ use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
-use trow_proto::storage::{
-    self as pb, append_upload_request::Part, storage_server::Storage,
-};
+use trow_proto::storage::{self as pb, append_upload_request::Part, storage_server::Storage};
 
 use crate::backend::Backend;
 use crate::error::StorageError;
@@ -108,10 +106,9 @@ impl<B: Backend> Storage for StorageService<B> {
                 part: Some(Part::Header(h)),
             }) => h,
             _ => {
-                return Err(StorageError::UploadInvalid(
-                    "append must start with a header".into(),
-                )
-                .into());
+                return Err(
+                    StorageError::UploadInvalid("append must start with a header".into()).into(),
+                );
             }
         };
         let data = stream.map(|m| match m {
@@ -141,7 +138,10 @@ impl<B: Backend> Storage for StorageService<B> {
         req: Request<pb::UploadRef>,
     ) -> Result<Response<pb::UploadInfo>, Status> {
         let r = req.into_inner();
-        let size = self.store.upload_status(&r.repository, &r.upload_id).await?;
+        let size = self
+            .store
+            .upload_status(&r.repository, &r.upload_id)
+            .await?;
         Ok(Response::new(pb::UploadInfo {
             upload_id: r.upload_id,
             size,
@@ -168,7 +168,9 @@ impl<B: Backend> Storage for StorageService<B> {
         req: Request<pb::UploadRef>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = req.into_inner();
-        self.store.cancel_upload(&r.repository, &r.upload_id).await?;
+        self.store
+            .cancel_upload(&r.repository, &r.upload_id)
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -204,7 +206,10 @@ impl<B: Backend> Storage for StorageService<B> {
         req: Request<pb::ManifestRef>,
     ) -> Result<Response<pb::ManifestInfo>, Status> {
         let r = req.into_inner();
-        let meta = self.store.stat_manifest(&r.repository, &r.reference).await?;
+        let meta = self
+            .store
+            .stat_manifest(&r.repository, &r.reference)
+            .await?;
         Ok(Response::new(meta.into()))
     }
 
@@ -213,7 +218,9 @@ impl<B: Backend> Storage for StorageService<B> {
         req: Request<pb::ManifestRef>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = req.into_inner();
-        self.store.delete_manifest(&r.repository, &r.reference).await?;
+        self.store
+            .delete_manifest(&r.repository, &r.reference)
+            .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -222,7 +229,10 @@ impl<B: Backend> Storage for StorageService<B> {
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::NameList>, Status> {
         let r = req.into_inner();
-        let (names, truncated) = self.store.list_tags(&r.repository, r.limit, &r.last).await?;
+        let (names, truncated) = self
+            .store
+            .list_tags(&r.repository, r.limit, &r.last)
+            .await?;
         Ok(Response::new(pb::NameList { names, truncated }))
     }
 

@@ -142,21 +142,31 @@ impl<B: Backend> Store<B> {
         length: u64,
     ) -> Result<ByteStream> {
         let size = self.stat_blob(repository, digest).await?;
-        let end = if length == 0 { size } else { offset.saturating_add(length) };
+        let end = if length == 0 {
+            size
+        } else {
+            offset.saturating_add(length)
+        };
         if end > size || (offset >= size && size > 0) {
             return Err(StorageError::RangeInvalid(format!(
                 "bytes {offset}-{end} of a {size}-byte blob"
             )));
         }
         let d = Digest::parse(digest)?;
-        Ok(self.backend.read(&layout::blob(&d), offset, end - offset).await?)
+        Ok(self
+            .backend
+            .read(&layout::blob(&d), offset, end - offset)
+            .await?)
     }
 
     /// Unlinks a blob from a repository; its bytes stay for other repositories.
     pub async fn delete_blob(&self, repository: &str, digest: &str) -> Result<()> {
         self.stat_blob(repository, digest).await?;
         let d = Digest::parse(digest)?;
-        Ok(self.backend.delete(&layout::blob_link(repository, &d)).await?)
+        Ok(self
+            .backend
+            .delete(&layout::blob_link(repository, &d))
+            .await?)
     }
 
     /// Links a blob of `from` into `repository`.
@@ -225,7 +235,9 @@ impl<B: Backend> Store<B> {
                 let record: UploadRecord =
                     serde_json::from_slice(&record).map_err(|_| unknown())?;
                 let algorithm = Algorithm::parse(&record.algorithm)?;
-                let (hasher, size) = self.hash_object(&layout::upload_data(id), algorithm).await?;
+                let (hasher, size) = self
+                    .hash_object(&layout::upload_data(id), algorithm)
+                    .await?;
                 let state = UploadState {
                     repository: record.repository,
                     hasher,
@@ -461,7 +473,9 @@ impl<B: Backend> Store<B> {
             return Ok(None);
         };
         let meta = serde_json::from_slice(&raw).map_err(|e| {
-            StorageError::Io(std::io::Error::other(format!("corrupt manifest record: {e}")))
+            StorageError::Io(std::io::Error::other(format!(
+                "corrupt manifest record: {e}"
+            )))
         })?;
         Ok(Some(meta))
     }
@@ -481,7 +495,10 @@ impl<B: Backend> Store<B> {
         let unknown = || StorageError::ManifestUnknown(reference.to_string());
         let digest = match lookup_reference(reference)? {
             ManifestReference::Digest(d) => d,
-            ManifestReference::Tag(t) => self.resolve_tag(repository, &t).await?.ok_or_else(unknown)?,
+            ManifestReference::Tag(t) => self
+                .resolve_tag(repository, &t)
+                .await?
+                .ok_or_else(unknown)?,
         };
         self.manifest_meta(repository, &digest)
             .await?
@@ -511,11 +528,16 @@ impl<B: Backend> Store<B> {
         let unknown = || StorageError::ManifestUnknown(reference.to_string());
         match lookup_reference(reference)? {
             ManifestReference::Tag(tag) => {
-                self.resolve_tag(repository, &tag).await?.ok_or_else(unknown)?;
+                self.resolve_tag(repository, &tag)
+                    .await?
+                    .ok_or_else(unknown)?;
                 Ok(self.backend.delete(&layout::tag(repository, &tag)).await?)
             }
             ManifestReference::Digest(d) => {
-                let meta = self.manifest_meta(repository, &d).await?.ok_or_else(unknown)?;
+                let meta = self
+                    .manifest_meta(repository, &d)
+                    .await?
+                    .ok_or_else(unknown)?;
                 for tag in self.backend.list(&layout::tags(repository)).await? {
                     if self.resolve_tag(repository, &tag).await?.as_ref() == Some(&d) {
                         self.backend.delete(&layout::tag(repository, &tag)).await?;
@@ -526,7 +548,10 @@ impl<B: Backend> Store<B> {
                         .delete(&layout::referrer(repository, &subject, &d))
                         .await?;
                 }
-                Ok(self.backend.delete(&layout::manifest(repository, &d)).await?)
+                Ok(self
+                    .backend
+                    .delete(&layout::manifest(repository, &d))
+                    .await?)
             }
         }
     }
@@ -573,7 +598,11 @@ impl<B: Backend> Store<B> {
                 found.push(name.clone());
             }
             for c in children.into_iter().filter(|c| !c.starts_with('_')) {
-                pending.push(if name.is_empty() { c } else { format!("{name}/{c}") });
+                pending.push(if name.is_empty() {
+                    c
+                } else {
+                    format!("{name}/{c}")
+                });
             }
         }
         found.sort();

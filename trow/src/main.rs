@@ -11,7 +11,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "trow", version, about = "Image management and caching for Kubernetes")]
+#[command(
+    name = "trow",
+    version,
+    about = "Image management and caching for Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -77,7 +81,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        None => trow::run_all(cli.all.bind, cli.all.storage_listen, &cli.all.data_dir, cli.all.hostname).await,
+        None => {
+            trow::run_all(
+                cli.all.bind,
+                cli.all.storage_listen,
+                &cli.all.data_dir,
+                cli.all.hostname,
+            )
+            .await
+        }
         Some(Command::Storage(a)) => trow::run_storage(a.listen, &a.data_dir).await,
         Some(Command::Gateway(a)) => trow::run_gateway(a.bind, &a.storage, a.hostname).await,
     }

@@ -16,7 +16,11 @@ fn parse_range(value: &HeaderValue, size: u64) -> Result<Option<(u64, u64)>> {
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
             .with_header(header::CONTENT_RANGE, hv(format!("bytes */{size}")))
     };
-    let Some(spec) = value.to_str().ok().and_then(|v| v.trim().strip_prefix("bytes=")) else {
+    let Some(spec) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
         return Ok(None); // Not a byte range we understand: ignoring it is allowed (RFC 9110).
     };
     if spec.contains(',') {
@@ -31,7 +35,10 @@ fn parse_range(value: &HeaderValue, size: u64) -> Result<Option<(u64, u64)>> {
             }
             (size.saturating_sub(n), size - 1)
         }
-        (s, "") => (s.parse().map_err(|_| unsatisfiable())?, size.saturating_sub(1)),
+        (s, "") => (
+            s.parse().map_err(|_| unsatisfiable())?,
+            size.saturating_sub(1),
+        ),
         (s, e) => {
             let s: u64 = s.parse().map_err(|_| unsatisfiable())?;
             let e: u64 = e.parse().map_err(|_| unsatisfiable())?;

@@ -37,8 +37,7 @@ pub async fn put(r: Req, reference: String) -> Result<Response> {
         .unwrap_or("")
         .to_string();
     let content = to_bytes(r.body, MAX_MANIFEST_SIZE).await.map_err(|e| {
-        if std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
         {
             too_large()
         } else {

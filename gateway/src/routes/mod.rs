@@ -49,7 +49,10 @@ pub fn parse(path: &str) -> Option<(String, Resource)> {
     let segs: Vec<&str> = path.split('/').collect();
     let n = segs.len();
     let name = |k: usize| (n > k).then(|| segs[..n - k].join("/"));
-    let last = percent_decode_str(segs[n - 1]).decode_utf8().ok()?.into_owned();
+    let last = percent_decode_str(segs[n - 1])
+        .decode_utf8()
+        .ok()?
+        .into_owned();
     let before = |k: usize| (n > k).then(|| segs[n - 1 - k]);
     let (repo, res) = match (before(2), before(1), last.as_str()) {
         (Some("blobs"), Some("uploads"), _) => (name(3)?, Resource::Upload(last)),
@@ -97,9 +100,12 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
         _ => parse(&path),
     };
     let Some((repo, resource)) = parsed else {
-        return Error::new(OciCode::NameUnknown, format!("no such endpoint: /v2/{path}"))
-            .with_status(axum::http::StatusCode::NOT_FOUND)
-            .into_response();
+        return Error::new(
+            OciCode::NameUnknown,
+            format!("no such endpoint: /v2/{path}"),
+        )
+        .with_status(axum::http::StatusCode::NOT_FOUND)
+        .into_response();
     };
     let (parts, body) = req.into_parts();
     let r = Req {
@@ -125,7 +131,10 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
         Resource::Manifest(rf) if m == Method::DELETE => manifests::delete(r, rf).await,
         Resource::Tags if m == Method::GET => tags::list(r).await,
         Resource::Referrers(d) if m == Method::GET => referrers::list(r, d).await,
-        _ => Err(Error::new(OciCode::Unsupported, format!("{method} not allowed here"))),
+        _ => Err(Error::new(
+            OciCode::Unsupported,
+            format!("{method} not allowed here"),
+        )),
     };
     match result {
         Ok(resp) => resp,

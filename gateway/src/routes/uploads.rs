@@ -9,8 +9,8 @@ use axum::http::{HeaderName, StatusCode, header};
 use axum::response::Response;
 use futures::StreamExt;
 use trow_proto::storage::{
-    AppendHeader, AppendUploadRequest, CompleteUploadRequest, MountBlobRequest,
-    StartUploadRequest, UploadRef, append_upload_request::Part,
+    AppendHeader, AppendUploadRequest, CompleteUploadRequest, MountBlobRequest, StartUploadRequest,
+    UploadRef, append_upload_request::Part,
 };
 
 use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Req, hv};
@@ -72,11 +72,10 @@ async fn append(
             offset,
         })),
     };
-    let messages = futures::stream::once(async { header }).chain(chunks.map(|data| {
-        AppendUploadRequest {
+    let messages =
+        futures::stream::once(async { header }).chain(chunks.map(|data| AppendUploadRequest {
             part: Some(Part::Data(data)),
-        }
-    }));
+        }));
     let result = state.storage.clone().append_upload(messages).await;
     if let Some(e) = failed.lock().expect("body error slot").take() {
         return Err(Error::new(
@@ -106,7 +105,12 @@ fn content_range_start(r: &Req) -> Result<Option<u64>> {
     let s = s.strip_prefix("bytes ").unwrap_or(s).trim();
     let (a, b) = s.split_once('-').ok_or_else(invalid)?;
     let start: u64 = a.parse().map_err(|_| invalid())?;
-    let end: u64 = b.split('/').next().unwrap_or("").parse().map_err(|_| invalid())?;
+    let end: u64 = b
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .parse()
+        .map_err(|_| invalid())?;
     if end < start {
         return Err(invalid());
     }
