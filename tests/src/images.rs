@@ -129,8 +129,10 @@ pub fn write_blob(layout: &Path, data: &[u8]) -> String {
 
 fn read_index_json(layout: &Path) -> serde_json::Value {
     let p = layout.join("index.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())))
-        .expect("index.json is JSON")
+    serde_json::from_slice(
+        &std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())),
+    )
+    .expect("index.json is JSON")
 }
 
 /// The descriptor `index.json` holds for `tag`.
@@ -286,7 +288,11 @@ pub fn build_index(layout: &Path, tag: &str) -> Index {
 /// `skopeo inspect --raw oci:LAYOUT:TAG` must succeed and return bytes with digest `digest`.
 fn verify_with_skopeo(layout: &Path, tag: &str, digest: &str) {
     let mut cmd = Command::new("skopeo");
-    cmd.args(["inspect", "--raw", &format!("oci:{}:{tag}", layout.display())]);
+    cmd.args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:{tag}", layout.display()),
+    ]);
     let out = output(&mut cmd);
     assert!(
         out.status.success(),

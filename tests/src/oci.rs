@@ -19,6 +19,11 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// An `Accept` header listing every manifest media type.
+pub const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, \
+application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// The registry a test talks to: a Trow it started, or the external `TROW_TEST_URL`.
 pub struct Reg {
@@ -108,6 +113,16 @@ impl Reg {
 
     pub async fn head(&self, url: &str) -> Resp {
         send(self.client.head(url)).await
+    }
+
+    /// GET with an `Accept` of every manifest type, as real clients send for manifests.
+    pub async fn get_m(&self, url: &str) -> Resp {
+        send(self.client.get(url).header("Accept", ACCEPT_ALL)).await
+    }
+
+    /// HEAD with an `Accept` of every manifest type.
+    pub async fn head_m(&self, url: &str) -> Resp {
+        send(self.client.head(url).header("Accept", ACCEPT_ALL)).await
     }
 
     pub async fn delete(&self, url: &str) -> Resp {

@@ -157,7 +157,12 @@ fn skopeo_copy(addr: &str) {
     copy_in(
         &img.oci_ref(),
         &format!("{addr}/{repo}:v1"),
-        &["--format", "v2s2", "--digestfile", &digestfile.to_string_lossy()],
+        &[
+            "--format",
+            "v2s2",
+            "--digestfile",
+            &digestfile.to_string_lossy(),
+        ],
     );
     let pushed = std::fs::read_to_string(&digestfile).unwrap();
     let raw = registry_raw_manifest(&format!("{addr}/{repo}:v1"));
@@ -183,7 +188,12 @@ fn assert_index_served(addr: &str, repo: &str, tag: &str, idx: &Index) {
     assert_eq!(served["mediaType"], INDEX_MEDIA_TYPE);
     for child in &idx.images {
         let raw = registry_raw_manifest(&format!("{addr}/{repo}@{}", child.manifest_digest));
-        assert_eq!(raw, child.manifest_bytes(), "{repo}@{}", child.manifest_digest);
+        assert_eq!(
+            raw,
+            child.manifest_bytes(),
+            "{repo}@{}",
+            child.manifest_digest
+        );
     }
 }
 
@@ -191,7 +201,10 @@ fn podman_push_pull(addr: &str) {
     // podman names an image pulled from `oci:PATH` after PATH, which must then be a valid
     // (lowercase, no leading dot) repository name.
     let tmp = tempfile::Builder::new()
-        .prefix(&format!("trow-podman-{:016x}", images::Rng::new().next_u64()))
+        .prefix(&format!(
+            "trow-podman-{:016x}",
+            images::Rng::new().next_u64()
+        ))
         .rand_bytes(0)
         .tempdir()
         .unwrap();
@@ -200,7 +213,11 @@ fn podman_push_pull(addr: &str) {
 
     let pulled = p.run(["pull", &img.oci_ref()]);
     let id = pulled.lines().last().unwrap_or("").trim().to_string();
-    assert_eq!(format!("sha256:{id}"), img.config_digest, "image ID from the layout");
+    assert_eq!(
+        format!("sha256:{id}"),
+        img.config_digest,
+        "image ID from the layout"
+    );
 
     let reference = format!("{addr}/clients/podman/img:v1");
     p.run(["tag", &id, &reference]);
@@ -217,7 +234,11 @@ fn podman_push_pull(addr: &str) {
         .trim()
         .to_string();
     let raw = registry_raw_manifest(&reference);
-    assert_eq!(sha256_digest(&raw), pushed, "served manifest vs pushed digest");
+    assert_eq!(
+        sha256_digest(&raw),
+        pushed,
+        "served manifest vs pushed digest"
+    );
     let m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(m["config"]["digest"], img.config_digest.as_str(), "{m}");
 
@@ -225,7 +246,13 @@ fn podman_push_pull(addr: &str) {
     p.run(["rmi", "--all", "--force"]);
     assert_eq!(p.run(["images", "--quiet"]).trim(), "", "rmi left images");
     p.run(["pull", "--tls-verify=false", &reference]);
-    let info = p.run(["image", "inspect", "--format", "{{.ID}} {{.Digest}}", &reference]);
+    let info = p.run([
+        "image",
+        "inspect",
+        "--format",
+        "{{.ID}} {{.Digest}}",
+        &reference,
+    ]);
     assert_eq!(info.trim(), format!("{id} {pushed}"), "pulled by tag");
 
     // And by digest.
@@ -284,7 +311,10 @@ fn containerd_pull_push(addr: &str) {
             .iter()
             .chain([&child.config_digest, &child.manifest_digest])
         {
-            assert!(content.contains(d.as_str()), "{d} not in content store:\n{content}");
+            assert!(
+                content.contains(d.as_str()),
+                "{d} not in content store:\n{content}"
+            );
         }
     }
 
@@ -302,7 +332,11 @@ fn containerd_pull_push(addr: &str) {
 
     // containerd's own pusher, into new repositories.
     for (from, to, digest) in [
-        (&single, "clients/ctr/pushed-single:v1", &img.manifest_digest),
+        (
+            &single,
+            "clients/ctr/pushed-single:v1",
+            &img.manifest_digest,
+        ),
         (&multi, "clients/ctr/pushed-multi:v1", &idx.index_digest),
     ] {
         let to = format!("{addr}/{to}");

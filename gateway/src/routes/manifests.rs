@@ -4,7 +4,7 @@
 //! service parses the manifest and checks that everything it references is in the repository.
 
 use axum::body::{Body, to_bytes};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use trow_proto::storage::{ManifestRef, PutManifestRequest};
 
@@ -73,8 +73,27 @@ pub async fn put(r: Req, reference: String) -> Result<Response> {
     Ok(resp.body(Body::empty()).expect("valid response"))
 }
 
+/// Whether the request's `Accept` header admits `media_type`. No `Accept`, or a wildcard, admits
+/// everything. Trow never converts manifests, so a client that refuses the stored type is told
+/// the manifest is unknown to it, as distribution does.
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    let mut types = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .filter(|t| !t.is_empty())
+        .peekable();
+    if types.peek().is_none() {
+        return true;
+    }
+    types.any(|t| t == media_type || t == "*/*" || t == "application/*")
+}
+
 pub async fn get(r: Req, reference: String, head: bool) -> Result<Response> {
     let mut storage = r.state.storage.clone();
+    let headers = r.headers;
     let at = ManifestRef {
         repository: r.repo,
         reference,
@@ -85,6 +104,15 @@ pub async fn get(r: Req, reference: String, head: bool) -> Result<Response> {
         let m = storage.get_manifest(at).await?.into_inner();
         (m.info.unwrap_or_default(), Body::from(m.content))
     };
+    if !accepts(&headers, &info.media_type) {
+        return Err(Error::new(
+            OciCode::ManifestUnknown,
+            format!(
+                "the manifest is {}, which the Accept header does not admit",
+                info.media_type
+            ),
+        ));
+    }
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, hv(&info.media_type))
@@ -108,4 +136,20 @@ pub async fn delete(r: Req, reference: String) -> Result<Response> {
         .header(header::CONTENT_LENGTH, 0)
         .body(Body::empty())
         .expect("valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_header() {
+        let mut h = HeaderMap::new();
+        assert!(accepts(&h, "a/b"));
+        h.append(header::ACCEPT, "x/y; q=0.5, a/b".parse().unwrap());
+        assert!(accepts(&h, "a/b"));
+        assert!(!accepts(&h, "c/d"));
+        h.append(header::ACCEPT, "*/*".parse().unwrap());
+        assert!(accepts(&h, "c/d"));
+    }
 }
