@@ -48,7 +48,7 @@ pub struct Parsed {
 }
 
 fn digest_of(d: &Descriptor) -> Result<Digest, StorageError> {
-    Digest::parse(&d.digest().to_string())
+    Digest::parse(d.digest().as_ref())
         .map_err(|e| StorageError::ManifestInvalid(format!("descriptor digest: {e}")))
 }
 

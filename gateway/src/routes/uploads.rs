@@ -184,10 +184,10 @@ pub async fn start(r: Req) -> Result<Response> {
 
 /// Appends the body (if any) and completes the upload with `digest`.
 async fn finish(r: Req, id: String, digest: String, offset: Option<u64>) -> Result<Response> {
-    if has_body(&r.body) {
-        if let Err(e) = append(&r.state, &r.repo, &id, offset, r.body).await {
-            return Err(with_upload_position(e, &r.state, &r.repo, &id).await);
-        }
+    if has_body(&r.body)
+        && let Err(e) = append(&r.state, &r.repo, &id, offset, r.body).await
+    {
+        return Err(with_upload_position(e, &r.state, &r.repo, &id).await);
     }
     let complete = CompleteUploadRequest {
         repository: r.repo.clone(),
