@@ -68,3 +68,36 @@ pub fn chunks(body: Body) -> (impl Stream<Item = Bytes> + Send + 'static, BodyEr
 pub fn from_chunks(stream: tonic::Streaming<trow_proto::storage::Chunk>) -> Body {
     Body::from_stream(stream.map(|c| c.map(|c| c.data)))
 }
+
+/// Why [`read_limited`] gave up.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The body is over the limit. `drained` tells whether it was read to its end, so that the
+    /// connection can carry the error answer and further requests.
+    TooLarge { drained: bool },
+    Failed(axum::Error),
+}
+
+/// Bodies over the limit are still read (and dropped) up to this size, because a client that
+/// is still sending when the answer comes may never see it.
+pub const DRAIN_CAP: u64 = 64 << 20;
+
+/// Reads a small body whole, refusing more than `limit` bytes.
+pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    let mut frames = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    let mut total: u64 = 0;
+    while let Some(frame) = frames.next().await {
+        let frame = frame.map_err(ReadError::Failed)?;
+        total += frame.len() as u64;
+        if total <= limit as u64 {
+            buf.extend_from_slice(&frame);
+        } else if total > DRAIN_CAP {
+            return Err(ReadError::TooLarge { drained: false });
+        }
+    }
+    if total > limit as u64 {
+        return Err(ReadError::TooLarge { drained: true });
+    }
+    Ok(buf.freeze())
+}

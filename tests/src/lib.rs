@@ -41,7 +41,11 @@ pub fn trow_bin() -> PathBuf {
         return PathBuf::from(b);
     }
     let p = target_dir().join("debug/trow");
-    assert!(p.exists(), "{} missing: run `cargo build` first", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build` first",
+        p.display()
+    );
     p
 }
 
@@ -113,10 +117,9 @@ pub fn wait_http_ok(url: &str, procs: &mut [&mut Proc]) {
         if let Ok(out) = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
             .output()
+            && out.stdout == b"200"
         {
-            if out.stdout == b"200" {
-                return;
-            }
+            return;
         }
         for p in procs.iter_mut() {
             if p.exited() {
@@ -136,7 +139,10 @@ pub fn wait_tcp(addr: &str, proc_: &mut Proc) {
     let start = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
         if proc_.exited() {
-            panic!("process exited before {addr} was ready:\n{}", proc_.log_text());
+            panic!(
+                "process exited before {addr} was ready:\n{}",
+                proc_.log_text()
+            );
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
@@ -184,8 +190,14 @@ impl Trow {
         let mut trow = match topology {
             Topology::OneProcess => {
                 let mut cmd = Command::new(trow_bin());
-                cmd.args(["--bind", &addr, "--storage-listen", &storage_addr, "--data-dir"])
-                    .arg(data_dir);
+                cmd.args([
+                    "--bind",
+                    &addr,
+                    "--storage-listen",
+                    &storage_addr,
+                    "--data-dir",
+                ])
+                .arg(data_dir);
                 let main = Proc::spawn(cmd, logs.join(format!("trow-{port}.log")));
                 Trow {
                     topology,
@@ -247,7 +259,11 @@ impl Trow {
     /// Split topology only: starts the storage process again on the same port and data dir.
     pub fn restart_storage(&mut self) {
         assert_eq!(self.topology, Topology::Split);
-        let logs = self.data_dir.parent().unwrap_or(&self.data_dir).to_path_buf();
+        let logs = self
+            .data_dir
+            .parent()
+            .unwrap_or(&self.data_dir)
+            .to_path_buf();
         self.storage = Some(Trow::spawn_storage(
             &self.storage_addr,
             &self.data_dir,

@@ -209,7 +209,9 @@ impl Reg {
     pub async fn push_image(&self, repo: &str, reference: &str, seed: &str) -> (String, Vec<u8>) {
         let m = self.image_manifest(repo, seed).await;
         let body = to_bytes(&m);
-        let d = self.push_manifest(repo, reference, OCI_MANIFEST, &body).await;
+        let d = self
+            .push_manifest(repo, reference, OCI_MANIFEST, &body)
+            .await;
         (d, body)
     }
 
@@ -269,7 +271,7 @@ pub async fn send(req: reqwest::RequestBuilder) -> Resp {
     let r = c
         .execute(req)
         .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        .unwrap_or_else(|e| panic!("{what}: {}", error_chain(&e)));
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let body = r
@@ -283,6 +285,18 @@ pub async fn send(req: reqwest::RequestBuilder) -> Resp {
         body,
         what,
     }
+}
+
+/// `e` and its sources, `: `-separated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Sends `req` and returns status and headers, discarding the body (tolerating a body that
@@ -328,7 +342,11 @@ impl Resp {
     }
 
     pub fn assert_status(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "{}: unexpected status: {self}", self.what);
+        assert_eq!(
+            self.status, status,
+            "{}: unexpected status: {self}",
+            self.what
+        );
         self
     }
 
@@ -418,14 +436,20 @@ impl Resp {
 
 impl std::fmt::Display for Resp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {} headers={:?} body={:?}", self.status, self.headers, {
-            let t = self.text();
-            if t.len() > 2000 {
-                format!("{}…", &t[..t.floor_char_boundary(2000)])
-            } else {
-                t
+        write!(
+            f,
+            "HTTP {} headers={:?} body={:?}",
+            self.status,
+            self.headers,
+            {
+                let t = self.text();
+                if t.len() > 2000 {
+                    format!("{}…", &t[..t.floor_char_boundary(2000)])
+                } else {
+                    t
+                }
             }
-        })
+        )
     }
 }
 
@@ -468,7 +492,9 @@ pub fn parse_next_link(link: &str) -> String {
         .filter(|p| !p.is_empty())
         .collect();
     assert!(
-        params.iter().any(|p| p == "rel=\"next\"" || p == "rel=next"),
+        params
+            .iter()
+            .any(|p| p == "rel=\"next\"" || p == "rel=next"),
         "Link header without rel=\"next\": {link:?}"
     );
     url.to_string()
@@ -491,12 +517,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
@@ -575,9 +602,27 @@ pub fn to_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("serialise JSON")
 }
 
-/// Sends a raw HTTP/1.1 request (for paths an HTTP client would normalise, such as `/../`) and
-/// returns the status code and body.
-pub async fn raw_request(base_url: &str, method: &str, path: &str) -> (u16, String) {
+/// A response to a raw request: status, lower-cased header lines, and body text.
+#[derive(Debug)]
+pub struct RawResp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends a raw HTTP/1.1 request with exactly the given extra header lines (no `Accept` or other
+/// defaults an HTTP client adds) and no body, over a fresh connection; for paths a client would
+/// normalise (such as `/../`) and for requests without headers a client always sends.
+pub async fn raw(base_url: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> RawResp {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base_url
         .split_once("://")
@@ -587,23 +632,40 @@ pub async fn raw_request(base_url: &str, method: &str, path: &str) -> (u16, Stri
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if method != "GET" && method != "HEAD" {
+        req.push_str("Content-Length: 0\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
     s.write_all(req.as_bytes()).await.expect("write request");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("read response");
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawResp {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// [`raw`] without extra headers; returns the status code and body.
+pub async fn raw_request(base_url: &str, method: &str, path: &str) -> (u16, String) {
+    let r = raw(base_url, method, path, &[]).await;
+    (r.status, r.body)
 }
 
 /// The `errors[0].code` of a JSON error body given as text (chunked transfer framing tolerated).

@@ -216,10 +216,8 @@ async fn large_blob_round_trip(topology: Topology) {
             .header("Range", format!("bytes={a}-{b}")),
     )
     .await;
-    r.assert_status(206).assert_header(
-        "content-range",
-        &format!("bytes {a}-{b}/{}", data.len()),
-    );
+    r.assert_status(206)
+        .assert_header("content-range", &format!("bytes {a}-{b}/{}", data.len()));
     assert!(r.body == data[a..=b], "range body differs");
 }
 

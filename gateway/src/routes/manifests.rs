@@ -3,23 +3,30 @@
 //! The gateway enforces the size limit and passes the bytes and Content-Type on; the storage
 //! service parses the manifest and checks that everything it references is in the repository.
 
-use axum::body::{Body, to_bytes};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use trow_proto::storage::{ManifestRef, PutManifestRequest};
 
 use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, Req, hv};
+use crate::body;
 use crate::error::{Error, OciCode, Result};
 
 /// Largest manifest accepted, as distribution and the spec's guidance have it.
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 
-fn too_large() -> Error {
-    Error::new(
+/// A 413. When the rest of the body was not read, the connection must close after the answer.
+fn too_large(drained: bool) -> Error {
+    let e = Error::new(
         OciCode::ManifestInvalid,
         format!("manifest exceeds the {MAX_MANIFEST_SIZE}-byte limit"),
     )
-    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    .with_status(StatusCode::PAYLOAD_TOO_LARGE);
+    if drained {
+        e
+    } else {
+        e.with_header(header::CONNECTION, HeaderValue::from_static("close"))
+    }
 }
 
 pub async fn put(r: Req, reference: String) -> Result<Response> {
@@ -27,8 +34,8 @@ pub async fn put(r: Req, reference: String) -> Result<Response> {
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
-        return Err(too_large());
+    if declared.is_some_and(|n| n > body::DRAIN_CAP) {
+        return Err(too_large(false));
     }
     let content_type = r
         .headers
@@ -36,17 +43,15 @@ pub async fn put(r: Req, reference: String) -> Result<Response> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let content = to_bytes(r.body, MAX_MANIFEST_SIZE).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            too_large()
-        } else {
-            Error::new(
+    let content = body::read_limited(r.body, MAX_MANIFEST_SIZE)
+        .await
+        .map_err(|e| match e {
+            body::ReadError::TooLarge { drained } => too_large(drained),
+            body::ReadError::Failed(e) => Error::new(
                 OciCode::ManifestInvalid,
                 format!("reading the manifest failed: {e}"),
-            )
-        }
-    })?;
+            ),
+        })?;
     let stored = r
         .state
         .storage

@@ -1,0 +1,162 @@
+//! The storage service's gRPC server: standard health checking (grpc.health.v1) and server
+//! reflection (grpc.reflection.v1), in both topologies.
+
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+use trow_tests::{Topology, Trow};
+
+const STORAGE: &str = "trow.storage.v1.Storage";
+
+async fn channel(trow: &Trow) -> Channel {
+    Channel::from_shared(format!("http://{}", trow.storage_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to storage gRPC at {}: {e}", trow.storage_addr))
+}
+
+async fn check(ch: &Channel, service: &str) -> Result<ServingStatus, tonic::Status> {
+    let mut c = HealthClient::new(ch.clone());
+    let r = c
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await?;
+    Ok(ServingStatus::try_from(r.into_inner().status).expect("known serving status"))
+}
+
+/// Sends one reflection request and returns its response (or the stream's error status).
+async fn try_reflect(
+    ch: &Channel,
+    req: MessageRequest,
+) -> Result<ServerReflectionResponse, tonic::Status> {
+    let mut c = ServerReflectionClient::new(ch.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(req),
+    };
+    let mut stream = c
+        .server_reflection_info(futures::stream::iter([req]))
+        .await
+        .expect("reflection call")
+        .into_inner();
+    Ok(stream.message().await?.expect("one response"))
+}
+
+async fn reflect(ch: &Channel, req: MessageRequest) -> ServerReflectionResponse {
+    try_reflect(ch, req).await.expect("reflection response")
+}
+
+async fn list_services(ch: &Channel) -> Vec<String> {
+    match reflect(ch, MessageRequest::ListServices(String::new()))
+        .await
+        .message_response
+    {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection response: {other:?}"),
+    }
+}
+
+async fn health_and_reflection(topology: Topology) {
+    let trow = Trow::start(topology);
+    let ch = channel(&trow).await;
+
+    assert_eq!(
+        check(&ch, "").await.expect("check \"\""),
+        ServingStatus::Serving
+    );
+    assert_eq!(
+        check(&ch, STORAGE).await.expect("check Storage"),
+        ServingStatus::Serving
+    );
+    let unknown = check(&ch, "no.such.Service").await;
+    assert_eq!(
+        unknown
+            .expect_err("unknown service must not be SERVING")
+            .code(),
+        tonic::Code::NotFound
+    );
+
+    let services = list_services(&ch).await;
+    assert!(
+        services.iter().any(|s| s == STORAGE),
+        "{STORAGE} not in reflected services {services:?}"
+    );
+
+    // The Storage service's file descriptor is served, under its proto package.
+    match reflect(
+        &ch,
+        MessageRequest::FileContainingSymbol(STORAGE.to_string()),
+    )
+    .await
+    .message_response
+    {
+        Some(MessageResponse::FileDescriptorResponse(f)) => {
+            assert!(!f.file_descriptor_proto.is_empty(), "no descriptors");
+            let all: Vec<u8> = f.file_descriptor_proto.concat();
+            let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+            assert!(has(b"trow.storage.v1"), "descriptor lacks the package name");
+            assert!(has(b"Storage"), "descriptor lacks the service");
+            assert!(
+                has(b"PutManifest"),
+                "descriptor lacks the PutManifest method"
+            );
+        }
+        other => panic!("unexpected reflection response: {other:?}"),
+    }
+    // An unknown symbol is NOT_FOUND (as an error message or a stream status), not a descriptor.
+    match try_reflect(
+        &ch,
+        MessageRequest::FileContainingSymbol("no.such.Symbol".into()),
+    )
+    .await
+    {
+        Ok(ServerReflectionResponse {
+            message_response: Some(MessageResponse::ErrorResponse(e)),
+            ..
+        }) => assert_eq!(e.error_code, tonic::Code::NotFound as i32, "{e:?}"),
+        Err(status) => assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}"),
+        other => panic!("expected NOT_FOUND, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn health_and_reflection_one_process() {
+    health_and_reflection(Topology::OneProcess).await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_split() {
+    health_and_reflection(Topology::Split).await;
+}
+
+#[tokio::test]
+async fn split_storage_health_survives_restart() {
+    let mut trow = Trow::start(Topology::Split);
+    let ch = channel(&trow).await;
+    assert_eq!(
+        check(&ch, STORAGE).await.expect("check"),
+        ServingStatus::Serving
+    );
+    trow.kill_storage();
+    assert!(
+        check(&ch, STORAGE).await.is_err(),
+        "a killed storage process answered a health check"
+    );
+    trow.restart_storage();
+    // A fresh connection to the restarted process.
+    let ch = channel(&trow).await;
+    assert_eq!(check(&ch, "").await.expect("check"), ServingStatus::Serving);
+    assert_eq!(
+        check(&ch, STORAGE).await.expect("check"),
+        ServingStatus::Serving
+    );
+}
