@@ -37,6 +37,7 @@ pub fn storage_client(url: &str) -> Result<StorageClient<Channel>, tonic::transp
         .tcp_nodelay(true)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
+        .max_frame_size(1 << 20)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .connect_lazy();
     Ok(StorageClient::new(channel)

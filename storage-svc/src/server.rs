@@ -18,6 +18,8 @@ pub const MAX_MESSAGE_SIZE: usize = 8 << 20;
 /// HTTP/2 flow-control windows large enough that a blob stream is not throttled on loopback.
 pub const STREAM_WINDOW: u32 = 8 << 20;
 pub const CONNECTION_WINDOW: u32 = 32 << 20;
+/// HTTP/2 frames big enough to carry a blob chunk in one or two frames.
+pub const MAX_FRAME_SIZE: u32 = 1 << 20;
 
 /// A store on the filesystem under `data_dir`.
 pub fn fs_store(data_dir: &Path) -> std::io::Result<Arc<Store<FsBackend>>> {
@@ -51,6 +53,7 @@ pub async fn serve<B: Backend>(
     tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -6,10 +6,8 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::{Backend, ByteStream, CHUNK_SIZE};
 
@@ -71,6 +69,48 @@ fn put_blocking(path: &Path, data: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Chunks read ahead of the consumer, per stream.
+const READ_AHEAD: usize = 2;
+
+fn read_chunks(
+    mut file: std::fs::File,
+    mut remaining: u64,
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+) {
+    while remaining > 0 {
+        let want = remaining.min(CHUNK_SIZE as u64) as usize;
+        let mut buf = bytes::BytesMut::zeroed(want);
+        let mut filled = 0;
+        let read = loop {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break Ok(filled),
+                Ok(n) => {
+                    filled += n;
+                    if filled == want {
+                        break Ok(filled);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let msg = match read {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                remaining -= n as u64;
+                Ok(buf.freeze())
+            }
+            Err(e) => Err(e),
+        };
+        let failed = msg.is_err();
+        // A closed channel means the reader went away: stop reading.
+        if tx.blocking_send(msg).is_err() || failed {
+            return;
+        }
+    }
+}
+
 fn commit_blocking(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::File::open(from)?.sync_all()?;
     let dir = to.parent().expect("keys have a parent");
@@ -105,12 +145,21 @@ impl Backend for FsBackend {
     }
 
     async fn read(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
-        let mut file = tokio::fs::File::open(self.path(key)).await?;
-        if offset > 0 {
-            file.seek(io::SeekFrom::Start(offset)).await?;
-        }
+        let path = self.path(key);
+        let file = blocking(move || {
+            let mut f = std::fs::File::open(path)?;
+            if offset > 0 {
+                f.seek(io::SeekFrom::Start(offset))?;
+            }
+            Ok(f)
+        })
+        .await?;
         let limit = if len == 0 { u64::MAX } else { len };
-        Ok(ReaderStream::with_capacity(file.take(limit), CHUNK_SIZE).boxed())
+        // One blocking reader per stream, reading straight into the chunk it sends: no copy and
+        // no thread-pool round trip per chunk. The channel's bound is the read-ahead.
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        tokio::task::spawn_blocking(move || read_chunks(file, limit, tx));
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 
     async fn delete(&self, key: &str) -> io::Result<()> {
