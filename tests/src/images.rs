@@ -158,6 +158,12 @@ pub fn init_layout(layout: &Path) {
 /// Builds a linux/`arch` image tagged `tag` in `layout` (created if missing): two layers of a few
 /// random files each, and a config with a command. `layout`'s parent holds the scratch bundle.
 pub fn build_image(layout: &Path, tag: &str, arch: &str) -> Image {
+    build_image_sized(layout, tag, arch, 0)
+}
+
+/// As [`build_image`], with an extra file of `big` random bytes in the second layer (so that
+/// layer is about `big` bytes even compressed).
+pub fn build_image_sized(layout: &Path, tag: &str, arch: &str, big: usize) -> Image {
     if !layout.join("index.json").exists() {
         init_layout(layout);
     }
@@ -177,6 +183,9 @@ pub fn build_image(layout: &Path, tag: &str, arch: &str) -> Image {
         for f in 0..3 {
             let size = 1024 + (rng.next_u64() % (24 * 1024)) as usize;
             std::fs::write(dir.join(format!("file{f}.bin")), rng.bytes(size)).expect("write file");
+        }
+        if layer == 1 && big > 0 {
+            std::fs::write(dir.join("big.bin"), rng.bytes(big)).expect("write big file");
         }
         std::fs::write(
             dir.join("id.txt"),

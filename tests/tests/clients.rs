@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use trow_tests::clients::{
-    Containerd, Podman, assert_layout_blobs_intact, layout_tag_digest, registry_raw_manifest, run,
-    skopeo,
+    Containerd, Podman, assert_layout_blobs_intact, describe, layout_tag_digest, output,
+    registry_raw_manifest, run, skopeo,
 };
 use trow_tests::images::{self, INDEX_MEDIA_TYPE, Image, Index, MANIFEST_MEDIA_TYPE};
 use trow_tests::sha256_digest;
@@ -96,7 +96,8 @@ fn assert_layout_has_image(layout: &Path, img: &Image) {
 fn skopeo_copy(addr: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let img = images::build_image(&src, "single", "amd64");
+    // A layer of several MiB, so clients upload it in more than one write.
+    let img = images::build_image_sized(&src, "single", "amd64", 12 << 20);
     let idx = images::build_index(&src, "multi");
 
     // Single image, digests preserved.
@@ -177,6 +178,70 @@ fn skopeo_copy(addr: &str) {
     );
     let copied = std::fs::read(dir.join("manifest.json")).unwrap();
     assert_eq!(sha256_digest(&copied), pushed.trim(), "v2s2 copied out");
+
+    // Tags, as skopeo lists them.
+    copy_in(
+        &img.oci_ref(),
+        &format!("{addr}/{repo}:v2"),
+        &["--format", "v2s2"],
+    );
+    assert_eq!(list_tags(addr, repo), ["v1", "v2"]);
+    assert_eq!(
+        sha256_digest(&registry_raw_manifest(&format!("{addr}/{repo}:v2"))),
+        pushed.trim(),
+        "the same conversion twice gives the same manifest"
+    );
+
+    // skopeo delete resolves the tag and deletes the manifest by digest: both tags go.
+    run(&mut skopeo([
+        "delete",
+        "--tls-verify=false",
+        &format!("docker://{addr}/{repo}:v1"),
+    ]));
+    let mut cmd = skopeo([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{addr}/{repo}:v1"),
+    ]);
+    let out = output(&mut cmd);
+    assert!(
+        !out.status.success(),
+        "deleted manifest still served: {}",
+        describe(&cmd, &out)
+    );
+    let mut cmd = skopeo([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{addr}/{repo}:v2"),
+    ]);
+    let out = output(&mut cmd);
+    assert!(
+        !out.status.success(),
+        "tag v2 of the deleted manifest still served: {}",
+        describe(&cmd, &out)
+    );
+    // Other repositories are untouched.
+    assert_served_manifest(addr, "clients/skopeo/single", "v1", &img.manifest_bytes());
+}
+
+/// `skopeo list-tags`, sorted.
+fn list_tags(addr: &str, repo: &str) -> Vec<String> {
+    let out = run(&mut skopeo([
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{addr}/{repo}"),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("list-tags JSON");
+    let mut tags: Vec<String> = v["Tags"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no Tags in {v}"))
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    tags.sort();
+    tags
 }
 
 /// The registry serves `idx` under `repo:tag` and each child manifest by digest.
@@ -275,12 +340,71 @@ fn podman_push_pull(addr: &str) {
         sha256_digest(&raw),
         "second push"
     );
+
+    // A manifest list assembled by podman from two single-platform images, pushed as an OCI index
+    // with its images.
+    let idx = images::build_index(&tmp.path().join("src"), "multi");
+    p.run(["manifest", "create", "trow-list"]);
+    for child in &idx.images {
+        p.run(["manifest", "add", "trow-list", &child.oci_ref()]);
+    }
+    let list = format!("{addr}/clients/podman/list:v1");
+    let digestfile = p.path("list.digest");
+    p.run([
+        "manifest",
+        "push",
+        "--all",
+        "--tls-verify=false",
+        "--format",
+        "oci",
+        "--digestfile",
+        &digestfile.to_string_lossy(),
+        "trow-list",
+        &format!("docker://{list}"),
+    ]);
+    let pushed = std::fs::read_to_string(&digestfile).unwrap();
+    let raw = registry_raw_manifest(&list);
+    assert_eq!(sha256_digest(&raw), pushed.trim(), "pushed list digest");
+    let served: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(served["mediaType"], INDEX_MEDIA_TYPE, "{served}");
+    for child in &idx.images {
+        assert!(
+            served["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["digest"] == child.manifest_digest.as_str()),
+            "{} not in the pushed list: {served}",
+            child.manifest_digest
+        );
+        let by_digest = format!("{addr}/clients/podman/list@{}", child.manifest_digest);
+        assert_eq!(registry_raw_manifest(&by_digest), child.manifest_bytes());
+    }
+    // podman picks the platform it is asked for out of the index.
+    p.run(["rmi", "--all", "--force"]);
+    p.run(["pull", "--tls-verify=false", "--arch", "arm64", &list]);
+    let info = p.run([
+        "image",
+        "inspect",
+        "--format",
+        "{{.ID}} {{.Architecture}}",
+        &list,
+    ]);
+    let arm = &idx.images[1];
+    assert_eq!(arm.architecture, "arm64");
+    assert_eq!(
+        info.trim(),
+        format!(
+            "{} arm64",
+            arm.config_digest.strip_prefix("sha256:").unwrap()
+        )
+    );
 }
 
 fn containerd_pull_push(addr: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let img = images::build_image(&src, "single", "amd64");
+    let img = images::build_image_sized(&src, "single", "amd64", 12 << 20);
     let idx = images::build_index(&src, "multi");
     let single = format!("{addr}/clients/ctr/single:v1");
     let multi = format!("{addr}/clients/ctr/multi:v1");

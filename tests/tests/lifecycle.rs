@@ -42,7 +42,11 @@ fn one_process_prints_where_it_listens_and_stores_and_stops_on_sigterm() {
 fn split_gateway_reports_storage_down_and_recovers_after_restart() {
     let mut trow = Trow::start(Topology::Split);
     let tags = format!("{}/v2/some/repo/tags/list", trow.url);
-    assert_eq!(get_status(&tags).0, 404, "unknown repo before anything is pushed");
+    assert_eq!(
+        get_status(&tags).0,
+        404,
+        "unknown repo before anything is pushed"
+    );
 
     trow.kill_storage();
     let (code, body) = get_status(&tags);
@@ -64,10 +68,16 @@ fn split_gateway_reports_storage_down_and_recovers_after_restart() {
     let status = storage
         .terminate(Duration::from_secs(10))
         .expect("storage must exit within 10s of SIGTERM");
-    assert!(status.success(), "storage exit status after SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "storage exit status after SIGTERM: {status:?}"
+    );
     let status = trow
         .main
         .terminate(Duration::from_secs(10))
         .expect("gateway must exit within 10s of SIGTERM");
-    assert!(status.success(), "gateway exit status after SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "gateway exit status after SIGTERM: {status:?}"
+    );
 }
