@@ -1,0 +1,83 @@
+//! Blobs: reading, membership (links), mounting and unlinking.
+
+use super::*;
+
+impl<B: Backend> Store<B> {
+    /// The size of a blob linked into `repository`.
+    pub async fn stat_blob(&self, repository: &str, digest: &str) -> Result<u64> {
+        validate_repository(repository)?;
+        let d = Digest::parse(digest)?;
+        self.linked_blob_size(repository, &d)
+            .await?
+            .ok_or_else(|| StorageError::BlobUnknown(digest.to_string()))
+    }
+
+    pub(super) async fn linked_blob_size(
+        &self,
+        repository: &str,
+        d: &Digest,
+    ) -> Result<Option<u64>> {
+        if self
+            .backend
+            .size(&layout::blob_link(repository, d))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        Ok(self.backend.size(&layout::blob(d)).await?)
+    }
+
+    /// Streams `length` bytes (0: to the end) of a blob from `offset`.
+    pub async fn read_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<ByteStream> {
+        let size = self.stat_blob(repository, digest).await?;
+        let end = if length == 0 {
+            size
+        } else {
+            offset.saturating_add(length)
+        };
+        if end > size || (offset >= size && size > 0) {
+            return Err(StorageError::RangeInvalid(format!(
+                "bytes {offset}-{end} of a {size}-byte blob"
+            )));
+        }
+        let d = Digest::parse(digest)?;
+        Ok(self
+            .backend
+            .read(&layout::blob(&d), offset, end - offset)
+            .await?)
+    }
+
+    /// Unlinks a blob from a repository; its bytes stay for other repositories.
+    pub async fn delete_blob(&self, repository: &str, digest: &str) -> Result<()> {
+        self.stat_blob(repository, digest).await?;
+        let d = Digest::parse(digest)?;
+        Ok(self
+            .backend
+            .delete(&layout::blob_link(repository, &d))
+            .await?)
+    }
+
+    /// Links a blob of `from` into `repository`.
+    pub async fn mount_blob(&self, repository: &str, digest: &str, from: &str) -> Result<u64> {
+        validate_repository(repository)?;
+        let size = self.stat_blob(from, digest).await?;
+        let d = Digest::parse(digest)?;
+        self.link_blob(repository, &d).await?;
+        Ok(size)
+    }
+
+    pub(super) async fn link_blob(&self, repository: &str, d: &Digest) -> Result<()> {
+        let link = layout::blob_link(repository, d);
+        if self.backend.size(&link).await?.is_none() {
+            self.backend.put(&link, Bytes::new()).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! Manifests: stored after their references are checked; tags and the referrers index.
+
+use super::*;
+
+impl<B: Backend> Store<B> {
+    /// Stores a manifest once everything it references is in the repository; tags it when
+    /// `reference` is a tag. Returns its metadata.
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        content_type: &str,
+        content: Bytes,
+    ) -> Result<ManifestMeta> {
+        validate_repository(repository)?;
+        let reference = parse_reference(reference)?;
+        let digest = match &reference {
+            ManifestReference::Digest(d) => {
+                let actual = d.of_same_kind(&content);
+                if &actual != d {
+                    return Err(StorageError::DigestInvalid(format!(
+                        "manifest digest is {actual}, not {d}"
+                    )));
+                }
+                actual
+            }
+            ManifestReference::Tag(_) => Digest::sha256_of(&content),
+        };
+        let parsed = manifest::parse(&content, content_type)?;
+        for r in &parsed.references {
+            let found = match r {
+                Reference::Blob(d) => self.linked_blob_size(repository, d).await?.is_some(),
+                Reference::Manifest(d) => self.manifest_meta(repository, d).await?.is_some(),
+            };
+            if !found {
+                let (Reference::Blob(d) | Reference::Manifest(d)) = r;
+                return Err(StorageError::ManifestBlobUnknown(d.to_string()));
+            }
+        }
+
+        let meta = ManifestMeta {
+            digest: digest.to_string(),
+            media_type: parsed.media_type.clone(),
+            size: content.len() as u64,
+            subject: parsed.subject.as_ref().map(|s| s.to_string()),
+        };
+        // Content, then the manifest link, then what points at it: a crash in between leaves
+        // at worst an unreachable blob.
+        let blob = layout::blob(&digest);
+        if self.backend.size(&blob).await? != Some(meta.size) {
+            self.backend.put(&blob, content).await?;
+        }
+        let json = serde_json::to_vec(&meta).expect("serialize manifest meta");
+        self.backend
+            .put(&layout::manifest(repository, &digest), json.into())
+            .await?;
+        if let Some(subject) = &parsed.subject {
+            let descriptor = ReferrerDescriptor {
+                media_type: parsed.media_type,
+                digest: meta.digest.clone(),
+                size: meta.size,
+                artifact_type: parsed.artifact_type,
+                annotations: parsed.annotations.into_iter().collect(),
+            };
+            let json = serde_json::to_vec(&descriptor).expect("serialize descriptor");
+            self.backend
+                .put(&layout::referrer(repository, subject, &digest), json.into())
+                .await?;
+        }
+        if let ManifestReference::Tag(tag) = &reference {
+            self.backend
+                .put(&layout::tag(repository, tag), meta.digest.clone().into())
+                .await?;
+        }
+        Ok(meta)
+    }
+
+    async fn manifest_meta(&self, repository: &str, d: &Digest) -> Result<Option<ManifestMeta>> {
+        let Some(raw) = self.backend.get(&layout::manifest(repository, d)).await? else {
+            return Ok(None);
+        };
+        let meta = serde_json::from_slice(&raw).map_err(|e| {
+            StorageError::Io(std::io::Error::other(format!(
+                "corrupt manifest record: {e}"
+            )))
+        })?;
+        Ok(Some(meta))
+    }
+
+    /// The digest a tag points to.
+    async fn resolve_tag(&self, repository: &str, tag: &str) -> Result<Option<Digest>> {
+        let Some(raw) = self.backend.get(&layout::tag(repository, tag)).await? else {
+            return Ok(None);
+        };
+        let s = std::str::from_utf8(&raw).unwrap_or("");
+        Ok(Some(Digest::parse(s.trim())?))
+    }
+
+    /// A manifest's metadata by tag or digest.
+    pub async fn stat_manifest(&self, repository: &str, reference: &str) -> Result<ManifestMeta> {
+        validate_repository(repository)?;
+        let unknown = || StorageError::ManifestUnknown(reference.to_string());
+        let digest = match lookup_reference(reference)? {
+            ManifestReference::Digest(d) => d,
+            ManifestReference::Tag(t) => self
+                .resolve_tag(repository, &t)
+                .await?
+                .ok_or_else(unknown)?,
+        };
+        self.manifest_meta(repository, &digest)
+            .await?
+            .ok_or_else(unknown)
+    }
+
+    /// A manifest's metadata and bytes by tag or digest.
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<(ManifestMeta, Bytes)> {
+        let meta = self.stat_manifest(repository, reference).await?;
+        let d = Digest::parse(&meta.digest)?;
+        let content = self
+            .backend
+            .get(&layout::blob(&d))
+            .await?
+            .ok_or_else(|| StorageError::ManifestUnknown(reference.to_string()))?;
+        Ok((meta, content))
+    }
+
+    /// By tag: removes the tag. By digest: removes the manifest, every tag pointing at it and its
+    /// entry in its subject's referrers.
+    pub async fn delete_manifest(&self, repository: &str, reference: &str) -> Result<()> {
+        validate_repository(repository)?;
+        let unknown = || StorageError::ManifestUnknown(reference.to_string());
+        match lookup_reference(reference)? {
+            ManifestReference::Tag(tag) => {
+                self.resolve_tag(repository, &tag)
+                    .await?
+                    .ok_or_else(unknown)?;
+                Ok(self.backend.delete(&layout::tag(repository, &tag)).await?)
+            }
+            ManifestReference::Digest(d) => {
+                let meta = self
+                    .manifest_meta(repository, &d)
+                    .await?
+                    .ok_or_else(unknown)?;
+                for tag in self.backend.list(&layout::tags(repository)).await? {
+                    if self.resolve_tag(repository, &tag).await?.as_ref() == Some(&d) {
+                        self.backend.delete(&layout::tag(repository, &tag)).await?;
+                    }
+                }
+                if let Some(subject) = meta.subject.as_deref().map(Digest::parse).transpose()? {
+                    self.backend
+                        .delete(&layout::referrer(repository, &subject, &d))
+                        .await?;
+                }
+                Ok(self
+                    .backend
+                    .delete(&layout::manifest(repository, &d))
+                    .await?)
+            }
+        }
+    }
+}
