@@ -74,7 +74,9 @@ pub fn from_chunks(stream: tonic::Streaming<trow_proto::storage::Chunk>) -> Body
 pub enum ReadError {
     /// The body is over the limit. `drained` tells whether it was read to its end, so that the
     /// connection can carry the error answer and further requests.
-    TooLarge { drained: bool },
+    TooLarge {
+        drained: bool,
+    },
     Failed(axum::Error),
 }
 

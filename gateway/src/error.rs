@@ -29,6 +29,24 @@ pub enum OciCode {
 }
 
 impl OciCode {
+    const ALL: [OciCode; 15] = [
+        OciCode::BlobUnknown,
+        OciCode::BlobUploadInvalid,
+        OciCode::BlobUploadUnknown,
+        OciCode::DigestInvalid,
+        OciCode::ManifestBlobUnknown,
+        OciCode::ManifestInvalid,
+        OciCode::ManifestUnknown,
+        OciCode::NameInvalid,
+        OciCode::NameUnknown,
+        OciCode::SizeInvalid,
+        OciCode::Unauthorized,
+        OciCode::Denied,
+        OciCode::Unsupported,
+        OciCode::TooManyRequests,
+        OciCode::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OciCode::BlobUnknown => "BLOB_UNKNOWN",
@@ -50,26 +68,7 @@ impl OciCode {
     }
 
     fn parse(s: &str) -> Option<OciCode> {
-        use OciCode::*;
-        [
-            BlobUnknown,
-            BlobUploadInvalid,
-            BlobUploadUnknown,
-            DigestInvalid,
-            ManifestBlobUnknown,
-            ManifestInvalid,
-            ManifestUnknown,
-            NameInvalid,
-            NameUnknown,
-            SizeInvalid,
-            Unauthorized,
-            Denied,
-            Unsupported,
-            TooManyRequests,
-            Unknown,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
     /// The HTTP status the spec pairs with the code.

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use trow_proto::storage::{BlobRef, ReadBlobRequest};
 
-use super::{DOCKER_CONTENT_DIGEST, Req, hv};
+use super::{DOCKER_CONTENT_DIGEST, Req, empty, hv};
 use crate::body;
 use crate::error::{Error, OciCode, Result};
 
@@ -104,11 +104,7 @@ pub async fn delete(r: Req, digest: String) -> Result<Response> {
             digest,
         })
         .await?;
-    Ok(Response::builder()
-        .status(StatusCode::ACCEPTED)
-        .header(header::CONTENT_LENGTH, 0)
-        .body(Body::empty())
-        .expect("valid response"))
+    Ok(empty(StatusCode::ACCEPTED))
 }
 
 #[cfg(test)]

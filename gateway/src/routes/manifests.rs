@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use trow_proto::storage::{ManifestRef, PutManifestRequest};
 
-use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, Req, hv};
+use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, Req, empty, hv};
 use crate::body;
 use crate::error::{Error, OciCode, Result};
 
@@ -136,11 +136,7 @@ pub async fn delete(r: Req, reference: String) -> Result<Response> {
             reference,
         })
         .await?;
-    Ok(Response::builder()
-        .status(StatusCode::ACCEPTED)
-        .header(header::CONTENT_LENGTH, 0)
-        .body(Body::empty())
-        .expect("valid response"))
+    Ok(empty(StatusCode::ACCEPTED))
 }
 
 #[cfg(test)]

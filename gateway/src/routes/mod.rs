@@ -149,6 +149,17 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
     }
 }
 
+/// An answer with only a status: deletes and cancels.
+pub fn empty(status: axum::http::StatusCode) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    if status != axum::http::StatusCode::NO_CONTENT {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+    resp
+}
+
 /// A header value from a string built by us (digests, paths, numbers): always valid.
 pub fn hv(s: impl AsRef<str>) -> HeaderValue {
     HeaderValue::from_str(s.as_ref()).expect("header value from registry data")

@@ -13,7 +13,7 @@ use trow_proto::storage::{
     UploadRef, append_upload_request::Part,
 };
 
-use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Req, hv};
+use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Req, empty, hv};
 use crate::AppState;
 use crate::body;
 use crate::error::{Error, OciCode, Result};
@@ -240,8 +240,5 @@ pub async fn cancel(r: Req, id: String) -> Result<Response> {
             upload_id: id,
         })
         .await?;
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(Body::empty())
-        .expect("valid response"))
+    Ok(empty(StatusCode::NO_CONTENT))
 }
