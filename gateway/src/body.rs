@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 /// Chunks are sent once they reach this size...
 pub const MIN_CHUNK: usize = 256 << 10;
 /// ...and never exceed this one (the storage service's chunk bound).
-pub const MAX_CHUNK: usize = 1 << 20;
+pub const MAX_CHUNK: usize = trow_proto::transport::CHUNK_SIZE;
 
 /// Where a failed body read is recorded, because a gRPC request stream can only end, not fail.
 pub type BodyError = Arc<Mutex<Option<axum::Error>>>;

@@ -15,13 +15,11 @@ use tonic::transport::{Channel, Endpoint};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use trow_proto::storage::storage_client::StorageClient;
+use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
 
 pub mod body;
 pub mod error;
 pub mod routes;
-
-/// Largest gRPC message exchanged with storage: a 4 MiB manifest plus framing.
-const MAX_MESSAGE_SIZE: usize = 8 << 20;
 
 /// What every handler shares: the storage client (cheap to clone; one HTTP/2 connection).
 #[derive(Clone)]
@@ -35,9 +33,9 @@ pub fn storage_client(url: &str) -> Result<StorageClient<Channel>, tonic::transp
     let channel = Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(32 << 20)
-        .max_frame_size(1 << 20)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .connect_lazy();
     Ok(StorageClient::new(channel)

@@ -11,3 +11,4 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/trow_descriptor.bin"));
 
 pub mod oci_code;
+pub mod transport;

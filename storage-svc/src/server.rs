@@ -7,19 +7,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use trow_proto::storage::storage_server::StorageServer;
+use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
 
 use crate::backend::{Backend, FsBackend};
 use crate::service::StorageService;
 use crate::store::Store;
-
-/// Largest gRPC message: a 4 MiB manifest plus framing, or a 1 MiB blob chunk.
-pub const MAX_MESSAGE_SIZE: usize = 8 << 20;
-
-/// HTTP/2 flow-control windows large enough that a blob stream is not throttled on loopback.
-pub const STREAM_WINDOW: u32 = 8 << 20;
-pub const CONNECTION_WINDOW: u32 = 32 << 20;
-/// HTTP/2 frames big enough to carry a blob chunk in one or two frames.
-pub const MAX_FRAME_SIZE: u32 = 1 << 20;
 
 /// A store on the filesystem under `data_dir`.
 pub fn fs_store(data_dir: &Path) -> std::io::Result<Arc<Store<FsBackend>>> {

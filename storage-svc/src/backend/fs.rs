@@ -78,28 +78,14 @@ fn read_chunks(
     tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
 ) {
     while remaining > 0 {
-        let want = remaining.min(CHUNK_SIZE as u64) as usize;
-        let mut buf = bytes::BytesMut::zeroed(want);
-        let mut filled = 0;
-        let read = loop {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) => break Ok(filled),
-                Ok(n) => {
-                    filled += n;
-                    if filled == want {
-                        break Ok(filled);
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        let msg = match read {
+        let want = remaining.min(CHUNK_SIZE as u64);
+        // `read_to_end` into spare capacity: no zeroing pass over the chunk.
+        let mut buf = Vec::with_capacity(want as usize);
+        let msg = match (&mut file).take(want).read_to_end(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
-                buf.truncate(n);
                 remaining -= n as u64;
-                Ok(buf.freeze())
+                Ok(Bytes::from(buf))
             }
             Err(e) => Err(e),
         };

@@ -17,8 +17,8 @@ pub use fs::FsBackend;
 /// Bytes of an object, in chunks of at most [`CHUNK_SIZE`].
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
-/// Largest chunk a read yields; also the largest gRPC data message.
-pub const CHUNK_SIZE: usize = 1 << 20;
+/// Largest chunk a read yields: one gRPC data message.
+pub const CHUNK_SIZE: usize = trow_proto::transport::CHUNK_SIZE;
 
 pub trait Backend: Send + Sync + 'static {
     /// Where appends to an upload go.
