@@ -81,3 +81,68 @@ fn split_gateway_reports_storage_down_and_recovers_after_restart() {
         "gateway exit status after SIGTERM: {status:?}"
     );
 }
+
+/// SIGTERM while a request is in flight: the request completes, then the process exits.
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish() {
+    use std::io::{Read, Write};
+    let mut trow = Trow::start(Topology::OneProcess);
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "-X", "POST"])
+        .arg(format!("{}/v2/drain/blobs/uploads/", trow.url))
+        .output()
+        .expect("run curl");
+    let headers = String::from_utf8_lossy(&out.stdout).into_owned();
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .expect("upload location")
+        .trim()
+        .to_string();
+
+    let half = vec![7u8; 1 << 20];
+    let mut conn = std::net::TcpStream::connect(&trow.addr).unwrap();
+    write!(
+        conn,
+        "PATCH {location} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        trow.addr,
+        2 * half.len()
+    )
+    .unwrap();
+    conn.write_all(&half).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::process::Command::new("kill")
+        .args(["-TERM", &trow.main.pid().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    conn.write_all(&half).unwrap();
+    let mut resp = Vec::new();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&resp).contains("\r\n\r\n") {
+        let n = conn.read(&mut buf).expect("read the answer");
+        assert!(n > 0, "connection closed without an answer");
+        resp.extend_from_slice(&buf[..n]);
+    }
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    assert!(
+        resp.starts_with("HTTP/1.1 202"),
+        "the upload in flight must complete: {resp}"
+    );
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains(&format!("range: 0-{}", 2 * half.len() - 1)),
+        "all bytes must be stored: {resp}"
+    );
+    drop(conn);
+    let status = trow
+        .main
+        .terminate(Duration::from_secs(10))
+        .expect("trow must exit after draining");
+    assert!(status.success(), "exit status: {status:?}");
+}

@@ -57,10 +57,17 @@ pub async fn run_all(
         http.local_addr()?,
         hostname.map(|h| format!(" (as {h})")).unwrap_or_default()
     );
-    let storage = tokio::spawn(trow_storage::serve(grpc, store, wait(stop.clone())));
+    // Storage stops only after the gateway has drained, so requests in flight at SIGTERM still
+    // reach it.
+    let (gateway_done, storage_stop) = tokio::sync::oneshot::channel::<()>();
+    let storage = tokio::spawn(trow_storage::serve(grpc, store, async {
+        let _ = storage_stop.await;
+    }));
     let client = trow_gateway::storage_client(&format!("http://{grpc_addr}"))?;
-    trow_gateway::serve(http, client, wait(stop)).await?;
+    let served = trow_gateway::serve(http, client, wait(stop)).await;
+    let _ = gateway_done.send(());
     storage.await??;
+    served?;
     Ok(())
 }
 
