@@ -51,16 +51,34 @@ struct UploadRecord {
     algorithm: String,
 }
 
+/// An upload in progress. The repository is fixed at start, so checking it needs no lock.
+struct Upload {
+    repository: String,
+    state: tokio::sync::Mutex<UploadState>,
+}
+
 /// An upload's live state: the digest computed so far over exactly `size` bytes.
 struct UploadState {
-    repository: String,
     hasher: Hasher,
     size: u64,
     /// Completed or cancelled; a racing request must not touch it any more.
     finished: bool,
 }
 
-type SharedUpload = Arc<tokio::sync::Mutex<UploadState>>;
+impl Upload {
+    fn new(repository: String, hasher: Hasher, size: u64) -> Arc<Upload> {
+        Arc::new(Upload {
+            repository,
+            state: tokio::sync::Mutex::new(UploadState {
+                hasher,
+                size,
+                finished: false,
+            }),
+        })
+    }
+}
+
+type SharedUpload = Arc<Upload>;
 
 /// A tag or a digest, as manifests are addressed.
 enum ManifestReference {

@@ -19,16 +19,11 @@ impl<B: Backend> Store<B> {
         // Create the scratch file now so an empty upload has data to complete.
         let mut f = self.backend.append(&layout::upload_data(&id)).await?;
         f.flush().await?;
-        let state = UploadState {
-            repository: repository.to_string(),
-            hasher: Hasher::new(algorithm),
-            size: 0,
-            finished: false,
-        };
+        let upload = Upload::new(repository.to_string(), Hasher::new(algorithm), 0);
         self.uploads
             .lock()
             .expect("uploads lock")
-            .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(state)));
+            .insert(id.clone(), upload);
         Ok(id)
     }
 
@@ -50,22 +45,22 @@ impl<B: Backend> Store<B> {
                 let record: UploadRecord =
                     serde_json::from_slice(&record).map_err(|_| unknown())?;
                 let algorithm = Algorithm::parse(&record.algorithm)?;
+                // Missing scratch bytes: a crash between writing the record and the data file.
                 let (hasher, size) = self
                     .hash_object(&layout::upload_data(id), algorithm)
-                    .await?;
-                let state = UploadState {
-                    repository: record.repository,
-                    hasher,
-                    size,
-                    finished: false,
-                };
+                    .await
+                    .map_err(|e| match e {
+                        StorageError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                            unknown()
+                        }
+                        other => other,
+                    })?;
+                let upload = Upload::new(record.repository, hasher, size);
                 let mut map = self.uploads.lock().expect("uploads lock");
-                map.entry(id.to_string())
-                    .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(state)))
-                    .clone()
+                map.entry(id.to_string()).or_insert(upload).clone()
             }
         };
-        if shared.lock().await.repository != repository {
+        if shared.repository != repository {
             return Err(unknown());
         }
         Ok(shared)
@@ -101,7 +96,7 @@ impl<B: Backend> Store<B> {
         S: Stream<Item = Result<Bytes>> + Send,
     {
         let shared = self.upload(repository, id).await?;
-        let mut state = shared.lock().await;
+        let mut state = shared.state.lock().await;
         if state.finished {
             return Err(StorageError::UploadUnknown(id.to_string()));
         }
@@ -152,7 +147,7 @@ impl<B: Backend> Store<B> {
     /// How many bytes an upload holds.
     pub async fn upload_status(&self, repository: &str, id: &str) -> Result<u64> {
         let shared = self.upload(repository, id).await?;
-        let state = shared.lock().await;
+        let state = shared.state.lock().await;
         if state.finished {
             return Err(StorageError::UploadUnknown(id.to_string()));
         }
@@ -164,7 +159,7 @@ impl<B: Backend> Store<B> {
     pub async fn complete_upload(&self, repository: &str, id: &str, digest: &str) -> Result<u64> {
         let claimed = Digest::parse(digest)?;
         let shared = self.upload(repository, id).await?;
-        let mut state = shared.lock().await;
+        let mut state = shared.state.lock().await;
         if state.finished {
             return Err(StorageError::UploadUnknown(id.to_string()));
         }
@@ -199,7 +194,7 @@ impl<B: Backend> Store<B> {
     /// Drops an upload and its bytes.
     pub async fn cancel_upload(&self, repository: &str, id: &str) -> Result<()> {
         let shared = self.upload(repository, id).await?;
-        let mut state = shared.lock().await;
+        let mut state = shared.state.lock().await;
         if state.finished {
             return Err(StorageError::UploadUnknown(id.to_string()));
         }
