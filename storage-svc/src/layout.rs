@@ -19,6 +19,7 @@
 use crate::digest::Digest;
 
 pub const REPOSITORIES: &str = "repositories";
+pub const UPLOADS: &str = "uploads";
 /// Marker children that make a directory under `repositories/` a repository.
 pub const REPO_MARKERS: [&str; 3] = ["_blobs", "_manifests", "_tags"];
 
@@ -27,15 +28,15 @@ pub fn blob(d: &Digest) -> String {
 }
 
 pub fn upload_dir(id: &str) -> String {
-    format!("uploads/{id}")
+    format!("{UPLOADS}/{id}")
 }
 
 pub fn upload_data(id: &str) -> String {
-    format!("uploads/{id}/data")
+    format!("{UPLOADS}/{id}/data")
 }
 
 pub fn upload_repository(id: &str) -> String {
-    format!("uploads/{id}/repository")
+    format!("{UPLOADS}/{id}/repository")
 }
 
 pub fn repository(name: &str) -> String {

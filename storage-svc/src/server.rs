@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use trow_proto::storage::storage_server::StorageServer;
@@ -38,11 +39,13 @@ pub async fn serve<B: Backend>(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("reflection descriptors are valid");
+    let store_for_janitor = store.clone();
     let storage = StorageServer::new(StorageService::new(store))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
 
-    tonic::transport::Server::builder()
+    let janitor = tokio::spawn(purge_uploads_periodically(store_for_janitor));
+    let served = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
@@ -51,5 +54,23 @@ pub async fn serve<B: Backend>(
         .add_service(reflection_alpha)
         .add_service(storage)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .await;
+    janitor.abort();
+    served
+}
+
+/// Uploads untouched this long are abandoned: a client resuming a push does so within minutes.
+pub const UPLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Sweeps abandoned uploads at start-up and then every hour.
+async fn purge_uploads_periodically<B: Backend>(store: Arc<Store<B>>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match store.purge_uploads(UPLOAD_MAX_AGE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "deleted abandoned uploads"),
+            Err(e) => tracing::warn!(error = %e, "sweeping abandoned uploads failed"),
+        }
+    }
 }

@@ -229,3 +229,34 @@ async fn manifests_tags_referrers_and_listings() {
         vec!["app".to_string(), "x/y".to_string()]
     );
 }
+
+#[tokio::test]
+async fn abandoned_uploads_are_purged_and_live_ones_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(tmp.path());
+    let old = s.start_upload("r", "").await.unwrap();
+    s.append_upload("r", &old, None, bytes_stream(vec![b"partial"]))
+        .await
+        .unwrap();
+    let fresh = s.start_upload("r", "").await.unwrap();
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(48 * 3600);
+    for f in ["data", "repository"] {
+        let p = tmp.path().join("uploads").join(&old).join(f);
+        std::fs::File::options()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+    }
+    let day = std::time::Duration::from_secs(24 * 3600);
+    assert_eq!(s.purge_uploads(day).await.unwrap(), 1);
+    assert!(!tmp.path().join("uploads").join(&old).exists());
+    assert!(matches!(
+        s.upload_status("r", &old).await,
+        Err(StorageError::UploadUnknown(_))
+    ));
+    assert_eq!(s.upload_status("r", &fresh).await.unwrap(), 0);
+    // Even a store that never saw the upload (a restart) finds it on disk and keeps it.
+    assert_eq!(store(tmp.path()).purge_uploads(day).await.unwrap(), 0);
+}

@@ -130,6 +130,13 @@ impl Backend for FsBackend {
         Ok(meta.filter(|m| m.is_file()).map(|m| m.len()))
     }
 
+    async fn modified(&self, key: &str) -> io::Result<Option<std::time::SystemTime>> {
+        match none_if_missing(tokio::fs::metadata(self.path(key)).await)? {
+            Some(m) => Ok(Some(m.modified()?)),
+            None => Ok(None),
+        }
+    }
+
     async fn read(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
         let path = self.path(key);
         let file = blocking(move || {

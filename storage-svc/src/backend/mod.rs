@@ -9,6 +9,7 @@ use futures::Stream;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::time::SystemTime;
 use tokio::io::AsyncWrite;
 
 mod fs;
@@ -32,6 +33,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// An object's size, or None when it does not exist.
     fn size(&self, key: &str) -> impl Future<Output = io::Result<Option<u64>>> + Send;
+
+    /// When an object was last written, or None when it does not exist.
+    fn modified(&self, key: &str) -> impl Future<Output = io::Result<Option<SystemTime>>> + Send;
 
     /// Streams `len` bytes (0: to the end) of an object from `offset`.
     fn read(

@@ -203,4 +203,39 @@ impl<B: Backend> Store<B> {
         self.forget_upload(id);
         Ok(self.backend.delete_all(&layout::upload_dir(id)).await?)
     }
+
+    /// Deletes uploads nobody has written to for `max_age` (abandoned pushes, or pushes cut by
+    /// a crash), so their scratch bytes don't fill the disk. Returns how many went.
+    pub async fn purge_uploads(&self, max_age: std::time::Duration) -> Result<usize> {
+        let Some(cutoff) = std::time::SystemTime::now().checked_sub(max_age) else {
+            return Ok(0);
+        };
+        let mut purged = 0;
+        for id in self.backend.list(layout::UPLOADS).await? {
+            let cached = self.uploads.lock().expect("uploads lock").get(&id).cloned();
+            // An append in progress holds the lock: that upload is alive.
+            let mut guard = match &cached {
+                Some(u) => match u.state.try_lock() {
+                    Ok(g) => Some(g),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
+            let data = self.backend.modified(&layout::upload_data(&id)).await?;
+            let record = self
+                .backend
+                .modified(&layout::upload_repository(&id))
+                .await?;
+            let last = data.max(record);
+            if last.is_none_or(|t| t < cutoff) {
+                if let Some(state) = guard.as_mut() {
+                    state.finished = true;
+                }
+                self.backend.delete_all(&layout::upload_dir(&id)).await?;
+                self.forget_upload(&id);
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
 }
