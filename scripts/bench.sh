@@ -20,6 +20,8 @@
 #   BENCH_START_TIMEOUT  seconds to wait for GET /v2/ == 200 (default 60)
 #   DIST_BIN        distribution binary (default /usr/bin/docker-registry)
 #   RUST_LOG        passed to trow (default: warn, so logging does not skew numbers)
+#   BENCH_REQS      manifest GETs in the load phase (default 20000; 0 skips it)
+#   BENCH_CONC      concurrent clients in the load phase (default 50)
 #
 # Method, per registry and per run i:
 #   - a fresh unique blob: the 64-byte head of the random file is overwritten with a
@@ -32,6 +34,9 @@
 #             status and byte count checked;
 #   - RSS: VmRSS sampled every BENCH_SAMPLE_MS during all pushes/pulls, max kept
 #     ("RSS peak"); "RSS idle" is VmRSS after startup + readiness, before any traffic.
+#   - load: a small manifest is pushed, then `hey` sends BENCH_REQS GETs for it with
+#     BENCH_CONC concurrent clients (what a cluster pulling one image from many nodes does);
+#     requests/s and the 99th-percentile latency are reported, all answers must be 200.
 # Registries are run one after another (each started just before its runs and stopped
 # right after), so they never compete for CPU or page cache with each other.
 
@@ -311,6 +316,41 @@ make_unique() {
     echo "sha256:$(sha256sum "$BLOB" | cut -d' ' -f1)"
 }
 
+BENCH_REQS=${BENCH_REQS:-20000}
+BENCH_CONC=${BENCH_CONC:-50}
+if ((BENCH_REQS > 0)) && ! command -v hey >/dev/null; then
+    log "hey missing; installing debian package hey"
+    SUDO=""
+    [[ $(id -u) == 0 ]] || SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y hey >&2 ||
+        { $SUDO apt-get update >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y hey >&2; } ||
+        die "could not install hey (set BENCH_REQS=0 to skip the load phase)"
+fi
+
+LOAD="$WORK/load.tsv"       # key  requests/s  p99 seconds
+: >"$LOAD"
+
+# load_manifest NAME BASE LOG KEY: push a small image manifest, then GET it under load.
+load_manifest() {
+    local name=$1 base=$2 logf=$3 key=$4 cfg="$WORK/config.json" out="$WORK/hey.$4"
+    printf '{}' >"$cfg"
+    local cd loc m code
+    cd="sha256:$(sha256sum "$cfg" | cut -d' ' -f1)"
+    loc=$(curl -sS -D - -o /dev/null -X POST "$base/v2/benchm/blobs/uploads/" | header_value /dev/stdin location)
+    loc=$(absolute_url "$base" "$loc")
+    [[ $loc == *\?* ]] && loc="$loc&digest=$cd" || loc="$loc?digest=$cd"
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$cfg" "$loc")
+    [[ $code == 201 ]] || { show_log "$name" "$logf"; die "$name: config push answered $code"; }
+    m="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"$cd\",\"size\":2},\"layers\":[]}"
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data "$m" "$base/v2/benchm/manifests/v1")
+    [[ $code == 201 ]] || { show_log "$name" "$logf"; die "$name: manifest push answered $code"; }
+    hey -n "$BENCH_REQS" -c "$BENCH_CONC" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        "$base/v2/benchm/manifests/v1" >"$out"
+    grep -q "\[200\].*$BENCH_REQS responses" "$out" || { cat "$out" >&2; die "$name: not every manifest GET answered 200"; }
+    printf '%s\t%s\t%s\n' "$key" "$(awk '/Requests\/sec/ {print $2}' "$out")" "$(awk '/99% in/ {print $3}' "$out")" >>"$LOAD"
+    log "$name: $(awk '/Requests\/sec/ {print $2}' "$out") manifest GETs/s"
+}
+
 RESULTS="$WORK/results.tsv" # key  kind  run  seconds
 MEM="$WORK/mem.tsv"         # key  component  idle_kb  peak_kb  hwm_kb
 : >"$RESULTS"
@@ -341,6 +381,10 @@ bench_registry() {
         log "$name run $i/$BENCH_RUNS: push $(awk -v s="$ps" -v b="$SIZE" 'BEGIN{printf "%.1f", b/1048576/s}') MiB/s, pull $(awk -v s="$s" -v b="$SIZE" 'BEGIN{printf "%.1f", b/1048576/s}') MiB/s"
         last_repo="bench$i" last_digest=$digest
     done
+
+    if ((BENCH_REQS > 0)); then
+        load_manifest "$name" "$base" "$logf" "$key"
+    fi
 
     if [[ $BENCH_VERIFY == 1 ]]; then
         local got
@@ -458,9 +502,10 @@ EOF
 fi
 
 # ---------------------------------------------------------------- report
-python3 - "$RESULTS" "$MEM" "$SIZE" "$BENCH_STAT" "$BENCH_RUNS" <<'PY'
+python3 - "$RESULTS" "$MEM" "$SIZE" "$BENCH_STAT" "$BENCH_RUNS" "$LOAD" "$BENCH_REQS" "$BENCH_CONC" <<'PY'
 import statistics, sys
 results, mem, size, stat, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+load, reqs, conc = sys.argv[6], sys.argv[7], sys.argv[8]
 names = {"one": "trow (one process)", "split": "trow (split)", "dist": "distribution 2.8"}
 order = [k for k in ("one", "split", "dist")]
 speeds = {}
@@ -499,4 +544,19 @@ for k in keys:
     runs_s = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(speeds[k]["push"], speeds[k]["pull"]))
     hwm = " ".join(f"{c}={mib(h)}" for c, _, _, h in memrows.get(k, []))
     print(f"  {names[k]:<20} {runs_s}   HWM {hwm}")
+loads = {}
+for line in open(load):
+    key, rps, p99 = line.rstrip("\n").split("\t")
+    loads[key] = (float(rps), float(p99))
+if loads:
+    print()
+    print(f"manifest GET under load: {reqs} requests, {conc} concurrent clients (hey)")
+    hdr = f"{'registry':<20}{'requests/s':>12}{'vs dist':>10}{'p99 ms':>10}"
+    print(hdr)
+    print("-" * len(hdr))
+    base = loads.get("dist", (None,))[0]
+    for k in [k for k in order if k in loads]:
+        rps, p99 = loads[k]
+        ratio = f"{rps / base:.2f}x" if base else "-"
+        print(f"{names[k]:<20}{rps:>12.0f}{ratio:>10}{p99 * 1000:>10.1f}")
 PY
