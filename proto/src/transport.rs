@@ -9,7 +9,7 @@ pub const MAX_MESSAGE_SIZE: usize = 8 << 20;
 
 /// HTTP/2 flow-control window per stream: how far a sender may run ahead of a slow receiver.
 /// Large enough to keep loopback and LAN links busy, small enough to bound memory per blob.
-pub const STREAM_WINDOW: u32 = 4 << 20;
+pub const STREAM_WINDOW: u32 = 2 << 20;
 
 /// HTTP/2 flow-control window per connection, shared by all streams on it.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;

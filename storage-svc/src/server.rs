@@ -25,6 +25,27 @@ pub async fn serve<B: Backend>(
     store: Arc<Store<B>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_incoming(TcpListenerStream::new(listener), store, shutdown).await
+}
+
+/// Serves `store` on any stream of connections (TCP, or in-memory pipes for a gateway in the
+/// same process) until `shutdown` resolves, then finishes in-flight calls.
+pub async fn serve_incoming<B, I, IO, IE>(
+    incoming: I,
+    store: Arc<Store<B>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    B: Backend,
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<StorageServer<StorageService<B>>>()
@@ -53,7 +74,7 @@ pub async fn serve<B: Backend>(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(storage)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     janitor.abort();
     served

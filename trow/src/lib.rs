@@ -1,11 +1,12 @@
 //! The `trow` command's modes, each wiring the service libraries together: the one-process
-//! default runs the same gateway and storage code as the split deployment, talking gRPC over
-//! loopback, so both topologies exercise one code path.
+//! default runs the same gateway and storage code as the split deployment, talking the same gRPC
+//! over in-memory pipes instead of TCP, so both topologies exercise one code path.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -59,13 +60,22 @@ pub async fn run_all(
     );
     // Storage stops only after the gateway has drained, so requests in flight at SIGTERM still
     // reach it.
-    let (gateway_done, storage_stop) = tokio::sync::oneshot::channel::<()>();
-    let storage = tokio::spawn(trow_storage::serve(grpc, store, async {
-        let _ = storage_stop.await;
-    }));
-    let client = trow_gateway::storage_client(&format!("http://{grpc_addr}"))?;
+    // The gateway reaches storage through in-memory pipes (same gRPC code, no TCP stack); the
+    // TCP listener serves operators' tools (grpcurl, health probes).
+    let (gateway_done, storage_stop) = watch::channel(false);
+    let (pipes, incoming) = tokio::sync::mpsc::unbounded_channel();
+    let incoming =
+        tokio_stream::wrappers::UnboundedReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
+    let in_process = tokio::spawn(trow_storage::serve_incoming(
+        incoming,
+        store.clone(),
+        wait(storage_stop.clone()),
+    ));
+    let storage = tokio::spawn(trow_storage::serve(grpc, store, wait(storage_stop)));
+    let client = trow_gateway::in_process_storage_client(pipes);
     let served = trow_gateway::serve(http, client, wait(stop)).await;
-    let _ = gateway_done.send(());
+    let _ = gateway_done.send(true);
+    in_process.await??;
     storage.await??;
     served?;
     Ok(())

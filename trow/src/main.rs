@@ -40,7 +40,8 @@ struct AllInOne {
     /// Where images are stored.
     #[arg(long, env = "TROW_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Address of the in-process storage gRPC server (port 0: any free port on loopback).
+    /// Where the in-process storage service also listens for gRPC tools (grpcurl, probes);
+    /// port 0: any free port on loopback. The gateway reaches storage in memory.
     #[arg(long, env = "TROW_STORAGE_LISTEN", default_value = "127.0.0.1:0")]
     storage_listen: SocketAddr,
     /// The name clients use to reach this registry (used in logs for now).
