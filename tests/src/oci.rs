@@ -263,8 +263,8 @@ pub struct Resp {
     pub what: String,
 }
 
-/// Sends `req` and reads the whole response.
-pub async fn send(req: reqwest::RequestBuilder) -> Resp {
+/// Sends `req`; returns the response and `METHOD url` for assertion messages.
+async fn execute(req: reqwest::RequestBuilder) -> (reqwest::Response, String) {
     let (c, req) = req.build_split();
     let req = req.expect("build request");
     let what = format!("{} {}", req.method(), req.url());
@@ -272,6 +272,12 @@ pub async fn send(req: reqwest::RequestBuilder) -> Resp {
         .execute(req)
         .await
         .unwrap_or_else(|e| panic!("{what}: {}", error_chain(&e)));
+    (r, what)
+}
+
+/// Sends `req` and reads the whole response.
+pub async fn send(req: reqwest::RequestBuilder) -> Resp {
+    let (r, what) = execute(req).await;
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let body = r
@@ -302,13 +308,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// Sends `req` and returns status and headers, discarding the body (tolerating a body that
 /// cannot be read, for checks where only the status line matters).
 pub async fn send_no_body(req: reqwest::RequestBuilder) -> Resp {
-    let (c, req) = req.build_split();
-    let req = req.expect("build request");
-    let what = format!("{} {}", req.method(), req.url());
-    let r = c
-        .execute(req)
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let (r, what) = execute(req).await;
     Resp {
         status: r.status().as_u16(),
         headers: r.headers().clone(),
