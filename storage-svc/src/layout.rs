@@ -12,14 +12,22 @@
 //! repositories/<name>/_tags/<tag>                     the digest the tag points to
 //! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>
 //!                                                     a referrer of subject <alg>:<hex> (JSON descriptor)
+//! catalog/<name, each `/` as `+`>                     the repository exists (the catalog index: one
+//!                                                     flat listing instead of a walk of repositories/)
+//! tmp/<uuid>                                          a small object being written, renamed into place
+//! .lock                                               locked by the storage service using this store
 //! ```
 //! Manifests' bytes are stored as blobs; `_`-prefixed directories can't clash with repository
-//! path components, which never start with `_`.
+//! path components, which never start with `_`. Everything under `tmp/` and every upload without
+//! its `repository` record is a leftover of a crash and may be deleted.
 
 use crate::digest::Digest;
 
 pub const REPOSITORIES: &str = "repositories";
 pub const UPLOADS: &str = "uploads";
+pub const CATALOG: &str = "catalog";
+pub const TMP: &str = "tmp";
+pub const LOCK: &str = ".lock";
 /// Marker children that make a directory under `repositories/` a repository.
 pub const REPO_MARKERS: [&str; 3] = ["_blobs", "_manifests", "_tags"];
 
@@ -82,4 +90,19 @@ pub fn referrer(name: &str, subject: &Digest, d: &Digest) -> String {
         d.algorithm.name(),
         d.hex
     )
+}
+
+/// The catalog index entry of a repository: one flat file name, so `/` becomes `+`, which never
+/// occurs in repository names and keeps a 255-byte name within a file name's 255-byte limit.
+pub fn catalog_entry(name: &str) -> String {
+    format!("{CATALOG}/{}", name.replace('/', "+"))
+}
+
+/// The repository a catalog entry's file name stands for.
+pub fn catalog_name(entry: &str) -> String {
+    entry.replace('+', "/")
+}
+
+pub fn tmp(id: &str) -> String {
+    format!("{TMP}/{id}")
 }

@@ -54,7 +54,8 @@ pub trait Backend: Send + Sync + 'static {
     /// The names directly under a prefix, sorted; empty when there are none.
     fn list(&self, prefix: &str) -> impl Future<Output = io::Result<Vec<String>>> + Send;
 
-    /// Opens a scratch object for appending, creating it when missing.
+    /// Opens an existing scratch object for appending. Never creates one: a scratch object that
+    /// is gone belongs to an upload that is over.
     fn append(&self, key: &str) -> impl Future<Output = io::Result<Self::Appender>> + Send;
 
     /// Makes a finished scratch object durable and moves it to `to` atomically.
