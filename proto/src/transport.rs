@@ -4,6 +4,11 @@
 /// Largest blob chunk in one message. Bounds the memory a stream holds per message.
 pub const CHUNK_SIZE: usize = 1 << 20;
 
+/// The chunk storage reads and sends a blob in. Smaller than [`CHUNK_SIZE`] because every layer
+/// of a download (read-ahead, gRPC encoder and decoder, HTTP/2 buffers, the HTTP response) holds
+/// about one chunk, and a client that stops reading keeps all of them in memory.
+pub const READ_CHUNK_SIZE: usize = 256 << 10;
+
 /// Largest manifest Trow stores, as distribution and the spec's guidance have it. Enforced by the
 /// gateway on the HTTP body and again by storage on the gRPC side.
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
@@ -12,9 +17,9 @@ pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 pub const MAX_MESSAGE_SIZE: usize = 8 << 20;
 
 /// HTTP/2 flow-control window per stream: how far a sender may run ahead of a slow receiver.
-/// It is also what a stalled HTTP client costs the gateway in buffered bytes, so it stays at one
-/// chunk: enough to keep a loopback or LAN link busy.
-pub const STREAM_WINDOW: u32 = CHUNK_SIZE as u32;
+/// It is also what a stalled HTTP client costs the gateway in buffered bytes, so it stays at a
+/// couple of read chunks: enough to keep a loopback or LAN link busy.
+pub const STREAM_WINDOW: u32 = 2 * READ_CHUNK_SIZE as u32;
 
 /// HTTP/2 flow-control window per connection, shared by all streams on it.
 ///

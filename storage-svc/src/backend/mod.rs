@@ -15,11 +15,11 @@ use tokio::io::AsyncWrite;
 mod fs;
 pub use fs::FsBackend;
 
-/// Bytes of an object, in chunks of at most [`CHUNK_SIZE`].
+/// Bytes of an object, in chunks of at most [`CHUNK_SIZE`] (one gRPC data message).
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 /// Largest chunk a read yields: one gRPC data message.
-pub const CHUNK_SIZE: usize = trow_proto::transport::CHUNK_SIZE;
+pub const CHUNK_SIZE: usize = trow_proto::transport::READ_CHUNK_SIZE;
 
 pub trait Backend: Send + Sync + 'static {
     /// Where appends to an upload go.
