@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::clients::{cmdline, output};
+use crate::clients::cmdline;
 
 /// What to do when a tool is missing; scripts/test.sh does it before running the tests.
 pub const INSTALL_HINT: &str = "run `eval \"$(scripts/go-tools.sh --env)\"` (it builds the pinned \
@@ -258,16 +258,6 @@ pub fn run_conformance(
         .env("OCI_RESULTS_DIR", results_dir)
         .envs(env.iter().copied());
     run_bounded(cmd, results_dir, Duration::from_secs(600))
-}
-
-/// `output(cmd)` as text, for tools whose failure a test inspects rather than panics on.
-pub fn output_text(cmd: &mut Command) -> (bool, String, String) {
-    let out = output(cmd);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[cfg(test)]
