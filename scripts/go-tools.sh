@@ -31,10 +31,10 @@ die() {
   exit 1
 }
 
-mode=dir
+mode="dir"
 case "${1:-}" in
   "") ;;
-  --env) mode=env ;;
+  --env) mode="env" ;;
   *) die "unknown argument '$1' (usage: $0 [--env])" ;;
 esac
 
@@ -65,9 +65,12 @@ install_tool() {
       rm -rf "$tmp"
       die "go install $pkg@$ver failed"
     fi
-    rm -rf "$dest"
     chmod 755 "$tmp"
-    mv "$tmp" "$dest"
+    # Another run may have installed it meanwhile: then keep that one.
+    if ! mv -T "$tmp" "$dest" 2>/dev/null; then
+      rm -rf "$tmp"
+      [[ -x $dest/$name ]] || die "could not install $name into $dest"
+    fi
   fi
   ln -sfn "../tools/$name@$ver/$name" "$bin/$name"
 }
@@ -86,6 +89,7 @@ done
 case $mode in
   dir) printf '%s\n' "$bin" ;;
   env)
+    # shellcheck disable=SC2016 # $PATH is for the eval, not for here
     printf 'export PATH=%q:"$PATH"\n' "$bin"
     printf 'export TROW_CONFORMANCE_BIN=%q\n' "$cache/tools/conformance@$CONFORMANCE_VER/conformance"
     ;;

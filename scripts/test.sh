@@ -48,6 +48,8 @@ cargo build --workspace --all-targets
 
 # --- 4. test ---------------------------------------------------------------------------------
 limit=${TROW_TEST_TIMEOUT:-3600}
+target=${CARGO_TARGET_DIR:-target}
+rm -f "$target"/conformance-*.txt
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
   log "cargo nextest run --workspace (time limit ${limit}s)"
@@ -58,6 +60,11 @@ else
 fi
 if ((status == 124 || status == 137)); then
   log "the tests did not finish within ${limit}s (TROW_TEST_TIMEOUT): killed"
+fi
+
+if compgen -G "$target/conformance-*.txt" >/dev/null; then
+  log "OCI conformance summary:"
+  cat "$target"/conformance-*.txt >&2
 fi
 
 log "test suite finished in $(($(date +%s) - start))s with status $status"

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use trow_tests::clients::LogsOnPanic;
 use trow_tests::tools::{ConformanceReport, conformance_bin, run_conformance};
-use trow_tests::{Topology, Trow};
+use trow_tests::{Topology, Trow, target_dir};
 
 /// The suite's configuration: spec version 1.1, every API and every data set on, except the two
 /// that [`NOT_RUN`] explains.
@@ -95,9 +95,15 @@ fn conformance(topology: Topology) {
     let (status, stdout, stderr) = run_conformance(&trow.addr, ENV, results.path());
     let report = ConformanceReport::parse(&stdout);
 
-    for line in &report.summary {
-        eprintln!("conformance [{topology:?}]: {line}");
-    }
+    let summary: String = report
+        .summary
+        .iter()
+        .map(|line| format!("conformance [{topology:?}]: {line}\n"))
+        .collect();
+    eprint!("{summary}");
+    // Also kept where scripts/test.sh prints it after the run (cargo test hides passing output).
+    let kept = target_dir().join(format!("conformance-{topology:?}.txt"));
+    std::fs::write(&kept, &summary).unwrap_or_else(|e| panic!("write {}: {e}", kept.display()));
     let failed: Vec<String> = report
         .not_passed
         .iter()
