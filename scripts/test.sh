@@ -56,7 +56,13 @@ if cargo nextest --version >/dev/null 2>&1; then
   timeout --kill-after=30 "$limit" cargo nextest run --workspace --no-fail-fast || status=$?
 else
   log "cargo-nextest not installed; cargo test --workspace (time limit ${limit}s)"
-  timeout --kill-after=30 "$limit" cargo test --workspace --no-fail-fast || status=$?
+  out=$(mktemp)
+  timeout --kill-after=30 "$limit" cargo test --workspace --no-fail-fast 2>&1 | tee "$out" ||
+    status=${PIPESTATUS[0]}
+  # cargo test closes on its doc-tests (often 0 tests): end with the totals of every binary.
+  totals=$(awk '/^test result:/ { p += $4; f += $6; i += $8 }
+    END { printf "%d passed, %d failed, %d skipped", p, f, i }' "$out")
+  rm -f "$out"
 fi
 if ((status == 124 || status == 137)); then
   log "the tests did not finish within ${limit}s (TROW_TEST_TIMEOUT): killed"
@@ -68,4 +74,7 @@ if compgen -G "$target/conformance-*.txt" >/dev/null; then
 fi
 
 log "test suite finished in $(($(date +%s) - start))s with status $status"
+if [[ -n ${totals:-} ]]; then
+  echo "tests: $totals"
+fi
 exit "$status"
