@@ -378,3 +378,4 @@ impl Distribution {
     }
 }
 pub mod oci;
+pub mod tools;
