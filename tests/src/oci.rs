@@ -66,15 +66,17 @@ impl Reg {
                 trow: None,
                 nonce: unique(),
             },
-            _ => {
-                let trow = Trow::start(topology);
-                Reg {
-                    url: trow.url.clone(),
-                    client: client(),
-                    trow: Some(trow),
-                    nonce: String::new(),
-                }
-            }
+            _ => Reg::with_trow(Trow::start(topology)),
+        }
+    }
+
+    /// The registry of a Trow the test started itself (e.g. with extra flags).
+    pub fn with_trow(trow: Trow) -> Reg {
+        Reg {
+            url: trow.url.clone(),
+            client: client(),
+            trow: Some(trow),
+            nonce: String::new(),
         }
     }
 
