@@ -83,3 +83,30 @@ pub fn referrer(name: &str, subject: &Digest, d: &Digest) -> String {
         d.hex
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// New layout pieces (issue 12), added with `trow fsck`; TODO(lead): reconcile with the layout
+// rewrite at merge and move the table above.
+//
+// catalog/<name with every '/' replaced by '%2F'>   empty marker per repository: the catalog index
+// tmp/<uuid>                                      temp files of atomic writes
+// .lock                                           held (flock, exclusive) by the running storage
+// ---------------------------------------------------------------------------------------------
+
+pub const CATALOG: &str = "catalog";
+pub const TMP: &str = "tmp";
+/// Relative to the data dir; a dot-name, so `Backend::list` never shows it.
+pub const LOCK: &str = ".lock";
+/// Prefix of temp files of the old layout, written next to their target.
+pub const LEGACY_TMP_PREFIX: &str = ".tmp-";
+
+/// The catalog index entry of a repository. Names never contain `%`, so the encoding is
+/// reversible, and one flat directory can be listed in order without walking the tree.
+pub fn catalog_entry(name: &str) -> String {
+    format!("{CATALOG}/{}", name.replace('/', "%2F"))
+}
+
+/// The repository name a catalog entry (a name listed under [`CATALOG`]) stands for.
+pub fn catalog_name(entry: &str) -> String {
+    entry.replace("%2F", "/")
+}
