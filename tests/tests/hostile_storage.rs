@@ -233,7 +233,8 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Pushes `data` to `repo` of the registry at `base` with POST then PUT; the PUT's response.
+/// Pushes `data` to `repo` of the registry at `base` with POST then PUT; the PUT's response, or
+/// the POST's when that already failed (a full disk may refuse the session itself).
 async fn push(client: &reqwest::Client, base: &str, repo: &str, data: &[u8]) -> Resp {
     let r = send(
         client
@@ -241,7 +242,9 @@ async fn push(client: &reqwest::Client, base: &str, repo: &str, data: &[u8]) -> 
             .header("Content-Length", "0"),
     )
     .await;
-    r.assert_status(202);
+    if r.status != 202 {
+        return r;
+    }
     let loc = r.must_header("location");
     let loc = if loc.starts_with("http") {
         loc
