@@ -4,7 +4,10 @@ use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/trow/storage/v1/storage.proto"];
+    let files = [
+        "proto/trow/oci/v1/errors.proto",
+        "proto/trow/storage/v1/storage.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

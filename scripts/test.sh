@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine, as root:
 #   1. installs the real clients and the reference registry the tests drive, if any is missing;
-#   2. builds the workspace once (dev profile), including the `trow` binary the tests start;
-#   3. runs every test with cargo-nextest (or `cargo test` if nextest is not installed).
+#   2. builds the pinned Go tools (OCI conformance suite, oras, crane, grpcurl) with
+#      scripts/go-tools.sh, cached by version, and puts them on PATH; needs Go and the Go module
+#      proxy, and fails if either is missing;
+#   3. builds the workspace once (dev profile), including the `trow` binary the tests start;
+#   4. runs every test with cargo-nextest (or `cargo test` if nextest is not installed), under a
+#      time limit ($TROW_TEST_TIMEOUT seconds, default 3600) so a hang cannot eat CI's budget.
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,7 +29,16 @@ if ((${#missing[@]})); then
   "${sudo[@]}" apt-get install -y "${packages[@]}"
 fi
 
-# --- 2. build --------------------------------------------------------------------------------
+# --- 2. Go tools -----------------------------------------------------------------------------
+log "scripts/go-tools.sh (conformance suite, oras, crane, grpcurl)"
+if ! go_env=$(scripts/go-tools.sh --env); then
+  log "scripts/go-tools.sh failed: the conformance and oras/crane/grpcurl tests cannot run"
+  exit 1
+fi
+eval "$go_env"
+log "Go tools: $(dirname "$(command -v oras)"), TROW_CONFORMANCE_BIN=$TROW_CONFORMANCE_BIN"
+
+# --- 3. build --------------------------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
   # shellcheck disable=SC1091
   source "$HOME/.cargo/env"
@@ -33,15 +46,35 @@ fi
 log "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
-# --- 3. test ---------------------------------------------------------------------------------
+# --- 4. test ---------------------------------------------------------------------------------
+limit=${TROW_TEST_TIMEOUT:-3600}
+target=${CARGO_TARGET_DIR:-target}
+rm -f "$target"/conformance-*.txt
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  log "cargo nextest run --workspace"
-  cargo nextest run --workspace --no-fail-fast || status=$?
+  log "cargo nextest run --workspace (time limit ${limit}s)"
+  timeout --kill-after=30 "$limit" cargo nextest run --workspace --no-fail-fast || status=$?
 else
-  log "cargo-nextest not installed; cargo test --workspace"
-  cargo test --workspace --no-fail-fast || status=$?
+  log "cargo-nextest not installed; cargo test --workspace (time limit ${limit}s)"
+  out=$(mktemp)
+  timeout --kill-after=30 "$limit" cargo test --workspace --no-fail-fast 2>&1 | tee "$out" ||
+    status=${PIPESTATUS[0]}
+  # cargo test closes on its doc-tests (often 0 tests): end with the totals of every binary.
+  totals=$(awk '/^test result:/ { p += $4; f += $6; i += $8 }
+    END { printf "%d passed, %d failed, %d skipped", p, f, i }' "$out")
+  rm -f "$out"
+fi
+if ((status == 124 || status == 137)); then
+  log "the tests did not finish within ${limit}s (TROW_TEST_TIMEOUT): killed"
+fi
+
+if compgen -G "$target/conformance-*.txt" >/dev/null; then
+  log "OCI conformance summary:"
+  cat "$target"/conformance-*.txt >&2
 fi
 
 log "test suite finished in $(($(date +%s) - start))s with status $status"
+if [[ -n ${totals:-} ]]; then
+  echo "tests: $totals"
+fi
 exit "$status"

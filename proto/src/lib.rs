@@ -6,6 +6,11 @@ pub mod storage {
     tonic::include_proto!("trow.storage.v1");
 }
 
+/// The OCI Distribution error codes, shared by every service.
+pub mod oci {
+    tonic::include_proto!("trow.oci.v1");
+}
+
 /// Encoded descriptors of every service, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/trow_descriptor.bin"));

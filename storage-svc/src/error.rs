@@ -1,7 +1,7 @@
 //! The storage service's errors, and their one mapping to a gRPC status carrying the OCI code.
 
 use tonic::{Code, Status};
-use trow_proto::oci_code;
+use trow_proto::oci_code::{self, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -14,6 +14,11 @@ pub enum StorageError {
     UploadOffset { size: u64, offset: u64 },
     #[error("invalid upload: {0}")]
     UploadInvalid(String),
+    /// Another request is appending to or completing the upload.
+    #[error("upload {0} is busy with another request")]
+    UploadBusy(String),
+    #[error("too many uploads in progress (at most {0})")]
+    TooManyUploads(usize),
     #[error("{0}")]
     DigestInvalid(String),
     #[error("manifest unknown: {0}")]
@@ -34,27 +39,44 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
 }
 
+impl StorageError {
+    /// The disk (or quota) is full: an operator must act, so it is told apart from other faults.
+    pub fn is_full(&self) -> bool {
+        matches!(self, StorageError::Io(e) if matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ))
+    }
+}
+
 impl From<StorageError> for Status {
     fn from(e: StorageError) -> Status {
+        use ErrorCode as C;
         let (code, oci) = match &e {
-            StorageError::BlobUnknown(_) => (Code::NotFound, "BLOB_UNKNOWN"),
-            StorageError::UploadUnknown(_) => (Code::NotFound, "BLOB_UPLOAD_UNKNOWN"),
-            StorageError::UploadOffset { .. } => (Code::OutOfRange, "BLOB_UPLOAD_INVALID"),
-            StorageError::UploadInvalid(_) => (Code::InvalidArgument, "BLOB_UPLOAD_INVALID"),
-            StorageError::DigestInvalid(_) => (Code::InvalidArgument, "DIGEST_INVALID"),
-            StorageError::ManifestUnknown(_) => (Code::NotFound, "MANIFEST_UNKNOWN"),
-            StorageError::ManifestInvalid(_) => (Code::InvalidArgument, "MANIFEST_INVALID"),
+            StorageError::BlobUnknown(_) => (Code::NotFound, C::BlobUnknown),
+            StorageError::UploadUnknown(_) => (Code::NotFound, C::BlobUploadUnknown),
+            StorageError::UploadOffset { .. } => (Code::OutOfRange, C::BlobUploadInvalid),
+            StorageError::UploadInvalid(_) => (Code::InvalidArgument, C::BlobUploadInvalid),
+            StorageError::UploadBusy(_) => (Code::Aborted, C::BlobUploadInvalid),
+            StorageError::TooManyUploads(_) => (Code::ResourceExhausted, C::Toomanyrequests),
+            StorageError::DigestInvalid(_) => (Code::InvalidArgument, C::DigestInvalid),
+            StorageError::ManifestUnknown(_) => (Code::NotFound, C::ManifestUnknown),
+            StorageError::ManifestInvalid(_) => (Code::InvalidArgument, C::ManifestInvalid),
             StorageError::ManifestBlobUnknown(_) => {
-                (Code::FailedPrecondition, "MANIFEST_BLOB_UNKNOWN")
+                (Code::FailedPrecondition, C::ManifestBlobUnknown)
             }
-            StorageError::NameInvalid(_) => (Code::InvalidArgument, "NAME_INVALID"),
-            StorageError::NameUnknown(_) => (Code::NotFound, "NAME_UNKNOWN"),
+            StorageError::NameInvalid(_) => (Code::InvalidArgument, C::NameInvalid),
+            StorageError::NameUnknown(_) => (Code::NotFound, C::NameUnknown),
             // The spec has no tag code; a bad tag makes the manifest request invalid.
-            StorageError::TagInvalid(_) => (Code::InvalidArgument, "MANIFEST_INVALID"),
-            StorageError::RangeInvalid(_) => (Code::OutOfRange, "SIZE_INVALID"),
+            StorageError::TagInvalid(_) => (Code::InvalidArgument, C::ManifestInvalid),
+            StorageError::RangeInvalid(_) => (Code::OutOfRange, C::SizeInvalid),
+            StorageError::Io(err) if e.is_full() => {
+                tracing::error!(error = %err, "storage is full");
+                (Code::ResourceExhausted, C::Unknown)
+            }
             StorageError::Io(err) => {
                 tracing::error!(error = %err, "storage I/O error");
-                (Code::Internal, "UNKNOWN")
+                (Code::Internal, C::Unknown)
             }
         };
         oci_code::status(code, oci, e.to_string())

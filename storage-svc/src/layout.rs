@@ -12,14 +12,22 @@
 //! repositories/<name>/_tags/<tag>                     the digest the tag points to
 //! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>
 //!                                                     a referrer of subject <alg>:<hex> (JSON descriptor)
+//! catalog/<name, each `/` as `+`>                     the repository exists (the catalog index: one
+//!                                                     flat listing instead of a walk of repositories/)
+//! tmp/<uuid>                                          a small object being written, renamed into place
+//! .lock                                               locked by the storage service using this store
 //! ```
 //! Manifests' bytes are stored as blobs; `_`-prefixed directories can't clash with repository
-//! path components, which never start with `_`.
+//! path components, which never start with `_`. Everything under `tmp/` and every upload without
+//! its `repository` record is a leftover of a crash and may be deleted.
 
 use crate::digest::Digest;
 
 pub const REPOSITORIES: &str = "repositories";
 pub const UPLOADS: &str = "uploads";
+pub const CATALOG: &str = "catalog";
+pub const TMP: &str = "tmp";
+pub const LOCK: &str = ".lock";
 /// Marker children that make a directory under `repositories/` a repository.
 pub const REPO_MARKERS: [&str; 3] = ["_blobs", "_manifests", "_tags"];
 
@@ -84,29 +92,17 @@ pub fn referrer(name: &str, subject: &Digest, d: &Digest) -> String {
     )
 }
 
-// ---------------------------------------------------------------------------------------------
-// New layout pieces (issue 12), added with `trow fsck`; TODO(lead): reconcile with the layout
-// rewrite at merge and move the table above.
-//
-// catalog/<name with every '/' replaced by '%2F'>   empty marker per repository: the catalog index
-// tmp/<uuid>                                      temp files of atomic writes
-// .lock                                           held (flock, exclusive) by the running storage
-// ---------------------------------------------------------------------------------------------
-
-pub const CATALOG: &str = "catalog";
-pub const TMP: &str = "tmp";
-/// Relative to the data dir; a dot-name, so `Backend::list` never shows it.
-pub const LOCK: &str = ".lock";
-/// Prefix of temp files of the old layout, written next to their target.
-pub const LEGACY_TMP_PREFIX: &str = ".tmp-";
-
-/// The catalog index entry of a repository. Names never contain `%`, so the encoding is
-/// reversible, and one flat directory can be listed in order without walking the tree.
+/// The catalog index entry of a repository: one flat file name, so `/` becomes `+`, which never
+/// occurs in repository names and keeps a 255-byte name within a file name's 255-byte limit.
 pub fn catalog_entry(name: &str) -> String {
-    format!("{CATALOG}/{}", name.replace('/', "%2F"))
+    format!("{CATALOG}/{}", name.replace('/', "+"))
 }
 
-/// The repository name a catalog entry (a name listed under [`CATALOG`]) stands for.
+/// The repository a catalog entry's file name stands for.
 pub fn catalog_name(entry: &str) -> String {
-    entry.replace("%2F", "/")
+    entry.replace('+', "/")
+}
+
+pub fn tmp(id: &str) -> String {
+    format!("{TMP}/{id}")
 }

@@ -17,5 +17,5 @@ pub mod server;
 pub mod service;
 pub mod store;
 
-pub use server::{fs_store, serve, serve_incoming};
-pub use store::Store;
+pub use server::{DataDir, OpenError, open, serve, serve_incoming};
+pub use store::{Limits, Store};

@@ -11,12 +11,60 @@ use trow_proto::storage::storage_server::StorageServer;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
 
 use crate::backend::{Backend, FsBackend};
+use crate::error::StorageError;
 use crate::service::StorageService;
-use crate::store::Store;
+use crate::store::{Limits, Store};
 
-/// A store on the filesystem under `data_dir`.
-pub fn fs_store(data_dir: &Path) -> std::io::Result<Arc<Store<FsBackend>>> {
-    Ok(Arc::new(Store::new(FsBackend::new(data_dir)?)))
+/// A store on the filesystem, opened for serving: this process holds the data dir's lock
+/// until the value drops.
+pub struct DataDir {
+    pub store: Arc<Store<FsBackend>>,
+    /// An exclusive `flock` on `<data dir>/.lock`: two storage processes on one data dir would
+    /// each believe they own its uploads and sweep the other's scratch files.
+    _lock: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data dir {0} is in use by another Trow storage process")]
+    InUse(String),
+    #[error("cannot use data dir {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("cannot open the store in {0}: {1}")]
+    Store(String, StorageError),
+}
+
+/// Locks `data_dir` (creating it if missing) and opens the store in it.
+pub async fn open(data_dir: &Path, limits: Limits) -> Result<DataDir, OpenError> {
+    let shown = data_dir.display().to_string();
+    let io = |e| OpenError::Io(shown.clone(), e);
+    let backend = FsBackend::new(data_dir).map_err(io)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(backend.root().join(crate::layout::LOCK))
+        .map_err(io)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::InUse(shown)),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    let store = Store::open(backend, limits)
+        .await
+        .map_err(|e| OpenError::Store(shown.clone(), e))?;
+    Ok(DataDir {
+        store: Arc::new(store),
+        _lock: lock,
+    })
+}
+
+impl DataDir {
+    /// Starts the periodic sweep of abandoned uploads and leftovers (once per store, however
+    /// many listeners serve it). It stops when the returned handle is aborted.
+    pub fn spawn_janitor(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(sweep_periodically(self.store.clone()))
+    }
 }
 
 /// Serves `store` on `listener` until `shutdown` resolves, then finishes in-flight calls.
@@ -60,13 +108,11 @@ where
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("reflection descriptors are valid");
-    let store_for_janitor = store.clone();
     let storage = StorageServer::new(StorageService::new(store))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
 
-    let janitor = tokio::spawn(purge_uploads_periodically(store_for_janitor));
-    let served = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
@@ -75,22 +121,23 @@ where
         .add_service(reflection_alpha)
         .add_service(storage)
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    janitor.abort();
-    served
+        .await
 }
 
-/// Uploads untouched this long are abandoned: a client resuming a push does so within minutes.
-pub const UPLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub use crate::store::{TMP_MAX_AGE, UPLOAD_MAX_AGE};
 
-/// Sweeps abandoned uploads at start-up and then every hour.
-async fn purge_uploads_periodically<B: Backend>(store: Arc<Store<B>>) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
+/// How often the janitor sweeps.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Sweeps abandoned uploads and stale temp files every hour (the store already swept at open).
+async fn sweep_periodically<B: Backend>(store: Arc<Store<B>>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.tick().await;
     loop {
         every.tick().await;
-        match store.purge_uploads(UPLOAD_MAX_AGE).await {
+        match store.sweep().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "deleted abandoned uploads"),
+            Ok(n) => tracing::info!(removed = n, "swept abandoned uploads and leftovers"),
             Err(e) => tracing::warn!(error = %e, "sweeping abandoned uploads failed"),
         }
     }

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 use trow_proto::storage::{self as pb, append_upload_request::Part, storage_server::Storage};
 
+use prost::Message;
+use trow_proto::transport::MAX_MESSAGE_SIZE;
+
 use crate::backend::Backend;
 use crate::error::StorageError;
 use crate::store::{ManifestMeta, Store};
@@ -118,10 +121,12 @@ impl<B: Backend> Storage for StorageService<B> {
             Ok(_) => Err(StorageError::UploadInvalid(
                 "only data may follow the header".into(),
             )),
-            Err(s) => Err(StorageError::UploadInvalid(format!(
-                "upload stream broke: {}",
-                s.message()
-            ))),
+            Err(s) => {
+                tracing::info!(status = %s, "upload stream broke off");
+                Err(StorageError::UploadInvalid(
+                    "upload stream broke off".into(),
+                ))
+            }
         });
         let size = self
             .store
@@ -224,46 +229,85 @@ impl<B: Backend> Storage for StorageService<B> {
         Ok(Response::new(pb::Empty {}))
     }
 
+    type ListTagsStream = PageStream<pb::NameList>;
+
     async fn list_tags(
         &self,
         req: Request<pb::ListRequest>,
-    ) -> Result<Response<pb::NameList>, Status> {
+    ) -> Result<Response<Self::ListTagsStream>, Status> {
         let r = req.into_inner();
         let (names, truncated) = self
             .store
             .list_tags(&r.repository, r.limit, &r.last)
             .await?;
-        Ok(Response::new(pb::NameList { names, truncated }))
+        Ok(Response::new(name_pages(names, truncated)))
     }
+
+    type ListRepositoriesStream = PageStream<pb::NameList>;
 
     async fn list_repositories(
         &self,
         req: Request<pb::ListRequest>,
-    ) -> Result<Response<pb::NameList>, Status> {
+    ) -> Result<Response<Self::ListRepositoriesStream>, Status> {
         let r = req.into_inner();
         let (names, truncated) = self.store.list_repositories(r.limit, &r.last).await?;
-        Ok(Response::new(pb::NameList { names, truncated }))
+        Ok(Response::new(name_pages(names, truncated)))
     }
+
+    type ListReferrersStream = PageStream<pb::ReferrerList>;
 
     async fn list_referrers(
         &self,
         req: Request<pb::ListReferrersRequest>,
-    ) -> Result<Response<pb::ReferrerList>, Status> {
+    ) -> Result<Response<Self::ListReferrersStream>, Status> {
         let r = req.into_inner();
         let found = self
             .store
             .list_referrers(&r.repository, &r.digest, &r.artifact_type)
             .await?;
-        let manifests = found
-            .into_iter()
-            .map(|d| pb::Descriptor {
+        let mut pages = vec![pb::ReferrerList::default()];
+        for d in found {
+            let d = pb::Descriptor {
                 media_type: d.media_type,
                 digest: d.digest,
                 size: d.size,
                 artifact_type: d.artifact_type.unwrap_or_default(),
                 annotations: d.annotations.into_iter().collect(),
-            })
-            .collect();
-        Ok(Response::new(pb::ReferrerList { manifests }))
+            };
+            let page = pages.last_mut().expect("one page");
+            if !page.manifests.is_empty()
+                && page.encoded_len() + d.encoded_len() > MAX_MESSAGE_SIZE / 2
+            {
+                pages.push(pb::ReferrerList::default());
+            }
+            pages.last_mut().expect("one page").manifests.push(d);
+        }
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            pages.into_iter().map(Ok),
+        ))))
     }
+}
+
+/// A listing as a stream of pages: listings have no size limit, messages do.
+type PageStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Names per page: well under the message limit even for 255-character repository names.
+const NAMES_PER_PAGE: usize = 10_000;
+
+fn name_pages(names: Vec<String>, truncated: bool) -> PageStream<pb::NameList> {
+    let mut pages: Vec<pb::NameList> = names
+        .chunks(NAMES_PER_PAGE)
+        .map(|c| pb::NameList {
+            names: c.to_vec(),
+            truncated: false,
+        })
+        .collect();
+    match pages.last_mut() {
+        Some(last) => last.truncated = truncated,
+        None => pages.push(pb::NameList {
+            names: Vec::new(),
+            truncated,
+        }),
+    }
+    Box::pin(futures::stream::iter(pages.into_iter().map(Ok)))
 }

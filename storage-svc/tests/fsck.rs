@@ -2,12 +2,12 @@
 //! each corruption, made one at a time, is reported as exactly the expected problem.
 
 use bytes::Bytes;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
-use trow_storage::Store;
 use trow_storage::backend::FsBackend;
 use trow_storage::digest::Digest;
 use trow_storage::fsck::{self, Problem, Report};
+use trow_storage::{Limits, Store};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -43,7 +43,9 @@ fn desc(media_type: &str, d: &Digest, size: usize) -> String {
 async fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let store = Store::new(FsBackend::new(&dir).unwrap());
+    let store = Store::open(FsBackend::new(&dir).unwrap(), Limits::default())
+        .await
+        .unwrap();
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let layer_bytes = b"layer bytes";
     let cd = push_blob(&store, "app", config).await;
@@ -114,7 +116,6 @@ async fn fixture() -> Fixture {
         .complete_upload("x/y", &id, &d512.to_string())
         .await
         .unwrap();
-    ensure_catalog(&store, &dir).await;
     Fixture {
         _tmp: tmp,
         dir,
@@ -122,20 +123,6 @@ async fn fixture() -> Fixture {
         layer,
         image: Digest::parse(&image_meta.digest).unwrap(),
         sig: sig_d,
-    }
-}
-
-/// The catalog index of the new layout (issue 12). Until `Store` keeps it itself, the fixture
-/// writes it; once `Store` does (a `catalog/` directory exists), it is left alone, so a store
-/// that forgets an entry still fails the clean check.
-async fn ensure_catalog(store: &Store<FsBackend>, dir: &Path) {
-    if dir.join("catalog").exists() {
-        return;
-    }
-    for name in store.list_repositories(0, "").await.unwrap().0 {
-        let entry = dir.join(trow_storage::layout::catalog_entry(&name));
-        std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
-        std::fs::write(entry, b"").unwrap();
     }
 }
 
@@ -441,8 +428,9 @@ async fn stale_temp_files_new_and_legacy() {
 #[tokio::test]
 async fn a_repository_missing_from_the_catalog_and_a_stray_entry() {
     let f = fixture().await;
-    std::fs::remove_file(f.dir.join("catalog/x%2Fy")).unwrap();
-    std::fs::write(f.dir.join("catalog/ghost%2Frepo"), b"").unwrap();
+    let entry = |name| f.dir.join(trow_storage::layout::catalog_entry(name));
+    std::fs::remove_file(entry("x/y")).unwrap();
+    std::fs::write(entry("ghost/repo"), b"").unwrap();
     assert_problems(
         &check(&f, SystemTime::now()).await,
         &[

@@ -7,8 +7,10 @@ use trow_storage::backend::FsBackend;
 use trow_storage::digest::Digest;
 use trow_storage::error::StorageError;
 
-fn store(dir: &std::path::Path) -> Store<FsBackend> {
-    Store::new(FsBackend::new(dir).unwrap())
+async fn store(dir: &std::path::Path) -> Store<FsBackend> {
+    Store::open(FsBackend::new(dir).unwrap(), Default::default())
+        .await
+        .unwrap()
 }
 
 fn bytes_stream(
@@ -31,7 +33,7 @@ async fn upload_survives_a_restart_of_the_service() {
     let tmp = tempfile::tempdir().unwrap();
     let digest = Digest::sha256_of(b"hello world").to_string();
     let id = {
-        let s = store(tmp.path());
+        let s = store(tmp.path()).await;
         let id = s.start_upload("a/b", "").await.unwrap();
         let n = s
             .append_upload("a/b", &id, Some(0), bytes_stream(vec![b"hello "]))
@@ -41,7 +43,7 @@ async fn upload_survives_a_restart_of_the_service() {
         id
     };
     // A new Store has no in-memory state: it must rebuild the digest state from disk.
-    let s = store(tmp.path());
+    let s = store(tmp.path()).await;
     assert_eq!(s.upload_status("a/b", &id).await.unwrap(), 6);
     let err = s
         .append_upload("a/b", &id, Some(3), bytes_stream(vec![b"x"]))
@@ -67,7 +69,7 @@ async fn upload_survives_a_restart_of_the_service() {
 #[tokio::test]
 async fn wrong_digest_stores_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path());
+    let s = store(tmp.path()).await;
     let id = s.start_upload("r", "").await.unwrap();
     s.append_upload("r", &id, None, bytes_stream(vec![b"abc"]))
         .await
@@ -105,7 +107,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn sha512_upload_and_rehash_on_algorithm_change() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path());
+    let s = store(tmp.path()).await;
     let d512 = Digest::parse(&format!("sha512:{}", "0".repeat(128)))
         .unwrap()
         .of_same_kind(b"data");
@@ -131,7 +133,7 @@ async fn sha512_upload_and_rehash_on_algorithm_change() {
 #[tokio::test]
 async fn manifests_tags_referrers_and_listings() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path());
+    let s = store(tmp.path()).await;
     let config = Bytes::from_static(b"{}");
     let cd = Digest::sha256_of(&config).to_string();
     let id = s.start_upload("app", "").await.unwrap();
@@ -233,7 +235,7 @@ async fn manifests_tags_referrers_and_listings() {
 #[tokio::test]
 async fn abandoned_uploads_are_purged_and_live_ones_kept() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path());
+    let s = store(tmp.path()).await;
     let old = s.start_upload("r", "").await.unwrap();
     s.append_upload("r", &old, None, bytes_stream(vec![b"partial"]))
         .await
@@ -258,5 +260,5 @@ async fn abandoned_uploads_are_purged_and_live_ones_kept() {
     ));
     assert_eq!(s.upload_status("r", &fresh).await.unwrap(), 0);
     // Even a store that never saw the upload (a restart) finds it on disk and keeps it.
-    assert_eq!(store(tmp.path()).purge_uploads(day).await.unwrap(), 0);
+    assert_eq!(store(tmp.path()).await.purge_uploads(day).await.unwrap(), 0);
 }

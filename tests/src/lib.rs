@@ -167,88 +167,151 @@ pub struct Trow {
     pub main: Proc,
     /// The storage process in the split topology.
     pub storage: Option<Proc>,
+    /// Flags the storage service was started with, for restarts.
+    storage_flags: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// Extra flags for a Trow under test: `gateway` flags go to the HTTP side, `storage` flags to the
+/// storage service; in the one-process topology both go to the one `trow`.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub gateway: Vec<String>,
+    pub storage: Vec<String>,
+}
+
+impl Flags {
+    pub fn gateway(args: &[&str]) -> Flags {
+        Flags {
+            gateway: args.iter().map(|a| a.to_string()).collect(),
+            storage: Vec::new(),
+        }
+    }
+
+    pub fn storage(args: &[&str]) -> Flags {
+        Flags {
+            gateway: Vec::new(),
+            storage: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+/// Waits until `proc_`'s log has a line containing `prefix`; returns the rest of that line.
+///
+/// Tests start Trow on port 0 and read the address it prints: a port picked by the test and
+/// released before Trow binds it can be taken meanwhile by any outgoing connection.
+pub fn wait_for_line(proc_: &mut Proc, prefix: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let log = proc_.log_text();
+        if let Some(rest) = log
+            .lines()
+            .find_map(|l| l.find(prefix).map(|i| &l[i + prefix.len()..]))
+        {
+            return rest.to_string();
+        }
+        if proc_.exited() {
+            panic!("process exited before printing {prefix:?}:\n{log}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no {prefix:?} after 30s:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `HOST:PORT` at the start of `s` (up to a space, comma or quote).
+fn addr_prefix(s: &str) -> String {
+    s.split([' ', ',', '"']).next().unwrap_or("").to_string()
 }
 
 impl Trow {
     /// Starts Trow with a fresh temp data dir.
     pub fn start(topology: Topology) -> Trow {
+        Trow::start_with(topology, Flags::default())
+    }
+
+    /// Starts Trow with a fresh temp data dir and extra flags.
+    pub fn start_with(topology: Topology, flags: Flags) -> Trow {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut t = Trow::start_in(topology, &tmp.path().join("data"));
+        let mut t = Trow::start_in_with(topology, &tmp.path().join("data"), flags);
         t._tmp = Some(tmp);
         t
     }
 
     /// Starts Trow on an existing (or new) data dir, which outlives it.
     pub fn start_in(topology: Topology, data_dir: &Path) -> Trow {
+        Trow::start_in_with(topology, data_dir, Flags::default())
+    }
+
+    /// Starts Trow on an existing (or new) data dir with extra flags.
+    pub fn start_in_with(topology: Topology, data_dir: &Path, flags: Flags) -> Trow {
         std::fs::create_dir_all(data_dir).expect("create data dir");
-        let port = free_port();
-        let gport = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let storage_addr = format!("127.0.0.1:{gport}");
         let logs = data_dir.parent().unwrap_or(data_dir).to_path_buf();
-        let mut trow = match topology {
+        let (main, storage, storage_addr) = match topology {
             Topology::OneProcess => {
                 let mut cmd = Command::new(trow_bin());
                 cmd.args([
                     "--bind",
-                    &addr,
+                    "127.0.0.1:0",
                     "--storage-listen",
-                    &storage_addr,
+                    "127.0.0.1:0",
                     "--data-dir",
                 ])
-                .arg(data_dir);
-                let main = Proc::spawn(cmd, logs.join(format!("trow-{port}.log")));
-                Trow {
-                    topology,
-                    url: format!("http://{addr}"),
-                    addr,
-                    storage_addr,
-                    data_dir: data_dir.to_path_buf(),
-                    main,
-                    storage: None,
-                    _tmp: None,
-                }
+                .arg(data_dir)
+                .args(&flags.gateway)
+                .args(&flags.storage);
+                let mut main = Proc::spawn(cmd, logs.join(format!("trow-{}.log", now_ms())));
+                let storage_addr = addr_prefix(&wait_for_line(&mut main, "trow storage: gRPC on "));
+                (main, None, storage_addr)
             }
             Topology::Split => {
-                let storage = Trow::spawn_storage(&storage_addr, data_dir, &logs);
+                let mut storage =
+                    Trow::spawn_storage("127.0.0.1:0", data_dir, &logs, &flags.storage);
+                let storage_addr =
+                    addr_prefix(&wait_for_line(&mut storage, "trow storage: gRPC on "));
                 let mut cmd = Command::new(trow_bin());
                 cmd.args([
                     "gateway",
                     "--bind",
-                    &addr,
+                    "127.0.0.1:0",
                     "--storage",
                     &format!("http://{storage_addr}"),
-                ]);
-                let main = Proc::spawn(cmd, logs.join(format!("gateway-{port}.log")));
-                Trow {
-                    topology,
-                    url: format!("http://{addr}"),
-                    addr,
-                    storage_addr,
-                    data_dir: data_dir.to_path_buf(),
-                    main,
-                    storage: Some(storage),
-                    _tmp: None,
-                }
+                ])
+                .args(&flags.gateway);
+                let main = Proc::spawn(cmd, logs.join(format!("gateway-{}.log", now_ms())));
+                (main, Some(storage), storage_addr)
             }
         };
-        let url = format!("{}/v2/", trow.url);
+        let mut main = main;
+        let url = addr_prefix(&wait_for_line(&mut main, "trow gateway: OCI registry on "));
+        let addr = url.trim_start_matches("http://").to_string();
+        let mut trow = Trow {
+            topology,
+            url,
+            addr,
+            storage_addr,
+            data_dir: data_dir.to_path_buf(),
+            main,
+            storage,
+            storage_flags: flags.storage,
+            _tmp: None,
+        };
+        let v2 = format!("{}/v2/", trow.url);
         match trow.storage.as_mut() {
-            Some(s) => wait_http_ok(&url, &mut [&mut trow.main, s]),
-            None => wait_http_ok(&url, &mut [&mut trow.main]),
+            Some(s) => wait_http_ok(&v2, &mut [&mut trow.main, s]),
+            None => wait_http_ok(&v2, &mut [&mut trow.main]),
         }
         trow
     }
 
-    fn spawn_storage(storage_addr: &str, data_dir: &Path, logs: &Path) -> Proc {
+    fn spawn_storage(storage_addr: &str, data_dir: &Path, logs: &Path, flags: &[String]) -> Proc {
         let mut cmd = Command::new(trow_bin());
         cmd.args(["storage", "--listen", storage_addr, "--data-dir"])
-            .arg(data_dir);
-        let port = storage_addr.rsplit(':').next().unwrap_or("0");
-        let mut p = Proc::spawn(cmd, logs.join(format!("storage-{port}-{}.log", now_ms())));
-        wait_tcp(storage_addr, &mut p);
-        p
+            .arg(data_dir)
+            .args(flags);
+        Proc::spawn(cmd, logs.join(format!("storage-{}.log", now_ms())))
     }
 
     /// Split topology only: SIGKILLs the storage process, as in a crash.
@@ -264,11 +327,14 @@ impl Trow {
             .parent()
             .unwrap_or(&self.data_dir)
             .to_path_buf();
-        self.storage = Some(Trow::spawn_storage(
+        let mut p = Trow::spawn_storage(
             &self.storage_addr,
             &self.data_dir,
             &logs,
-        ));
+            &self.storage_flags,
+        );
+        wait_tcp(&self.storage_addr, &mut p);
+        self.storage = Some(p);
     }
 
     /// `127.0.0.1:PORT/` + `repo`, the image reference prefix clients use.
@@ -330,18 +396,19 @@ impl Distribution {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().join("data");
         std::fs::create_dir_all(&root).expect("create registry root");
-        let addr = format!("127.0.0.1:{}", free_port());
         let config = tmp.path().join("config.yml");
+        // Port 0, then the address it logs: see `wait_for_line`.
         let yaml = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
-             http:\n  addr: {addr}\n  secret: trow-tests-not-secret\n{extra_yaml}\n",
+             http:\n  addr: 127.0.0.1:0\n  secret: trow-tests-not-secret\n{extra_yaml}\n",
             root = root.display()
         );
         std::fs::write(&config, yaml).expect("write registry config");
-        let proc = Distribution::spawn(&config, tmp.path());
+        let mut proc = Distribution::spawn(&config, tmp.path());
+        let addr = addr_prefix(&wait_for_line(&mut proc, "listening on "));
         let mut d = Distribution {
             url: format!("http://{addr}"),
             addr,
@@ -368,6 +435,10 @@ impl Distribution {
     /// Starts the registry again with the same config, port and storage.
     pub fn restart(&mut self) {
         self.proc.kill9();
+        // Back on the port it had, not a new one.
+        let yaml = std::fs::read_to_string(&self.config).expect("read registry config");
+        let yaml = yaml.replace("addr: 127.0.0.1:0\n", &format!("addr: {}\n", self.addr));
+        std::fs::write(&self.config, yaml).expect("write registry config");
         let dir = self.config.parent().expect("config dir").to_path_buf();
         self.proc = Distribution::spawn(&self.config, &dir);
         wait_http_ok(&format!("{}/v2/", self.url), &mut [&mut self.proc]);
@@ -379,3 +450,4 @@ impl Distribution {
     }
 }
 pub mod oci;
+pub mod tools;

@@ -42,10 +42,11 @@ pub async fn run_all(
     storage_addr: SocketAddr,
     data_dir: &Path,
     hostname: Option<String>,
+    limits: trow_storage::Limits,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
-    let store = trow_storage::fs_store(data_dir)
-        .map_err(|e| format!("cannot use data dir {}: {e}", data_dir.display()))?;
+    let data = trow_storage::open(data_dir, limits).await?;
+    let store = data.store.clone();
     let grpc = bind(storage_addr, "storage gRPC").await?;
     let grpc_addr = grpc.local_addr()?;
     let http = bind(bind_addr, "the HTTP API").await?;
@@ -62,6 +63,7 @@ pub async fn run_all(
     // reach it.
     // The gateway reaches storage through in-memory pipes (same gRPC code, no TCP stack); the
     // TCP listener serves operators' tools (grpcurl, health probes).
+    let janitor = data.spawn_janitor();
     let (gateway_done, storage_stop) = watch::channel(false);
     let (pipes, incoming) = tokio::sync::mpsc::unbounded_channel();
     let incoming =
@@ -77,15 +79,21 @@ pub async fn run_all(
     let _ = gateway_done.send(true);
     in_process.await??;
     storage.await??;
+    janitor.abort();
     served?;
     Ok(())
 }
 
 /// The storage service alone.
-pub async fn run_storage(listen: SocketAddr, data_dir: &Path) -> Result<(), Error> {
+pub async fn run_storage(
+    listen: SocketAddr,
+    data_dir: &Path,
+    limits: trow_storage::Limits,
+) -> Result<(), Error> {
     let stop = shutdown_signal();
-    let store = trow_storage::fs_store(data_dir)
-        .map_err(|e| format!("cannot use data dir {}: {e}", data_dir.display()))?;
+    let data = trow_storage::open(data_dir, limits).await?;
+    let store = data.store.clone();
+    let janitor = data.spawn_janitor();
     let grpc = bind(listen, "storage gRPC").await?;
     println!(
         "trow storage: gRPC on {}, data in {}",
@@ -93,6 +101,7 @@ pub async fn run_storage(listen: SocketAddr, data_dir: &Path) -> Result<(), Erro
         store.backend().root().display()
     );
     trow_storage::serve(grpc, store, wait(stop)).await?;
+    janitor.abort();
     Ok(())
 }
 

@@ -51,6 +51,24 @@ struct AllInOne {
     /// The name clients use to reach this registry (used in logs for now).
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
+    #[command(flatten)]
+    limits: StorageLimits,
+}
+
+/// Limits of the storage service.
+#[derive(Args)]
+struct StorageLimits {
+    /// Upload sessions open at once at most; beyond, pushes are told TOOMANYREQUESTS (429).
+    #[arg(long, env = "TROW_MAX_UPLOADS", default_value_t = trow_storage::Limits::default().max_uploads)]
+    max_uploads: usize,
+}
+
+impl From<StorageLimits> for trow_storage::Limits {
+    fn from(l: StorageLimits) -> Self {
+        trow_storage::Limits {
+            max_uploads: l.max_uploads,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -61,6 +79,8 @@ struct StorageArgs {
     /// Where images are stored.
     #[arg(long, env = "TROW_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    limits: StorageLimits,
 }
 
 #[derive(Args)]
@@ -124,10 +144,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 cli.all.storage_listen,
                 &cli.all.data_dir,
                 cli.all.hostname,
+                cli.all.limits.into(),
             )
             .await
         }
-        Some(Command::Storage(a)) => trow::run_storage(a.listen, &a.data_dir).await,
+        Some(Command::Storage(a)) => {
+            trow::run_storage(a.listen, &a.data_dir, a.limits.into()).await
+        }
         Some(Command::Gateway(a)) => trow::run_gateway(a.bind, &a.storage, a.hostname).await,
         Some(Command::Fsck(a)) => std::process::exit(fsck(a).await),
     }

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use trow_proto::storage::ListRequest;
 
+use super::listing::{self, collect, json_strings, streamed_json};
 use super::{next_link, page_params};
 use crate::AppState;
 use crate::error::Result;
@@ -18,21 +19,29 @@ pub async fn list(
     if n == Some(0) {
         return Ok(Json(serde_json::json!({ "repositories": [] })).into_response());
     }
-    let list = state
+    let pages = state
         .storage
         .clone()
         .list_repositories(ListRequest {
             repository: String::new(),
-            limit: n.unwrap_or(0),
+            limit: listing::limit(n),
             last,
         })
         .await?
         .into_inner();
-    let body = Json(serde_json::json!({ "repositories": list.names }));
-    match (n, list.names.last()) {
-        (Some(n), Some(last)) if list.truncated => {
-            Ok(([next_link("/v2/_catalog", n, last)], body).into_response())
-        }
+    let Some(n) = n else {
+        let prefix = "{\"repositories\":[".to_string();
+        return Ok(streamed_json(
+            prefix,
+            pages,
+            |p| json_strings(p.names),
+            "]}",
+        ));
+    };
+    let (names, truncated) = collect(pages).await?;
+    let body = Json(serde_json::json!({ "repositories": names }));
+    match names.last() {
+        Some(last) if truncated => Ok(([next_link("/v2/_catalog", n, last)], body).into_response()),
         _ => Ok(body.into_response()),
     }
 }

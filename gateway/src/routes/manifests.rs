@@ -12,8 +12,7 @@ use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, Req, empty, hv};
 use crate::body;
 use crate::error::{Error, OciCode, Result};
 
-/// Largest manifest accepted, as distribution and the spec's guidance have it.
-pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+pub use trow_proto::transport::MAX_MANIFEST_SIZE;
 
 /// A 413. When the rest of the body was not read, the connection must close after the answer.
 fn too_large(drained: bool) -> Error {

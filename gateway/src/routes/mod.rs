@@ -20,6 +20,7 @@ use crate::error::{Error, OciCode, Result};
 pub mod base;
 pub mod blobs;
 pub mod catalog;
+pub mod listing;
 pub mod manifests;
 pub mod referrers;
 pub mod tags;

@@ -1,11 +1,12 @@
 //! `GET /v2/<name>/referrers/<digest>`: an image index of the manifests whose `subject` is
 //! the digest, optionally filtered by `artifactType`.
 
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
-use trow_proto::storage::ListReferrersRequest;
+use trow_proto::storage::{Descriptor, ListReferrersRequest, ReferrerList};
 
+use super::listing::streamed_json;
 use super::{OCI_FILTERS_APPLIED, Req};
 use crate::error::Result;
 
@@ -13,7 +14,7 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 pub async fn list(r: Req, digest: String) -> Result<Response> {
     let filter = r.param("artifactType").unwrap_or("").to_string();
-    let found = r
+    let pages = r
         .state
         .storage
         .clone()
@@ -24,31 +25,35 @@ pub async fn list(r: Req, digest: String) -> Result<Response> {
         })
         .await?
         .into_inner();
-    let manifests: Vec<Value> = found
-        .manifests
-        .into_iter()
-        .map(|d| {
-            let mut m = Map::new();
-            m.insert("mediaType".into(), d.media_type.into());
-            m.insert("digest".into(), d.digest.into());
-            m.insert("size".into(), d.size.into());
-            if !d.artifact_type.is_empty() {
-                m.insert("artifactType".into(), d.artifact_type.into());
-            }
-            if !d.annotations.is_empty() {
-                m.insert("annotations".into(), json!(d.annotations));
-            }
-            Value::Object(m)
-        })
-        .collect();
-    let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
-    let mut resp = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, OCI_INDEX);
+    let prefix = format!("{{\"schemaVersion\":2,\"mediaType\":\"{OCI_INDEX}\",\"manifests\":[");
+    let mut resp = streamed_json(
+        prefix,
+        pages,
+        |page: ReferrerList| page.manifests.into_iter().map(descriptor_json),
+        "]}",
+    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
     if !filter.is_empty() {
-        resp = resp.header(OCI_FILTERS_APPLIED, "artifactType");
+        resp.headers_mut().insert(
+            OCI_FILTERS_APPLIED,
+            HeaderValue::from_static("artifactType"),
+        );
     }
-    Ok(resp
-        .body(serde_json::to_vec(&index).expect("serialize index").into())
-        .expect("valid response"))
+    Ok(resp)
+}
+
+/// A referrer as the OCI descriptor JSON the index lists.
+fn descriptor_json(d: Descriptor) -> String {
+    let mut m = Map::new();
+    m.insert("mediaType".into(), d.media_type.into());
+    m.insert("digest".into(), d.digest.into());
+    m.insert("size".into(), d.size.into());
+    if !d.artifact_type.is_empty() {
+        m.insert("artifactType".into(), d.artifact_type.into());
+    }
+    if !d.annotations.is_empty() {
+        m.insert("annotations".into(), json!(d.annotations));
+    }
+    Value::Object(m).to_string()
 }

@@ -78,9 +78,11 @@ async fn append(
         }));
     let result = state.storage.clone().append_upload(messages).await;
     if let Some(e) = failed.lock().expect("body error slot").take() {
+        // The bytes that arrived are kept: the client may resume from the upload's status.
+        tracing::info!(upload = %id, error = %e, "upload body broke off");
         return Err(Error::new(
             OciCode::BlobUploadInvalid,
-            format!("reading the request body failed: {e}"),
+            "the request body broke off before its end",
         ));
     }
     Ok(result?.into_inner().size)
@@ -175,11 +177,22 @@ pub async fn start(r: Req) -> Result<Response> {
         .await?
         .into_inner()
         .upload_id;
-    match digest {
-        // Monolithic: the whole blob in this request.
-        Some(digest) => finish(r, id, digest, None).await,
-        None => Ok(session(StatusCode::ACCEPTED, &r.repo, &id, 0)),
+    let Some(digest) = digest else {
+        return Ok(session(StatusCode::ACCEPTED, &r.repo, &id, 0));
+    };
+    // Monolithic: the whole blob in this request. The client never learns the session's id, so
+    // a failure must not leave the session behind.
+    let (state, repo) = (r.state.clone(), r.repo.clone());
+    let result = finish(r, id.clone(), digest, None).await;
+    if result.is_err() {
+        let cancel = UploadRef {
+            repository: repo,
+            upload_id: id,
+        };
+        // Already gone when storage refused the digest.
+        let _ = state.storage.clone().cancel_upload(cancel).await;
     }
+    result
 }
 
 /// Appends the body (if any) and completes the upload with `digest`.

@@ -1,8 +1,9 @@
 //! The filesystem backend: one file per key under a root directory.
 //!
-//! Durability follows the classic recipe: write a hidden temp file in the target's directory,
-//! fsync it, rename it over the target, fsync the directory. A crash before the rename leaves only
-//! a hidden temp file, which `list` never shows.
+//! Durability follows the classic recipe: write a temp file under `tmp/` (same filesystem), fsync
+//! it, rename it over the target, fsync the target's directory. A crash before the rename leaves
+//! only a file under `tmp/`, which the store sweeps. Directories are created durably too: each new
+//! one is fsync'd into its parent, so a file renamed into it cannot vanish with it in a crash.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -10,6 +11,7 @@ use std::io::{self, ErrorKind, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Backend, ByteStream, CHUNK_SIZE};
+use crate::layout;
 
 #[derive(Clone, Debug)]
 pub struct FsBackend {
@@ -52,10 +54,27 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn put_blocking(path: &Path, data: &[u8]) -> io::Result<()> {
+/// `create_dir_all`, fsyncing each parent that gained a directory.
+fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().expect("data paths have a parent");
+    create_dirs_durably(parent)?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent),
+        // Another writer made it first; it fsyncs the parent.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("keys have a parent");
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+    create_dirs_durably(dir)?;
+    let tmp_dir = root.join(layout::TMP);
+    create_dirs_durably(&tmp_dir)?;
+    let tmp = tmp_dir.join(uuid::Uuid::new_v4().to_string());
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
@@ -69,8 +88,9 @@ fn put_blocking(path: &Path, data: &[u8]) -> io::Result<()> {
     result
 }
 
-/// Chunks read ahead of the consumer, per stream.
-const READ_AHEAD: usize = 2;
+/// Chunks read ahead of the consumer, per stream: the next chunk is read while one is sent, and
+/// a stalled reader costs no more than that.
+const READ_AHEAD: usize = 1;
 
 fn read_chunks(
     mut file: std::fs::File,
@@ -100,7 +120,7 @@ fn read_chunks(
 fn commit_blocking(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::File::open(from)?.sync_all()?;
     let dir = to.parent().expect("keys have a parent");
-    std::fs::create_dir_all(dir)?;
+    create_dirs_durably(dir)?;
     std::fs::rename(from, to)?;
     sync_dir(dir)
 }
@@ -117,8 +137,8 @@ impl Backend for FsBackend {
     type Appender = tokio::fs::File;
 
     async fn put(&self, key: &str, data: Bytes) -> io::Result<()> {
-        let path = self.path(key);
-        blocking(move || put_blocking(&path, &data)).await
+        let (root, path) = (self.root.clone(), self.path(key));
+        blocking(move || put_blocking(&root, &path, &data)).await
     }
 
     async fn get(&self, key: &str) -> io::Result<Option<Bytes>> {
@@ -180,14 +200,9 @@ impl Backend for FsBackend {
     }
 
     async fn append(&self, key: &str) -> io::Result<tokio::fs::File> {
-        let path = self.path(key);
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
         tokio::fs::OpenOptions::new()
-            .create(true)
             .append(true)
-            .open(path)
+            .open(self.path(key))
             .await
     }
 

@@ -15,11 +15,11 @@ use tokio::io::AsyncWrite;
 mod fs;
 pub use fs::FsBackend;
 
-/// Bytes of an object, in chunks of at most [`CHUNK_SIZE`].
+/// Bytes of an object, in chunks of at most [`CHUNK_SIZE`] (one gRPC data message).
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 /// Largest chunk a read yields: one gRPC data message.
-pub const CHUNK_SIZE: usize = trow_proto::transport::CHUNK_SIZE;
+pub const CHUNK_SIZE: usize = trow_proto::transport::READ_CHUNK_SIZE;
 
 pub trait Backend: Send + Sync + 'static {
     /// Where appends to an upload go.
@@ -54,7 +54,8 @@ pub trait Backend: Send + Sync + 'static {
     /// The names directly under a prefix, sorted; empty when there are none.
     fn list(&self, prefix: &str) -> impl Future<Output = io::Result<Vec<String>>> + Send;
 
-    /// Opens a scratch object for appending, creating it when missing.
+    /// Opens an existing scratch object for appending. Never creates one: a scratch object that
+    /// is gone belongs to an upload that is over.
     fn append(&self, key: &str) -> impl Future<Output = io::Result<Self::Appender>> + Send;
 
     /// Makes a finished scratch object durable and moves it to `to` atomically.

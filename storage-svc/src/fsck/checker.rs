@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 
-use super::{FsckError, Problem, Report, Result, TEMP_MAX_AGE, UPLOAD_GRACE};
+use super::{FsckError, Problem, Report, Result, TMP_MAX_AGE, UPLOAD_GRACE};
 use crate::backend::Backend;
 use crate::digest::{Digest, Hasher};
 use crate::layout;
 use crate::names::validate_repository;
-use crate::server::UPLOAD_MAX_AGE;
+use crate::store::UPLOAD_MAX_AGE;
 
 pub(super) struct Checker<'a, B> {
     backend: &'a B,
@@ -266,7 +266,7 @@ impl<'a, B: Backend> Checker<'a, B> {
         for name in self.list(layout::TMP).await? {
             let key = format!("{}/{name}", layout::TMP);
             if let Some(a) = self.age(&key).await?
-                && a > TEMP_MAX_AGE
+                && a > TMP_MAX_AGE
             {
                 self.problem(Problem::TempStale { key, age: a });
             }

@@ -30,8 +30,10 @@ pub use problem::Problem;
 /// An upload missing its `repository` record or `data` file is a crash leftover once this old
 /// (creating both takes milliseconds).
 pub const UPLOAD_GRACE: Duration = Duration::from_secs(3600);
-/// A temp file of an atomic write lives milliseconds; one this old is a crash leftover.
-pub const TEMP_MAX_AGE: Duration = Duration::from_secs(3600);
+/// A temp file older than this is a crash leftover: the age the store's sweep removes it at.
+pub use crate::store::TMP_MAX_AGE;
+/// Temp files of the old layout were written next to their targets under this prefix.
+const LEGACY_TMP_PREFIX: &str = ".tmp-";
 
 /// Why fsck could not run to the end (as opposed to the problems it found).
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +134,7 @@ pub fn data_dir_in_use(data_dir: &Path) -> io::Result<bool> {
     }
 }
 
-/// `.tmp-*` files anywhere under `root` older than [`TEMP_MAX_AGE`]: the old layout wrote temp
+/// `.tmp-*` files anywhere under `root` older than [`TMP_MAX_AGE`]: the old layout wrote temp
 /// files next to their targets, where `Backend::list` does not show them.
 fn legacy_temp_files(root: &Path, now: SystemTime) -> Result<Vec<Problem>> {
     let io_err = |p: &Path, source| FsckError::Io {
@@ -151,10 +153,7 @@ fn legacy_temp_files(root: &Path, now: SystemTime) -> Result<Vec<Problem>> {
                 continue;
             }
             let name = entry.file_name();
-            if !name
-                .to_string_lossy()
-                .starts_with(layout::LEGACY_TMP_PREFIX)
-            {
+            if !name.to_string_lossy().starts_with(LEGACY_TMP_PREFIX) {
                 continue;
             }
             let modified = entry
@@ -162,7 +161,7 @@ fn legacy_temp_files(root: &Path, now: SystemTime) -> Result<Vec<Problem>> {
                 .and_then(|m| m.modified())
                 .map_err(|e| io_err(&path, e))?;
             let a = now.duration_since(modified).unwrap_or_default();
-            if a > TEMP_MAX_AGE {
+            if a > TMP_MAX_AGE {
                 let key = path.strip_prefix(root).unwrap_or(&path);
                 found.push(Problem::TempStale {
                     key: key.display().to_string(),

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::digest::Digest;
-use crate::server::UPLOAD_MAX_AGE;
+use crate::store::UPLOAD_MAX_AGE;
 
 /// One inconsistency. Keys are paths relative to the store's root.
 #[derive(Clone, Debug, PartialEq, Eq)]

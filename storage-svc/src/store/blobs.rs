@@ -56,6 +56,8 @@ impl<B: Backend> Store<B> {
 
     /// Unlinks a blob from a repository; its bytes stay for other repositories.
     pub async fn delete_blob(&self, repository: &str, digest: &str) -> Result<()> {
+        // Not while a manifest put checks that its blobs are linked.
+        let _turn = self.repo_lock(repository).await;
         self.stat_blob(repository, digest).await?;
         let d = Digest::parse(digest)?;
         Ok(self
@@ -76,8 +78,42 @@ impl<B: Backend> Store<B> {
     pub(super) async fn link_blob(&self, repository: &str, d: &Digest) -> Result<()> {
         let link = layout::blob_link(repository, d);
         if self.backend.size(&link).await?.is_none() {
+            self.ensure_cataloged(repository).await?;
             self.backend.put(&link, Bytes::new()).await?;
         }
         Ok(())
+    }
+
+    /// Adds a repository to the catalog index before its first content is written, so a crash
+    /// can leave an empty repository listed but never a repository unlisted.
+    pub(super) async fn ensure_cataloged(&self, repository: &str) -> Result<()> {
+        if self
+            .cataloged
+            .lock()
+            .expect("catalog lock")
+            .contains(repository)
+        {
+            return Ok(());
+        }
+        if self
+            .backend
+            .size(&layout::catalog_entry(repository))
+            .await?
+            .is_none()
+        {
+            self.add_to_catalog(repository).await?;
+        }
+        self.cataloged
+            .lock()
+            .expect("catalog lock")
+            .insert(repository.to_string());
+        Ok(())
+    }
+
+    pub(super) async fn add_to_catalog(&self, repository: &str) -> Result<()> {
+        Ok(self
+            .backend
+            .put(&layout::catalog_entry(repository), Bytes::new())
+            .await?)
     }
 }

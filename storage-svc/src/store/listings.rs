@@ -25,33 +25,19 @@ impl<B: Backend> Store<B> {
         Ok(paginate(tags, limit, last))
     }
 
-    /// Repository names after `last`, at most `limit` (0: all); and whether more follow.
+    /// Repository names after `last`, at most `limit` (0: all); and whether more follow. Read
+    /// from the catalog index: one flat listing however deep the repositories nest.
     pub async fn list_repositories(&self, limit: u32, last: &str) -> Result<(Vec<String>, bool)> {
-        let mut found = Vec::new();
-        let mut pending = vec![String::new()];
-        while let Some(name) = pending.pop() {
-            let key = if name.is_empty() {
-                layout::REPOSITORIES.to_string()
-            } else {
-                layout::repository(&name)
-            };
-            let children = self.backend.list(&key).await?;
-            if children
-                .iter()
-                .any(|c| layout::REPO_MARKERS.contains(&c.as_str()))
-            {
-                found.push(name.clone());
-            }
-            for c in children.into_iter().filter(|c| !c.starts_with('_')) {
-                pending.push(if name.is_empty() {
-                    c
-                } else {
-                    format!("{name}/{c}")
-                });
-            }
-        }
-        found.sort();
-        Ok(paginate(found, limit, last))
+        let mut names: Vec<String> = self
+            .backend
+            .list(layout::CATALOG)
+            .await?
+            .iter()
+            .map(|e| layout::catalog_name(e))
+            .collect();
+        // Escaping `/` changes the order of entries; the catalog's order is that of the names.
+        names.sort();
+        Ok(paginate(names, limit, last))
     }
 
     /// Referrers of `subject` in a repository, optionally only those of one artifact type.

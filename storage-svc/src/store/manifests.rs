@@ -1,6 +1,7 @@
 //! Manifests: stored after their references are checked; tags and the referrers index.
 
 use super::*;
+use trow_proto::transport::MAX_MANIFEST_SIZE;
 
 impl<B: Backend> Store<B> {
     /// Stores a manifest once everything it references is in the repository; tags it when
@@ -14,6 +15,11 @@ impl<B: Backend> Store<B> {
     ) -> Result<ManifestMeta> {
         validate_repository(repository)?;
         let reference = parse_reference(reference)?;
+        if content.len() > MAX_MANIFEST_SIZE {
+            return Err(StorageError::ManifestInvalid(format!(
+                "manifest exceeds the {MAX_MANIFEST_SIZE}-byte limit"
+            )));
+        }
         let digest = match &reference {
             ManifestReference::Digest(d) => {
                 let actual = d.of_same_kind(&content);
@@ -27,6 +33,8 @@ impl<B: Backend> Store<B> {
             ManifestReference::Tag(_) => Digest::sha256_of(&content),
         };
         let parsed = manifest::parse(&content, content_type)?;
+        // From the reference checks to the tag move: no delete may interleave.
+        let _turn = self.repo_lock(repository).await;
         for r in &parsed.references {
             let found = match r {
                 Reference::Blob(d) => self.linked_blob_size(repository, d).await?.is_some(),
@@ -46,6 +54,7 @@ impl<B: Backend> Store<B> {
         };
         // Content, then the manifest link, then what points at it: a crash in between leaves
         // at worst an unreachable blob.
+        self.ensure_cataloged(repository).await?;
         let blob = layout::blob(&digest);
         if self.backend.size(&blob).await? != Some(meta.size) {
             self.backend.put(&blob, content).await?;
@@ -132,6 +141,7 @@ impl<B: Backend> Store<B> {
     /// entry in its subject's referrers.
     pub async fn delete_manifest(&self, repository: &str, reference: &str) -> Result<()> {
         validate_repository(repository)?;
+        let _turn = self.repo_lock(repository).await;
         let unknown = || StorageError::ManifestUnknown(reference.to_string());
         match lookup_reference(reference)? {
             ManifestReference::Tag(tag) => {

@@ -10,9 +10,11 @@
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, ByteStream};
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -51,30 +53,32 @@ struct UploadRecord {
     algorithm: String,
 }
 
-/// An upload in progress. The repository is fixed at start, so checking it needs no lock.
+/// An upload in progress. Everything but the digest state is readable without waiting for an
+/// append in progress, so status requests and cancels never queue behind a slow client.
 struct Upload {
     repository: String,
-    state: tokio::sync::Mutex<UploadState>,
-}
-
-/// An upload's live state: the digest computed so far over exactly `size` bytes.
-struct UploadState {
-    hasher: Hasher,
-    size: u64,
-    /// Completed or cancelled; a racing request must not touch it any more.
-    finished: bool,
+    algorithm: Algorithm,
+    /// Bytes appended and hashed so far.
+    size: AtomicU64,
+    /// Completed, cancelled or failed: the id is dead.
+    closed: AtomicBool,
+    /// Stops an append in progress when the upload is cancelled.
+    cancel: CancellationToken,
+    /// The digest over exactly `size` bytes; `None` until first needed after a restart, when it
+    /// is rebuilt from the scratch bytes. Held by the one append or completion in progress.
+    hasher: tokio::sync::Mutex<Option<Hasher>>,
 }
 
 impl Upload {
-    fn new(repository: String, hasher: Hasher, size: u64) -> Arc<Upload> {
-        Arc::new(Upload {
+    fn new(repository: String, algorithm: Algorithm, size: u64, hasher: Option<Hasher>) -> Upload {
+        Upload {
             repository,
-            state: tokio::sync::Mutex::new(UploadState {
-                hasher,
-                size,
-                finished: false,
-            }),
-        })
+            algorithm,
+            size: AtomicU64::new(size),
+            closed: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+            hasher: tokio::sync::Mutex::new(hasher),
+        }
     }
 }
 
@@ -111,25 +115,78 @@ fn validate_upload_id(id: &str) -> Result<()> {
     }
 }
 
+/// Limits that keep one store's resource use bounded.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Open upload sessions at most; more are refused (TOOMANYREQUESTS) rather than letting
+    /// abandoned sessions pile up scratch files.
+    pub max_uploads: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_uploads: 1024 }
+    }
+}
+
+/// Writers to one repository's manifests, tags and links take turns: the number of stripes bounds
+/// the locks' memory whatever the number of repositories.
+const REPO_LOCK_STRIPES: usize = 64;
+
 pub struct Store<B> {
     backend: B,
+    limits: Limits,
+    /// Every live upload. Filled from the data dir when the store opens and kept exact after, so
+    /// an id that is not here is over for good: nothing can bring a finished upload back.
     uploads: Mutex<HashMap<String, SharedUpload>>,
+    /// One critical section per repository for the read-check-write sequences of manifests, tags
+    /// and blob links (see [`Store::repo_lock`]).
+    repo_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Repositories known to have their catalog entry, to skip the check on every write.
+    cataloged: Mutex<HashSet<String>>,
 }
 
 impl<B: Backend> Store<B> {
-    pub fn new(backend: B) -> Store<B> {
-        Store {
+    /// Opens the store on `backend`: reloads the uploads in progress, removes what a crash left
+    /// behind, and builds the catalog index of a store written before it existed.
+    ///
+    /// Call it only while no other process writes to the backend (the data dir lock).
+    pub async fn open(backend: B, limits: Limits) -> Result<Store<B>> {
+        let store = Store {
             backend,
+            limits,
             uploads: Mutex::new(HashMap::new()),
-        }
+            repo_locks: (0..REPO_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            cataloged: Mutex::new(HashSet::new()),
+        };
+        store.recover().await?;
+        Ok(store)
     }
 
     pub fn backend(&self) -> &B {
         &self.backend
     }
+
+    /// The critical section of a repository's manifest, tag and link writes: each sequence of
+    /// checks and writes (a manifest put checking its references, then moving a tag; a delete by
+    /// digest removing the tags that point at it) runs alone, so no tag can be left pointing at a
+    /// deleted manifest. On an object store this becomes a conditional write (`If-Match` on the
+    /// objects read) retried on conflict; the sequences stay the same.
+    async fn repo_lock(&self, repository: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        repository.hash(&mut h);
+        self.repo_locks[(h.finish() as usize) % REPO_LOCK_STRIPES]
+            .lock()
+            .await
+    }
 }
 
 mod blobs;
+mod janitor;
+pub use janitor::{TMP_MAX_AGE, UPLOAD_MAX_AGE};
 mod listings;
 mod manifests;
 mod uploads;

@@ -1,4 +1,9 @@
 //! Uploads: scratch bytes hashed as they arrive, verified and committed atomically.
+//!
+//! An upload's life: `start` writes its scratch file and then its record (the record makes it
+//! live); appends add to the scratch file, one at a time; `complete` or `cancel` close it in
+//! memory, delete the record (from then on not even a restart can revive the id), then commit or
+//! delete the bytes. Appends never create the scratch file, so a late append cannot resurrect it.
 
 use super::*;
 
@@ -8,62 +13,80 @@ impl<B: Backend> Store<B> {
         validate_repository(repository)?;
         let algorithm = Algorithm::parse(algorithm)?;
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let upload = Arc::new(Upload::new(
+            repository.to_string(),
+            algorithm,
+            0,
+            Some(Hasher::new(algorithm)),
+        ));
+        {
+            // Reserve the slot first, so concurrent starts cannot overshoot the limit.
+            let mut uploads = self.uploads.lock().expect("uploads lock");
+            if uploads.len() >= self.limits.max_uploads {
+                return Err(StorageError::TooManyUploads(self.limits.max_uploads));
+            }
+            uploads.insert(id.clone(), upload);
+        }
         let record = UploadRecord {
             repository: repository.to_string(),
             algorithm: algorithm.name().to_string(),
         };
         let json = serde_json::to_vec(&record).expect("serialize upload record");
-        self.backend
-            .put(&layout::upload_repository(&id), json.into())
-            .await?;
-        // Create the scratch file now so an empty upload has data to complete.
-        let mut f = self.backend.append(&layout::upload_data(&id)).await?;
-        f.flush().await?;
-        let upload = Upload::new(repository.to_string(), Hasher::new(algorithm), 0);
-        self.uploads
-            .lock()
-            .expect("uploads lock")
-            .insert(id.clone(), upload);
+        let written = async {
+            self.backend
+                .put(&layout::upload_data(&id), Bytes::new())
+                .await?;
+            self.backend
+                .put(&layout::upload_repository(&id), json.into())
+                .await
+        }
+        .await;
+        if let Err(e) = written {
+            self.forget_upload(&id);
+            let _ = self.backend.delete_all(&layout::upload_dir(&id)).await;
+            return Err(e.into());
+        }
         Ok(id)
     }
 
-    /// The live state of an upload of `repository`, rebuilt from the scratch bytes when the
-    /// service restarted since the upload began.
-    async fn upload(&self, repository: &str, id: &str) -> Result<SharedUpload> {
+    /// A live upload of `repository`.
+    fn upload(&self, repository: &str, id: &str) -> Result<SharedUpload> {
         validate_repository(repository)?;
-        validate_upload_id(id)?;
         let unknown = || StorageError::UploadUnknown(id.to_string());
-        let cached = self.uploads.lock().expect("uploads lock").get(id).cloned();
-        let shared = match cached {
-            Some(s) => s,
-            None => {
-                let record = self
-                    .backend
-                    .get(&layout::upload_repository(id))
-                    .await?
-                    .ok_or_else(unknown)?;
-                let record: UploadRecord =
-                    serde_json::from_slice(&record).map_err(|_| unknown())?;
-                let algorithm = Algorithm::parse(&record.algorithm)?;
-                // Missing scratch bytes: a crash between writing the record and the data file.
-                let (hasher, size) = self
-                    .hash_object(&layout::upload_data(id), algorithm)
-                    .await
-                    .map_err(|e| match e {
-                        StorageError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
-                            unknown()
-                        }
-                        other => other,
-                    })?;
-                let upload = Upload::new(record.repository, hasher, size);
-                let mut map = self.uploads.lock().expect("uploads lock");
-                map.entry(id.to_string()).or_insert(upload).clone()
-            }
-        };
-        if shared.repository != repository {
+        let upload = self
+            .uploads
+            .lock()
+            .expect("uploads lock")
+            .get(id)
+            .cloned()
+            .ok_or_else(unknown)?;
+        if upload.repository != repository || upload.closed.load(Ordering::Acquire) {
             return Err(unknown());
         }
-        Ok(shared)
+        Ok(upload)
+    }
+
+    /// The upload's digest state, rebuilt from its scratch bytes on first use after a restart.
+    async fn loaded_hasher<'a>(
+        &self,
+        id: &str,
+        upload: &'a Upload,
+    ) -> Result<tokio::sync::MutexGuard<'a, Option<Hasher>>> {
+        let mut hasher = upload
+            .hasher
+            .try_lock()
+            .map_err(|_| StorageError::UploadBusy(id.to_string()))?;
+        if upload.closed.load(Ordering::Acquire) {
+            return Err(StorageError::UploadUnknown(id.to_string()));
+        }
+        if hasher.is_none() {
+            let (h, size) = self
+                .hash_object(&layout::upload_data(id), upload.algorithm)
+                .await?;
+            upload.size.store(size, Ordering::Release);
+            *hasher = Some(h);
+        }
+        Ok(hasher)
     }
 
     /// Hashes a stored object from its bytes.
@@ -83,8 +106,30 @@ impl<B: Backend> Store<B> {
         self.uploads.lock().expect("uploads lock").remove(id);
     }
 
+    /// Closes an upload for good: no request finds it any more. It stays in the live set (so
+    /// the janitor leaves its files alone) until the returned guard, held while its bytes are
+    /// committed or deleted, drops. None if it was already closed.
+    fn close<'a>(&'a self, id: &'a str, upload: &Upload) -> Option<impl Drop + 'a> {
+        if upload.closed.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        upload.cancel.cancel();
+        Some(scopeguard(move || self.forget_upload(id)))
+    }
+
+    /// Drops a closed upload's bytes: the record first, so a crash in between leaves an orphan
+    /// the janitor removes rather than an upload that comes back.
+    async fn discard(&self, id: &str) -> Result<()> {
+        self.backend.delete(&layout::upload_repository(id)).await?;
+        Ok(self.backend.delete_all(&layout::upload_dir(id)).await?)
+    }
+
     /// Appends a stream of bytes to an upload, hashing them on the way. `offset`, when given,
     /// must equal the upload's current size. Returns the new size.
+    ///
+    /// A stream that fails (the client went away or stalled) keeps what arrived before: the upload
+    /// stays resumable at its new size. A failed write here (a full disk) cancels the upload, so
+    /// its scratch bytes are freed at once.
     pub async fn append_upload<S>(
         &self,
         repository: &str,
@@ -95,91 +140,102 @@ impl<B: Backend> Store<B> {
     where
         S: Stream<Item = Result<Bytes>> + Send,
     {
-        let shared = self.upload(repository, id).await?;
-        let mut state = shared.state.lock().await;
-        if state.finished {
-            return Err(StorageError::UploadUnknown(id.to_string()));
-        }
+        let upload = self.upload(repository, id)?;
+        let mut guard = self.loaded_hasher(id, &upload).await?;
+        let hasher = guard.as_mut().expect("loaded");
+        let start = upload.size.load(Ordering::Acquire);
         if let Some(offset) = offset
-            && offset != state.size
+            && offset != start
         {
             return Err(StorageError::UploadOffset {
-                size: state.size,
+                size: start,
                 offset,
             });
         }
-        let mut file = self.backend.append(&layout::upload_data(id)).await?;
-        let mut data = std::pin::pin!(data);
-        let mut outcome = Ok(());
-        while let Some(chunk) = data.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
+        let written = async {
+            let mut file = self.backend.append(&layout::upload_data(id)).await?;
+            let mut data = std::pin::pin!(data);
+            let mut ended = Ok(());
+            loop {
+                let chunk = tokio::select! {
+                    c = data.next() => c,
+                    _ = upload.cancel.cancelled() => {
+                        ended = Err(StorageError::UploadUnknown(id.to_string()));
+                        break;
+                    }
+                };
+                match chunk {
+                    None => break,
+                    Some(Err(e)) => {
+                        ended = Err(e);
+                        break;
+                    }
+                    Some(Ok(chunk)) => {
+                        file.write_all(&chunk).await?;
+                        hasher.update(&chunk);
+                        upload.size.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                    }
                 }
-            };
-            if let Err(e) = file.write_all(&chunk).await {
-                outcome = Err(e.into());
-                break;
             }
-            state.hasher.update(&chunk);
-            state.size += chunk.len() as u64;
+            // tokio's File reports some write errors only here.
+            file.flush().await?;
+            Ok::<_, std::io::Error>(ended)
         }
-        if let Err(e) = file.flush().await
-            && outcome.is_ok()
-        {
-            outcome = Err(e.into());
-        }
-        match outcome {
-            Ok(()) => Ok(state.size),
+        .await;
+        match written {
+            Ok(ended) => ended.map(|()| upload.size.load(Ordering::Acquire)),
             Err(e) => {
-                // A failed write may have left bytes the hasher did not see: the next request
-                // rebuilds the state from the bytes on disk.
-                state.finished = true;
-                drop(state);
-                self.forget_upload(id);
-                Err(e)
+                // The bytes on disk may now differ from what was hashed, and the disk may be
+                // full: the upload is over, and its space is given back now.
+                drop(guard);
+                if let Some(_closing) = self.close(id, &upload) {
+                    let _ = self.discard(id).await;
+                }
+                Err(e.into())
             }
         }
     }
 
-    /// How many bytes an upload holds.
+    /// How many bytes an upload holds. Never waits for an append in progress.
     pub async fn upload_status(&self, repository: &str, id: &str) -> Result<u64> {
-        let shared = self.upload(repository, id).await?;
-        let state = shared.state.lock().await;
-        if state.finished {
-            return Err(StorageError::UploadUnknown(id.to_string()));
-        }
-        Ok(state.size)
+        Ok(self.upload(repository, id)?.size.load(Ordering::Acquire))
     }
 
     /// Verifies the upload's digest, makes the blob durable and visible, links it into the
-    /// repository. A wrong digest discards the upload and stores nothing.
+    /// repository. A wrong or malformed digest discards the upload and stores nothing.
     pub async fn complete_upload(&self, repository: &str, id: &str, digest: &str) -> Result<u64> {
-        let claimed = Digest::parse(digest)?;
-        let shared = self.upload(repository, id).await?;
-        let mut state = shared.state.lock().await;
-        if state.finished {
+        let upload = self.upload(repository, id)?;
+        let guard = self.loaded_hasher(id, &upload).await?;
+        let hasher = guard.as_ref().expect("loaded").clone();
+        let size = upload.size.load(Ordering::Acquire);
+        let Some(_closing) = self.close(id, &upload) else {
             return Err(StorageError::UploadUnknown(id.to_string()));
-        }
-        state.finished = true;
-        let data = layout::upload_data(id);
-        let computed = if state.hasher.algorithm() == claimed.algorithm {
-            state.hasher.clone().finish()
-        } else {
-            self.hash_object(&data, claimed.algorithm).await?.0.finish()
         };
-        let size = state.size;
-        drop(state);
-        self.forget_upload(id);
-
-        if computed != claimed {
-            self.backend.delete_all(&layout::upload_dir(id)).await?;
-            return Err(StorageError::DigestInvalid(format!(
-                "upload digest is {computed}, not {claimed}"
-            )));
+        drop(guard);
+        let data = layout::upload_data(id);
+        let verified = async {
+            let claimed = Digest::parse(digest)?;
+            let computed = if hasher.algorithm() == claimed.algorithm {
+                hasher.finish()
+            } else {
+                self.hash_object(&data, claimed.algorithm).await?.0.finish()
+            };
+            if computed != claimed {
+                return Err(StorageError::DigestInvalid(format!(
+                    "upload digest is {computed}, not {claimed}"
+                )));
+            }
+            Ok(claimed)
         }
+        .await;
+        let claimed = match verified {
+            Ok(d) => d,
+            Err(e) => {
+                self.discard(id).await?;
+                return Err(e);
+            }
+        };
+        self.backend.delete(&layout::upload_repository(id)).await?;
         let blob = layout::blob(&claimed);
         if self.backend.size(&blob).await? == Some(size) {
             // Content-addressed: the same bytes are already durable.
@@ -191,51 +247,89 @@ impl<B: Backend> Store<B> {
         Ok(size)
     }
 
-    /// Drops an upload and its bytes.
+    /// Drops an upload and its bytes, stopping an append in progress.
     pub async fn cancel_upload(&self, repository: &str, id: &str) -> Result<()> {
-        let shared = self.upload(repository, id).await?;
-        let mut state = shared.state.lock().await;
-        if state.finished {
+        let upload = self.upload(repository, id)?;
+        let Some(_closing) = self.close(id, &upload) else {
             return Err(StorageError::UploadUnknown(id.to_string()));
-        }
-        state.finished = true;
-        drop(state);
-        self.forget_upload(id);
-        Ok(self.backend.delete_all(&layout::upload_dir(id)).await?)
+        };
+        // Wait for a stopped append to let go of the scratch file.
+        let _ = upload.hasher.lock().await;
+        self.discard(id).await
     }
 
-    /// Deletes uploads nobody has written to for `max_age` (abandoned pushes, or pushes cut by
-    /// a crash), so their scratch bytes don't fill the disk. Returns how many went.
+    /// Deletes uploads nobody has written to for `max_age` (abandoned pushes), and any upload
+    /// directory that is not a live upload (crash leftovers), so scratch bytes don't fill the
+    /// disk. Returns how many went.
     pub async fn purge_uploads(&self, max_age: std::time::Duration) -> Result<usize> {
         let Some(cutoff) = std::time::SystemTime::now().checked_sub(max_age) else {
             return Ok(0);
         };
         let mut purged = 0;
         for id in self.backend.list(layout::UPLOADS).await? {
-            let cached = self.uploads.lock().expect("uploads lock").get(&id).cloned();
-            // An append in progress holds the lock: that upload is alive.
-            let mut guard = match &cached {
-                Some(u) => match u.state.try_lock() {
-                    Ok(g) => Some(g),
-                    Err(_) => continue,
-                },
-                None => None,
+            let live = self.uploads.lock().expect("uploads lock").get(&id).cloned();
+            let Some(upload) = live else {
+                // Not live: a crash cut its start or its end.
+                self.discard(&id).await?;
+                purged += 1;
+                continue;
+            };
+            // An append in progress holds the digest state: that upload is alive.
+            let Ok(_idle) = upload.hasher.try_lock() else {
+                continue;
             };
             let data = self.backend.modified(&layout::upload_data(&id)).await?;
             let record = self
                 .backend
                 .modified(&layout::upload_repository(&id))
                 .await?;
-            let last = data.max(record);
-            if last.is_none_or(|t| t < cutoff) {
-                if let Some(state) = guard.as_mut() {
-                    state.finished = true;
-                }
-                self.backend.delete_all(&layout::upload_dir(&id)).await?;
-                self.forget_upload(&id);
+            if data.max(record).is_none_or(|t| t < cutoff)
+                && let Some(_closing) = self.close(&id, &upload)
+            {
+                self.discard(&id).await?;
                 purged += 1;
             }
         }
         Ok(purged)
     }
+
+    /// Loads the uploads a previous run left in progress, so they can be resumed; removes upload
+    /// directories a crash left incomplete.
+    pub(super) async fn load_uploads(&self) -> Result<()> {
+        for id in self.backend.list(layout::UPLOADS).await? {
+            let record = self.backend.get(&layout::upload_repository(&id)).await?;
+            let size = self.backend.size(&layout::upload_data(&id)).await?;
+            let parsed = record
+                .as_deref()
+                .and_then(|r| serde_json::from_slice::<UploadRecord>(r).ok())
+                .and_then(|r| Some((Algorithm::parse(&r.algorithm).ok()?, r.repository)));
+            match (validate_upload_id(&id), parsed, size) {
+                (Ok(()), Some((algorithm, repository)), Some(size)) => {
+                    let upload = Upload::new(repository, algorithm, size, None);
+                    self.uploads
+                        .lock()
+                        .expect("uploads lock")
+                        .insert(id, Arc::new(upload));
+                }
+                _ => {
+                    tracing::info!(upload = %id, "removing an incomplete upload left by a crash");
+                    self.discard(&id).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
 }
