@@ -4,10 +4,12 @@
 //! - [`store`] is the registry logic: uploads verified by digest before they become visible,
 //!   repository links, manifests, tags and the referrers index.
 //! - [`service`] and [`server`] put it behind the gRPC contract in `trow-proto`.
+//! - [`fsck`] checks a whole store for inconsistencies (`trow fsck`).
 
 pub mod backend;
 pub mod digest;
 pub mod error;
+pub mod fsck;
 pub mod layout;
 pub mod manifest;
 pub mod names;

@@ -357,6 +357,7 @@ pub fn sha256_digest(data: &[u8]) -> String {
 }
 
 pub mod clients;
+pub mod fsck;
 pub mod images;
 
 /// A running CNCF distribution registry (`/usr/bin/docker-registry`, 2.8): filesystem storage in

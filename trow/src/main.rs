@@ -4,6 +4,7 @@
 //! trow [--bind 0.0.0.0:8000] [--data-dir ./data]        gateway + storage in one process
 //! trow storage --listen 0.0.0.0:7000 --data-dir DIR      the storage service alone (gRPC)
 //! trow gateway --bind 0.0.0.0:8000 --storage URL         the HTTP gateway alone
+//! trow fsck --data-dir DIR                               check a store, read-only
 //! ```
 
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +30,9 @@ enum Command {
     Storage(StorageArgs),
     /// Run only the HTTP gateway, calling a storage service over gRPC.
     Gateway(GatewayArgs),
+    /// Check a store for inconsistencies (read-only). Exit status: 0 clean, 1 problems found,
+    /// 2 could not run.
+    Fsck(FsckArgs),
 }
 
 /// The one-process default.
@@ -92,6 +96,38 @@ struct GatewayArgs {
     hostname: Option<String>,
 }
 
+#[derive(Args)]
+struct FsckArgs {
+    /// The store to check.
+    #[arg(long, env = "TROW_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+/// Runs `trow fsck`: every problem on its own line, then a summary; returns the exit status.
+async fn fsck(a: FsckArgs) -> i32 {
+    match trow_storage::fsck::data_dir_in_use(&a.data_dir) {
+        Ok(false) => {}
+        Ok(true) => eprintln!(
+            "fsck: warning: {} is in use by a running Trow; writes in progress may show as problems",
+            a.data_dir.display()
+        ),
+        Err(e) => eprintln!("fsck: warning: cannot probe the data dir's lock: {e}"),
+    }
+    match trow_storage::fsck::check_dir(&a.data_dir, std::time::SystemTime::now()).await {
+        Ok(report) => {
+            for p in &report.problems {
+                println!("{p}");
+            }
+            println!("{}", report.summary());
+            if report.is_clean() { 0 } else { 1 }
+        }
+        Err(e) => {
+            eprintln!("fsck: cannot check {}: {e}", a.data_dir.display());
+            2
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing_subscriber::fmt()
@@ -116,5 +152,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             trow::run_storage(a.listen, &a.data_dir, a.limits.into()).await
         }
         Some(Command::Gateway(a)) => trow::run_gateway(a.bind, &a.storage, a.hostname).await,
+        Some(Command::Fsck(a)) => std::process::exit(fsck(a).await),
     }
 }
