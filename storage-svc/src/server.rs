@@ -50,6 +50,11 @@ pub async fn open(data_dir: &Path, limits: Limits) -> Result<DataDir, OpenError>
         Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::InUse(shown)),
         Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
     }
+    match backend.remove_legacy_temp_files() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed temp files left by an older Trow"),
+        Err(e) => return Err(io(e)),
+    }
     let store = Store::open(backend, limits)
         .await
         .map_err(|e| OpenError::Store(shown.clone(), e))?;

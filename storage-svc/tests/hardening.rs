@@ -249,3 +249,32 @@ async fn a_tag_never_outlives_its_manifest() {
         );
     }
 }
+
+#[tokio::test]
+async fn open_drops_catalog_entries_a_crash_left_without_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    {
+        let s = open(root).await;
+        push_manifest(&s, "kept").await;
+    }
+    // The entry is written before a repository's first content; the crash came in between.
+    std::fs::write(root.join("catalog/never+filled"), b"").unwrap();
+    let s = open(root).await;
+    assert_eq!(s.list_repositories(0, "").await.unwrap().0, ["kept"]);
+}
+
+#[tokio::test]
+async fn temp_files_of_the_first_layout_are_removed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let tags = root.join("repositories/r/_tags");
+    std::fs::create_dir_all(&tags).unwrap();
+    std::fs::write(tags.join(".tmp-0f0e"), b"half").unwrap();
+    let backend = FsBackend::new(root).unwrap();
+    assert_eq!(backend.remove_legacy_temp_files().unwrap(), 1);
+    assert!(!tags.join(".tmp-0f0e").exists());
+    // The store now has tmp/: it was never written the old way, so no more walks.
+    std::fs::write(tags.join(".tmp-0f0f"), b"half").unwrap();
+    assert_eq!(backend.remove_legacy_temp_files().unwrap(), 0);
+}

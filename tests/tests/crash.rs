@@ -77,6 +77,7 @@ async fn storage_killed_during_large_upload() {
     let mut t = Trow::start(Topology::Split);
     let _logs = LogsOnPanic::trow(&t);
     scenario(&mut t).await;
+    trow_tests::fsck::stop_and_fsck(&mut t);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,14 +129,21 @@ async fn fsck(a: FsckArgs) -> i32 {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,tower_http=warn".into()),
         )
         .init();
-    let cli = Cli::parse();
+    if let Err(e) = run(Cli::parse()).await {
+        // Said plainly: this is what an operator sees when Trow cannot start.
+        eprintln!("trow: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), trow::Error> {
     match cli.command {
         None => {
             trow::run_all(

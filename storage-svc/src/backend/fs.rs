@@ -32,6 +32,21 @@ impl FsBackend {
         &self.root
     }
 
+    /// Removes the temp files the first layout wrote next to their targets (`.tmp-*`), once:
+    /// a store that has `tmp/` was never written that way. Call it before serving.
+    pub fn remove_legacy_temp_files(&self) -> io::Result<usize> {
+        let tmp = self.root.join(layout::TMP);
+        if tmp.is_dir() {
+            return Ok(0);
+        }
+        let found = legacy_temp_files(&self.root)?;
+        for (path, _) in &found {
+            ok_if_missing(std::fs::remove_file(path))?;
+        }
+        create_dirs_durably(&tmp)?;
+        Ok(found.len())
+    }
+
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }
@@ -47,6 +62,31 @@ fn none_if_missing<T>(r: io::Result<T>) -> io::Result<Option<T>> {
 
 fn ok_if_missing(r: io::Result<()>) -> io::Result<()> {
     none_if_missing(r).map(|_| ())
+}
+
+/// Where the first layout put temp files: next to their targets, as `.tmp-<uuid>`.
+pub const LEGACY_TMP_PREFIX: &str = ".tmp-";
+
+/// Every `.tmp-*` file under `root`, with its modification time. A walk of the whole tree:
+/// `list` hides dot files.
+pub fn legacy_temp_files(root: &Path) -> io::Result<Vec<(PathBuf, std::time::SystemTime)>> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                pending.push(entry.path());
+            } else if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(LEGACY_TMP_PREFIX)
+            {
+                found.push((entry.path(), entry.metadata()?.modified()?));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Fsyncs a directory so that a rename into it survives a crash.

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::time::SystemTime;
 use tokio::io::AsyncWrite;
 
-mod fs;
+pub mod fs;
 pub use fs::FsBackend;
 
 /// Bytes of an object, in chunks of at most [`CHUNK_SIZE`] (one gRPC data message).

@@ -32,8 +32,6 @@ pub use problem::Problem;
 pub const UPLOAD_GRACE: Duration = Duration::from_secs(3600);
 /// A temp file older than this is a crash leftover: the age the store's sweep removes it at.
 pub use crate::store::TMP_MAX_AGE;
-/// Temp files of the old layout were written next to their targets under this prefix.
-const LEGACY_TMP_PREFIX: &str = ".tmp-";
 
 /// Why fsck could not run to the end (as opposed to the problems it found).
 #[derive(Debug, thiserror::Error)]
@@ -137,38 +135,22 @@ pub fn data_dir_in_use(data_dir: &Path) -> io::Result<bool> {
 /// `.tmp-*` files anywhere under `root` older than [`TMP_MAX_AGE`]: the old layout wrote temp
 /// files next to their targets, where `Backend::list` does not show them.
 fn legacy_temp_files(root: &Path, now: SystemTime) -> Result<Vec<Problem>> {
-    let io_err = |p: &Path, source| FsckError::Io {
-        key: p.display().to_string(),
+    let found = crate::backend::fs::legacy_temp_files(root).map_err(|source| FsckError::Io {
+        key: root.display().to_string(),
         source,
-    };
-    let mut found = Vec::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
-            let entry = entry.map_err(|e| io_err(&dir, e))?;
-            let path = entry.path();
-            let ty = entry.file_type().map_err(|e| io_err(&path, e))?;
-            if ty.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let name = entry.file_name();
-            if !name.to_string_lossy().starts_with(LEGACY_TMP_PREFIX) {
-                continue;
-            }
-            let modified = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .map_err(|e| io_err(&path, e))?;
-            let a = now.duration_since(modified).unwrap_or_default();
-            if a > TMP_MAX_AGE {
-                let key = path.strip_prefix(root).unwrap_or(&path);
-                found.push(Problem::TempStale {
-                    key: key.display().to_string(),
-                    age: a,
-                });
-            }
-        }
-    }
-    Ok(found)
+    })?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(path, modified)| {
+            let age = now.duration_since(modified).unwrap_or_default();
+            (age > TMP_MAX_AGE).then(|| Problem::TempStale {
+                key: path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
+                age,
+            })
+        })
+        .collect())
 }

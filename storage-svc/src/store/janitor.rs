@@ -17,7 +17,8 @@ impl<B: Backend> Store<B> {
     pub(super) async fn recover(&self) -> Result<()> {
         self.sweep_tmp(Duration::ZERO).await?;
         self.load_uploads().await?;
-        self.build_catalog_if_missing().await
+        self.build_catalog_if_missing().await?;
+        self.drop_stray_catalog_entries().await
     }
 
     /// The periodic pass: abandoned uploads and stale temp files. Returns how many went.
@@ -44,6 +45,21 @@ impl<B: Backend> Store<B> {
             }
         }
         Ok(removed)
+    }
+
+    /// A repository enters the catalog before its first content, so a crash in between leaves
+    /// an entry with nothing behind it.
+    async fn drop_stray_catalog_entries(&self) -> Result<()> {
+        for entry in self.backend.list(layout::CATALOG).await? {
+            let name = layout::catalog_name(&entry);
+            if !self.repository_exists(&name).await? {
+                tracing::info!(repository = %name, "dropping an empty repository from the catalog");
+                self.backend
+                    .delete(&format!("{}/{entry}", layout::CATALOG))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// A store written before the catalog index existed gets one, by walking its repositories

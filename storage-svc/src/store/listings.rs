@@ -3,7 +3,7 @@
 use super::*;
 
 impl<B: Backend> Store<B> {
-    async fn repository_exists(&self, repository: &str) -> Result<bool> {
+    pub(super) async fn repository_exists(&self, repository: &str) -> Result<bool> {
         let children = self.backend.list(&layout::repository(repository)).await?;
         Ok(children
             .iter()

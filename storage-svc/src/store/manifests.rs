@@ -55,10 +55,8 @@ impl<B: Backend> Store<B> {
         // Content, then the manifest link, then what points at it: a crash in between leaves
         // at worst an unreachable blob.
         self.ensure_cataloged(repository).await?;
-        let blob = layout::blob(&digest);
-        if self.backend.size(&blob).await? != Some(meta.size) {
-            self.backend.put(&blob, content).await?;
-        }
+        // Even over existing bytes: atomic, and it repairs a damaged copy.
+        self.backend.put(&layout::blob(&digest), content).await?;
         let json = serde_json::to_vec(&meta).expect("serialize manifest meta");
         self.backend
             .put(&layout::manifest(repository, &digest), json.into())

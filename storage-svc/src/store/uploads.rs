@@ -236,12 +236,8 @@ impl<B: Backend> Store<B> {
             }
         };
         self.backend.delete(&layout::upload_repository(id)).await?;
-        let blob = layout::blob(&claimed);
-        if self.backend.size(&blob).await? == Some(size) {
-            // Content-addressed: the same bytes are already durable.
-        } else {
-            self.backend.commit(&data, &blob).await?;
-        }
+        // Even over an existing blob: the rename is atomic, and it repairs a damaged copy.
+        self.backend.commit(&data, &layout::blob(&claimed)).await?;
         self.link_blob(repository, &claimed).await?;
         self.backend.delete_all(&layout::upload_dir(id)).await?;
         Ok(size)
