@@ -278,3 +278,25 @@ async fn temp_files_of_the_first_layout_are_removed_once() {
     std::fs::write(tags.join(".tmp-0f0f"), b"half").unwrap();
     assert_eq!(backend.remove_legacy_temp_files().unwrap(), 0);
 }
+
+#[tokio::test]
+async fn open_deletes_uploads_abandoned_for_a_day() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = {
+        let s = open(tmp.path()).await;
+        s.start_upload("r", "").await.unwrap()
+    };
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(48 * 3600);
+    for f in ["data", "repository"] {
+        let p = tmp.path().join("uploads").join(&id).join(f);
+        std::fs::File::options()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+    }
+    let s = open(tmp.path()).await;
+    assert!(unknown(s.upload_status("r", &id).await));
+    assert!(!tmp.path().join("uploads").join(&id).exists());
+}

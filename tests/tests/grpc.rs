@@ -160,3 +160,31 @@ async fn split_storage_health_survives_restart() {
         ServingStatus::Serving
     );
 }
+
+/// The 4 MiB manifest limit holds on the gRPC side too: a client calling storage directly (a
+/// future proxy, grpcurl) cannot store what the HTTP API refuses.
+#[tokio::test]
+async fn storage_refuses_manifests_over_the_limit() {
+    use trow_proto::storage::{PutManifestRequest, storage_client::StorageClient};
+    let trow = Trow::start(Topology::Split);
+    let mut c = StorageClient::new(channel(&trow).await)
+        .max_encoding_message_size(trow_proto::transport::MAX_MESSAGE_SIZE);
+    let big = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{{"x":"{}"}}}}"#,
+        "a".repeat(trow_proto::transport::MAX_MANIFEST_SIZE)
+    );
+    let err = c
+        .put_manifest(PutManifestRequest {
+            repository: "big".into(),
+            reference: "t".into(),
+            content_type: String::new(),
+            content: big.into_bytes().into(),
+        })
+        .await
+        .expect_err("a manifest over 4 MiB is refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert_eq!(
+        trow_proto::oci_code::of(&err),
+        Some(trow_proto::oci::ErrorCode::ManifestInvalid)
+    );
+}

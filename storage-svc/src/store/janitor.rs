@@ -17,6 +17,10 @@ impl<B: Backend> Store<B> {
     pub(super) async fn recover(&self) -> Result<()> {
         self.sweep_tmp(Duration::ZERO).await?;
         self.load_uploads().await?;
+        let purged = self.purge_uploads(UPLOAD_MAX_AGE).await?;
+        if purged > 0 {
+            tracing::info!(purged, "deleted abandoned uploads");
+        }
         self.build_catalog_if_missing().await?;
         self.drop_stray_catalog_entries().await
     }
