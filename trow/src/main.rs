@@ -5,10 +5,15 @@
 //! trow storage --listen 0.0.0.0:7000 --data-dir DIR      the storage service alone (gRPC)
 //! trow gateway --bind 0.0.0.0:8000 --storage URL         the HTTP gateway alone
 //! ```
+//!
+//! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
+//! `--header-timeout`, `--idle-timeout`, `--body-timeout`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+use trow_gateway::server::{ServerConfig, parse_duration};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +52,42 @@ struct AllInOne {
     /// The name clients use to reach this registry (used in logs for now).
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// The HTTP server's limits against slow, stalled and hostile clients (gateway and default mode).
+/// Durations are seconds (`30`) or humantime (`30s`, `2m`).
+#[derive(Args)]
+struct ServerArgs {
+    /// Open client connections at most; more get a 503. Lowered to fit the open-files limit.
+    /// [default: 1024]
+    #[arg(long, env = "TROW_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// HTTP/1.1: time a client has to send a request head, including the keep-alive wait for
+    /// the next one. [default: 30s]
+    #[arg(long, env = "TROW_HEADER_TIMEOUT", value_parser = parse_duration)]
+    header_timeout: Option<Duration>,
+    /// A connection with no request in flight this long is closed. [default: 60s]
+    #[arg(long, env = "TROW_IDLE_TIMEOUT", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// A request body that sends no bytes this long fails; an upload stays resumable.
+    /// [default: 60s]
+    #[arg(long, env = "TROW_BODY_TIMEOUT", value_parser = parse_duration)]
+    body_timeout: Option<Duration>,
+}
+
+impl ServerArgs {
+    fn config(&self) -> ServerConfig {
+        let d = ServerConfig::default();
+        ServerConfig {
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            header_timeout: self.header_timeout.unwrap_or(d.header_timeout),
+            idle_timeout: self.idle_timeout.unwrap_or(d.idle_timeout),
+            body_timeout: self.body_timeout.unwrap_or(d.body_timeout),
+            ..d
+        }
+    }
 }
 
 #[derive(Args)]
@@ -70,6 +111,8 @@ struct GatewayArgs {
     /// The name clients use to reach this registry (used in logs for now).
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
@@ -88,10 +131,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 cli.all.storage_listen,
                 &cli.all.data_dir,
                 cli.all.hostname,
+                cli.all.server.config(),
             )
             .await
         }
         Some(Command::Storage(a)) => trow::run_storage(a.listen, &a.data_dir).await,
-        Some(Command::Gateway(a)) => trow::run_gateway(a.bind, &a.storage, a.hostname).await,
+        Some(Command::Gateway(a)) => {
+            let config = a.server.config();
+            trow::run_gateway(a.bind, &a.storage, a.hostname, config).await
+        }
     }
 }
