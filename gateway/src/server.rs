@@ -14,6 +14,9 @@
 //!   when `idle_timeout < header_timeout`;
 //! - a request body that delivers no bytes for `body_timeout` fails the request
 //!   ([`crate::body::Stalling`]); an upload keeps the bytes received so far and stays resumable;
+//! - a client that reads nothing of its response for `send_timeout` is disconnected
+//!   ([`SendTimeout`]): a stalled reader would otherwise hold its connection, its storage stream
+//!   and the megabytes buffered for it for as long as it stays connected;
 //! - HTTP/2: keep-alive pings find dead peers, and streams per connection are capped.
 //!
 //! Shutdown is what `axum::serve` with graceful shutdown did: stop accepting, ask every
@@ -35,10 +38,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use crate::body::Stalling;
@@ -65,6 +68,10 @@ pub struct ServerConfig {
     /// them, fails. 60 s, nginx's `client_body_timeout`: a live but congested link still
     /// delivers bytes within TCP's retransmission back-off (about a minute after 6 retries).
     pub body_timeout: Duration,
+    /// A response the client takes no bytes of for this long is abandoned and the connection
+    /// closed. 60 s, nginx's `send_timeout`, for the same reason as `body_timeout`; a slow
+    /// reader that takes bytes at all is never cut off.
+    pub send_timeout: Duration,
     /// HTTP/2: ping an idle peer this often...
     pub h2_keep_alive_interval: Duration,
     /// ...and close the connection if the ping is not answered within this.
@@ -80,6 +87,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             h2_keep_alive_interval: Duration::from_secs(30),
             h2_keep_alive_timeout: Duration::from_secs(20),
             h2_max_streams: 100,
@@ -307,7 +315,8 @@ async fn connection(
             }
         })
     };
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let io = TokioIo::new(SendTimeout::new(stream, config.send_timeout));
+    let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let idle = tokio::select! {
         ended = conn.as_mut() => {
@@ -404,5 +413,99 @@ impl hyper::body::Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A client socket whose writes fail with `TimedOut` once the client has taken no bytes for
+/// `timeout`: the kernel's send buffer stayed full, so the peer is not reading. The timer runs
+/// only while a write waits; it is polled with the write, so its expiry wakes the connection
+/// even though the socket never becomes writable again.
+pub struct SendTimeout<IO> {
+    io: IO,
+    timeout: Duration,
+    /// Armed when a write finds the socket full, disarmed when a write goes through.
+    deadline: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl<IO> SendTimeout<IO> {
+    pub fn new(io: IO, timeout: Duration) -> SendTimeout<IO> {
+        SendTimeout {
+            io,
+            timeout,
+            deadline: None,
+            waiting: false,
+        }
+    }
+
+    /// Called when a write is pending: arms the timer, or fails once it has expired.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let at = Instant::now() + self.timeout;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if !self.waiting {
+            deadline.as_mut().reset(at);
+            self.waiting = true;
+        }
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {:?}", self.timeout),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for SendTimeout<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for SendTimeout<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Pending => self.stalled(cx),
+            done => {
+                self.waiting = false;
+                done
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.stalled(cx),
+            done => {
+                self.waiting = false;
+                done
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

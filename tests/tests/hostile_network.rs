@@ -110,8 +110,9 @@ fn wait_closed(s: &mut TcpStream, bound: Duration) -> (Vec<u8>, Duration) {
         let left = bound.saturating_sub(start.elapsed());
         assert!(
             !left.is_zero(),
-            "the server kept the connection open for {bound:?}; received {:?}",
-            String::from_utf8_lossy(&got)
+            "the server kept the connection open for {bound:?}; received {} bytes: {:?}",
+            got.len(),
+            String::from_utf8_lossy(&got[..got.len().min(200)])
         );
         s.set_read_timeout(Some(left)).unwrap();
         match s.read(&mut buf) {
@@ -507,6 +508,37 @@ async fn a_stalled_patch_fails_after_the_body_timeout_and_stays_resumable_split(
     stalled_patch_stays_resumable(Topology::Split).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
+    let trow = Server::start(Topology::OneProcess, &["--send-timeout", "2"]);
+    let c = http();
+    let blob = trow_tests::oci::bytes(32 << 20, 3);
+    let len = blob.len();
+    let digest = push_blob(&c, &trow.url, "stalled/reader", blob).await;
+
+    let mut s = trow.connect();
+    write!(
+        s,
+        "GET /v2/stalled/reader/blobs/{digest} HTTP/1.1\r\nHost: trow\r\n\r\n"
+    )
+    .unwrap();
+    // Read nothing for longer than the send timeout, then everything there is.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (got, _) =
+        tokio::task::spawn_blocking(move || wait_closed(&mut s, Duration::from_secs(30)))
+            .await
+            .unwrap();
+    eprintln!(
+        "a reader stalled for 6 s got {} of {len} blob bytes before the connection closed",
+        got.len()
+    );
+    assert!(
+        got.len() < len,
+        "the server must give up on a client that reads nothing, yet it sent all {} bytes",
+        got.len()
+    );
+}
+
 /// Times `f`; `None` if it did not finish within 10 s.
 async fn timed<F: std::future::Future<Output = u16>>(f: F) -> Option<(Duration, u16)> {
     let t = Instant::now();
@@ -539,6 +571,7 @@ async fn slow_readers_do_not_starve_others(topology: Topology) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
+    let rss_before = trow.rss();
 
     // 20 slow downloads (100 KB/s) and 20 that never read.
     let blob_url = format!("{}/v2/{repo}/blobs/{big_digest}", trow.url);
@@ -615,7 +648,8 @@ async fn slow_readers_do_not_starve_others(topology: Topology) {
     eprintln!(
         "{topology:?} with 20 slow + 20 stalled readers of a 64 MiB blob: \
          manifest GET {manifest_get:?}, 2-byte blob GET {small_get:?}, small push {small_push:?}; \
-         RSS gateway/one process {gw_rss} KiB, storage {storage_rss:?} KiB"
+         RSS gateway/one process {gw_rss} KiB, storage {storage_rss:?} KiB \
+         (before the readers: {rss_before:?})"
     );
     drop(stalled);
     drop(slow);

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
-//! `--header-timeout`, `--idle-timeout`, `--body-timeout`.
+//! `--header-timeout`, `--idle-timeout`, `--body-timeout`, `--send-timeout`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -75,6 +75,9 @@ struct ServerArgs {
     /// [default: 60s]
     #[arg(long, env = "TROW_BODY_TIMEOUT", value_parser = parse_duration)]
     body_timeout: Option<Duration>,
+    /// A client that reads none of its response this long is disconnected. [default: 60s]
+    #[arg(long, env = "TROW_SEND_TIMEOUT", value_parser = parse_duration)]
+    send_timeout: Option<Duration>,
 }
 
 impl ServerArgs {
@@ -85,6 +88,7 @@ impl ServerArgs {
             header_timeout: self.header_timeout.unwrap_or(d.header_timeout),
             idle_timeout: self.idle_timeout.unwrap_or(d.idle_timeout),
             body_timeout: self.body_timeout.unwrap_or(d.body_timeout),
+            send_timeout: self.send_timeout.unwrap_or(d.send_timeout),
             ..d
         }
     }
