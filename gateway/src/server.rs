@@ -119,8 +119,8 @@ const RESERVED_FDS: u64 = 32;
 const FDS_PER_CONNECTION: u64 = 2;
 
 /// Connections refused with a 503 that are given a moment to read it (see [`refuse`]); beyond
-/// that, refused connections are closed at once.
-const REFUSING: usize = 32;
+/// that, refused connections are closed at once. Their fds are part of the budget.
+const REFUSING: usize = 8;
 
 /// How long an idle connection told to close may take to do so (an h2 peer that never answers
 /// the GOAWAY's ping) before it is dropped.
@@ -131,7 +131,8 @@ pub fn connection_cap(configured: usize) -> usize {
     let Some(limit) = raise_fd_limit() else {
         return configured;
     };
-    let fit = (limit.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION).max(1);
+    let spare = limit.saturating_sub(RESERVED_FDS + REFUSING as u64);
+    let fit = (spare / FDS_PER_CONNECTION).max(1);
     let fit = usize::try_from(fit).unwrap_or(usize::MAX);
     if fit < configured {
         tracing::warn!(
@@ -507,5 +508,19 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for SendTimeout<IO> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_seconds_or_humantime() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
     }
 }
