@@ -179,7 +179,8 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let cap = connection_cap(config.max_connections);
+    // At least one; at most what a semaphore (and `acquire_many`) can count.
+    let cap = connection_cap(config.max_connections).clamp(1, u32::MAX as usize);
     let permits = Arc::new(Semaphore::new(cap));
     let refusing = Arc::new(Semaphore::new(REFUSING));
     let busy = Arc::new(busy_response());
@@ -215,7 +216,9 @@ pub async fn serve(
     drop(listener);
     let _ = stop.send(true);
     // Every connection task holds a permit until it ends.
-    let _ = permits.acquire_many(cap as u32).await;
+    let _ = permits
+        .acquire_many(u32::try_from(cap).unwrap_or(u32::MAX))
+        .await;
     Ok(())
 }
 
