@@ -4,7 +4,7 @@
 //!
 //! What a client may hold, and for how long:
 //! - at most [`ServerConfig::max_connections`] connections; the next one gets a fast `503` and is
-//!   closed, so no task is spawned for it and its fd is returned at once;
+//!   closed, so it costs no connection task and its fd is returned within a second;
 //! - HTTP/1.1: the request head must be complete within `header_timeout`. hyper starts that
 //!   timer as soon as a connection waits for a head (hyper 1.12, `proto/h1/conn.rs`
 //!   `poll_read_head`; it re-arms it when a keep-alive connection goes idle), so it also bounds
