@@ -83,6 +83,7 @@ async fn slow_readers_do_not_starve_others(topology: Topology) {
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
     let rss_before = trow.rss();
+    let threads_before = trow.threads();
 
     // 20 slow downloads (100 KB/s) and 20 that never read.
     let blob_url = format!("{}/v2/{repo}/blobs/{big_digest}", trow.url);
@@ -105,6 +106,7 @@ async fn slow_readers_do_not_starve_others(topology: Topology) {
     // Time for the stalled readers' socket buffers to fill, so their streams stop.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (gw_rss, storage_rss) = trow.rss();
+    let threads = trow.threads();
 
     let manifest_get = timed(async {
         c.get(format!("{}/v2/{repo}/manifests/v1", trow.url))
@@ -161,7 +163,7 @@ async fn slow_readers_do_not_starve_others(topology: Topology) {
         "{topology:?} with 20 slow + 20 stalled readers of a 64 MiB blob: \
          manifest GET {manifest_get:?}, 2-byte blob GET {small_get:?}, small push {small_push:?}; \
          RSS gateway/one process {gw_rss} KiB, storage {storage_rss:?} KiB \
-         (before the readers: {rss_before:?})"
+         (before the readers: {rss_before:?}); threads {threads:?} (before: {threads_before:?})"
     );
     drop(stalled);
     drop(slow);

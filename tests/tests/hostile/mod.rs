@@ -83,13 +83,28 @@ impl Server {
             self.storage.as_ref().map(|s| rss_kib(s.pid())),
         )
     }
+
+    /// Threads of the gateway (or the one process) and of storage.
+    pub fn threads(&self) -> (u64, Option<u64>) {
+        (
+            proc_status(self.main.pid(), "Threads:"),
+            self.storage
+                .as_ref()
+                .map(|s| proc_status(s.pid(), "Threads:")),
+        )
+    }
 }
 
 pub fn rss_kib(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS:")
+}
+
+/// A number from `/proc/PID/status` (`VmRSS:` in KiB, `Threads:`), 0 if unreadable.
+pub fn proc_status(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
