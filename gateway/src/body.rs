@@ -3,11 +3,20 @@
 //! HTTP bodies arrive in frames of a few KiB; each gRPC message costs framing and a wake-up, so
 //! uploads are regrouped into chunks of [`MIN_CHUNK`]..=[`MAX_CHUNK`] bytes. At most one chunk
 //! is held per request, which bounds memory whatever the blob's size.
+//!
+//! Every request body is wrapped in [`Stalling`] by the server, so a client that stops sending
+//! mid-body fails its request instead of holding it (and its upload) forever.
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use hyper::body::{Frame, SizeHint};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 /// Chunks are sent once they reach this size...
 pub const MIN_CHUNK: usize = 256 << 10;
@@ -17,8 +26,8 @@ pub const MAX_CHUNK: usize = trow_proto::transport::CHUNK_SIZE;
 /// Where a failed body read is recorded, because a gRPC request stream can only end, not fail.
 pub type BodyError = Arc<Mutex<Option<axum::Error>>>;
 
-/// The body's bytes regrouped into bounded chunks. A read error ends the stream and is left in
-/// the returned slot for the caller to report.
+/// The body's bytes regrouped into bounded chunks. A read error ends the stream (after the
+/// bytes received before it) and is left in the returned slot for the caller to report.
 pub fn chunks(body: Body) -> (impl Stream<Item = Bytes> + Send + 'static, BodyError) {
     let failed: BodyError = Arc::default();
     let slot = failed.clone();
@@ -48,8 +57,14 @@ pub fn chunks(body: Body) -> (impl Stream<Item = Bytes> + Send + 'static, BodyEr
                             buf.extend_from_slice(&frame);
                         }
                         Some(Err(e)) => {
+                            // The bytes that did arrive are good (TCP keeps order): store them,
+                            // so the client can resume right after them.
                             *slot.lock().expect("body error slot") = Some(e);
-                            return None;
+                            if buf.is_empty() {
+                                return None;
+                            }
+                            let chunk = buf.split().freeze();
+                            return Some((chunk, (frames, buf, true)));
                         }
                         None if buf.is_empty() => return None,
                         None => {
@@ -102,4 +117,84 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ReadError> 
         return Err(ReadError::TooLarge { drained: true });
     }
     Ok(buf.freeze())
+}
+
+/// A request body that delivered no bytes for the timeout while the server waited for them.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body bytes for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+/// A request body that fails with [`BodyStalled`] when the client sends nothing for `timeout`
+/// while the body is being read. Only time spent waiting on the client counts: while the
+/// handler is not reading (storage applying back-pressure), no clock runs.
+pub struct Stalling<B> {
+    inner: B,
+    timeout: Duration,
+    /// Armed when a read finds no bytes, disarmed when bytes come; allocated on first use, as
+    /// most requests have no body.
+    deadline: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+    failed: bool,
+}
+
+impl<B> Stalling<B> {
+    pub fn new(inner: B, timeout: Duration) -> Stalling<B> {
+        Stalling {
+            inner,
+            timeout,
+            deadline: None,
+            waiting: false,
+            failed: false,
+        }
+    }
+}
+
+impl<B> HttpBody for Stalling<B>
+where
+    B: HttpBody + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let at = Instant::now() + this.timeout;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                if !this.waiting {
+                    deadline.as_mut().reset(at);
+                    this.waiting = true;
+                }
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.failed = true;
+                        Poll::Ready(Some(Err(BodyStalled(this.timeout).into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -5,6 +5,7 @@
 //! - [`routes`]: one module per OCI resource; handlers parse the request and shape the answer.
 //! - [`body`]: blob bytes between HTTP bodies and gRPC streams, in bounded chunks.
 //! - [`error`]: the one error type and its mapping to OCI error JSON.
+//! - [`server`]: the accept loop, with its connection cap and timeouts for hostile clients.
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
@@ -20,6 +21,9 @@ use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE,
 pub mod body;
 pub mod error;
 pub mod routes;
+pub mod server;
+
+pub use server::ServerConfig;
 
 /// What every handler shares: the storage client (cheap to clone; one HTTP/2 connection).
 #[derive(Clone)]
@@ -83,13 +87,13 @@ pub fn app(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish;
+/// `config` sets the connection cap and timeouts (see [`server`]).
 pub async fn serve(
     listener: TcpListener,
     storage: StorageClient<Channel>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    config: ServerConfig,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(AppState { storage }))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, app(AppState { storage }), config, shutdown).await
 }

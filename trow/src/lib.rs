@@ -43,6 +43,7 @@ pub async fn run_all(
     data_dir: &Path,
     hostname: Option<String>,
     limits: trow_storage::Limits,
+    server: trow_gateway::ServerConfig,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let data = trow_storage::open(data_dir, limits).await?;
@@ -75,7 +76,7 @@ pub async fn run_all(
     ));
     let storage = tokio::spawn(trow_storage::serve(grpc, store, wait(storage_stop)));
     let client = trow_gateway::in_process_storage_client(pipes);
-    let served = trow_gateway::serve(http, client, wait(stop)).await;
+    let served = trow_gateway::serve(http, client, wait(stop), server).await;
     let _ = gateway_done.send(true);
     in_process.await??;
     storage.await??;
@@ -110,6 +111,7 @@ pub async fn run_gateway(
     bind_addr: SocketAddr,
     storage_url: &str,
     hostname: Option<String>,
+    server: trow_gateway::ServerConfig,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let client = trow_gateway::storage_client(storage_url)
@@ -120,6 +122,6 @@ pub async fn run_gateway(
         http.local_addr()?,
         hostname.map(|h| format!(" (as {h})")).unwrap_or_default()
     );
-    trow_gateway::serve(http, client, wait(stop)).await?;
+    trow_gateway::serve(http, client, wait(stop), server).await?;
     Ok(())
 }

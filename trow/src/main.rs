@@ -6,10 +6,15 @@
 //! trow gateway --bind 0.0.0.0:8000 --storage URL         the HTTP gateway alone
 //! trow fsck --data-dir DIR                               check a store, read-only
 //! ```
+//!
+//! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
+//! `--header-timeout`, `--idle-timeout`, `--body-timeout`, `--send-timeout`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+use trow_gateway::server::{ServerConfig, parse_duration};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +58,46 @@ struct AllInOne {
     hostname: Option<String>,
     #[command(flatten)]
     limits: StorageLimits,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// The HTTP server's limits against slow, stalled and hostile clients (gateway and default mode).
+/// Durations are seconds (`30`) or humantime (`30s`, `2m`).
+#[derive(Args)]
+struct ServerArgs {
+    /// Open client connections at most; more get a 503. Lowered to fit the open-files limit.
+    /// [default: 1024]
+    #[arg(long, env = "TROW_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// HTTP/1.1: time a client has to send a request head, including the keep-alive wait for
+    /// the next one. [default: 30s]
+    #[arg(long, env = "TROW_HEADER_TIMEOUT", value_parser = parse_duration)]
+    header_timeout: Option<Duration>,
+    /// A connection with no request in flight this long is closed. [default: 60s]
+    #[arg(long, env = "TROW_IDLE_TIMEOUT", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// A request body that sends no bytes this long fails; an upload stays resumable.
+    /// [default: 60s]
+    #[arg(long, env = "TROW_BODY_TIMEOUT", value_parser = parse_duration)]
+    body_timeout: Option<Duration>,
+    /// A client that reads none of its response this long is disconnected. [default: 60s]
+    #[arg(long, env = "TROW_SEND_TIMEOUT", value_parser = parse_duration)]
+    send_timeout: Option<Duration>,
+}
+
+impl ServerArgs {
+    fn config(&self) -> ServerConfig {
+        let d = ServerConfig::default();
+        ServerConfig {
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            header_timeout: self.header_timeout.unwrap_or(d.header_timeout),
+            idle_timeout: self.idle_timeout.unwrap_or(d.idle_timeout),
+            body_timeout: self.body_timeout.unwrap_or(d.body_timeout),
+            send_timeout: self.send_timeout.unwrap_or(d.send_timeout),
+            ..d
+        }
+    }
 }
 
 /// Limits of the storage service.
@@ -94,6 +139,8 @@ struct GatewayArgs {
     /// The name clients use to reach this registry (used in logs for now).
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Args)]
@@ -152,13 +199,17 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 &cli.all.data_dir,
                 cli.all.hostname,
                 cli.all.limits.into(),
+                cli.all.server.config(),
             )
             .await
         }
         Some(Command::Storage(a)) => {
             trow::run_storage(a.listen, &a.data_dir, a.limits.into()).await
         }
-        Some(Command::Gateway(a)) => trow::run_gateway(a.bind, &a.storage, a.hostname).await,
+        Some(Command::Gateway(a)) => {
+            let config = a.server.config();
+            trow::run_gateway(a.bind, &a.storage, a.hostname, config).await
+        }
         Some(Command::Fsck(a)) => std::process::exit(fsck(a).await),
     }
 }
