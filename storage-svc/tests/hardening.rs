@@ -300,3 +300,45 @@ async fn open_deletes_uploads_abandoned_for_a_day() {
     assert!(unknown(s.upload_status("r", &id).await));
     assert!(!tmp.path().join("uploads").join(&id).exists());
 }
+
+/// Downloads whose readers stall must not hold the blocking threads every disk operation needs:
+/// with more stalled streams than the pool has threads, a push still completes.
+#[test]
+fn stalled_downloads_do_not_hold_the_blocking_pool() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = open(tmp.path()).await;
+        let big = vec![7u8; 4 << 20];
+        let d = Digest::sha256_of(&big).to_string();
+        let id = s.start_upload("r", "").await.unwrap();
+        s.append_upload("r", &id, None, data(vec![big]))
+            .await
+            .unwrap();
+        s.complete_upload("r", &id, &d).await.unwrap();
+        // Twelve readers that take nothing: each stream is one chunk ahead and stays there.
+        let mut stalled = Vec::new();
+        for _ in 0..12 {
+            stalled.push(s.read_blob("r", &d, 0, 0).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let push = async {
+            let id = s.start_upload("r", "").await.unwrap();
+            s.append_upload("r", &id, None, data(vec![b"x".to_vec()]))
+                .await
+                .unwrap();
+            s.complete_upload("r", &id, &Digest::sha256_of(b"x").to_string())
+                .await
+                .unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(10), push)
+            .await
+            .expect("a push beside stalled downloads finishes");
+        drop(stalled);
+    });
+}

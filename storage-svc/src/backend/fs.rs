@@ -132,26 +132,47 @@ fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
 /// a stalled reader costs no more than that.
 const READ_AHEAD: usize = 1;
 
-fn read_chunks(
-    mut file: std::fs::File,
+/// Reads the next chunk of at most `want` bytes; `None` at end of file.
+fn read_chunk(file: &mut std::fs::File, want: u64) -> io::Result<Option<Bytes>> {
+    // `read_to_end` into spare capacity: no zeroing pass over the chunk.
+    let mut buf = Vec::with_capacity(want as usize);
+    match file.take(want).read_to_end(&mut buf)? {
+        0 => Ok(None),
+        _ => Ok(Some(Bytes::from(buf))),
+    }
+}
+
+/// Feeds `tx` with the file's chunks until `remaining` bytes are sent, the file ends, a read
+/// fails or the reader goes away. Each read borrows a blocking thread only while it reads; the
+/// wait for a slow consumer is an async send, so no number of stalled readers can take the
+/// blocking pool that every other disk operation needs.
+async fn read_chunks(
+    file: std::fs::File,
     mut remaining: u64,
     tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
 ) {
+    let mut file = Some(file);
     while remaining > 0 {
         let want = remaining.min(CHUNK_SIZE as u64);
-        // `read_to_end` into spare capacity: no zeroing pass over the chunk.
-        let mut buf = Vec::with_capacity(want as usize);
-        let msg = match (&mut file).take(want).read_to_end(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                remaining -= n as u64;
-                Ok(Bytes::from(buf))
+        let mut f = file.take().expect("the file is back after each read");
+        let read = tokio::task::spawn_blocking(move || {
+            let chunk = read_chunk(&mut f, want);
+            (f, chunk)
+        })
+        .await;
+        let msg = match read {
+            Ok((f, Ok(Some(chunk)))) => {
+                file = Some(f);
+                remaining -= chunk.len() as u64;
+                Ok(chunk)
             }
-            Err(e) => Err(e),
+            Ok((_, Ok(None))) => return,
+            Ok((_, Err(e))) => Err(e),
+            Err(e) => Err(io::Error::other(e)),
         };
         let failed = msg.is_err();
         // A closed channel means the reader went away: stop reading.
-        if tx.blocking_send(msg).is_err() || failed {
+        if tx.send(msg).await.is_err() || failed {
             return;
         }
     }
@@ -208,10 +229,10 @@ impl Backend for FsBackend {
         })
         .await?;
         let limit = if len == 0 { u64::MAX } else { len };
-        // One blocking reader per stream, reading straight into the chunk it sends: no copy and
-        // no thread-pool round trip per chunk. The channel's bound is the read-ahead.
+        // One task per stream, reading straight into the chunk it sends (no copy). The channel's
+        // bound is the read-ahead.
         let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-        tokio::task::spawn_blocking(move || read_chunks(file, limit, tx));
+        tokio::spawn(read_chunks(file, limit, tx));
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 
