@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/trow/oci/v1/errors.proto",
         "proto/trow/storage/v1/storage.proto",
+        "proto/trow/proxy/v1/proxy.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

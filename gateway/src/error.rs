@@ -74,6 +74,10 @@ impl From<tonic::Status> for Error {
                 Error::new(OciCode::Unknown, "the registry's storage is full")
                     .with_status(StatusCode::INSUFFICIENT_STORAGE)
             }
+            _ if trow_proto::oci_code::is_upstream_failure(&s) => {
+                tracing::warn!(status = %s, "upstream registry failed");
+                Error::new(OciCode::Unknown, s.message()).with_status(StatusCode::BAD_GATEWAY)
+            }
             (Some(OciCode::Unknown) | None, Code::Unavailable) => {
                 tracing::warn!(status = %s, "storage unavailable");
                 Error::new(OciCode::Unknown, "storage service unavailable")

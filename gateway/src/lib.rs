@@ -1,5 +1,5 @@
 //! Trow's HTTP gateway: terminates the OCI Distribution API and answers it by calling the
-//! storage service over gRPC. It holds no registry state of its own, so any number of gateways
+//! storage service over gRPC, and the proxy service for reads of other registries. It holds no registry state of its own, so any number of gateways
 //! can front one storage service.
 //!
 //! - [`routes`]: one module per OCI resource; handlers parse the request and shape the answer.
@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
+use trow_proto::proxy::proxy_client::ProxyClient;
 use trow_proto::storage::storage_client::StorageClient;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
 
@@ -25,38 +26,61 @@ pub mod server;
 
 pub use server::ServerConfig;
 
-/// What every handler shares: the storage client (cheap to clone; one HTTP/2 connection).
+/// What every handler shares: the service clients (cheap to clone; one HTTP/2 connection each).
 #[derive(Clone)]
 pub struct AppState {
     pub storage: StorageClient<Channel>,
+    /// The pull-through cache; None when this gateway proxies nothing (`f/` reads are refused).
+    pub proxy: Option<ProxyClient<Channel>>,
+    /// The name clients use for this registry: `?ns=<hostname>` is an ordinary local read.
+    pub hostname: Option<String>,
 }
 
-/// A client for the storage service at `url` (`http://host:port`). It connects lazily and
-/// reconnects by itself, so the gateway may start before storage and outlive its restarts.
+/// A channel to a service at `url` (`http://host:port`). It connects lazily and reconnects by
+/// itself, so the gateway may start before the service and outlive its restarts.
+pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(Endpoint::from_shared(url.to_string())?).connect_lazy())
+}
+
+/// A channel spreading calls over several replicas of a service (e.g. proxies).
+pub fn balanced_channel(urls: &[String]) -> Result<Channel, tonic::transport::Error> {
+    let endpoints = urls
+        .iter()
+        .map(|u| Endpoint::from_shared(u.clone()).map(endpoint))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Channel::balance_list(endpoints.into_iter()))
+}
+
+/// A client for the storage service at `url` (see [`channel`]).
 pub fn storage_client(url: &str) -> Result<StorageClient<Channel>, tonic::transport::Error> {
-    let channel = endpoint(Endpoint::from_shared(url.to_string())?).connect_lazy();
-    Ok(client(channel))
+    Ok(storage(channel(url)?))
 }
 
-/// A client for a storage service in the same process, reached through in-memory pipes: each
-/// connection is a `tokio::io::duplex` pair whose server half goes to `server`, so blob bytes
-/// skip the kernel's TCP stack.
-pub fn in_process_storage_client(
+/// A channel to a service in the same process, reached through in-memory pipes: each
+/// connection is a `tokio::io::duplex` pair whose server half goes to `server`, so bytes skip
+/// the kernel's TCP stack.
+pub fn in_process_channel(
     server: tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>,
-) -> StorageClient<Channel> {
+) -> Channel {
     let connector = tower::service_fn(move |_| {
         let server = server.clone();
         async move {
             let (ours, theirs) = tokio::io::duplex(IN_PROCESS_PIPE);
             server
                 .send(theirs)
-                .map_err(|_| std::io::Error::other("storage service stopped"))?;
+                .map_err(|_| std::io::Error::other("service stopped"))?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(ours))
         }
     });
-    let channel = endpoint(Endpoint::from_static("http://storage.in-process"))
-        .connect_with_connector_lazy(connector);
-    client(channel)
+    endpoint(Endpoint::from_static("http://service.in-process"))
+        .connect_with_connector_lazy(connector)
+}
+
+/// A client for a storage service in the same process (see [`in_process_channel`]).
+pub fn in_process_storage_client(
+    server: tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>,
+) -> StorageClient<Channel> {
+    storage(in_process_channel(server))
 }
 
 /// Bytes an in-process pipe buffers in each direction.
@@ -71,8 +95,16 @@ fn endpoint(e: Endpoint) -> Endpoint {
         .http2_keep_alive_interval(Duration::from_secs(30))
 }
 
-fn client(channel: Channel) -> StorageClient<Channel> {
+/// A storage client on `channel`, with Trow's message size limits.
+pub fn storage(channel: Channel) -> StorageClient<Channel> {
     StorageClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+/// A proxy client on `channel`, with Trow's message size limits.
+pub fn proxy(channel: Channel) -> ProxyClient<Channel> {
+    ProxyClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
@@ -91,9 +123,9 @@ pub fn app(state: AppState) -> Router {
 /// `config` sets the connection cap and timeouts (see [`server`]).
 pub async fn serve(
     listener: TcpListener,
-    storage: StorageClient<Channel>,
+    state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
     config: ServerConfig,
 ) -> std::io::Result<()> {
-    server::serve(listener, app(AppState { storage }), config, shutdown).await
+    server::serve(listener, app(state), config, shutdown).await
 }

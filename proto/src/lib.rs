@@ -6,6 +6,10 @@ pub mod storage {
     tonic::include_proto!("trow.storage.v1");
 }
 
+pub mod proxy {
+    tonic::include_proto!("trow.proxy.v1");
+}
+
 /// The OCI Distribution error codes, shared by every service.
 pub mod oci {
     tonic::include_proto!("trow.oci.v1");
@@ -15,5 +19,6 @@ pub mod oci {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/trow_descriptor.bin"));
 
+pub mod cache;
 pub mod oci_code;
 pub mod transport;

@@ -35,6 +35,18 @@ pub fn status(code: Code, oci_code: ErrorCode, message: impl Into<String>) -> St
     s
 }
 
+/// An upstream registry failed the proxy and nothing cached could stand in: UNAVAILABLE with
+/// code UNKNOWN. Unlike other server faults, the message is meant for the client (it names the
+/// upstream and what went wrong), so the gateway passes it on, with HTTP 502.
+pub fn upstream_failed(message: impl Into<String>) -> Status {
+    status(Code::Unavailable, ErrorCode::Unknown, message)
+}
+
+/// Whether a status is [`upstream_failed`]'s.
+pub fn is_upstream_failure(s: &Status) -> bool {
+    s.code() == Code::Unavailable && of(s) == Some(ErrorCode::Unknown)
+}
+
 /// The OCI error code a status carries, if any.
 pub fn of(status: &Status) -> Option<ErrorCode> {
     ErrorCode::from_str_name(status.metadata().get(METADATA_KEY)?.to_str().ok()?)

@@ -35,6 +35,15 @@ pub enum StorageError {
     TagInvalid(String),
     #[error("requested range not satisfiable: {0}")]
     RangeInvalid(String),
+    /// Writes the caller may not make (e.g. a fill outside the cache's namespace).
+    #[error("{0}")]
+    Denied(String),
+    /// The fill of a blob failed (its bytes did not match its digest, or it was cancelled).
+    #[error("the fill of {0} failed")]
+    FillFailed(String),
+    /// The fill of a blob made no progress for the fill timeout.
+    #[error("the fill of {0} stalled")]
+    FillStalled(String),
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -70,6 +79,11 @@ impl From<StorageError> for Status {
             // The spec has no tag code; a bad tag makes the manifest request invalid.
             StorageError::TagInvalid(_) => (Code::InvalidArgument, C::ManifestInvalid),
             StorageError::RangeInvalid(_) => (Code::OutOfRange, C::SizeInvalid),
+            StorageError::Denied(_) => (Code::PermissionDenied, C::Denied),
+            // The caller asks again (and may take a stalled fill over).
+            StorageError::FillFailed(_) | StorageError::FillStalled(_) => {
+                (Code::Aborted, C::BlobUnknown)
+            }
             StorageError::Io(err) if e.is_full() => {
                 tracing::error!(error = %err, "storage is full");
                 (Code::ResourceExhausted, C::Unknown)

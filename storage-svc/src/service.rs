@@ -12,7 +12,7 @@ use trow_proto::transport::MAX_MESSAGE_SIZE;
 
 use crate::backend::Backend;
 use crate::error::StorageError;
-use crate::store::{ManifestMeta, Store};
+use crate::store::{FillRole, ManifestMeta, Store};
 
 pub struct StorageService<B> {
     store: Arc<Store<B>>,
@@ -128,6 +128,10 @@ impl<B: Backend> Storage for StorageService<B> {
                 ))
             }
         });
+        if let Some(total) = header.fill_size {
+            self.store
+                .announce_fill_size(&header.repository, &header.upload_id, total)?;
+        }
         let size = self
             .store
             .append_upload(&header.repository, &header.upload_id, header.offset, data)
@@ -184,10 +188,15 @@ impl<B: Backend> Storage for StorageService<B> {
         req: Request<pb::PutManifestRequest>,
     ) -> Result<Response<pb::PutManifestResponse>, Status> {
         let r = req.into_inner();
-        let meta = self
-            .store
-            .put_manifest(&r.repository, &r.reference, &r.content_type, r.content)
-            .await?;
+        let meta = if r.cached {
+            self.store
+                .put_cached_manifest(&r.repository, &r.reference, &r.content_type, r.content)
+                .await?
+        } else {
+            self.store
+                .put_manifest(&r.repository, &r.reference, &r.content_type, r.content)
+                .await?
+        };
         Ok(Response::new(pb::PutManifestResponse {
             digest: meta.digest,
             subject: meta.subject.unwrap_or_default(),
@@ -285,6 +294,59 @@ impl<B: Backend> Storage for StorageService<B> {
         Ok(Response::new(Box::pin(futures::stream::iter(
             pages.into_iter().map(Ok),
         ))))
+    }
+
+    async fn begin_fill(
+        &self,
+        req: Request<pb::BeginFillRequest>,
+    ) -> Result<Response<pb::FillState>, Status> {
+        use pb::fill_state::Role;
+        let r = req.into_inner();
+        let state = match self.store.begin_fill(&r.repository, &r.digest).await? {
+            FillRole::Present => pb::FillState {
+                role: Role::Present.into(),
+                ..Default::default()
+            },
+            FillRole::Follower => pb::FillState {
+                role: Role::Follower.into(),
+                ..Default::default()
+            },
+            FillRole::Filler { upload_id, offset } => pb::FillState {
+                role: Role::Filler.into(),
+                upload_id,
+                offset,
+            },
+        };
+        Ok(Response::new(state))
+    }
+
+    type ReadFillStream = Pin<Box<dyn Stream<Item = Result<pb::FillPart, Status>> + Send>>;
+
+    async fn read_fill(
+        &self,
+        req: Request<pb::ReadBlobRequest>,
+    ) -> Result<Response<Self::ReadFillStream>, Status> {
+        use pb::fill_part::Part;
+        let r = req.into_inner();
+        let (size, bytes) = self
+            .store
+            .read_fill(&r.repository, &r.digest, r.offset, r.length)
+            .await?;
+        let header = pb::FillPart {
+            part: Some(Part::Header(pb::BlobInfo {
+                digest: r.digest,
+                size,
+            })),
+        };
+        let data = bytes.map(|c| {
+            c.map(|d| pb::FillPart {
+                part: Some(Part::Data(d)),
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(
+            futures::stream::once(async { Ok(header) }).chain(data),
+        )))
     }
 }
 

@@ -148,7 +148,10 @@ async fn open_uploads_are_capped() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Store::open(
         FsBackend::new(tmp.path()).unwrap(),
-        Limits { max_uploads: 2 },
+        Limits {
+            max_uploads: 2,
+            ..Limits::default()
+        },
     )
     .await
     .unwrap();

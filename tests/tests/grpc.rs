@@ -179,6 +179,7 @@ async fn storage_refuses_manifests_over_the_limit() {
             reference: "t".into(),
             content_type: String::new(),
             content: big.into_bytes().into(),
+            cached: false,
         })
         .await
         .expect_err("a manifest over 4 MiB is refused");

@@ -1,9 +1,12 @@
 //! The `trow` command's modes, each wiring the service libraries together: the one-process
-//! default runs the same gateway and storage code as the split deployment, talking the same gRPC
-//! over in-memory pipes instead of TCP, so both topologies exercise one code path.
+//! default runs the same gateway, storage and proxy code as the split deployment, talking the
+//! same gRPC over in-memory pipes instead of TCP, so both topologies exercise one code path.
+
+pub mod config;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -36,48 +39,99 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, Error> {
         .map_err(|e| format!("cannot listen on {addr} for {what}: {e}").into())
 }
 
-/// Gateway and storage in one process: the default.
-pub async fn run_all(
-    bind_addr: SocketAddr,
-    storage_addr: SocketAddr,
-    data_dir: &Path,
-    hostname: Option<String>,
-    limits: trow_storage::Limits,
-    server: trow_gateway::ServerConfig,
-) -> Result<(), Error> {
+/// What the one-process default runs with.
+pub struct AllInOne {
+    pub bind: SocketAddr,
+    /// Where the in-process storage service also listens for gRPC tools.
+    pub storage_listen: SocketAddr,
+    /// Where the in-process proxy service also listens for gRPC tools.
+    pub proxy_listen: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    pub hostname: Option<String>,
+    pub limits: trow_storage::Limits,
+    pub server: trow_gateway::ServerConfig,
+    pub proxy: trow_proxy::config::ProxyConfig,
+}
+
+/// In-memory pipes to a service in this process: the client half's sender, the server's
+/// stream of connections.
+fn pipes() -> (
+    tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>,
+    impl tokio_stream::Stream<Item = Result<tokio::io::DuplexStream, std::io::Error>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok);
+    (tx, incoming)
+}
+
+/// Gateway, storage and proxy in one process: the default.
+///
+/// The gateway reaches storage and proxy, and the proxy reaches storage, through in-memory
+/// pipes (same gRPC code, no TCP stack); the TCP listeners serve operators' tools (grpcurl,
+/// health probes).
+pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     let stop = shutdown_signal();
-    let data = trow_storage::open(data_dir, limits).await?;
+    let data = trow_storage::open(&a.data_dir, a.limits).await?;
     let store = data.store.clone();
-    let grpc = bind(storage_addr, "storage gRPC").await?;
+    let grpc = bind(a.storage_listen, "storage gRPC").await?;
     let grpc_addr = grpc.local_addr()?;
-    let http = bind(bind_addr, "the HTTP API").await?;
+    let proxy_grpc = bind(a.proxy_listen, "proxy gRPC").await?;
+    let proxy_addr = proxy_grpc.local_addr()?;
+    let http = bind(a.bind, "the HTTP API").await?;
     println!(
         "trow storage: gRPC on {grpc_addr}, data in {}",
         store.backend().root().display()
     );
+    println!("trow proxy: gRPC on {proxy_addr}");
     println!(
         "trow gateway: OCI registry on http://{}{}",
         http.local_addr()?,
-        hostname.map(|h| format!(" (as {h})")).unwrap_or_default()
+        a.hostname
+            .as_ref()
+            .map(|h| format!(" (as {h})"))
+            .unwrap_or_default()
     );
-    // Storage stops only after the gateway has drained, so requests in flight at SIGTERM still
-    // reach it.
-    // The gateway reaches storage through in-memory pipes (same gRPC code, no TCP stack); the
-    // TCP listener serves operators' tools (grpcurl, health probes).
+    // Storage stops only after the proxy, and the proxy only after the gateway drained, so
+    // requests in flight at SIGTERM still reach them.
     let janitor = data.spawn_janitor();
-    let (gateway_done, storage_stop) = watch::channel(false);
-    let (pipes, incoming) = tokio::sync::mpsc::unbounded_channel();
-    let incoming =
-        tokio_stream::wrappers::UnboundedReceiverStream::new(incoming).map(Ok::<_, std::io::Error>);
+    let (gateway_done, services_stop) = watch::channel(false);
+    let (storage_pipes, storage_incoming) = pipes();
     let in_process = tokio::spawn(trow_storage::serve_incoming(
-        incoming,
+        storage_incoming,
         store.clone(),
-        wait(storage_stop.clone()),
+        wait(services_stop.clone()),
     ));
-    let storage = tokio::spawn(trow_storage::serve(grpc, store, wait(storage_stop)));
-    let client = trow_gateway::in_process_storage_client(pipes);
-    let served = trow_gateway::serve(http, client, wait(stop), server).await;
+    let storage = tokio::spawn(trow_storage::serve(
+        grpc,
+        store,
+        wait(services_stop.clone()),
+    ));
+    let proxy_service = Arc::new(trow_proxy::ProxyService::new(
+        &a.proxy,
+        trow_gateway::in_process_storage_client(storage_pipes.clone()),
+    )?);
+    let (proxy_pipes, proxy_incoming) = pipes();
+    let proxy_in_process = tokio::spawn(trow_proxy::serve_incoming(
+        proxy_incoming,
+        proxy_service.clone(),
+        wait(services_stop.clone()),
+    ));
+    let proxy = tokio::spawn(trow_proxy::serve(
+        proxy_grpc,
+        proxy_service,
+        wait(services_stop),
+    ));
+    let state = trow_gateway::AppState {
+        storage: trow_gateway::in_process_storage_client(storage_pipes),
+        proxy: Some(trow_gateway::proxy(trow_gateway::in_process_channel(
+            proxy_pipes,
+        ))),
+        hostname: a.hostname,
+    };
+    let served = trow_gateway::serve(http, state, wait(stop), a.server).await;
     let _ = gateway_done.send(true);
+    proxy_in_process.await??;
+    proxy.await??;
     in_process.await??;
     storage.await??;
     janitor.abort();
@@ -106,22 +160,58 @@ pub async fn run_storage(
     Ok(())
 }
 
-/// The HTTP gateway alone.
+/// The proxy service alone, caching into the storage service at `storage_url`.
+pub async fn run_proxy(
+    listen: SocketAddr,
+    storage_url: &str,
+    cfg: &trow_proxy::config::ProxyConfig,
+) -> Result<(), Error> {
+    let stop = shutdown_signal();
+    let storage = trow_gateway::storage_client(storage_url)
+        .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
+    let service = Arc::new(trow_proxy::ProxyService::new(cfg, storage)?);
+    let grpc = bind(listen, "proxy gRPC").await?;
+    println!(
+        "trow proxy: gRPC on {}, storage at {storage_url}",
+        grpc.local_addr()?
+    );
+    trow_proxy::serve(grpc, service, wait(stop)).await?;
+    Ok(())
+}
+
+/// The HTTP gateway alone, calling storage at `storage_url` and the proxies at `proxy_urls`
+/// (calls spread over them; none: `f/` and `?ns=` reads are refused).
 pub async fn run_gateway(
     bind_addr: SocketAddr,
     storage_url: &str,
+    proxy_urls: &[String],
     hostname: Option<String>,
     server: trow_gateway::ServerConfig,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
-    let client = trow_gateway::storage_client(storage_url)
+    let storage = trow_gateway::storage_client(storage_url)
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
+    let proxy = match proxy_urls {
+        [] => None,
+        urls => Some(trow_gateway::proxy(
+            trow_gateway::balanced_channel(urls)
+                .map_err(|e| format!("invalid proxy URL in {}: {e}", urls.join(",")))?,
+        )),
+    };
     let http = bind(bind_addr, "the HTTP API").await?;
     println!(
         "trow gateway: OCI registry on http://{}{}, storage at {storage_url}",
         http.local_addr()?,
-        hostname.map(|h| format!(" (as {h})")).unwrap_or_default()
+        hostname
+            .as_ref()
+            .map(|h| format!(" (as {h})"))
+            .unwrap_or_default()
     );
-    trow_gateway::serve(http, client, wait(stop), server).await?;
+    let state = trow_gateway::AppState {
+        storage,
+        proxy,
+        hostname,
+    };
+    trow_gateway::serve(http, state, wait(stop), server).await?;
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! `trow`: the registry in one process by default, or one of its services alone.
 //!
 //! ```text
-//! trow [--bind 0.0.0.0:8000] [--data-dir ./data]        gateway + storage in one process
+//! trow [--bind 0.0.0.0:8000] [--data-dir ./data]        gateway + storage + proxy in one process
 //! trow storage --listen 0.0.0.0:7000 --data-dir DIR      the storage service alone (gRPC)
-//! trow gateway --bind 0.0.0.0:8000 --storage URL         the HTTP gateway alone
+//! trow proxy --listen 0.0.0.0:7001 --storage URL         the pull-through cache alone (gRPC)
+//! trow gateway --bind 0.0.0.0:8000 --storage URL [--proxy URL,...]   the HTTP gateway alone
 //! trow fsck --data-dir DIR                               check a store, read-only
 //! ```
 //!
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run only the storage service (gRPC), for the split deployment.
     Storage(StorageArgs),
+    /// Run only the pull-through cache (gRPC), caching into a storage service.
+    Proxy(ProxyArgs),
     /// Run only the HTTP gateway, calling a storage service over gRPC.
     Gateway(GatewayArgs),
     /// Check a store for inconsistencies (read-only). Exit status: 0 clean, 1 problems found,
@@ -53,9 +56,16 @@ struct AllInOne {
     /// port 0: any free port on loopback. The gateway reaches storage in memory.
     #[arg(long, env = "TROW_STORAGE_LISTEN", default_value = "127.0.0.1:0")]
     storage_listen: SocketAddr,
-    /// The name clients use to reach this registry (used in logs for now).
+    /// Where the in-process proxy service also listens for gRPC tools; port 0: any free port
+    /// on loopback.
+    #[arg(long, env = "TROW_PROXY_LISTEN", default_value = "127.0.0.1:0")]
+    proxy_listen: SocketAddr,
+    /// The name clients use to reach this registry: `?ns=<hostname>` reads are local.
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
+    /// The YAML config (`registry_proxies`: upstreams and their credentials).
+    #[arg(long, env = "TROW_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
     #[command(flatten)]
     limits: StorageLimits,
     #[command(flatten)]
@@ -106,12 +116,18 @@ struct StorageLimits {
     /// Upload sessions open at once at most; beyond, pushes are told TOOMANYREQUESTS (429).
     #[arg(long, env = "TROW_MAX_UPLOADS", default_value_t = trow_storage::Limits::default().max_uploads)]
     max_uploads: usize,
+    /// A cache fill that makes no progress this long is stalled: its readers give up and the
+    /// next proxy to ask takes it over. [default: 10s]
+    #[arg(long, env = "TROW_FILL_TIMEOUT", value_parser = parse_duration)]
+    fill_timeout: Option<Duration>,
 }
 
 impl From<StorageLimits> for trow_storage::Limits {
     fn from(l: StorageLimits) -> Self {
+        let d = trow_storage::Limits::default();
         trow_storage::Limits {
             max_uploads: l.max_uploads,
+            fill_timeout: l.fill_timeout.unwrap_or(d.fill_timeout),
         }
     }
 }
@@ -129,6 +145,19 @@ struct StorageArgs {
 }
 
 #[derive(Args)]
+struct ProxyArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "TROW_PROXY_LISTEN", default_value = "0.0.0.0:7001")]
+    listen: SocketAddr,
+    /// URL of the storage service, e.g. http://trow-storage:7000.
+    #[arg(long, env = "TROW_STORAGE_URL")]
+    storage: String,
+    /// The YAML config (`registry_proxies`: upstreams and their credentials).
+    #[arg(long, env = "TROW_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct GatewayArgs {
     /// Address the HTTP API listens on.
     #[arg(long, env = "TROW_BIND", default_value = "0.0.0.0:8000")]
@@ -136,7 +165,11 @@ struct GatewayArgs {
     /// URL of the storage service, e.g. http://trow-storage:7000.
     #[arg(long, env = "TROW_STORAGE_URL")]
     storage: String,
-    /// The name clients use to reach this registry (used in logs for now).
+    /// URLs of proxy services (comma-separated; calls are spread over them). Without one,
+    /// reads under `f/` and with `?ns=` are refused.
+    #[arg(long, env = "TROW_PROXY_URL", value_delimiter = ',')]
+    proxy: Vec<String>,
+    /// The name clients use to reach this registry: `?ns=<hostname>` reads are local.
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
     #[command(flatten)]
@@ -193,22 +226,30 @@ async fn main() {
 async fn run(cli: Cli) -> Result<(), trow::Error> {
     match cli.command {
         None => {
-            trow::run_all(
-                cli.all.bind,
-                cli.all.storage_listen,
-                &cli.all.data_dir,
-                cli.all.hostname,
-                cli.all.limits.into(),
-                cli.all.server.config(),
-            )
+            let a = cli.all;
+            let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
+            trow::run_all(trow::AllInOne {
+                bind: a.bind,
+                storage_listen: a.storage_listen,
+                proxy_listen: a.proxy_listen,
+                data_dir: a.data_dir,
+                hostname: a.hostname,
+                limits: a.limits.into(),
+                server: a.server.config(),
+                proxy: config.proxy(),
+            })
             .await
         }
         Some(Command::Storage(a)) => {
             trow::run_storage(a.listen, &a.data_dir, a.limits.into()).await
         }
+        Some(Command::Proxy(a)) => {
+            let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
+            trow::run_proxy(a.listen, &a.storage, &config.proxy()).await
+        }
         Some(Command::Gateway(a)) => {
             let config = a.server.config();
-            trow::run_gateway(a.bind, &a.storage, a.hostname, config).await
+            trow::run_gateway(a.bind, &a.storage, &a.proxy, a.hostname, config).await
         }
         Some(Command::Fsck(a)) => std::process::exit(fsck(a).await),
     }

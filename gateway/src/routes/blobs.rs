@@ -10,7 +10,7 @@ use crate::body;
 use crate::error::{Error, OciCode, Result};
 
 /// A parsed `Range: bytes=...` header: the inclusive byte span to send.
-fn parse_range(value: &HeaderValue, size: u64) -> Result<Option<(u64, u64)>> {
+pub(crate) fn parse_range(value: &HeaderValue, size: u64) -> Result<Option<(u64, u64)>> {
     let unsatisfiable = || {
         Error::new(OciCode::SizeInvalid, "range not satisfiable")
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE)

@@ -60,6 +60,7 @@ pub async fn put(r: Req, reference: String) -> Result<Response> {
             reference,
             content_type,
             content,
+            cached: false,
         })
         .await?
         .into_inner();
@@ -80,7 +81,7 @@ pub async fn put(r: Req, reference: String) -> Result<Response> {
 /// Whether the request's `Accept` header admits `media_type`. No `Accept`, or a wildcard, admits
 /// everything. Trow never converts manifests, so a client that refuses the stored type is told
 /// the manifest is unknown to it, as distribution does.
-fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+pub(crate) fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     let mut types = headers
         .get_all(header::ACCEPT)
         .iter()

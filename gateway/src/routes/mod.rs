@@ -22,6 +22,7 @@ pub mod blobs;
 pub mod catalog;
 pub mod listing;
 pub mod manifests;
+pub mod proxied;
 pub mod referrers;
 pub mod tags;
 pub mod uploads;
@@ -109,6 +110,11 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
         .into_response();
     };
     let (parts, body) = req.into_parts();
+    let upstream = proxied::Upstream::of(
+        &repo,
+        params.get("ns").map(String::as_str),
+        state.hostname.as_deref(),
+    );
     let r = Req {
         state,
         repo,
@@ -117,7 +123,38 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
         body,
     };
     let m = &method;
-    let result = match resource {
+    let cached = trow_proto::cache::is_cached(&r.repo);
+    let result = match (resource, upstream) {
+        (Resource::Manifest(rf), Some(up)) if m == Method::GET => {
+            proxied::manifest(r, up, rf, false).await
+        }
+        (Resource::Manifest(rf), Some(up)) if m == Method::HEAD => {
+            proxied::manifest(r, up, rf, true).await
+        }
+        (Resource::Blob(d), Some(up)) if m == Method::GET => proxied::blob(r, up, d, false).await,
+        (Resource::Blob(d), Some(up)) if m == Method::HEAD => proxied::blob(r, up, d, true).await,
+        (Resource::Tags, Some(up)) if m == Method::GET => proxied::tags(r, up).await,
+        // The cache's referrers are what its manifests say; read them here.
+        (Resource::Referrers(d), _) if m == Method::GET => referrers::list(r, d).await,
+        (_, _) if cached => Err(proxied::denied()),
+        (resource, _) => local(r, m, resource).await,
+    };
+    match result {
+        Ok(resp) => resp,
+        // HEAD answers carry no body, errors included.
+        Err(e) if m == Method::HEAD => {
+            let mut resp = e.into_response();
+            *resp.body_mut() = Body::empty();
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A request for this registry's own repositories.
+async fn local(r: Req, m: &Method, resource: Resource) -> Result<Response> {
+    match resource {
         Resource::Blob(d) if m == Method::GET => blobs::get(r, d, false).await,
         Resource::Blob(d) if m == Method::HEAD => blobs::get(r, d, true).await,
         Resource::Blob(d) if m == Method::DELETE => blobs::delete(r, d).await,
@@ -134,19 +171,8 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
         Resource::Referrers(d) if m == Method::GET => referrers::list(r, d).await,
         _ => Err(Error::new(
             OciCode::Unsupported,
-            format!("{method} not allowed here"),
+            format!("{m} not allowed here"),
         )),
-    };
-    match result {
-        Ok(resp) => resp,
-        // HEAD answers carry no body, errors included.
-        Err(e) if m == Method::HEAD => {
-            let mut resp = e.into_response();
-            *resp.body_mut() = Body::empty();
-            resp.headers_mut().remove(header::CONTENT_LENGTH);
-            resp
-        }
-        Err(e) => e.into_response(),
     }
 }
 

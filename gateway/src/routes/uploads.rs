@@ -70,6 +70,7 @@ async fn append(
             repository: repo.to_string(),
             upload_id: id.to_string(),
             offset,
+            fill_size: None,
         })),
     };
     let messages =

@@ -147,7 +147,9 @@ impl<B: Backend> Checker<'_, B> {
                 parsed: subject,
             });
         }
-        for r in &parsed.references {
+        // A cached manifest's blobs and children are filled when clients ask for them.
+        let cached = trow_proto::cache::is_cached(repo);
+        for r in parsed.references.iter().filter(|_| !cached) {
             let (manifest, repository) = (d.clone(), repository.clone());
             match r {
                 Reference::Blob(b) => {

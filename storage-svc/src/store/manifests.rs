@@ -13,6 +13,36 @@ impl<B: Backend> Store<B> {
         content_type: &str,
         content: Bytes,
     ) -> Result<ManifestMeta> {
+        self.store_manifest(repository, reference, content_type, content, false)
+            .await
+    }
+
+    /// Stores an upstream registry's manifest in a cached repository (under `f/`), whose blobs
+    /// and child manifests need not be there yet: the proxy fills them when clients ask.
+    pub async fn put_cached_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        content_type: &str,
+        content: Bytes,
+    ) -> Result<ManifestMeta> {
+        if !trow_proto::cache::is_cached(repository) {
+            return Err(StorageError::Denied(format!(
+                "{repository} is not a cached repository"
+            )));
+        }
+        self.store_manifest(repository, reference, content_type, content, true)
+            .await
+    }
+
+    async fn store_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        content_type: &str,
+        content: Bytes,
+        cached: bool,
+    ) -> Result<ManifestMeta> {
         validate_repository(repository)?;
         let reference = parse_reference(reference)?;
         if content.len() > MAX_MANIFEST_SIZE {
@@ -35,7 +65,7 @@ impl<B: Backend> Store<B> {
         let parsed = manifest::parse(&content, content_type)?;
         // From the reference checks to the tag move: no delete may interleave.
         let _turn = self.repo_lock(repository).await;
-        for r in &parsed.references {
+        for r in parsed.references.iter().filter(|_| !cached) {
             let found = match r {
                 Reference::Blob(d) => self.linked_blob_size(repository, d).await?.is_some(),
                 Reference::Manifest(d) => self.manifest_meta(repository, d).await?.is_some(),

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, ByteStream};
@@ -51,6 +52,9 @@ pub struct ReferrerDescriptor {
 struct UploadRecord {
     repository: String,
     algorithm: String,
+    /// A proxy's fill (see `fills`): not resumed after a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    fill: bool,
 }
 
 /// An upload in progress. Everything but the digest state is readable without waiting for an
@@ -67,10 +71,48 @@ struct Upload {
     /// The digest over exactly `size` bytes; `None` until first needed after a restart, when it
     /// is rebuilt from the scratch bytes. Held by the one append or completion in progress.
     hasher: tokio::sync::Mutex<Option<Hasher>>,
+    /// The key in [`Store::fills`] when this upload is a fill.
+    fill: Option<String>,
+    /// What readers of a fill wait on: bytes written, the announced size, the outcome.
+    progress: watch::Sender<Progress>,
+    /// Bumped when another filler takes the fill over: the append in progress stops.
+    takeovers: watch::Sender<u64>,
+}
+
+/// How far an upload got, as readers of a fill see it.
+#[derive(Clone, Copy, Debug)]
+struct Progress {
+    /// Bytes appended and readable.
+    written: u64,
+    /// The blob's whole size, once the filler announced it.
+    total: Option<u64>,
+    phase: Phase,
+    /// The last time the fill moved (or was taken over): a fill still for the fill timeout is
+    /// stalled.
+    at: std::time::Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Committed and linked: read the blob.
+    Done,
+    /// Cancelled or failed: nothing was stored.
+    Failed,
 }
 
 impl Upload {
     fn new(repository: String, algorithm: Algorithm, size: u64, hasher: Option<Hasher>) -> Upload {
+        Upload::with_fill(repository, algorithm, size, hasher, None)
+    }
+
+    fn with_fill(
+        repository: String,
+        algorithm: Algorithm,
+        size: u64,
+        hasher: Option<Hasher>,
+        fill: Option<String>,
+    ) -> Upload {
         Upload {
             repository,
             algorithm,
@@ -78,7 +120,26 @@ impl Upload {
             closed: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             hasher: tokio::sync::Mutex::new(hasher),
+            fill,
+            progress: watch::Sender::new(Progress {
+                written: size,
+                total: None,
+                phase: Phase::Open,
+                at: std::time::Instant::now(),
+            }),
+            takeovers: watch::Sender::new(0),
         }
+    }
+
+    /// Ends the upload's progress for its readers (a completed upload says `Done` first).
+    fn finish(&self, phase: Phase) {
+        self.progress.send_if_modified(|p| {
+            let open = p.phase == Phase::Open;
+            if open {
+                p.phase = phase;
+            }
+            open
+        });
     }
 }
 
@@ -121,11 +182,17 @@ pub struct Limits {
     /// Open upload sessions at most; more are refused (TOOMANYREQUESTS) rather than letting
     /// abandoned sessions pile up scratch files.
     pub max_uploads: usize,
+    /// A fill that makes no progress this long is stalled: its readers give up and the next
+    /// caller of `begin_fill` takes it over.
+    pub fill_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_uploads: 1024 }
+        Limits {
+            max_uploads: 1024,
+            fill_timeout: std::time::Duration::from_secs(10),
+        }
     }
 }
 
@@ -144,6 +211,8 @@ pub struct Store<B> {
     repo_locks: Vec<tokio::sync::Mutex<()>>,
     /// Repositories known to have their catalog entry, to skip the check on every write.
     cataloged: Mutex<HashSet<String>>,
+    /// Fills in progress by `repository@digest`: the one upload each blob is filled through.
+    fills: Mutex<HashMap<String, (String, SharedUpload)>>,
 }
 
 impl<B: Backend> Store<B> {
@@ -160,6 +229,7 @@ impl<B: Backend> Store<B> {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             cataloged: Mutex::new(HashSet::new()),
+            fills: Mutex::new(HashMap::new()),
         };
         store.recover().await?;
         Ok(store)
@@ -185,6 +255,8 @@ impl<B: Backend> Store<B> {
 }
 
 mod blobs;
+mod fills;
+pub use fills::{FillRole, FillStream};
 mod janitor;
 pub use janitor::{TMP_MAX_AGE, UPLOAD_MAX_AGE};
 mod listings;

@@ -12,45 +12,63 @@ impl<B: Backend> Store<B> {
     pub async fn start_upload(&self, repository: &str, algorithm: &str) -> Result<String> {
         validate_repository(repository)?;
         let algorithm = Algorithm::parse(algorithm)?;
+        let (id, upload) = self.reserve_upload(repository, algorithm, None)?;
+        self.write_upload(&id, &upload).await?;
+        Ok(id)
+    }
+
+    /// Makes a new upload live in memory (counted against the limit): the first half of a start.
+    pub(super) fn reserve_upload(
+        &self,
+        repository: &str,
+        algorithm: Algorithm,
+        fill: Option<String>,
+    ) -> Result<(String, SharedUpload)> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let upload = Arc::new(Upload::new(
+        let upload = Arc::new(Upload::with_fill(
             repository.to_string(),
             algorithm,
             0,
             Some(Hasher::new(algorithm)),
+            fill,
         ));
-        {
-            // Reserve the slot first, so concurrent starts cannot overshoot the limit.
-            let mut uploads = self.uploads.lock().expect("uploads lock");
-            if uploads.len() >= self.limits.max_uploads {
-                return Err(StorageError::TooManyUploads(self.limits.max_uploads));
-            }
-            uploads.insert(id.clone(), upload);
+        // Reserve the slot first, so concurrent starts cannot overshoot the limit.
+        let mut uploads = self.uploads.lock().expect("uploads lock");
+        if uploads.len() >= self.limits.max_uploads {
+            return Err(StorageError::TooManyUploads(self.limits.max_uploads));
         }
+        uploads.insert(id.clone(), upload.clone());
+        Ok((id, upload))
+    }
+
+    /// Writes a reserved upload's scratch file, then its record (which makes it survive a
+    /// restart): the second half of a start. On failure the upload is gone.
+    pub(super) async fn write_upload(&self, id: &str, upload: &Upload) -> Result<()> {
         let record = UploadRecord {
-            repository: repository.to_string(),
-            algorithm: algorithm.name().to_string(),
+            repository: upload.repository.clone(),
+            algorithm: upload.algorithm.name().to_string(),
+            fill: upload.fill.is_some(),
         };
         let json = serde_json::to_vec(&record).expect("serialize upload record");
         let written = async {
             self.backend
-                .put(&layout::upload_data(&id), Bytes::new())
+                .put(&layout::upload_data(id), Bytes::new())
                 .await?;
             self.backend
-                .put(&layout::upload_repository(&id), json.into())
+                .put(&layout::upload_repository(id), json.into())
                 .await
         }
         .await;
         if let Err(e) = written {
-            self.forget_upload(&id);
-            let _ = self.backend.delete_all(&layout::upload_dir(&id)).await;
+            self.forget_upload(id);
+            let _ = self.backend.delete_all(&layout::upload_dir(id)).await;
             return Err(e.into());
         }
-        Ok(id)
+        Ok(())
     }
 
     /// A live upload of `repository`.
-    fn upload(&self, repository: &str, id: &str) -> Result<SharedUpload> {
+    pub(super) fn upload(&self, repository: &str, id: &str) -> Result<SharedUpload> {
         validate_repository(repository)?;
         let unknown = || StorageError::UploadUnknown(id.to_string());
         let upload = self
@@ -102,8 +120,19 @@ impl<B: Backend> Store<B> {
         Ok((hasher, size))
     }
 
+    /// Drops an upload from the live set (and from the fills); readers of a fill that did not
+    /// complete learn that it failed.
     fn forget_upload(&self, id: &str) {
-        self.uploads.lock().expect("uploads lock").remove(id);
+        let Some(upload) = self.uploads.lock().expect("uploads lock").remove(id) else {
+            return;
+        };
+        upload.finish(Phase::Failed);
+        if let Some(key) = &upload.fill {
+            let mut fills = self.fills.lock().expect("fills lock");
+            if fills.get(key).is_some_and(|(fill_id, _)| fill_id == id) {
+                fills.remove(key);
+            }
+        }
     }
 
     /// Closes an upload for good: no request finds it any more. It stays in the live set (so
@@ -152,6 +181,8 @@ impl<B: Backend> Store<B> {
                 offset,
             });
         }
+        let mut takeovers = upload.takeovers.subscribe();
+        takeovers.mark_unchanged();
         let written = async {
             let mut file = self.backend.append(&layout::upload_data(id)).await?;
             let mut data = std::pin::pin!(data);
@@ -163,6 +194,11 @@ impl<B: Backend> Store<B> {
                         ended = Err(StorageError::UploadUnknown(id.to_string()));
                         break;
                     }
+                    // Another filler took this fill over: stop, keeping what was written.
+                    _ = takeovers.changed() => {
+                        ended = Err(StorageError::UploadBusy(id.to_string()));
+                        break;
+                    }
                 };
                 match chunk {
                     None => break,
@@ -172,8 +208,17 @@ impl<B: Backend> Store<B> {
                     }
                     Some(Ok(chunk)) => {
                         file.write_all(&chunk).await?;
+                        if upload.fill.is_some() {
+                            // Readers of the fill read what `written` says is there.
+                            file.flush().await?;
+                        }
                         hasher.update(&chunk);
-                        upload.size.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                        let written = upload.size.fetch_add(chunk.len() as u64, Ordering::AcqRel)
+                            + chunk.len() as u64;
+                        upload.progress.send_modify(|p| {
+                            p.written = written;
+                            p.at = std::time::Instant::now();
+                        });
                     }
                 }
             }
@@ -239,6 +284,7 @@ impl<B: Backend> Store<B> {
         // Even over an existing blob: the rename is atomic, and it repairs a damaged copy.
         self.backend.commit(&data, &layout::blob(&claimed)).await?;
         self.link_blob(repository, &claimed).await?;
+        upload.finish(Phase::Done);
         self.backend.delete_all(&layout::upload_dir(id)).await?;
         Ok(size)
     }
@@ -299,7 +345,17 @@ impl<B: Backend> Store<B> {
                 .as_deref()
                 .and_then(|r| serde_json::from_slice::<UploadRecord>(r).ok())
                 .and_then(|r| Some((Algorithm::parse(&r.algorithm).ok()?, r.repository)));
+            let fill = record
+                .as_deref()
+                .and_then(|r| serde_json::from_slice::<UploadRecord>(r).ok())
+                .is_some_and(|r| r.fill);
             match (validate_upload_id(&id), parsed, size) {
+                // A fill's filler and readers were in the process that stopped: the next
+                // reader starts a new fill.
+                _ if fill => {
+                    tracing::info!(upload = %id, "removing a fill the last run left unfinished");
+                    self.discard(&id).await?;
+                }
                 (Ok(()), Some((algorithm, repository)), Some(size)) => {
                     let upload = Upload::new(repository, algorithm, size, None);
                     self.uploads

@@ -1,0 +1,252 @@
+//! Reads of other registries, answered by the proxy service: `GET|HEAD` of manifests and blobs
+//! and `GET` of tags under `/v2/f/<registry>/<repository>/...`, and the same reads of
+//! `/v2/<repository>/...?ns=<registry>` (containerd's mirror form). Writes under `f/` are
+//! refused: the cache holds copies of other registries, which only the proxy writes.
+//!
+//! Every answer says what the cache did in `Trow-Cache` (`hit`, `miss`, `revalidated`, `stale`);
+//! answers to `?ns=` carry `OCI-Namespace`, as the distribution spec's proxying section asks.
+
+use axum::body::Body;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use trow_proto::proxy::{self as pb, BlobRequest, CacheStatus, ManifestRequest, TagsRequest};
+
+use super::{DOCKER_CONTENT_DIGEST, Req, hv, next_link, page_params};
+use crate::error::{Error, OciCode, Result};
+
+pub const TROW_CACHE: HeaderName = HeaderName::from_static("trow-cache");
+pub const OCI_NAMESPACE: HeaderName = HeaderName::from_static("oci-namespace");
+
+/// Which upstream repository a request reads.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// As the client wrote it: the segment after `f/`, or the `ns` parameter.
+    pub registry: String,
+    pub repository: String,
+    /// Named by `?ns=`: the answer says `OCI-Namespace`.
+    pub ns: bool,
+}
+
+impl Upstream {
+    /// The upstream a request addresses, if any: a repository under `f/`, or an `ns` that is
+    /// not this registry's own name.
+    pub fn of(repo: &str, ns: Option<&str>, hostname: Option<&str>) -> Option<Upstream> {
+        if trow_proto::cache::is_cached(repo) {
+            let rest = &repo[trow_proto::cache::NAMESPACE.len() + 1..];
+            let (registry, repository) = rest.split_once('/').unwrap_or((rest, ""));
+            return Some(Upstream {
+                registry: registry.to_string(),
+                repository: repository.to_string(),
+                ns: false,
+            });
+        }
+        let ns = ns.filter(|ns| !ns.is_empty() && Some(*ns) != hostname)?;
+        Some(Upstream {
+            registry: ns.to_string(),
+            repository: repo.to_string(),
+            ns: true,
+        })
+    }
+}
+
+/// Writes under `f/`.
+pub fn denied() -> Error {
+    Error::new(
+        OciCode::Denied,
+        "repositories under f/ are a read-only cache of other registries",
+    )
+}
+
+fn client(
+    r: &Req,
+) -> Result<trow_proto::proxy::proxy_client::ProxyClient<tonic::transport::Channel>> {
+    r.state.proxy.clone().ok_or_else(|| {
+        Error::new(
+            OciCode::Unsupported,
+            "this registry does not proxy other registries",
+        )
+        .with_status(StatusCode::NOT_FOUND)
+    })
+}
+
+fn cache_name(c: CacheStatus) -> &'static str {
+    match c {
+        CacheStatus::Hit => "hit",
+        CacheStatus::Miss => "miss",
+        CacheStatus::Revalidated => "revalidated",
+        CacheStatus::Stale => "stale",
+        CacheStatus::Unspecified => "unknown",
+    }
+}
+
+fn answer(up: &Upstream, cache: CacheStatus) -> axum::http::response::Builder {
+    let mut b = Response::builder().header(TROW_CACHE, cache_name(cache));
+    if up.ns {
+        b = b.header(OCI_NAMESPACE, hv(&up.registry));
+    }
+    b
+}
+
+pub async fn manifest(r: Req, up: Upstream, reference: String, head: bool) -> Result<Response> {
+    let m = client(&r)?
+        .get_manifest(ManifestRequest {
+            registry: up.registry.clone(),
+            repository: up.repository.clone(),
+            reference,
+            head,
+        })
+        .await?
+        .into_inner();
+    if !super::manifests::accepts(&r.headers, &m.media_type) {
+        return Err(Error::new(
+            OciCode::ManifestUnknown,
+            format!(
+                "the manifest is {}, which the Accept header does not admit",
+                m.media_type
+            ),
+        ));
+    }
+    let cache = m.cache();
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(m.content)
+    };
+    Ok(answer(&up, cache)
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, hv(&m.media_type))
+        .header(header::CONTENT_LENGTH, m.size)
+        .header(DOCKER_CONTENT_DIGEST, hv(&m.digest))
+        .body(body)
+        .expect("valid response"))
+}
+
+pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Response> {
+    let mut proxy = client(&r)?;
+    let request = |offset, length| BlobRequest {
+        registry: up.registry.clone(),
+        repository: up.repository.clone(),
+        digest: digest.clone(),
+        offset,
+        length,
+    };
+    let range_header = r.headers.get(header::RANGE);
+    // A HEAD, or a Range to resolve against the size, asks for the size first.
+    let stat = if head || range_header.is_some() {
+        Some(proxy.stat_blob(request(0, 0)).await?.into_inner())
+    } else {
+        None
+    };
+    let range = match (range_header, &stat) {
+        (Some(v), Some(s)) => super::blobs::parse_range(v, s.size)?,
+        _ => None,
+    };
+    if let (true, Some(s)) = (head, &stat) {
+        return Ok(answer(&up, s.cache())
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, s.size)
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(DOCKER_CONTENT_DIGEST, hv(&digest))
+            .body(Body::empty())
+            .expect("valid response"));
+    }
+    let (offset, len) = match range {
+        Some((start, end)) => (start, end - start + 1),
+        None => (0, 0),
+    };
+    let mut stream = proxy.read_blob(request(offset, len)).await?.into_inner();
+    let Some(pb::BlobPart {
+        part: Some(pb::blob_part::Part::Header(h)),
+    }) = stream.message().await?
+    else {
+        tracing::error!("proxy blob stream without its header");
+        return Err(Error::new(OciCode::Unknown, "internal error"));
+    };
+    let mut resp = answer(&up, h.cache())
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(DOCKER_CONTENT_DIGEST, hv(&digest));
+    resp = match range {
+        Some((start, end)) => resp
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_LENGTH, end - start + 1)
+            .header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{end}/{}", h.size),
+            ),
+        None => resp
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, h.size),
+    };
+    let data = stream.filter_map(|p| {
+        std::future::ready(match p {
+            Ok(pb::BlobPart {
+                part: Some(pb::blob_part::Part::Data(d)),
+            }) => Some(Ok(d)),
+            Ok(_) => None,
+            Err(s) => {
+                tracing::warn!(status = %s, "proxied blob download broke off");
+                Some(Err(s))
+            }
+        })
+    });
+    Ok(resp.body(Body::from_stream(data)).expect("valid response"))
+}
+
+pub async fn tags(r: Req, up: Upstream) -> Result<Response> {
+    let (n, last) = page_params(&r.params)?;
+    let list = client(&r)?
+        .list_tags(TagsRequest {
+            registry: up.registry.clone(),
+            repository: up.repository.clone(),
+        })
+        .await?
+        .into_inner();
+    let cache = list.cache();
+    let mut tags: Vec<String> = list.tags.into_iter().filter(|t| *t > last).collect();
+    let truncated = n.is_some_and(|n| tags.len() > n as usize);
+    if let Some(n) = n {
+        tags.truncate(n as usize);
+    }
+    let body = axum::Json(serde_json::json!({ "name": r.repo, "tags": tags }));
+    let mut resp = body.into_response();
+    if let (Some(n), Some(last), true) = (n, tags.last(), truncated) {
+        let (k, v) = next_link(&format!("/v2/{}/tags/list", r.repo), n, last);
+        resp.headers_mut().insert(k, v);
+    }
+    resp.headers_mut().insert(TROW_CACHE, hv(cache_name(cache)));
+    if up.ns {
+        resp.headers_mut().insert(OCI_NAMESPACE, hv(&up.registry));
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_requests_go_upstream() {
+        let up = |registry: &str, repository: &str, ns| Upstream {
+            registry: registry.into(),
+            repository: repository.into(),
+            ns,
+        };
+        assert_eq!(
+            Upstream::of("f/docker.io/library/nginx", None, None),
+            Some(up("docker.io", "library/nginx", false))
+        );
+        assert_eq!(
+            Upstream::of("library/nginx", Some("docker.io"), None),
+            Some(up("docker.io", "library/nginx", true))
+        );
+        assert_eq!(Upstream::of("team/app", None, None), None);
+        assert_eq!(
+            Upstream::of("team/app", Some("trow.local"), Some("trow.local")),
+            None
+        );
+        assert_eq!(Upstream::of("team/app", Some(""), None), None);
+    }
+}

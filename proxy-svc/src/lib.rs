@@ -1,0 +1,21 @@
+//! Trow's pull-through cache: answers reads of other registries (`/v2/f/<registry>/...` and
+//! containerd's `?ns=<registry>`) from the storage service, asking the upstream only what it must
+//! and caching what it fetches while the client reads it.
+//!
+//! - [`config`]: the `registry_proxies` section of the config file.
+//! - [`reference`]: what a client wrote (`docker.io`, an alias, `host:port`) → which upstream,
+//!   which repository there, which cached repository here.
+//! - [`ssrf`]: which addresses an unconfigured upstream may not resolve to.
+//! - [`upstream`]: the upstream registry API with its three ways of authenticating.
+//! - [`service`]: what to ask the upstream, what to cache, what to serve when it fails.
+//! - [`server`]: the gRPC server with health and reflection.
+
+pub mod config;
+pub mod reference;
+pub mod server;
+pub mod service;
+pub mod ssrf;
+pub mod upstream;
+
+pub use server::{serve, serve_incoming};
+pub use service::ProxyService;

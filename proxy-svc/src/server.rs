@@ -1,0 +1,99 @@
+//! Serving the proxy service: the Proxy API plus gRPC health and reflection, as every Trow
+//! service does (`grpcurl -plaintext HOST:PORT list`).
+
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use trow_proto::proxy::proxy_server::{Proxy, ProxyServer};
+use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
+
+use crate::service::ProxyService;
+
+/// Serves `service` on `listener` until `shutdown` resolves, then finishes in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<ProxyService>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    serve_incoming(TcpListenerStream::new(listener), service, shutdown).await
+}
+
+/// Serves `service` on any stream of connections (TCP, or in-memory pipes in one process).
+pub async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    service: Arc<ProxyService>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ProxyServer<Shared>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("reflection descriptors are valid");
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("reflection descriptors are valid");
+    let proxy = ProxyServer::new(Shared(service))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(proxy)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// One service behind any number of listeners (the TCP one and the in-process pipes).
+pub struct Shared(pub Arc<ProxyService>);
+
+#[tonic::async_trait]
+impl Proxy for Shared {
+    async fn get_manifest(
+        &self,
+        r: tonic::Request<trow_proto::proxy::ManifestRequest>,
+    ) -> Result<tonic::Response<trow_proto::proxy::Manifest>, tonic::Status> {
+        self.0.get_manifest(r).await
+    }
+
+    async fn stat_blob(
+        &self,
+        r: tonic::Request<trow_proto::proxy::BlobRequest>,
+    ) -> Result<tonic::Response<trow_proto::proxy::BlobHeader>, tonic::Status> {
+        self.0.stat_blob(r).await
+    }
+
+    type ReadBlobStream = <ProxyService as Proxy>::ReadBlobStream;
+
+    async fn read_blob(
+        &self,
+        r: tonic::Request<trow_proto::proxy::BlobRequest>,
+    ) -> Result<tonic::Response<Self::ReadBlobStream>, tonic::Status> {
+        self.0.read_blob(r).await
+    }
+
+    async fn list_tags(
+        &self,
+        r: tonic::Request<trow_proto::proxy::TagsRequest>,
+    ) -> Result<tonic::Response<trow_proto::proxy::TagList>, tonic::Status> {
+        self.0.list_tags(r).await
+    }
+}

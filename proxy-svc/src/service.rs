@@ -1,0 +1,830 @@
+//! The proxy's decisions: when to ask the upstream, what to cache, what to serve when the
+//! upstream fails.
+//!
+//! - A tag is revalidated with one upstream `HEAD` (bounded by `revalidate_timeout`): a cached
+//!   manifest with the digest the upstream names is served as is.
+//! - Digests (manifests and blobs) that are cached never touch the upstream.
+//! - A blob that is not cached is filled through storage (see `BeginFill` in storage.proto): one
+//!   fetch per blob however many clients and replicas ask; every client reads the fill back as
+//!   it grows, so the first byte does not wait for the layer, and a slow client slows nobody.
+//! - When the upstream fails, the cached copy is served (`STALE`) with a warning naming the
+//!   upstream; with nothing cached the client gets an error naming the upstream failure.
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use sha2::Digest as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use trow_proto::oci_code::{self, ErrorCode};
+use trow_proto::proxy::{self as pb, CacheStatus, proxy_server::Proxy};
+use trow_proto::storage::{self as st, storage_client::StorageClient};
+use trow_proto::transport::{MAX_MANIFEST_SIZE, READ_CHUNK_SIZE};
+
+use crate::config::ProxyConfig;
+use crate::reference::{ResolveError, Resolver, Target};
+use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, read_limited};
+
+pub struct ProxyService {
+    resolver: Resolver,
+    upstreams: Arc<Upstreams>,
+    storage: StorageClient<Channel>,
+    offline: bool,
+    revalidate_timeout: Duration,
+}
+
+impl ProxyService {
+    pub fn new(cfg: &ProxyConfig, storage: StorageClient<Channel>) -> Result<ProxyService, String> {
+        Ok(ProxyService {
+            resolver: Resolver::new(cfg),
+            upstreams: Arc::new(Upstreams::new(cfg)?),
+            storage,
+            offline: cfg.offline,
+            revalidate_timeout: cfg.revalidate_timeout,
+        })
+    }
+
+    /// `registry` as the gateway got it: the first segment after `f/`, or the `ns` parameter.
+    fn target(&self, registry: &str, repository: &str) -> Result<Target, Status> {
+        let resolved = if registry.contains(':') || registry.starts_with('[') {
+            self.resolver.resolve_ns(registry, repository)
+        } else {
+            self.resolver
+                .resolve_path(&format!("{registry}/{repository}"))
+        };
+        resolved.map_err(resolve_status)
+    }
+
+    async fn cached_manifest(&self, repo: &str, reference: &str) -> Result<st::Manifest, Status> {
+        let m = self
+            .storage
+            .clone()
+            .get_manifest(st::ManifestRef {
+                repository: repo.to_string(),
+                reference: reference.to_string(),
+            })
+            .await?;
+        Ok(m.into_inner())
+    }
+
+    /// The upstream's current digest for a tag, by `HEAD`; None when it does not say.
+    async fn head_manifest(
+        &self,
+        t: &Target,
+        reference: &str,
+        accept: &HeaderMap,
+    ) -> Result<Option<String>, UpstreamError> {
+        let resp = self
+            .upstreams
+            .send(
+                t,
+                Method::HEAD,
+                &format!("manifests/{reference}"),
+                accept.clone(),
+                Some(self.revalidate_timeout),
+            )
+            .await?;
+        Ok(resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string))
+    }
+
+    /// Fetches a manifest, checks its digest and caches it (tagged when `reference` is a tag).
+    async fn fetch_manifest(
+        &self,
+        t: &Target,
+        reference: &str,
+        accept: &HeaderMap,
+    ) -> Result<st::Manifest, Status> {
+        let host = &t.upstream.host;
+        let resp = self
+            .upstreams
+            .send(
+                t,
+                Method::GET,
+                &format!("manifests/{reference}"),
+                accept.clone(),
+                None,
+            )
+            .await
+            .map_err(|e| upstream_status(&e, ErrorCode::ManifestUnknown))?;
+        let content_type = header_str(resp.headers(), header::CONTENT_TYPE);
+        let claimed = header_str(resp.headers(), "docker-content-digest");
+        let content = read_limited(host, resp, MAX_MANIFEST_SIZE)
+            .await
+            .map_err(|e| upstream_status(&e, ErrorCode::ManifestUnknown))?;
+        let expected = if reference.contains(':') {
+            Some(reference.to_string())
+        } else {
+            (!claimed.is_empty()).then_some(claimed)
+        };
+        if let Some(expected) = &expected
+            && !digest_matches(expected, &content)
+        {
+            tracing::warn!(upstream = %host, repository = %t.repository, %reference,
+                "upstream sent a manifest whose bytes do not match its digest {expected}");
+            return Err(oci_code::upstream_failed(format!(
+                "{host} sent a manifest whose bytes do not match its digest"
+            )));
+        }
+        self.storage
+            .clone()
+            .put_manifest(st::PutManifestRequest {
+                repository: t.cache_repository.clone(),
+                reference: reference.to_string(),
+                content_type,
+                content: content.clone(),
+                cached: true,
+            })
+            .await?;
+        let info = self
+            .storage
+            .clone()
+            .stat_manifest(st::ManifestRef {
+                repository: t.cache_repository.clone(),
+                reference: reference.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(st::Manifest {
+            info: Some(info),
+            content,
+        })
+    }
+
+    /// A tag whose upstream digest is `digest`: the cached manifest of that digest, tagged here
+    /// too (the tag may have moved upstream to a manifest cached under another tag).
+    async fn cached_as(
+        &self,
+        t: &Target,
+        tag: &str,
+        digest: &str,
+    ) -> Result<Option<st::Manifest>, Status> {
+        let repo = &t.cache_repository;
+        let m = match self.cached_manifest(repo, digest).await {
+            Ok(m) => m,
+            Err(s) if s.code() == Code::NotFound => return Ok(None),
+            Err(s) => return Err(s),
+        };
+        let tagged = self.cached_manifest(repo, tag).await.ok();
+        if tagged.and_then(|m| m.info).map(|i| i.digest).as_deref() != Some(digest) {
+            let media_type = m.info.as_ref().map(|i| i.media_type.clone());
+            self.storage
+                .clone()
+                .put_manifest(st::PutManifestRequest {
+                    repository: repo.clone(),
+                    reference: tag.to_string(),
+                    content_type: media_type.unwrap_or_default(),
+                    content: m.content.clone(),
+                    cached: true,
+                })
+                .await?;
+        }
+        Ok(Some(m))
+    }
+
+    async fn manifest(
+        &self,
+        r: &pb::ManifestRequest,
+    ) -> Result<(st::Manifest, CacheStatus), Status> {
+        let t = self.target(&r.registry, &r.repository)?;
+        let repo = &t.cache_repository;
+        let accept = accept_headers();
+        let by_digest = r.reference.contains(':');
+        if by_digest {
+            match self.cached_manifest(repo, &r.reference).await {
+                Ok(m) => return Ok((m, CacheStatus::Hit)),
+                Err(s) if s.code() != Code::NotFound || self.offline => return Err(s),
+                Err(_) => {}
+            }
+            let m = self.fetch_manifest(&t, &r.reference, &accept).await?;
+            return Ok((m, CacheStatus::Miss));
+        }
+        if self.offline {
+            return Ok((
+                self.cached_manifest(repo, &r.reference).await?,
+                CacheStatus::Hit,
+            ));
+        }
+        let failure = match self.head_manifest(&t, &r.reference, &accept).await {
+            Ok(Some(digest)) => {
+                if let Some(m) = self.cached_as(&t, &r.reference, &digest).await? {
+                    return Ok((m, CacheStatus::Revalidated));
+                }
+                match self.fetch_manifest(&t, &digest, &accept).await {
+                    Ok(_) => {}
+                    Err(s) => return self.stale_or(&t, &r.reference, s).await,
+                }
+                let m = self
+                    .cached_as(&t, &r.reference, &digest)
+                    .await?
+                    .ok_or_else(|| Status::internal("cached manifest vanished"))?;
+                return Ok((m, CacheStatus::Miss));
+            }
+            Ok(None) => match self.fetch_manifest(&t, &r.reference, &accept).await {
+                Ok(m) => return Ok((m, CacheStatus::Miss)),
+                Err(s) => s,
+            },
+            Err(e @ UpstreamError::NotFound { .. }) => {
+                return Err(oci_code::status(
+                    Code::NotFound,
+                    ErrorCode::ManifestUnknown,
+                    e.to_string(),
+                ));
+            }
+            Err(e) => upstream_status(&e, ErrorCode::ManifestUnknown),
+        };
+        self.stale_or(&t, &r.reference, failure).await
+    }
+
+    /// The cached copy of a tag when the upstream failed with `failure`; else the failure.
+    async fn stale_or(
+        &self,
+        t: &Target,
+        tag: &str,
+        failure: Status,
+    ) -> Result<(st::Manifest, CacheStatus), Status> {
+        match self.cached_manifest(&t.cache_repository, tag).await {
+            Ok(m) => {
+                tracing::warn!(upstream = %t.upstream.host, repository = %t.repository, %tag,
+                    failure = %failure.message(), "upstream failed: serving the cached manifest");
+                Ok((m, CacheStatus::Stale))
+            }
+            Err(_) => Err(failure),
+        }
+    }
+
+    /// Starts filling a blob when this caller is to fill it; says whether it was cached.
+    async fn join_fill(&self, t: &Target, digest: &str) -> Result<bool, Status> {
+        use st::fill_state::Role;
+        if self.offline {
+            return Ok(true);
+        }
+        let state = self
+            .storage
+            .clone()
+            .begin_fill(st::BeginFillRequest {
+                repository: t.cache_repository.clone(),
+                digest: digest.to_string(),
+            })
+            .await?
+            .into_inner();
+        match state.role() {
+            Role::Present => Ok(true),
+            Role::Follower => Ok(false),
+            Role::Filler => {
+                let filler = Filler {
+                    upstreams: self.upstreams.clone(),
+                    storage: self.storage.clone(),
+                    target: t.clone(),
+                    digest: digest.to_string(),
+                    upload_id: state.upload_id,
+                    offset: state.offset,
+                };
+                filler.start().await?;
+                Ok(false)
+            }
+            Role::Unspecified => Err(Status::internal("storage answered no fill role")),
+        }
+    }
+}
+
+/// One blob fetched from its upstream into storage, detached from the client that asked: a
+/// client that goes away does not cut the fill the next client will want.
+struct Filler {
+    upstreams: Arc<Upstreams>,
+    storage: StorageClient<Channel>,
+    target: Target,
+    digest: String,
+    upload_id: String,
+    offset: u64,
+}
+
+impl Filler {
+    /// Asks the upstream for the blob (from the fill's offset); once it answers, the bytes go
+    /// into storage in the background. An upstream that fails before sending anything ends the
+    /// fill at once, so its readers fail fast, and the failure goes to the caller.
+    async fn start(self) -> Result<(), Status> {
+        let t = &self.target;
+        let mut headers = HeaderMap::new();
+        if self.offset > 0 {
+            headers.insert(
+                header::RANGE,
+                HeaderValue::from_str(&format!("bytes={}-", self.offset)).expect("range"),
+            );
+        }
+        let sent = self
+            .upstreams
+            .send(
+                t,
+                Method::GET,
+                &format!("blobs/{}", self.digest),
+                headers,
+                None,
+            )
+            .await;
+        let resp = match sent {
+            Ok(r) if r.content_length().is_some() => r,
+            Ok(_) => {
+                self.cancel().await;
+                return Err(oci_code::upstream_failed(format!(
+                    "upstream {} did not say the blob's size",
+                    t.upstream.host
+                )));
+            }
+            Err(e) => {
+                self.cancel().await;
+                tracing::warn!(upstream = %t.upstream.host, digest = %self.digest, error = %e,
+                    "fetching a blob failed");
+                return Err(upstream_status(&e, ErrorCode::BlobUnknown));
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = self.store(resp).await {
+                tracing::warn!(upstream = %self.target.upstream.host, digest = %self.digest,
+                    error = %e, "filling a blob failed");
+            }
+        });
+        Ok(())
+    }
+
+    /// Appends the upstream's bytes to the fill and completes it (verifying the digest).
+    async fn store(&self, resp: reqwest::Response) -> Result<(), String> {
+        let t = &self.target;
+        let ranged = resp.status() == StatusCode::PARTIAL_CONTENT;
+        let len = resp.content_length().unwrap_or(0);
+        // An upstream that ignores the Range sends everything: skip what is stored.
+        let (total, mut skip) = if ranged {
+            (self.offset + len, 0)
+        } else {
+            (len, self.offset)
+        };
+        let header = st::AppendUploadRequest {
+            part: Some(st::append_upload_request::Part::Header(st::AppendHeader {
+                repository: t.cache_repository.clone(),
+                upload_id: self.upload_id.clone(),
+                offset: Some(self.offset),
+                fill_size: Some(total),
+            })),
+        };
+        let body = resp.bytes_stream().filter_map(move |c| {
+            let out = match c {
+                Ok(mut b) if skip > 0 => {
+                    let n = (skip as usize).min(b.len());
+                    skip -= n as u64;
+                    let _ = b.split_to(n);
+                    (!b.is_empty()).then_some(Ok(b))
+                }
+                other => Some(other),
+            };
+            std::future::ready(out)
+        });
+        let host = t.upstream.host.clone();
+        let data = regroup(body).map(move |c| match c {
+            Ok(data) => st::AppendUploadRequest {
+                part: Some(st::append_upload_request::Part::Data(data)),
+            },
+            // Ends the append: the bytes so far stay, and a reader that finds the fill stalled
+            // takes it over from there.
+            Err(e) => {
+                tracing::warn!(upstream = %host, error = %e, "upstream blob download broke off");
+                st::AppendUploadRequest { part: None }
+            }
+        });
+        let requests = futures::stream::once(async { header }).chain(data);
+        let appended = self
+            .storage
+            .clone()
+            .append_upload(requests)
+            .await
+            .map_err(|s| format!("storing the fetched bytes: {}", s.message()))?
+            .into_inner();
+        if appended.size != total {
+            return Err(format!("upstream sent {} of {total} bytes", appended.size));
+        }
+        match self
+            .storage
+            .clone()
+            .complete_upload(st::CompleteUploadRequest {
+                repository: t.cache_repository.clone(),
+                upload_id: self.upload_id.clone(),
+                digest: self.digest.clone(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if oci_code::of(&s) == Some(ErrorCode::DigestInvalid) => Err(format!(
+                "the upstream sent bytes that do not match the digest ({}); nothing was cached",
+                s.message()
+            )),
+            Err(s) => Err(format!("committing the blob: {}", s.message())),
+        }
+    }
+
+    async fn cancel(&self) {
+        let _ = self
+            .storage
+            .clone()
+            .cancel_upload(st::UploadRef {
+                repository: self.target.cache_repository.clone(),
+                upload_id: self.upload_id.clone(),
+            })
+            .await;
+    }
+}
+
+/// Upstream bodies arrive in small pieces; storage flushes each chunk of a fill for its
+/// readers, so the pieces that are ready are gathered into chunks of up to 256 KiB.
+fn regroup<S>(body: S) -> impl Stream<Item = reqwest::Result<Bytes>>
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+{
+    let body = Box::pin(body.ready_chunks(64));
+    futures::stream::unfold(
+        (body, BytesMut::new(), false),
+        |(mut body, mut buf, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                match body.next().await {
+                    Some(pieces) => {
+                        for p in pieces {
+                            match p {
+                                Ok(b) => buf.extend_from_slice(&b),
+                                Err(e) => return Some((Err(e), (body, buf, true))),
+                            }
+                        }
+                        if !buf.is_empty() {
+                            let n = buf.len().min(READ_CHUNK_SIZE);
+                            let out = buf.split_to(n).freeze();
+                            return Some((Ok(out), (body, buf, false)));
+                        }
+                    }
+                    None if buf.is_empty() => return None,
+                    None => {
+                        let n = buf.len().min(READ_CHUNK_SIZE);
+                        let out = buf.split_to(n).freeze();
+                        let ended = buf.is_empty();
+                        return Some((Ok(out), (body, buf, ended)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Every manifest type Trow stores: an upstream that converts for older clients (distribution
+/// turns a schema 2 manifest into schema 1 for `Accept: */*`) must send the original.
+fn accept_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::ACCEPT,
+        HeaderValue::from_str(&MANIFEST_TYPES.join(", ")).expect("valid header"),
+    );
+    h
+}
+
+/// Whether `content` hashes to `digest` (`sha256:` or `sha512:`).
+fn digest_matches(digest: &str, content: &[u8]) -> bool {
+    match digest.split_once(':') {
+        Some(("sha256", hex)) => hex::encode(sha2::Sha256::digest(content)) == hex,
+        Some(("sha512", hex)) => hex::encode(sha2::Sha512::digest(content)) == hex,
+        _ => false,
+    }
+}
+
+fn resolve_status(e: ResolveError) -> Status {
+    let code = match e {
+        ResolveError::NotConfigured(_) => ErrorCode::Denied,
+        _ => ErrorCode::NameInvalid,
+    };
+    let grpc = if code == ErrorCode::Denied {
+        Code::PermissionDenied
+    } else {
+        Code::InvalidArgument
+    };
+    oci_code::status(grpc, code, e.to_string())
+}
+
+/// An upstream failure as the client is to see it (see proxy.proto); `not_found` is the code
+/// of what was asked for.
+fn upstream_status(e: &UpstreamError, not_found: ErrorCode) -> Status {
+    match e {
+        UpstreamError::Refused(m) => oci_code::status(Code::PermissionDenied, ErrorCode::Denied, m),
+        UpstreamError::NotFound { .. } => {
+            oci_code::status(Code::NotFound, not_found, e.to_string())
+        }
+        e => oci_code::upstream_failed(format!("upstream {e}")),
+    }
+}
+
+type PartStream = Pin<Box<dyn Stream<Item = Result<pb::BlobPart, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Proxy for ProxyService {
+    async fn get_manifest(
+        &self,
+        req: Request<pb::ManifestRequest>,
+    ) -> Result<Response<pb::Manifest>, Status> {
+        let r = req.into_inner();
+        let (m, cache) = self.manifest(&r).await?;
+        let info = m.info.unwrap_or_default();
+        Ok(Response::new(pb::Manifest {
+            digest: info.digest,
+            media_type: info.media_type,
+            size: info.size,
+            content: if r.head { Bytes::new() } else { m.content },
+            cache: cache.into(),
+        }))
+    }
+
+    async fn stat_blob(
+        &self,
+        req: Request<pb::BlobRequest>,
+    ) -> Result<Response<pb::BlobHeader>, Status> {
+        let r = req.into_inner();
+        let t = self.target(&r.registry, &r.repository)?;
+        let cached = self
+            .storage
+            .clone()
+            .stat_blob(st::BlobRef {
+                repository: t.cache_repository.clone(),
+                digest: r.digest.clone(),
+            })
+            .await;
+        match cached {
+            Ok(b) => {
+                return Ok(Response::new(pb::BlobHeader {
+                    size: b.into_inner().size,
+                    cache: CacheStatus::Hit.into(),
+                }));
+            }
+            Err(s) if s.code() != Code::NotFound || self.offline => return Err(s),
+            Err(_) => {}
+        }
+        let resp = self
+            .upstreams
+            .send(
+                &t,
+                Method::HEAD,
+                &format!("blobs/{}", r.digest),
+                HeaderMap::new(),
+                None,
+            )
+            .await
+            .map_err(|e| upstream_status(&e, ErrorCode::BlobUnknown))?;
+        let size = resp.content_length().ok_or_else(|| {
+            oci_code::upstream_failed(format!(
+                "upstream {} did not say the blob's size",
+                t.upstream.host
+            ))
+        })?;
+        Ok(Response::new(pb::BlobHeader {
+            size,
+            cache: CacheStatus::Miss.into(),
+        }))
+    }
+
+    type ReadBlobStream = PartStream;
+
+    async fn read_blob(
+        &self,
+        req: Request<pb::BlobRequest>,
+    ) -> Result<Response<PartStream>, Status> {
+        let r = req.into_inner();
+        let t = self.target(&r.registry, &r.repository)?;
+        let fill_req = st::ReadBlobRequest {
+            repository: t.cache_repository.clone(),
+            digest: r.digest.clone(),
+            offset: r.offset,
+            length: r.length,
+        };
+        // A fill that failed or stalled before this reader got its header: ask again (the
+        // caller may become the filler and see the upstream's own answer).
+        let mut attempts = 0;
+        let (cached, mut stream) = loop {
+            let cached = self.join_fill(&t, &r.digest).await?;
+            match self.storage.clone().read_fill(fill_req.clone()).await {
+                Ok(s) => break (cached, s.into_inner()),
+                Err(s) if s.code() == Code::Aborted && attempts < RESUMES => attempts += 1,
+                Err(s) => return Err(s),
+            }
+        };
+        let size = match stream.message().await? {
+            Some(st::FillPart {
+                part: Some(st::fill_part::Part::Header(h)),
+            }) => h.size,
+            _ => return Err(Status::internal("a fill stream without its header")),
+        };
+        let header = pb::BlobPart {
+            part: Some(pb::blob_part::Part::Header(pb::BlobHeader {
+                size,
+                cache: if cached {
+                    CacheStatus::Hit
+                } else {
+                    CacheStatus::Miss
+                }
+                .into(),
+            })),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let resume = Resume {
+            service: ProxyHandle {
+                storage: self.storage.clone(),
+                upstreams: self.upstreams.clone(),
+                offline: self.offline,
+            },
+            target: t,
+            request: fill_req,
+        };
+        tokio::spawn(resume.forward(stream, tx));
+        let data = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(
+            futures::stream::once(async { Ok(header) }).chain(data),
+        )))
+    }
+
+    async fn list_tags(
+        &self,
+        req: Request<pb::TagsRequest>,
+    ) -> Result<Response<pb::TagList>, Status> {
+        let r = req.into_inner();
+        let t = self.target(&r.registry, &r.repository)?;
+        if !self.offline {
+            let fetched = async {
+                let resp = self
+                    .upstreams
+                    .send(
+                        &t,
+                        Method::GET,
+                        "tags/list",
+                        HeaderMap::new(),
+                        Some(self.revalidate_timeout),
+                    )
+                    .await?;
+                let body = read_limited(&t.upstream.host, resp, MAX_MANIFEST_SIZE).await?;
+                #[derive(serde::Deserialize)]
+                struct Tags {
+                    tags: Option<Vec<String>>,
+                }
+                serde_json::from_slice::<Tags>(&body).map_err(|e| UpstreamError::Invalid {
+                    host: t.upstream.host.clone(),
+                    reason: format!("tag list: {e}"),
+                })
+            }
+            .await;
+            match fetched {
+                Ok(list) => {
+                    let mut tags = list.tags.unwrap_or_default();
+                    tags.sort();
+                    return Ok(Response::new(pb::TagList {
+                        tags,
+                        cache: CacheStatus::Miss.into(),
+                    }));
+                }
+                Err(e @ UpstreamError::NotFound { .. }) => {
+                    return Err(oci_code::status(
+                        Code::NotFound,
+                        ErrorCode::NameUnknown,
+                        e.to_string(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %t.upstream.host, error = %e, "upstream tag list failed: serving the cached tags");
+                }
+            }
+        }
+        let mut pages = self
+            .storage
+            .clone()
+            .list_tags(st::ListRequest {
+                repository: t.cache_repository.clone(),
+                limit: 0,
+                last: String::new(),
+            })
+            .await?
+            .into_inner();
+        let mut tags = Vec::new();
+        while let Some(page) = pages.message().await? {
+            tags.extend(page.names);
+        }
+        Ok(Response::new(pb::TagList {
+            tags,
+            cache: if self.offline {
+                CacheStatus::Hit
+            } else {
+                CacheStatus::Stale
+            }
+            .into(),
+        }))
+    }
+}
+
+/// What a blob download needs to pick up a stalled fill.
+struct ProxyHandle {
+    storage: StorageClient<Channel>,
+    upstreams: Arc<Upstreams>,
+    offline: bool,
+}
+
+/// Forwards a fill to the client; when the fill stalls or fails mid-way, asks storage again
+/// (taking the fill over if its filler is gone) and goes on from the byte the client is at.
+struct Resume {
+    service: ProxyHandle,
+    target: Target,
+    request: st::ReadBlobRequest,
+}
+
+/// Times a download picks a stalled fill up again before giving up.
+const RESUMES: usize = 3;
+
+impl Resume {
+    async fn forward(
+        mut self,
+        mut stream: tonic::Streaming<st::FillPart>,
+        tx: tokio::sync::mpsc::Sender<Result<pb::BlobPart, Status>>,
+    ) {
+        let mut sent = 0u64;
+        let mut resumes = 0;
+        loop {
+            let failure = loop {
+                match stream.message().await {
+                    Ok(Some(st::FillPart {
+                        part: Some(st::fill_part::Part::Data(d)),
+                    })) => {
+                        sent += d.len() as u64;
+                        let part = pb::BlobPart {
+                            part: Some(pb::blob_part::Part::Data(d)),
+                        };
+                        if tx.send(Ok(part)).await.is_err() {
+                            return; // The client went away; the fill goes on without it.
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return,
+                    Err(s) => break s,
+                }
+            };
+            if failure.code() != Code::Aborted || resumes == RESUMES || self.service.offline {
+                let _ = tx.send(Err(failure)).await;
+                return;
+            }
+            resumes += 1;
+            match self.restart(sent).await {
+                Ok(s) => stream = s,
+                Err(s) => {
+                    let _ = tx.send(Err(s)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn restart(&mut self, sent: u64) -> Result<tonic::Streaming<st::FillPart>, Status> {
+        use st::fill_state::Role;
+        let s = &self.service;
+        let state = s
+            .storage
+            .clone()
+            .begin_fill(st::BeginFillRequest {
+                repository: self.target.cache_repository.clone(),
+                digest: self.request.digest.clone(),
+            })
+            .await?
+            .into_inner();
+        if state.role() == Role::Filler {
+            let filler = Filler {
+                upstreams: s.upstreams.clone(),
+                storage: s.storage.clone(),
+                target: self.target.clone(),
+                digest: self.request.digest.clone(),
+                upload_id: state.upload_id,
+                offset: state.offset,
+            };
+            filler.start().await?;
+        }
+        let mut req = self.request.clone();
+        req.offset += sent;
+        if req.length > 0 {
+            req.length -= sent;
+        }
+        let mut stream = s.storage.clone().read_fill(req).await?.into_inner();
+        // The header again; the bytes go on from where the client is.
+        stream.message().await?;
+        Ok(stream)
+    }
+}

@@ -1,0 +1,400 @@
+//! Talking to upstream registries: the registry API over reqwest (rustls), with the three ways
+//! registries authenticate — none, Basic, and the bearer-token flow (a 401 naming a token realm,
+//! a token fetched from it for the repository's pull scope and reused until it expires).
+//!
+//! Credentials go only where they belong: Basic credentials to the configured host, and to the
+//! token realm that host names. Redirects (to blob storage or a CDN) are followed without them:
+//! reqwest drops `Authorization` when a redirect leaves the origin. Nothing here logs a secret.
+
+use bytes::Bytes;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::ProxyConfig;
+use crate::reference::Target;
+use crate::ssrf::{self, GuardedResolver};
+
+/// Every manifest type Trow stores, asked for when the client said nothing.
+pub const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// An upstream failure, said so that a client (and an operator reading the log) knows which
+/// upstream failed how. Never carries a credential.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{host} has no {what}")]
+    NotFound { host: String, what: String },
+    #[error("{host} refused the credentials ({status})")]
+    Unauthorized { host: String, status: u16 },
+    #[error("{host} answered 429 Too Many Requests")]
+    TooManyRequests { host: String },
+    #[error("{host} answered {status}")]
+    Status { host: String, status: u16 },
+    #[error("{host} did not answer in time")]
+    Timeout { host: String },
+    #[error("cannot reach {host}: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("{host} sent an invalid answer: {reason}")]
+    Invalid { host: String, reason: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl UpstreamError {
+    fn from_reqwest(host: &str, e: reqwest::Error) -> UpstreamError {
+        let host = host.to_string();
+        if e.is_timeout() {
+            return UpstreamError::Timeout { host };
+        }
+        // The innermost cause says what went wrong (refused, DNS, TLS), without URLs.
+        let mut source: &dyn std::error::Error = &e;
+        while let Some(s) = source.source() {
+            source = s;
+        }
+        UpstreamError::Unreachable {
+            host,
+            reason: source.to_string(),
+        }
+    }
+}
+
+/// A cached bearer token.
+#[derive(Clone)]
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+/// The upstream registry API, shared by every request of the proxy.
+pub struct Upstreams {
+    /// Clients by config entry host (an extra CA makes a client of its own); `default` for the rest.
+    clients: HashMap<String, reqwest::Client>,
+    default: reqwest::Client,
+    /// Bearer tokens by (realm host's registry, scope).
+    tokens: Mutex<HashMap<(String, String), Token>>,
+    /// Hosts that asked for Basic auth: credentials go with the first request next time.
+    basic: Mutex<std::collections::HashSet<String>>,
+}
+
+/// How long a connection attempt or one read of an upstream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn client_builder(resolver: Arc<GuardedResolver>) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .dns_resolver(resolver)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .user_agent(concat!("trow/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+}
+
+impl Upstreams {
+    pub fn new(cfg: &ProxyConfig) -> Result<Upstreams, String> {
+        let resolver = Arc::new(GuardedResolver::for_config(cfg));
+        let mut clients = HashMap::new();
+        for r in &cfg.registries {
+            let Some(ca) = &r.ca_file else { continue };
+            let pem =
+                std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+            let mut b = client_builder(resolver.clone());
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{}: not a PEM certificate: {e}", ca.display()))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+            let c = b.build().map_err(|e| e.to_string())?;
+            clients.insert(r.host.clone(), c);
+        }
+        let default = client_builder(resolver)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Upstreams {
+            clients,
+            default,
+            tokens: Mutex::new(HashMap::new()),
+            basic: Mutex::new(Default::default()),
+        })
+    }
+
+    fn client(&self, t: &Target) -> &reqwest::Client {
+        t.registry
+            .as_ref()
+            .and_then(|r| self.clients.get(&r.host))
+            .unwrap_or(&self.default)
+    }
+
+    /// Sends `method` to `/v2/<repository>/<path>` of the target's upstream, authenticating as
+    /// the upstream asks. Answers other than 2xx come back as errors, except `allow` statuses.
+    pub async fn send(
+        &self,
+        t: &Target,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let host = t.upstream.host.clone();
+        ssrf::check_literal(host_only(&host), t.registry.is_some())
+            .map_err(|e| UpstreamError::Refused(e.to_string()))?;
+        let url = format!("{}/v2/{}/{}", t.upstream.base_url(), t.repository, path);
+        let scope = format!("repository:{}:pull", t.repository);
+        let mut auth = self.known_auth(t, &scope);
+        for attempt in 0..2 {
+            let mut req = self
+                .client(t)
+                .request(method.clone(), &url)
+                .headers(headers.clone());
+            if let Some(a) = &auth {
+                req = req.header(header::AUTHORIZATION, a.clone());
+            }
+            if let Some(d) = timeout {
+                req = req.timeout(d);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| UpstreamError::from_reqwest(&host, e))?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
+                let challenge = resp
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                match self.answer_challenge(t, &challenge, &scope).await? {
+                    Some(a) => {
+                        auth = Some(a);
+                        continue;
+                    }
+                    None => return Err(UpstreamError::Unauthorized { host, status: 401 }),
+                }
+            }
+            return check_status(&host, resp, path);
+        }
+        Err(UpstreamError::Unauthorized { host, status: 401 })
+    }
+
+    /// The `Authorization` to send up front: a live token, or Basic for a host that asked.
+    fn known_auth(&self, t: &Target, scope: &str) -> Option<HeaderValue> {
+        let key = (t.upstream.host.clone(), scope.to_string());
+        if let Some(tok) = self.tokens.lock().expect("tokens lock").get(&key)
+            && tok.expires > Instant::now()
+        {
+            return bearer(&tok.value);
+        }
+        if self
+            .basic
+            .lock()
+            .expect("basic lock")
+            .contains(&t.upstream.host)
+        {
+            return basic(t);
+        }
+        None
+    }
+
+    /// Answers a 401's challenge: Basic with the configured credentials, or a bearer token from
+    /// the realm. None when there is nothing to answer with.
+    async fn answer_challenge(
+        &self,
+        t: &Target,
+        challenge: &str,
+        scope: &str,
+    ) -> Result<Option<HeaderValue>, UpstreamError> {
+        let host = &t.upstream.host;
+        let (scheme, params) = parse_challenge(challenge);
+        match scheme.as_str() {
+            "basic" => {
+                let a = basic(t);
+                if a.is_some() {
+                    self.basic.lock().expect("basic lock").insert(host.clone());
+                }
+                Ok(a)
+            }
+            "bearer" => {
+                let Some(realm) = params.get("realm") else {
+                    return Err(UpstreamError::Invalid {
+                        host: host.clone(),
+                        reason: "a Bearer challenge without a realm".into(),
+                    });
+                };
+                let mut q: Vec<(&str, &str)> = vec![("scope", scope)];
+                if let Some(service) = params.get("service") {
+                    q.push(("service", service));
+                }
+                let mut req = self.client(t).get(realm).query(&q);
+                if let Some(a) = basic(t) {
+                    req = req.header(header::AUTHORIZATION, a);
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| UpstreamError::from_reqwest(host, e))?;
+                if !resp.status().is_success() {
+                    return Err(UpstreamError::Unauthorized {
+                        host: host.clone(),
+                        status: resp.status().as_u16(),
+                    });
+                }
+                let body: TokenAnswer = resp.json().await.map_err(|e| UpstreamError::Invalid {
+                    host: host.clone(),
+                    reason: format!("token answer: {e}"),
+                })?;
+                let value =
+                    body.token
+                        .or(body.access_token)
+                        .ok_or_else(|| UpstreamError::Invalid {
+                            host: host.clone(),
+                            reason: "token answer without a token".into(),
+                        })?;
+                // Tokens live 60 s unless told otherwise; renew a little early.
+                let life = Duration::from_secs(body.expires_in.unwrap_or(60).max(10) - 5);
+                self.tokens.lock().expect("tokens lock").insert(
+                    (host.clone(), scope.to_string()),
+                    Token {
+                        value: value.clone(),
+                        expires: Instant::now() + life,
+                    },
+                );
+                Ok(bearer(&value))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+fn host_only(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+fn bearer(token: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+fn basic(t: &Target) -> Option<HeaderValue> {
+    use base64::Engine;
+    let r = t.registry.as_ref()?;
+    let user = r.username.as_deref()?;
+    let pass = r.password.as_ref().map(|p| p.expose()).unwrap_or("");
+    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let mut v = HeaderValue::from_str(&format!("Basic {enc}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// `Bearer realm="...",service="..."` → ("bearer", {realm, service}).
+fn parse_challenge(s: &str) -> (String, HashMap<String, String>) {
+    let s = s.trim();
+    let (scheme, rest) = s.split_once(' ').unwrap_or((s, ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((k, after)) = rest.split_once('=') else {
+            break;
+        };
+        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let (v, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"').unwrap_or(quoted.len());
+            (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        params.insert(k, v.to_string());
+        rest = after.trim_start_matches(',').trim();
+    }
+    (scheme.to_ascii_lowercase(), params)
+}
+
+fn check_status(
+    host: &str,
+    resp: reqwest::Response,
+    path: &str,
+) -> Result<reqwest::Response, UpstreamError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let host = host.to_string();
+    Err(match status {
+        StatusCode::NOT_FOUND => UpstreamError::NotFound {
+            host,
+            what: path.to_string(),
+        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => UpstreamError::Unauthorized {
+            host,
+            status: status.as_u16(),
+        },
+        StatusCode::TOO_MANY_REQUESTS => UpstreamError::TooManyRequests { host },
+        s => UpstreamError::Status {
+            host,
+            status: s.as_u16(),
+        },
+    })
+}
+
+/// Reads a whole body of at most `limit` bytes (manifests).
+pub async fn read_limited(
+    host: &str,
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, UpstreamError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| UpstreamError::from_reqwest(host, e))?
+    {
+        if out.len() + chunk.len() > limit {
+            return Err(UpstreamError::Invalid {
+                host: host.to_string(),
+                reason: format!("manifest larger than {limit} bytes"),
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#,
+        );
+        assert_eq!(s, "bearer");
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/nginx:pull");
+        let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!(s, "basic");
+        assert_eq!(p["realm"], "Registry Realm");
+        assert_eq!(host_only("[::1]:5000"), "::1");
+        assert_eq!(host_only("127.0.0.2:80"), "127.0.0.2");
+    }
+}

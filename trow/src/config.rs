@@ -1,0 +1,70 @@
+//! The `--config-file` YAML: one section per service (the proxy's `registry_proxies` today;
+//! admission's `image_validation` next), in the format of the original Trow. Unknown keys and
+//! bad values stop the start-up with the key named, rather than running with a silent default.
+
+use std::path::Path;
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The pull-through cache: which upstreams, with which credentials (see `trow_proxy::config`).
+    #[serde(default)]
+    pub registry_proxies: Option<trow_proxy::config::ProxyConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Invalid(String, serde_yaml::Error),
+}
+
+impl FileConfig {
+    /// The config in `path`; no path is the defaults.
+    pub fn load(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let shown = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(shown.clone(), e))?;
+        FileConfig::parse(&text).map_err(|e| ConfigError::Invalid(shown, e))
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        serde_yaml::from_str(text)
+    }
+
+    /// The proxy's config; the defaults when the file has none.
+    pub fn proxy(&self) -> trow_proxy::config::ProxyConfig {
+        self.registry_proxies.clone().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = FileConfig::parse("registry_proxie:\n  offline: true\n").unwrap_err();
+        assert!(e.to_string().contains("registry_proxie"), "{e}");
+        let e = FileConfig::parse(
+            "registry_proxies:\n  registries:\n    - host: a.example\n      pasword: x\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("pasword"), "{e}");
+        let c = FileConfig::parse(
+            "registry_proxies:\n  offline: true\n  registries:\n    - host: A.example:5000\n      alias: a\n",
+        )
+        .unwrap();
+        let p = c.proxy();
+        assert!(p.offline);
+        assert_eq!(p.registries[0].host, "a.example:5000");
+        assert!(FileConfig::parse("").unwrap().registry_proxies.is_none());
+    }
+}
