@@ -95,13 +95,104 @@ impl ProxyService {
             .map(str::to_string))
     }
 
-    /// Fetches a manifest, checks its digest and caches it (tagged when `reference` is a tag).
+    /// Fetches a manifest and caches it (tagged when `reference` is a tag). By digest, through a
+    /// fill: however many clients and replicas ask at once, the upstream is asked once.
     async fn fetch_manifest(
         &self,
         t: &Target,
         reference: &str,
         accept: &HeaderMap,
     ) -> Result<st::Manifest, Status> {
+        if !reference.contains(':') {
+            let (content, content_type) = self.download_manifest(t, reference, accept).await?;
+            return self
+                .store_manifest(t, reference, content_type, content)
+                .await;
+        }
+        use st::fill_state::Role;
+        let mut attempts = 0;
+        loop {
+            let state = self
+                .storage
+                .clone()
+                .begin_fill(st::BeginFillRequest {
+                    repository: t.cache_repository.clone(),
+                    digest: reference.to_string(),
+                })
+                .await?
+                .into_inner();
+            if state.role() == Role::Filler {
+                let filler = Filler {
+                    upstreams: self.upstreams.clone(),
+                    storage: self.storage.clone(),
+                    target: t.clone(),
+                    digest: reference.to_string(),
+                    upload_id: state.upload_id,
+                    offset: state.offset,
+                };
+                let (content, content_type) =
+                    match self.download_manifest(t, reference, accept).await {
+                        Ok(m) => m,
+                        Err(s) => {
+                            filler.cancel().await;
+                            return Err(s);
+                        }
+                    };
+                filler.store_bytes(content.clone()).await?;
+                return self
+                    .store_manifest(t, reference, content_type, content)
+                    .await;
+            }
+            match self.read_whole_fill(t, reference).await {
+                Ok(content) => {
+                    return self
+                        .store_manifest(t, reference, String::new(), content)
+                        .await;
+                }
+                Err(s) if s.code() == Code::Aborted && attempts < RESUMES => attempts += 1,
+                Err(s) => return Err(s),
+            }
+        }
+    }
+
+    /// A fill's bytes, whole (a manifest: at most 4 MiB).
+    async fn read_whole_fill(&self, t: &Target, digest: &str) -> Result<Bytes, Status> {
+        let mut stream = self
+            .storage
+            .clone()
+            .read_fill(st::ReadBlobRequest {
+                repository: t.cache_repository.clone(),
+                digest: digest.to_string(),
+                offset: 0,
+                length: 0,
+            })
+            .await?
+            .into_inner();
+        let mut out = BytesMut::new();
+        while let Some(part) = stream.message().await? {
+            match part.part {
+                Some(st::fill_part::Part::Data(d)) => out.extend_from_slice(&d),
+                Some(st::fill_part::Part::Header(h)) if h.size > MAX_MANIFEST_SIZE as u64 => {
+                    return Err(oci_code::status(
+                        Code::InvalidArgument,
+                        ErrorCode::ManifestInvalid,
+                        "manifest too large",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// GETs a manifest from the upstream and checks it hashes to its digest (the one asked
+    /// for, else the one the upstream names). Returns its bytes and Content-Type.
+    async fn download_manifest(
+        &self,
+        t: &Target,
+        reference: &str,
+        accept: &HeaderMap,
+    ) -> Result<(Bytes, String), Status> {
         let host = &t.upstream.host;
         let resp = self
             .upstreams
@@ -133,6 +224,17 @@ impl ProxyService {
                 "{host} sent a manifest whose bytes do not match its digest"
             )));
         }
+        Ok((content, content_type))
+    }
+
+    /// Caches a manifest under `reference` and answers with it.
+    async fn store_manifest(
+        &self,
+        t: &Target,
+        reference: &str,
+        content_type: String,
+        content: Bytes,
+    ) -> Result<st::Manifest, Status> {
         self.storage
             .clone()
             .put_manifest(st::PutManifestRequest {
@@ -425,6 +527,36 @@ impl Filler {
             )),
             Err(s) => Err(format!("committing the blob: {}", s.message())),
         }
+    }
+
+    /// Fills with bytes already in hand (a manifest), from the fill's offset on.
+    async fn store_bytes(&self, content: Bytes) -> Result<(), Status> {
+        let t = &self.target;
+        let rest = content.slice((self.offset as usize).min(content.len())..);
+        let header = st::AppendUploadRequest {
+            part: Some(st::append_upload_request::Part::Header(st::AppendHeader {
+                repository: t.cache_repository.clone(),
+                upload_id: self.upload_id.clone(),
+                offset: Some(self.offset),
+                fill_size: Some(content.len() as u64),
+            })),
+        };
+        let data = st::AppendUploadRequest {
+            part: Some(st::append_upload_request::Part::Data(rest)),
+        };
+        self.storage
+            .clone()
+            .append_upload(futures::stream::iter([header, data]))
+            .await?;
+        self.storage
+            .clone()
+            .complete_upload(st::CompleteUploadRequest {
+                repository: t.cache_repository.clone(),
+                upload_id: self.upload_id.clone(),
+                digest: self.digest.clone(),
+            })
+            .await?;
+        Ok(())
     }
 
     async fn cancel(&self) {
