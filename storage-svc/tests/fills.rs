@@ -138,8 +138,12 @@ async fn wrong_bytes_are_never_stored_nor_given_out_whole() {
         s.stat_blob(REPO, &claimed).await,
         Err(StorageError::BlobUnknown(_))
     ));
-    // The next caller starts over.
+    // The next caller starts over; the failed fill left no repository behind.
     filler(s.begin_fill(REPO, &claimed).await.unwrap());
+    let report = trow_storage::fsck::check_dir(tmp.path(), std::time::SystemTime::now())
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
 }
 
 #[tokio::test]

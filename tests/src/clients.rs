@@ -66,6 +66,7 @@ impl LogsOnPanic {
         if let Some(s) = &t.storage {
             logs.push(s.log.clone());
         }
+        logs.extend(t.proxies.iter().map(|p| p.log.clone()));
         LogsOnPanic(logs)
     }
 

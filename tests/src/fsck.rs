@@ -25,9 +25,9 @@ pub fn fsck(data_dir: &Path) {
     );
 }
 
-/// Stops `t` gracefully (SIGTERM: the gateway first, then storage; each gets 10 s), then checks
-/// its data dir with [`fsck`]. The store must be consistent once Trow stopped, whatever the test
-/// did to it.
+/// Stops `t` gracefully (SIGTERM: the gateway first, then the proxies, then storage; each gets
+/// 10 s), then checks its data dir with [`fsck`]. The store must be consistent once Trow stopped,
+/// whatever the test did to it.
 pub fn stop_and_fsck(t: &mut Trow) {
     let grace = Duration::from_secs(10);
     assert!(
@@ -35,6 +35,13 @@ pub fn stop_and_fsck(t: &mut Trow) {
         "trow did not stop within {grace:?} of SIGTERM:\n{}",
         t.main.log_text()
     );
+    for p in t.proxies.iter_mut() {
+        assert!(
+            p.terminate(grace).is_some(),
+            "trow proxy did not stop within {grace:?} of SIGTERM:\n{}",
+            p.log_text()
+        );
+    }
     if let Some(s) = t.storage.as_mut() {
         assert!(
             s.terminate(grace).is_some(),

@@ -112,12 +112,18 @@ impl Drop for Proc {
 
 /// Polls `url` until it answers HTTP 200, or panics with `procs`' logs after 30 s.
 pub fn wait_http_ok(url: &str, procs: &mut [&mut Proc]) {
+    wait_http_status(url, "200", procs)
+}
+
+/// Polls `url` until it answers with HTTP `status` (e.g. `401` from a registry that requires
+/// auth), or panics with `procs`' logs after 30 s.
+pub fn wait_http_status(url: &str, status: &str, procs: &mut [&mut Proc]) {
     let start = Instant::now();
     loop {
         if let Ok(out) = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
             .output()
-            && out.stdout == b"200"
+            && out.stdout == status.as_bytes()
         {
             return;
         }
@@ -167,32 +173,61 @@ pub struct Trow {
     pub main: Proc,
     /// The storage process in the split topology.
     pub storage: Option<Proc>,
+    /// The proxy processes (`trow proxy`) in the split topology, started when the flags name a
+    /// config file (see [`Flags::config`]); empty otherwise and in the one-process topology.
+    pub proxies: Vec<Proc>,
+    /// `127.0.0.1:PORT` of each proxy's gRPC server, in the order of [`Trow::proxies`].
+    pub proxy_addrs: Vec<String>,
     /// Flags the storage service was started with, for restarts.
     storage_flags: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 /// Extra flags for a Trow under test: `gateway` flags go to the HTTP side, `storage` flags to the
-/// storage service; in the one-process topology both go to the one `trow`.
+/// storage service, `proxy` flags to the pull-through cache; in the one-process topology all go
+/// to the one `trow`.
+///
+/// With a `config_file` (its `registry_proxies` section configures the pull-through cache), the
+/// one process gets `--config-file`, and the split topology runs `proxies` (at least one)
+/// `trow proxy --config-file` processes between storage and the gateway, which gets all their
+/// URLs in `--proxy`.
 #[derive(Clone, Debug, Default)]
 pub struct Flags {
     pub gateway: Vec<String>,
     pub storage: Vec<String>,
+    pub proxy: Vec<String>,
+    pub config_file: Option<PathBuf>,
+    /// How many `trow proxy` replicas the split topology runs (0 counts as 1).
+    pub proxies: usize,
 }
 
 impl Flags {
     pub fn gateway(args: &[&str]) -> Flags {
         Flags {
             gateway: args.iter().map(|a| a.to_string()).collect(),
-            storage: Vec::new(),
+            ..Flags::default()
         }
     }
 
     pub fn storage(args: &[&str]) -> Flags {
         Flags {
-            gateway: Vec::new(),
             storage: args.iter().map(|a| a.to_string()).collect(),
+            ..Flags::default()
         }
+    }
+
+    /// Trow with the pull-through cache configured by the YAML file `path`.
+    pub fn config(path: &Path) -> Flags {
+        Flags {
+            config_file: Some(path.to_path_buf()),
+            ..Flags::default()
+        }
+    }
+
+    /// The same flags, with `n` proxy replicas in the split topology.
+    pub fn with_proxies(mut self, n: usize) -> Flags {
+        self.proxies = n;
+        self
     }
 }
 
@@ -240,6 +275,12 @@ impl Trow {
         t
     }
 
+    /// Starts Trow with a fresh temp data dir and the pull-through cache configured by the YAML
+    /// file `config`: in the split topology, storage, one `trow proxy` and the gateway.
+    pub fn start_proxy_with(topology: Topology, config: &Path) -> Trow {
+        Trow::start_with(topology, Flags::config(config))
+    }
+
     /// Starts Trow on an existing (or new) data dir, which outlives it.
     pub fn start_in(topology: Topology, data_dir: &Path) -> Trow {
         Trow::start_in_with(topology, data_dir, Flags::default())
@@ -249,6 +290,8 @@ impl Trow {
     pub fn start_in_with(topology: Topology, data_dir: &Path, flags: Flags) -> Trow {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let logs = data_dir.parent().unwrap_or(data_dir).to_path_buf();
+        let mut proxies = Vec::new();
+        let mut proxy_addrs = Vec::new();
         let (main, storage, storage_addr) = match topology {
             Topology::OneProcess => {
                 let mut cmd = Command::new(trow_bin());
@@ -261,7 +304,11 @@ impl Trow {
                 ])
                 .arg(data_dir)
                 .args(&flags.gateway)
-                .args(&flags.storage);
+                .args(&flags.storage)
+                .args(&flags.proxy);
+                if let Some(config) = &flags.config_file {
+                    cmd.arg("--config-file").arg(config);
+                }
                 let mut main = Proc::spawn(cmd, logs.join(format!("trow-{}.log", now_ms())));
                 let storage_addr = addr_prefix(&wait_for_line(&mut main, "trow storage: gRPC on "));
                 (main, None, storage_addr)
@@ -271,6 +318,15 @@ impl Trow {
                     Trow::spawn_storage("127.0.0.1:0", data_dir, &logs, &flags.storage);
                 let storage_addr =
                     addr_prefix(&wait_for_line(&mut storage, "trow storage: gRPC on "));
+                if let Some(config) = &flags.config_file {
+                    for i in 0..flags.proxies.max(1) {
+                        let mut p =
+                            Trow::spawn_proxy(&storage_addr, config, &logs, i, &flags.proxy);
+                        proxy_addrs
+                            .push(addr_prefix(&wait_for_line(&mut p, "trow proxy: gRPC on ")));
+                        proxies.push(p);
+                    }
+                }
                 let mut cmd = Command::new(trow_bin());
                 cmd.args([
                     "gateway",
@@ -278,8 +334,13 @@ impl Trow {
                     "127.0.0.1:0",
                     "--storage",
                     &format!("http://{storage_addr}"),
-                ])
-                .args(&flags.gateway);
+                ]);
+                if !proxy_addrs.is_empty() {
+                    let urls: Vec<String> =
+                        proxy_addrs.iter().map(|a| format!("http://{a}")).collect();
+                    cmd.args(["--proxy", &urls.join(",")]);
+                }
+                cmd.args(&flags.gateway);
                 let main = Proc::spawn(cmd, logs.join(format!("gateway-{}.log", now_ms())));
                 (main, Some(storage), storage_addr)
             }
@@ -295,15 +356,38 @@ impl Trow {
             data_dir: data_dir.to_path_buf(),
             main,
             storage,
+            proxies,
+            proxy_addrs,
             storage_flags: flags.storage,
             _tmp: None,
         };
         let v2 = format!("{}/v2/", trow.url);
-        match trow.storage.as_mut() {
-            Some(s) => wait_http_ok(&v2, &mut [&mut trow.main, s]),
-            None => wait_http_ok(&v2, &mut [&mut trow.main]),
-        }
+        let mut procs: Vec<&mut Proc> = vec![&mut trow.main];
+        procs.extend(trow.storage.as_mut());
+        procs.extend(trow.proxies.iter_mut());
+        wait_http_ok(&v2, &mut procs);
         trow
+    }
+
+    fn spawn_proxy(
+        storage_addr: &str,
+        config: &Path,
+        logs: &Path,
+        replica: usize,
+        flags: &[String],
+    ) -> Proc {
+        let mut cmd = Command::new(trow_bin());
+        cmd.args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--storage",
+            &format!("http://{storage_addr}"),
+            "--config-file",
+        ])
+        .arg(config)
+        .args(flags);
+        Proc::spawn(cmd, logs.join(format!("proxy-{replica}-{}.log", now_ms())))
     }
 
     fn spawn_storage(storage_addr: &str, data_dir: &Path, logs: &Path, flags: &[String]) -> Proc {
@@ -359,6 +443,7 @@ pub fn sha256_digest(data: &[u8]) -> String {
 pub mod clients;
 pub mod fsck;
 pub mod images;
+pub mod upstream;
 
 /// A running CNCF distribution registry (`/usr/bin/docker-registry`, 2.8): filesystem storage in
 /// its own temp dir, deletes enabled, plain HTTP on a free loopback port. Killed on drop.
@@ -374,6 +459,8 @@ pub struct Distribution {
     /// The config file it was started with.
     pub config: PathBuf,
     pub proc: Proc,
+    /// The status `/v2/` answers once it is up (`200`, or `401` with auth).
+    ready: String,
     _tmp: tempfile::TempDir,
 }
 
@@ -393,6 +480,12 @@ impl Distribution {
     /// Starts a registry whose config file gets `extra_yaml` appended: top-level keys other than
     /// `version`, `log`, `storage` and `http` (e.g. an `auth:` or `proxy:` section).
     pub fn start_with(extra_yaml: &str) -> Distribution {
+        Distribution::start_expecting(extra_yaml, "200")
+    }
+
+    /// As [`Distribution::start_with`], for configs under which an anonymous `GET /v2/` answers
+    /// `ready` once the registry is up (`401` with an `auth:` section).
+    pub fn start_expecting(extra_yaml: &str, ready: &str) -> Distribution {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().join("data");
         std::fs::create_dir_all(&root).expect("create registry root");
@@ -415,9 +508,10 @@ impl Distribution {
             root,
             config,
             proc,
+            ready: ready.to_string(),
             _tmp: tmp,
         };
-        wait_http_ok(&format!("{}/v2/", d.url), &mut [&mut d.proc]);
+        wait_http_status(&format!("{}/v2/", d.url), ready, &mut [&mut d.proc]);
         d
     }
 
@@ -441,7 +535,11 @@ impl Distribution {
         std::fs::write(&self.config, yaml).expect("write registry config");
         let dir = self.config.parent().expect("config dir").to_path_buf();
         self.proc = Distribution::spawn(&self.config, &dir);
-        wait_http_ok(&format!("{}/v2/", self.url), &mut [&mut self.proc]);
+        wait_http_status(
+            &format!("{}/v2/", self.url),
+            &self.ready,
+            &mut [&mut self.proc],
+        );
     }
 
     /// `127.0.0.1:PORT/` + `repo`, the image reference prefix clients use.

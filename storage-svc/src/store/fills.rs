@@ -62,7 +62,8 @@ impl<B: Backend> Store<B> {
             fills.insert(key, (id.clone(), upload.clone()));
             (id, upload)
         };
-        self.ensure_cataloged(repository).await?;
+        // Not cataloged yet: a fill that fails leaves no repository behind (completing it links
+        // the blob, which catalogs the repository).
         self.write_upload(&id, &upload).await?;
         Ok(FillRole::Filler {
             upload_id: id,

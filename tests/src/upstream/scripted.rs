@@ -1,0 +1,155 @@
+//! A scripted HTTP/1.1 server: answers each request with what a test's handler returns, and
+//! records every request like the counting front. For upstreams no real registry can play: one
+//! that lies about a blob's bytes, one that fails on cue, a listener that must never be reached.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::background::{Background, bind};
+use super::http1::{copy_body, read_head};
+use super::record::{Request, Requests};
+
+/// An answer: status, headers and body. `Content-Length` is added; a `HEAD` gets no body.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn new(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// 200 with `body` of `content_type`.
+    pub fn ok(content_type: &str, body: Vec<u8>) -> Reply {
+        Reply::new(200)
+            .header("Content-Type", content_type)
+            .body(body)
+    }
+
+    /// `status` with an OCI error body of `code`.
+    pub fn oci_error(status: u16, code: &str) -> Reply {
+        let body = serde_json::json!({"errors": [{"code": code, "message": code}]});
+        Reply::ok("application/json", body.to_string().into_bytes()).status(status)
+    }
+
+    pub fn status(mut self, status: u16) -> Reply {
+        self.status = status;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn body(mut self, body: Vec<u8>) -> Reply {
+        self.body = body;
+        self
+    }
+
+    fn head_bytes(&self) -> Vec<u8> {
+        let mut s = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (k, v) in &self.headers {
+            s.push_str(&format!("{k}: {v}\r\n"));
+        }
+        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        s.into_bytes()
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        _ => "Status",
+    }
+}
+
+type Handler = dyn Fn(&Request) -> Reply + Send + Sync;
+
+/// A scripted server on its own thread; stopped on drop.
+pub struct Scripted {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    pub requests: Requests,
+    bg: Background,
+}
+
+impl Scripted {
+    /// Listens on `listen` (`IP:PORT`; port 0 for any) and answers with `handler`.
+    pub fn start(
+        listen: &str,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
+        let listener = bind(listen);
+        let addr = listener.local_addr().expect("scripted server address");
+        let requests = Requests::default();
+        let rec = requests.clone();
+        let handler: Arc<Handler> = Arc::new(handler);
+        let bg = Background::spawn(&format!("scripted-{addr}"), move || async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let conn = rec.accepted();
+                tokio::spawn(serve(s, rec.clone(), handler.clone(), conn));
+            }
+        });
+        Scripted { addr, requests, bg }
+    }
+
+    /// A listener that must never be reached: it answers 404 to anything, and its
+    /// [`Requests::connections`] says whether anyone connected (even without sending a request,
+    /// e.g. a TLS handshake).
+    pub fn sentinel(listen: &str) -> Scripted {
+        Scripted::start(listen, |_| Reply::oci_error(404, "NAME_UNKNOWN"))
+    }
+
+    /// `IP:PORT` it listens on.
+    pub fn addr_string(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Closes the listener and every connection.
+    pub fn stop(&mut self) {
+        self.bg.stop();
+    }
+}
+
+async fn serve(s: TcpStream, rec: Requests, handler: Arc<Handler>, conn: usize) {
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    while let Ok(Some(head)) = read_head(&mut r).await {
+        let req = rec.record(&head, conn);
+        if copy_body(&head, &mut r, &mut tokio::io::sink())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let reply = handler(&req);
+        let mut out = reply.head_bytes();
+        if head.method != "HEAD" {
+            out.extend_from_slice(&reply.body);
+        }
+        if w.write_all(&out).await.is_err() || head.wants_close() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The pull-through cache end to end: real upstream registries (CNCF distribution behind a
+//! counting front, or scripted liars) on loopback addresses, Trow configured to proxy them, and
+//! real clients (skopeo, crane, containerd) pulling through `/v2/f/<registry>/...` and
+//! containerd's `?ns=`. Every scenario runs in both topologies (in the split one, `trow proxy`
+//! is its own process), checks what the upstream was asked (counted exactly), and ends with
+//! `trow fsck`.
+//!
+//! Each scenario has its own `127.0.0.x` addresses, so they run side by side.
+
+// The helpers live in proxy/ (this file's own name is taken by the test crate).
+#[path = "proxy/mod.rs"]
+mod support;
+
+#[path = "proxy/counter.rs"]
+mod counter;
+#[path = "proxy/pulls.rs"]
+mod pulls;
+#[path = "proxy/refusals.rs"]
+mod refusals;
+
+/// Runs `module::scenario(topology, ip)` in both topologies, each on its own loopback address,
+/// as the tests `scenario::one_process` and `scenario::split`.
+macro_rules! both_topologies {
+    ($module:ident :: $scenario:ident, $one:literal, $split:literal) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn one_process() {
+                crate::$module::$scenario(trow_tests::Topology::OneProcess, $one).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn split() {
+                crate::$module::$scenario(trow_tests::Topology::Split, $split).await;
+            }
+        }
+    };
+}
+
+both_topologies!(pulls::cold_pull_then_warm, "127.0.0.21", "127.0.0.22");
+both_topologies!(
+    pulls::port_80_upstream_crane_and_ns,
+    "127.0.0.2",
+    "127.0.0.3"
+);
+both_topologies!(
+    pulls::stale_when_the_upstream_fails,
+    "127.0.0.23",
+    "127.0.0.24"
+);
+both_topologies!(
+    pulls::concurrent_cold_pulls_fetch_each_blob_once,
+    "127.0.0.33",
+    "127.0.0.34"
+);
+both_topologies!(
+    refusals::writes_under_f_are_denied,
+    "127.0.0.25",
+    "127.0.0.26"
+);
+both_topologies!(refusals::basic_auth_upstream, "127.0.0.27", "127.0.0.28");
+both_topologies!(
+    refusals::a_lying_upstream_is_not_cached,
+    "127.0.0.31",
+    "127.0.0.32"
+);
+both_topologies!(
+    refusals::unconfigured_loopback_is_refused,
+    "127.0.0.5",
+    "127.0.0.6"
+);
+// `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
