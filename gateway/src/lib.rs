@@ -21,6 +21,7 @@ use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE,
 
 pub mod body;
 pub mod error;
+pub mod proxy_pool;
 pub mod routes;
 pub mod server;
 
@@ -30,8 +31,9 @@ pub use server::ServerConfig;
 #[derive(Clone)]
 pub struct AppState {
     pub storage: StorageClient<Channel>,
-    /// The pull-through cache; None when this gateway proxies nothing (`f/` reads are refused).
-    pub proxy: Option<ProxyClient<Channel>>,
+    /// The pull-through cache's replicas; None when this gateway proxies nothing (`f/` reads
+    /// are refused).
+    pub proxy: Option<proxy_pool::ProxyPool>,
     /// The name clients use for this registry: `?ns=<hostname>` is an ordinary local read.
     pub hostname: Option<String>,
 }
@@ -40,15 +42,6 @@ pub struct AppState {
 /// itself, so the gateway may start before the service and outlive its restarts.
 pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
     Ok(endpoint(Endpoint::from_shared(url.to_string())?).connect_lazy())
-}
-
-/// A channel spreading calls over several replicas of a service (e.g. proxies).
-pub fn balanced_channel(urls: &[String]) -> Result<Channel, tonic::transport::Error> {
-    let endpoints = urls
-        .iter()
-        .map(|u| Endpoint::from_shared(u.clone()).map(endpoint))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Channel::balance_list(endpoints.into_iter()))
 }
 
 /// A client for the storage service at `url` (see [`channel`]).

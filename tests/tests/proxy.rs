@@ -17,6 +17,8 @@ mod counter;
 mod pulls;
 #[path = "proxy/refusals.rs"]
 mod refusals;
+#[path = "proxy/replicas.rs"]
+mod replicas;
 
 /// Runs `module::scenario(topology, ip)` in both topologies, each on its own loopback address,
 /// as the tests `scenario::one_process` and `scenario::split`.
@@ -69,3 +71,15 @@ both_topologies!(
     "127.0.0.6"
 );
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
+
+mod replicas_split {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_dead_proxy_replica_is_passed_over() {
+        crate::replicas::a_dead_proxy_replica_is_passed_over("127.0.0.41").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_proxy_killed_mid_fill_is_taken_over() {
+        crate::replicas::a_proxy_killed_mid_fill_is_taken_over("127.0.0.42").await;
+    }
+}

@@ -123,9 +123,9 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     ));
     let state = trow_gateway::AppState {
         storage: trow_gateway::in_process_storage_client(storage_pipes),
-        proxy: Some(trow_gateway::proxy(trow_gateway::in_process_channel(
-            proxy_pipes,
-        ))),
+        proxy: Some(trow_gateway::proxy_pool::ProxyPool::new(vec![
+            trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
+        ])),
         hostname: a.hostname,
     };
     let served = trow_gateway::serve(http, state, wait(stop), a.server).await;
@@ -193,10 +193,17 @@ pub async fn run_gateway(
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
     let proxy = match proxy_urls {
         [] => None,
-        urls => Some(trow_gateway::proxy(
-            trow_gateway::balanced_channel(urls)
-                .map_err(|e| format!("invalid proxy URL in {}: {e}", urls.join(",")))?,
-        )),
+        urls => {
+            let clients = urls
+                .iter()
+                .map(|u| {
+                    trow_gateway::channel(u)
+                        .map(trow_gateway::proxy)
+                        .map_err(|e| format!("invalid proxy URL {u}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(trow_gateway::proxy_pool::ProxyPool::new(clients))
+        }
     };
     let http = bind(bind_addr, "the HTTP API").await?;
     println!(

@@ -14,6 +14,7 @@ use trow_proto::proxy::{self as pb, BlobRequest, CacheStatus, ManifestRequest, T
 
 use super::{DOCKER_CONTENT_DIGEST, Req, hv, next_link, page_params};
 use crate::error::{Error, OciCode, Result};
+use crate::proxy_pool::ProxyPool;
 
 pub const TROW_CACHE: HeaderName = HeaderName::from_static("trow-cache");
 pub const OCI_NAMESPACE: HeaderName = HeaderName::from_static("oci-namespace");
@@ -58,9 +59,7 @@ pub fn denied() -> Error {
     )
 }
 
-fn client(
-    r: &Req,
-) -> Result<trow_proto::proxy::proxy_client::ProxyClient<tonic::transport::Channel>> {
+fn client(r: &Req) -> Result<ProxyPool> {
     r.state.proxy.clone().ok_or_else(|| {
         Error::new(
             OciCode::Unsupported,
@@ -89,12 +88,16 @@ fn answer(up: &Upstream, cache: CacheStatus) -> axum::http::response::Builder {
 }
 
 pub async fn manifest(r: Req, up: Upstream, reference: String, head: bool) -> Result<Response> {
+    let request = ManifestRequest {
+        registry: up.registry.clone(),
+        repository: up.repository.clone(),
+        reference,
+        head,
+    };
     let m = client(&r)?
-        .get_manifest(ManifestRequest {
-            registry: up.registry.clone(),
-            repository: up.repository.clone(),
-            reference,
-            head,
+        .call(|mut c| {
+            let request = request.clone();
+            async move { c.get_manifest(request).await }
         })
         .await?
         .into_inner();
@@ -123,7 +126,7 @@ pub async fn manifest(r: Req, up: Upstream, reference: String, head: bool) -> Re
 }
 
 pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Response> {
-    let mut proxy = client(&r)?;
+    let proxy = client(&r)?;
     let request = |offset, length| BlobRequest {
         registry: up.registry.clone(),
         repository: up.repository.clone(),
@@ -134,7 +137,15 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
     let range_header = r.headers.get(header::RANGE);
     // A HEAD, or a Range to resolve against the size, asks for the size first.
     let stat = if head || range_header.is_some() {
-        Some(proxy.stat_blob(request(0, 0)).await?.into_inner())
+        Some(
+            proxy
+                .call(|mut c| {
+                    let request = request(0, 0);
+                    async move { c.stat_blob(request).await }
+                })
+                .await?
+                .into_inner(),
+        )
     } else {
         None
     };
@@ -156,7 +167,13 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
         Some((start, end)) => (start, end - start + 1),
         None => (0, 0),
     };
-    let mut stream = proxy.read_blob(request(offset, len)).await?.into_inner();
+    let mut stream = proxy
+        .call(|mut c| {
+            let request = request(offset, len);
+            async move { c.read_blob(request).await }
+        })
+        .await?
+        .into_inner();
     let Some(pb::BlobPart {
         part: Some(pb::blob_part::Part::Header(h)),
     }) = stream.message().await?
@@ -197,10 +214,14 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
 
 pub async fn tags(r: Req, up: Upstream) -> Result<Response> {
     let (n, last) = page_params(&r.params)?;
+    let request = TagsRequest {
+        registry: up.registry.clone(),
+        repository: up.repository.clone(),
+    };
     let list = client(&r)?
-        .list_tags(TagsRequest {
-            registry: up.registry.clone(),
-            repository: up.repository.clone(),
+        .call(|mut c| {
+            let request = request.clone();
+            async move { c.list_tags(request).await }
         })
         .await?
         .into_inner();

@@ -345,12 +345,12 @@ pub async fn concurrent_cold_pulls_fetch_each_blob_once(topology: Topology, ip: 
     // Slow enough that every client arrives while the big layer is still being fetched.
     up.set_throttle(4 << 20);
     let config = ProxyConfig::new([up.entry().alias("big")]);
-    // Two proxy replicas in the split topology: storage picks which one fetches.
+    // Three proxy replicas in the split topology: storage picks which one fetches.
     let mut p = Proxy::start_with(
         topology,
         &config,
         tmp.path(),
-        Flags::default().with_proxies(2),
+        Flags::default().with_proxies(3),
     );
 
     let base = p.v2("f/big/team/big");
