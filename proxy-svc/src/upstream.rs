@@ -87,9 +87,25 @@ pub struct Upstreams {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Redirects are followed (blob storage, CDNs), at most a few, and never to a forbidden IP
+/// literal: the resolver guards host names, but IP literals never reach it.
+fn redirect_policy(guard: Arc<GuardedResolver>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            return attempt.error("too many redirects");
+        }
+        let host = attempt.url().host_str().unwrap_or("").to_string();
+        match ssrf::check_literal(&host, guard.allows(&host)) {
+            Ok(()) => attempt.follow(),
+            Err(e) => attempt.error(e),
+        }
+    })
+}
+
 fn client_builder(resolver: Arc<GuardedResolver>) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .use_rustls_tls()
+        .redirect(redirect_policy(resolver.clone()))
         .dns_resolver(resolver)
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
