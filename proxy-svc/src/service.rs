@@ -362,6 +362,41 @@ impl ProxyService {
         }
     }
 
+    /// The upstream's tags, following its `Link` pages (at most [`TAG_PAGES`] of them).
+    async fn upstream_tags(&self, t: &Target) -> Result<Vec<String>, UpstreamError> {
+        #[derive(serde::Deserialize)]
+        struct Tags {
+            tags: Option<Vec<String>>,
+        }
+        let host = &t.upstream.host;
+        let mut tags = Vec::new();
+        let mut path = "tags/list".to_string();
+        for _ in 0..TAG_PAGES {
+            let resp = self
+                .upstreams
+                .send(
+                    t,
+                    Method::GET,
+                    &path,
+                    HeaderMap::new(),
+                    Some(self.revalidate_timeout),
+                )
+                .await?;
+            let next = next_page(resp.headers(), &t.repository);
+            let body = read_limited(host, resp, MAX_MANIFEST_SIZE).await?;
+            let page: Tags = serde_json::from_slice(&body).map_err(|e| UpstreamError::Invalid {
+                host: host.clone(),
+                reason: format!("tag list: {e}"),
+            })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                Some(p) => path = p,
+                None => break,
+            }
+        }
+        Ok(tags)
+    }
+
     /// Starts filling a blob when this caller is to fill it; says whether it was cached.
     async fn join_fill(&self, t: &Target, digest: &str) -> Result<bool, Status> {
         use st::fill_state::Role;
@@ -666,6 +701,39 @@ fn upstream_status(e: &UpstreamError, not_found: ErrorCode) -> Status {
 
 type PartStream = Pin<Box<dyn Stream<Item = Result<pb::BlobPart, Status>> + Send>>;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_pages_follow_link_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(next_page(&h, "library/nginx"), None);
+        h.insert(
+            header::LINK,
+            HeaderValue::from_static("</v2/library/nginx/tags/list?last=1.27&n=100>; rel=\"next\""),
+        );
+        assert_eq!(
+            next_page(&h, "library/nginx").as_deref(),
+            Some("tags/list?last=1.27&n=100")
+        );
+        assert_eq!(next_page(&h, "library/other"), None);
+    }
+
+    #[test]
+    fn digests() {
+        assert!(digest_matches(
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+            b"hello"
+        ));
+        assert!(!digest_matches("sha256:00", b"hello"));
+        assert!(!digest_matches(
+            "md5:5d41402abc4b2a76b9719d911017c592",
+            b"hello"
+        ));
+    }
+}
+
 #[tonic::async_trait]
 impl Proxy for ProxyService {
     async fn get_manifest(
@@ -797,31 +865,9 @@ impl Proxy for ProxyService {
         let r = req.into_inner();
         let t = self.target(&r.registry, &r.repository)?;
         if !self.offline {
-            let fetched = async {
-                let resp = self
-                    .upstreams
-                    .send(
-                        &t,
-                        Method::GET,
-                        "tags/list",
-                        HeaderMap::new(),
-                        Some(self.revalidate_timeout),
-                    )
-                    .await?;
-                let body = read_limited(&t.upstream.host, resp, MAX_MANIFEST_SIZE).await?;
-                #[derive(serde::Deserialize)]
-                struct Tags {
-                    tags: Option<Vec<String>>,
-                }
-                serde_json::from_slice::<Tags>(&body).map_err(|e| UpstreamError::Invalid {
-                    host: t.upstream.host.clone(),
-                    reason: format!("tag list: {e}"),
-                })
-            }
-            .await;
+            let fetched = self.upstream_tags(&t).await;
             match fetched {
-                Ok(list) => {
-                    let mut tags = list.tags.unwrap_or_default();
+                Ok(mut tags) => {
                     tags.sort();
                     return Ok(Response::new(pb::TagList {
                         tags,
@@ -879,6 +925,25 @@ struct Resume {
     service: ProxyHandle,
     target: Target,
     request: st::ReadBlobRequest,
+}
+
+/// Pages of an upstream's tag list followed at most (Docker Hub serves 100 tags a page).
+const TAG_PAGES: usize = 100;
+
+/// The next page of an upstream tag list, from its `Link: </v2/<repo>/tags/list?...>;
+/// rel="next"` header, as a path below the repository.
+fn next_page(headers: &HeaderMap, repository: &str) -> Option<String> {
+    let link = headers.get(header::LINK)?.to_str().ok()?;
+    let target = link
+        .split(';')
+        .next()?
+        .trim()
+        .strip_prefix('<')?
+        .strip_suffix('>')?;
+    // Absolute or not, the page lies under the repository's path.
+    let path = target.split_once("/v2/").map(|(_, p)| p)?;
+    let rest = path.strip_prefix(repository)?.strip_prefix('/')?;
+    rest.starts_with("tags/list").then(|| rest.to_string())
 }
 
 /// Times a download picks a stalled fill up again before giving up.
