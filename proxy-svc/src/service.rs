@@ -701,39 +701,6 @@ fn upstream_status(e: &UpstreamError, not_found: ErrorCode) -> Status {
 
 type PartStream = Pin<Box<dyn Stream<Item = Result<pb::BlobPart, Status>> + Send>>;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tag_pages_follow_link_headers() {
-        let mut h = HeaderMap::new();
-        assert_eq!(next_page(&h, "library/nginx"), None);
-        h.insert(
-            header::LINK,
-            HeaderValue::from_static("</v2/library/nginx/tags/list?last=1.27&n=100>; rel=\"next\""),
-        );
-        assert_eq!(
-            next_page(&h, "library/nginx").as_deref(),
-            Some("tags/list?last=1.27&n=100")
-        );
-        assert_eq!(next_page(&h, "library/other"), None);
-    }
-
-    #[test]
-    fn digests() {
-        assert!(digest_matches(
-            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
-            b"hello"
-        ));
-        assert!(!digest_matches("sha256:00", b"hello"));
-        assert!(!digest_matches(
-            "md5:5d41402abc4b2a76b9719d911017c592",
-            b"hello"
-        ));
-    }
-}
-
 #[tonic::async_trait]
 impl Proxy for ProxyService {
     async fn get_manifest(
@@ -1023,5 +990,38 @@ impl Resume {
         // The header again; the bytes go on from where the client is.
         stream.message().await?;
         Ok(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_pages_follow_link_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(next_page(&h, "library/nginx"), None);
+        h.insert(
+            header::LINK,
+            HeaderValue::from_static("</v2/library/nginx/tags/list?last=1.27&n=100>; rel=\"next\""),
+        );
+        assert_eq!(
+            next_page(&h, "library/nginx").as_deref(),
+            Some("tags/list?last=1.27&n=100")
+        );
+        assert_eq!(next_page(&h, "library/other"), None);
+    }
+
+    #[test]
+    fn digests() {
+        assert!(digest_matches(
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+            b"hello"
+        ));
+        assert!(!digest_matches("sha256:00", b"hello"));
+        assert!(!digest_matches(
+            "md5:5d41402abc4b2a76b9719d911017c592",
+            b"hello"
+        ));
     }
 }
