@@ -4,7 +4,8 @@
 //!
 //! - [`Upstream`]: distribution (on `127.0.0.1:<any>`) seeded directly with `skopeo`, and the
 //!   counting [`Front`] on the address Trow is configured with (e.g. `127.0.0.2:80`), which
-//!   records every request Trow makes; optionally with htpasswd Basic auth.
+//!   records every request Trow makes; optionally with htpasswd Basic auth, or with the
+//!   bearer-token flow against a [`TokenRealm`] ([`Upstream::start_with_token`]).
 //! - [`Scripted`]: a server answering with what the test says (a lying upstream, a sentinel
 //!   that must never be connected to).
 //! - [`ProxyConfig`] / [`Entry`]: the config file.
@@ -20,13 +21,16 @@ pub mod front;
 pub mod http1;
 pub mod record;
 pub mod scripted;
+pub mod token;
 
 use std::net::SocketAddr;
 
 pub use config::{Entry, ProxyConfig};
 pub use front::Front;
+pub use http1::RequestHead;
 pub use record::{Request, Requests, describe};
 pub use scripted::{Reply, Scripted};
+pub use token::{Credentials, TokenRealm, TokenRequest};
 
 use crate::Distribution;
 use crate::clients::{run, skopeo};
@@ -50,6 +54,8 @@ pub struct Upstream {
     /// The registry itself, on `127.0.0.1:<any>`; seeded directly, so seeding is not counted.
     pub registry: Distribution,
     pub front: Front,
+    /// The token realm of an upstream started with [`Upstream::start_with_token`].
+    pub realm: Option<TokenRealm>,
     auth: bool,
     _dir: tempfile::TempDir,
 }
@@ -87,6 +93,7 @@ impl Upstream {
             port: front.addr.port(),
             registry,
             front,
+            realm: None,
             auth,
             _dir: dir,
         };
@@ -94,6 +101,79 @@ impl Upstream {
             up.check_auth();
         }
         up
+    }
+
+    /// An upstream that authenticates with the bearer-token flow (distribution's `auth: token`):
+    /// every request without a token is answered `401` with a challenge naming a [`TokenRealm`]
+    /// on `host:<any port>`, which hands out tokens for [`USER`] / [`PASSWORD`].
+    pub fn start_with_token(host: &str, port: u16) -> Upstream {
+        let realm = TokenRealm::start(&format!("{host}:0"));
+        let registry = Distribution::start_expecting(&realm.distribution_yaml(), "401");
+        let backend: SocketAddr = registry.addr.parse().expect("registry address");
+        let front = Front::start(&format!("{host}:{port}"), backend);
+        let up = Upstream {
+            host: host.to_string(),
+            port: front.addr.port(),
+            registry,
+            front,
+            realm: Some(realm),
+            auth: true,
+            _dir: tempfile::tempdir().expect("tempdir"),
+        };
+        up.check_token_auth();
+        up
+    }
+
+    /// The registry challenges with the realm, the realm refuses wrong credentials, and the
+    /// registry accepts the realm's tokens: else a bearer test would pass for the wrong reason.
+    fn check_token_auth(&self) {
+        let realm = self.realm.as_ref().expect("a token upstream");
+        let v2 = format!("{}/v2/", self.registry.url);
+        let status = |extra: &[&str], url: &str| {
+            let mut cmd = crate::clients::command("curl", ["-s", "-o", "/dev/null"]);
+            cmd.args(["-w", "%{http_code}"]).args(extra).arg(url);
+            run(&mut cmd)
+        };
+        assert_eq!(
+            status(&[], &v2),
+            "401",
+            "anonymous request to a token upstream"
+        );
+        let headers = run(&mut crate::clients::command(
+            "curl",
+            ["-s", "-o", "/dev/null", "-D", "-", v2.as_str()],
+        ));
+        let challenge = format!("bearer realm=\"{}\"", realm.url());
+        assert!(
+            headers.to_lowercase().contains(&challenge.to_lowercase()),
+            "the registry's challenge does not name the realm ({challenge}):\n{headers}"
+        );
+        let token_url = format!(
+            "{}?service={}&scope=repository:trow-tests/check:pull",
+            realm.url(),
+            token::SERVICE
+        );
+        let wrong = format!("{USER}:wrong");
+        assert_eq!(status(&["-u", &wrong], &token_url), "401", "wrong password");
+        assert_eq!(status(&[], &token_url), "401", "no credentials");
+        let right = format!("{USER}:{PASSWORD}");
+        let answer = run(&mut crate::clients::command(
+            "curl",
+            ["-s", "-u", right.as_str(), token_url.as_str()],
+        ));
+        let json: serde_json::Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("token answer {answer:?}: {e}"));
+        let token = json["token"].as_str().expect("a token").to_string();
+        let bearer = format!("Authorization: Bearer {token}");
+        assert_eq!(
+            status(&["-H", &bearer], &v2),
+            "200",
+            "the registry refused the realm's token:\n{}",
+            self.registry.proc.log_text()
+        );
+        // The access claim is honoured too: a missing repository, not a refused token.
+        let tags = format!("{}/v2/trow-tests/check/tags/list", self.registry.url);
+        assert_eq!(status(&["-H", &bearer], &tags), "404", "{tags}");
     }
 
     /// The registry answers 401 without credentials and with wrong ones, 200 with the right ones:

@@ -11,8 +11,12 @@
 #[path = "proxy/mod.rs"]
 mod support;
 
+#[path = "proxy/auth.rs"]
+mod auth;
 #[path = "proxy/counter.rs"]
 mod counter;
+#[path = "proxy/modes.rs"]
+mod modes;
 #[path = "proxy/pulls.rs"]
 mod pulls;
 #[path = "proxy/refusals.rs"]
@@ -70,7 +74,44 @@ both_topologies!(
     "127.0.0.5",
     "127.0.0.6"
 );
+both_topologies!(auth::bearer_token_upstream, "127.0.0.61", "127.0.0.62");
+both_topologies!(
+    auth::credentials_are_not_forwarded_on_a_redirect,
+    "127.0.0.63",
+    "127.0.0.64"
+);
+both_topologies!(modes::podman_pulls_both_f_forms, "127.0.0.65", "127.0.0.66");
+both_topologies!(
+    modes::offline_serves_only_the_cache,
+    "127.0.0.67",
+    "127.0.0.68"
+);
+both_topologies!(
+    modes::configured_only_refuses_the_rest,
+    "127.0.0.69",
+    "127.0.0.70"
+);
+both_topologies!(
+    modes::ns_of_the_hostname_is_local,
+    "127.0.0.71",
+    "127.0.0.72"
+);
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
+
+/// A bad `--config-file` stops `trow` and `trow proxy` at start-up, naming the key.
+mod a_bad_config_stops_start_up {
+    use crate::modes::{Reader, a_bad_config_stops_start_up};
+
+    #[test]
+    fn one_process() {
+        a_bad_config_stops_start_up(Reader::OneProcess);
+    }
+
+    #[test]
+    fn trow_proxy() {
+        a_bad_config_stops_start_up(Reader::Proxy);
+    }
+}
 
 mod replicas_split {
     #[tokio::test(flavor = "multi_thread")]

@@ -108,6 +108,11 @@ impl ProxyConfig {
         self
     }
 
+    pub fn offline(mut self, yes: bool) -> ProxyConfig {
+        self.offline = yes;
+        self
+    }
+
     /// The config file's text.
     pub fn yaml(&self) -> String {
         let mut out = format!(

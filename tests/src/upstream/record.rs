@@ -19,6 +19,8 @@ pub struct Request {
     pub user_agent: Option<String>,
     /// Whether it carried an `Authorization` header.
     pub authorization: bool,
+    /// The scheme of its `Authorization` header (`Basic`, `Bearer`), never the credential.
+    pub auth_scheme: Option<String>,
     /// Which accepted connection it came on (0, 1, ...).
     pub connection: usize,
 }
@@ -68,6 +70,10 @@ impl Requests {
             target: head.target.clone(),
             user_agent: head.header("user-agent").map(str::to_owned),
             authorization: head.header("authorization").is_some(),
+            auth_scheme: head
+                .header("authorization")
+                .and_then(|a| a.split_whitespace().next())
+                .map(str::to_owned),
             connection,
         };
         self.log.lock().expect("request log").push(r.clone());

@@ -9,7 +9,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::background::{Background, bind};
-use super::http1::{copy_body, read_head};
+use super::http1::{RequestHead, copy_body, read_head};
 use super::record::{Request, Requests};
 
 /// An answer: status, headers and body. `Content-Length` is added; a `HEAD` gets no body.
@@ -70,6 +70,7 @@ impl Reply {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        307 => "Temporary Redirect",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
@@ -79,7 +80,7 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-type Handler = dyn Fn(&Request) -> Reply + Send + Sync;
+type Handler = dyn Fn(&RequestHead, &Request) -> Reply + Send + Sync;
 
 /// A scripted server on its own thread; stopped on drop.
 pub struct Scripted {
@@ -94,6 +95,15 @@ impl Scripted {
     pub fn start(
         listen: &str,
         handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
+        Scripted::start_with_heads(listen, move |_, r| handler(r))
+    }
+
+    /// As [`Scripted::start`], for handlers that need the request's headers themselves (a
+    /// credential's value, a query to parse as sent): they get the head as it arrived too.
+    pub fn start_with_heads(
+        listen: &str,
+        handler: impl Fn(&RequestHead, &Request) -> Reply + Send + Sync + 'static,
     ) -> Scripted {
         let listener = bind(listen);
         let addr = listener.local_addr().expect("scripted server address");
@@ -143,7 +153,7 @@ async fn serve(s: TcpStream, rec: Requests, handler: Arc<Handler>, conn: usize) 
         {
             return;
         }
-        let reply = handler(&req);
+        let reply = handler(&head, &req);
         let mut out = reply.head_bytes();
         if head.method != "HEAD" {
             out.extend_from_slice(&reply.body);
