@@ -2,6 +2,21 @@
 
 use super::*;
 
+/// The exclusive end of `length` bytes from `offset` (0: to the end) of a `size`-byte blob.
+pub(super) fn range_end(size: u64, offset: u64, length: u64) -> Result<u64> {
+    let end = if length == 0 {
+        size
+    } else {
+        offset.saturating_add(length)
+    };
+    if end > size || (offset >= size && size > 0) {
+        return Err(StorageError::RangeInvalid(format!(
+            "bytes {offset}-{end} of a {size}-byte blob"
+        )));
+    }
+    Ok(end)
+}
+
 impl<B: Backend> Store<B> {
     /// The size of a blob linked into `repository`.
     pub async fn stat_blob(&self, repository: &str, digest: &str) -> Result<u64> {
@@ -37,16 +52,7 @@ impl<B: Backend> Store<B> {
         length: u64,
     ) -> Result<ByteStream> {
         let size = self.stat_blob(repository, digest).await?;
-        let end = if length == 0 {
-            size
-        } else {
-            offset.saturating_add(length)
-        };
-        if end > size || (offset >= size && size > 0) {
-            return Err(StorageError::RangeInvalid(format!(
-                "bytes {offset}-{end} of a {size}-byte blob"
-            )));
-        }
+        let end = range_end(size, offset, length)?;
         let d = Digest::parse(digest)?;
         Ok(self
             .backend

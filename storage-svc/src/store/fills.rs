@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::blobs::range_end;
 use super::*;
 
 /// What a caller of [`Store::begin_fill`] is to do.
@@ -172,21 +173,6 @@ impl<B: Backend> Store<B> {
 
 /// A fill's bytes as they arrive.
 pub type FillStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
-
-/// The exclusive end of `length` bytes from `offset` (0: to the end) of a `size`-byte blob.
-fn range_end(size: u64, offset: u64, length: u64) -> Result<u64> {
-    let end = if length == 0 {
-        size
-    } else {
-        offset.saturating_add(length)
-    };
-    if end > size || (offset >= size && size > 0) {
-        return Err(StorageError::RangeInvalid(format!(
-            "bytes {offset}-{end} of a {size}-byte blob"
-        )));
-    }
-    Ok(end)
-}
 
 /// Waits for a fill to move; a fill that stays still for `timeout` is stalled.
 async fn wait_for_progress(
