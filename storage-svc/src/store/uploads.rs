@@ -188,8 +188,20 @@ impl<B: Backend> Store<B> {
             let mut data = std::pin::pin!(data);
             let mut ended = Ok(());
             loop {
+                // When the sender pauses, readers of a fill get the bytes written so far.
+                let ready = futures::FutureExt::now_or_never(data.next());
+                if ready.is_none() && upload.fill.is_some() {
+                    file.flush().await?;
+                    let written = upload.size.load(Ordering::Acquire);
+                    upload.progress.send_modify(|p| p.written = written);
+                }
                 let chunk = tokio::select! {
-                    c = data.next() => c,
+                    c = async {
+                        match ready {
+                            Some(c) => c,
+                            None => data.next().await,
+                        }
+                    } => c,
                     _ = upload.cancel.cancelled() => {
                         ended = Err(StorageError::UploadUnknown(id.to_string()));
                         break;
@@ -207,16 +219,14 @@ impl<B: Backend> Store<B> {
                         break;
                     }
                     Some(Ok(chunk)) => {
+                        // tokio's File finishes the previous write before it takes this one:
+                        // once this returns, every byte before `chunk` is in the file, and
+                        // readers of a fill may read up to there.
                         file.write_all(&chunk).await?;
-                        if upload.fill.is_some() {
-                            // Readers of the fill read what `written` says is there.
-                            file.flush().await?;
-                        }
                         hasher.update(&chunk);
-                        let written = upload.size.fetch_add(chunk.len() as u64, Ordering::AcqRel)
-                            + chunk.len() as u64;
+                        let before = upload.size.fetch_add(chunk.len() as u64, Ordering::AcqRel);
                         upload.progress.send_modify(|p| {
-                            p.written = written;
+                            p.written = before;
                             p.at = std::time::Instant::now();
                         });
                     }
@@ -224,6 +234,8 @@ impl<B: Backend> Store<B> {
             }
             // tokio's File reports some write errors only here.
             file.flush().await?;
+            let written = upload.size.load(Ordering::Acquire);
+            upload.progress.send_modify(|p| p.written = written);
             Ok::<_, std::io::Error>(ended)
         }
         .await;
