@@ -193,13 +193,14 @@ pub async fn port_80_upstream_crane_and_ns(topology: Topology, ip: &str) {
         describe(&asked)
     );
 
-    // containerd with Trow as the mirror of <ip>: it sends ?ns=<ip>, all from the cache.
+    // containerd with Trow as the mirror of <ip>: it sends ?ns=<ip>, all from the cache. Its
+    // fallback server is dead (nothing listens on port 1), so only Trow can answer.
     let hosts = tmp.path().join("hosts");
     std::fs::create_dir_all(hosts.join(ip)).unwrap();
     std::fs::write(
         hosts.join(ip).join("hosts.toml"),
         format!(
-            "server = \"http://{ip}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \
+            "server = \"http://{ip}:1\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \
              \"resolve\"]\n",
             p.trow().addr
         ),
