@@ -257,7 +257,7 @@ pub fn wait_for_line(proc_: &mut Proc, prefix: &str) -> String {
 }
 
 /// The `HOST:PORT` at the start of `s` (up to a space, comma or quote).
-fn addr_prefix(s: &str) -> String {
+pub fn addr_prefix(s: &str) -> String {
     s.split([' ', ',', '"']).next().unwrap_or("").to_string()
 }
 

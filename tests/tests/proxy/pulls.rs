@@ -346,7 +346,8 @@ pub async fn concurrent_cold_pulls_fetch_each_blob_once(topology: Topology, ip: 
     // Slow enough that every client arrives while the big layer is still being fetched.
     up.set_throttle(4 << 20);
     let config = ProxyConfig::new([up.entry().alias("big")]);
-    // Three proxy replicas in the split topology: storage picks which one fetches.
+    // Three proxy replicas in the split topology (and two gateways, below): storage picks which
+    // proxy fetches.
     let mut p = Proxy::start_with(
         topology,
         &config,
@@ -354,7 +355,16 @@ pub async fn concurrent_cold_pulls_fetch_each_blob_once(topology: Topology, ip: 
         Flags::default().with_proxies(3),
     );
 
-    let base = p.v2("f/big/team/big");
+    // In the split topology a second gateway, on the same storage and proxies, takes every
+    // other client.
+    let second = (topology == Topology::Split).then(|| second_gateway(p.trow(), tmp.path()));
+    let bases: Vec<String> = std::iter::once(p.v2("f/big/team/big"))
+        .chain(
+            second
+                .as_ref()
+                .map(|(_, url)| format!("{url}/v2/f/big/team/big")),
+        )
+        .collect();
     let expected: Vec<(String, String)> = blobs(&img)
         .into_iter()
         .map(|d| {
@@ -365,8 +375,11 @@ pub async fn concurrent_cold_pulls_fetch_each_blob_once(topology: Topology, ip: 
     let start = Instant::now();
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|i| {
-            let (base, expected, digest) =
-                (base.clone(), expected.clone(), img.manifest_digest.clone());
+            let (base, expected, digest) = (
+                bases[i % bases.len()].clone(),
+                expected.clone(),
+                img.manifest_digest.clone(),
+            );
             tokio::spawn(async move {
                 let c = client();
                 let m = get_with(&c, &format!("{base}/manifests/1.0")).await;
@@ -400,5 +413,37 @@ pub async fn concurrent_cold_pulls_fetch_each_blob_once(topology: Topology, ip: 
     let manifest_gets =
         reqs.count_where(|r| r.method == "GET" && r.path().starts_with("/v2/team/big/manifests/"));
     eprintln!("upstream manifest GETs for {CLIENTS} clients: {manifest_gets}");
+    assert_eq!(
+        manifest_gets,
+        1,
+        "the manifest is fetched once (tags are only HEADed):\n{}",
+        reqs.describe()
+    );
+    drop(second);
     p.stop_and_fsck();
+}
+
+/// Another `trow gateway` in front of `trow`'s storage and proxies; its process and URL.
+fn second_gateway(trow: &trow_tests::Trow, logs: &std::path::Path) -> (trow_tests::Proc, String) {
+    let proxies: Vec<String> = trow
+        .proxy_addrs
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect();
+    let mut cmd = std::process::Command::new(trow_tests::trow_bin());
+    cmd.args([
+        "gateway",
+        "--bind",
+        "127.0.0.1:0",
+        "--storage",
+        &format!("http://{}", trow.storage_addr),
+        "--proxy",
+        &proxies.join(","),
+    ]);
+    let mut gw = trow_tests::Proc::spawn(cmd, logs.join("second-gateway.log"));
+    let url = trow_tests::addr_prefix(&trow_tests::wait_for_line(
+        &mut gw,
+        "trow gateway: OCI registry on ",
+    ));
+    (gw, url)
 }
