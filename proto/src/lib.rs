@@ -1,6 +1,7 @@
 //! Trow's gRPC contracts, generated from `proto/` by tonic-prost-build. Nothing generated is
-//! edited by hand; the one hand-written piece is [`oci_code`], the convention by which a status
-//! carries its OCI Distribution error code across the wire.
+//! edited by hand; the hand-written pieces are [`oci_code`], the convention by which a status
+//! carries its OCI Distribution error code across the wire, [`cache`], the cache's namespace,
+//! [`transport`], the sizes both ends share, and [`server`], what every gRPC server carries.
 
 pub mod storage {
     tonic::include_proto!("trow.storage.v1");
@@ -21,4 +22,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod cache;
 pub mod oci_code;
+pub mod server;
 pub mod transport;

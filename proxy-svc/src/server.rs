@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use trow_proto::proxy::proxy_server::{Proxy, ProxyServer};
-use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
+use trow_proto::transport::MAX_MESSAGE_SIZE;
 
 use crate::service::ProxyService;
 
@@ -35,28 +35,11 @@ where
         + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ProxyServer<Shared>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(trow_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("reflection descriptors are valid");
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(trow_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .expect("reflection descriptors are valid");
     let proxy = ProxyServer::new(Shared(service))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    tonic::transport::Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
+    trow_proto::server::with_operator_services::<ProxyServer<Shared>>()
+        .await
         .add_service(proxy)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

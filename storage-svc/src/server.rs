@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use trow_proto::storage::storage_server::StorageServer;
-use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
+use trow_proto::transport::MAX_MESSAGE_SIZE;
 
 use crate::backend::{Backend, FsBackend};
 use crate::error::StorageError;
@@ -99,31 +99,12 @@ where
         + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<StorageServer<StorageService<B>>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(trow_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("reflection descriptors are valid");
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(trow_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .expect("reflection descriptors are valid");
     let storage = StorageServer::new(StorageService::new(store))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
 
-    tonic::transport::Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
+    trow_proto::server::with_operator_services::<StorageServer<StorageService<B>>>()
+        .await
         .add_service(storage)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
