@@ -180,6 +180,9 @@ pub struct Trow {
     pub proxy_addrs: Vec<String>,
     /// Flags the storage service was started with, for restarts.
     storage_flags: Vec<String>,
+    /// The config file and flags the proxies were started with, for [`Trow::add_proxy`].
+    proxy_config: Option<PathBuf>,
+    proxy_flags: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -199,6 +202,31 @@ pub struct Flags {
     pub config_file: Option<PathBuf>,
     /// How many `trow proxy` replicas the split topology runs (0 counts as 1).
     pub proxies: usize,
+    /// Split topology: the gateway reaches the proxies by one host name (see [`ProxyName`]).
+    pub proxy_name: Option<ProxyName>,
+}
+
+/// One host name for several proxy replicas, as a Kubernetes headless Service gives: replica
+/// `i` listens on `ips[i]`, all on one port, and the gateway is started with
+/// `--proxy http://NAME:PORT` in a mount namespace of its own where `/etc/hosts` is
+/// `hosts_file`, which maps the name to the replicas' addresses. Rewriting that file (in place,
+/// see [`ProxyName::point_at`]) changes what the name resolves to, for the gateway only.
+#[derive(Clone, Debug)]
+pub struct ProxyName {
+    pub name: String,
+    pub ips: Vec<String>,
+    pub hosts_file: PathBuf,
+}
+
+impl ProxyName {
+    /// Makes the name resolve to `ips` (in place: the gateway sees the bind-mounted inode).
+    pub fn point_at(&self, ips: &[&str]) {
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for ip in ips {
+            text.push_str(&format!("{ip} {}\n", self.name));
+        }
+        std::fs::write(&self.hosts_file, text).expect("write the hosts file");
+    }
 }
 
 impl Flags {
@@ -318,16 +346,46 @@ impl Trow {
                     Trow::spawn_storage("127.0.0.1:0", data_dir, &logs, &flags.storage);
                 let storage_addr =
                     addr_prefix(&wait_for_line(&mut storage, "trow storage: gRPC on "));
+                let named = flags.proxy_name.as_ref();
                 if let Some(config) = &flags.config_file {
-                    for i in 0..flags.proxies.max(1) {
-                        let mut p =
-                            Trow::spawn_proxy(&storage_addr, config, &logs, i, &flags.proxy);
-                        proxy_addrs
-                            .push(addr_prefix(&wait_for_line(&mut p, "trow proxy: gRPC on ")));
+                    let count = named.map_or(flags.proxies.max(1), |n| n.ips.len());
+                    // Named replicas share one port: the first one's.
+                    let listen = |i: usize, port: &str| match named {
+                        Some(n) => format!("{}:{port}", n.ips[i]),
+                        None => "127.0.0.1:0".to_string(),
+                    };
+                    let mut port = "0".to_string();
+                    for i in 0..count {
+                        let mut p = Trow::spawn_proxy(
+                            &listen(i, &port),
+                            &storage_addr,
+                            config,
+                            &logs,
+                            i,
+                            &flags.proxy,
+                        );
+                        let addr = addr_prefix(&wait_for_line(&mut p, "trow proxy: gRPC on "));
+                        port = addr.rsplit_once(':').expect("HOST:PORT").1.to_string();
+                        proxy_addrs.push(addr);
                         proxies.push(p);
                     }
                 }
-                let mut cmd = Command::new(trow_bin());
+                let mut cmd = match named {
+                    Some(n) => {
+                        n.point_at(&n.ips.iter().map(String::as_str).collect::<Vec<_>>());
+                        let mut cmd = Command::new("unshare");
+                        cmd.args([
+                            "--mount",
+                            "sh",
+                            "-c",
+                            r#"mount --bind "$0" /etc/hosts && exec "$@""#,
+                        ])
+                        .arg(&n.hosts_file)
+                        .arg(trow_bin());
+                        cmd
+                    }
+                    None => Command::new(trow_bin()),
+                };
                 cmd.args([
                     "gateway",
                     "--bind",
@@ -335,10 +393,17 @@ impl Trow {
                     "--storage",
                     &format!("http://{storage_addr}"),
                 ]);
-                if !proxy_addrs.is_empty() {
-                    let urls: Vec<String> =
-                        proxy_addrs.iter().map(|a| format!("http://{a}")).collect();
-                    cmd.args(["--proxy", &urls.join(",")]);
+                match (named, proxy_addrs.first()) {
+                    (Some(n), Some(first)) => {
+                        let port = first.rsplit_once(':').expect("HOST:PORT").1;
+                        cmd.args(["--proxy", &format!("http://{}:{port}", n.name)]);
+                    }
+                    _ if !proxy_addrs.is_empty() => {
+                        let urls: Vec<String> =
+                            proxy_addrs.iter().map(|a| format!("http://{a}")).collect();
+                        cmd.args(["--proxy", &urls.join(",")]);
+                    }
+                    _ => {}
                 }
                 cmd.args(&flags.gateway);
                 let main = Proc::spawn(cmd, logs.join(format!("gateway-{}.log", now_ms())));
@@ -359,6 +424,8 @@ impl Trow {
             proxies,
             proxy_addrs,
             storage_flags: flags.storage,
+            proxy_config: flags.config_file,
+            proxy_flags: flags.proxy,
             _tmp: None,
         };
         let v2 = format!("{}/v2/", trow.url);
@@ -369,7 +436,36 @@ impl Trow {
         trow
     }
 
+    /// Split topology: starts one more `trow proxy` on `listen` (`IP:PORT`), as a pod that
+    /// comes up; it is not in the gateway's `--proxy` list, so only a name that resolves to it
+    /// (see [`ProxyName`]) makes the gateway use it.
+    pub fn add_proxy(&mut self, listen: &str) {
+        assert_eq!(self.topology, Topology::Split);
+        let config = self
+            .proxy_config
+            .clone()
+            .expect("a Trow with a proxy config");
+        let logs = self
+            .data_dir
+            .parent()
+            .unwrap_or(&self.data_dir)
+            .to_path_buf();
+        let replica = self.proxies.len();
+        let mut p = Trow::spawn_proxy(
+            listen,
+            &self.storage_addr,
+            &config,
+            &logs,
+            replica,
+            &self.proxy_flags,
+        );
+        let addr = addr_prefix(&wait_for_line(&mut p, "trow proxy: gRPC on "));
+        self.proxy_addrs.push(addr);
+        self.proxies.push(p);
+    }
+
     fn spawn_proxy(
+        listen: &str,
         storage_addr: &str,
         config: &Path,
         logs: &Path,
@@ -380,7 +476,7 @@ impl Trow {
         cmd.args([
             "proxy",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--storage",
             &format!("http://{storage_addr}"),
             "--config-file",

@@ -123,4 +123,13 @@ mod replicas_split {
     async fn a_proxy_killed_mid_fill_is_taken_over() {
         crate::replicas::a_proxy_killed_mid_fill_is_taken_over("127.0.0.42").await;
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_name_for_several_replicas() {
+        crate::replicas::one_name_for_several_replicas(
+            ["127.0.0.77", "127.0.0.78", "127.0.0.79"],
+            "127.0.0.80",
+        )
+        .await;
+    }
 }

@@ -193,17 +193,7 @@ pub async fn run_gateway(
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
     let proxy = match proxy_urls {
         [] => None,
-        urls => {
-            let clients = urls
-                .iter()
-                .map(|u| {
-                    trow_gateway::channel(u)
-                        .map(trow_gateway::proxy)
-                        .map_err(|e| format!("invalid proxy URL {u}: {e}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Some(trow_gateway::proxy_pool::ProxyPool::new(clients))
-        }
+        urls => Some(trow_gateway::proxy_pool::ProxyPool::connect(urls).await?),
     };
     let http = bind(bind_addr, "the HTTP API").await?;
     println!(

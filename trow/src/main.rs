@@ -165,8 +165,9 @@ struct GatewayArgs {
     /// URL of the storage service, e.g. http://trow-storage:7000.
     #[arg(long, env = "TROW_STORAGE_URL")]
     storage: String,
-    /// URLs of proxy services (comma-separated; calls are spread over them). Without one,
-    /// reads under `f/` and with `?ns=` are refused.
+    /// URLs of proxy services (comma-separated; calls are spread over them). A host name is
+    /// resolved every 5 s and each of its addresses used (a headless Service's pods). Without
+    /// one, reads under `f/` and with `?ns=` are refused.
     #[arg(long, env = "TROW_PROXY_URL", value_delimiter = ',')]
     proxy: Vec<String>,
     /// The name clients use to reach this registry: `?ns=<hostname>` reads are local.

@@ -1,16 +1,17 @@
-//! Proxy replicas in the split topology: a gateway passes over a replica that died, and a fill
+//! Proxy replicas in the split topology: a gateway passes over a replica that died; a fill
 //! whose proxy was killed in the middle is taken over by another replica from the bytes already
 //! stored, so the client's retry gets the whole blob and the upstream sends it only once more
-//! from where it stopped.
+//! from where it stopped; and one host name for all replicas (a headless Service) is resolved
+//! again and again, so every pod behind it is used, those that come too.
 
 use futures::StreamExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::{Proxy, assert_layout_holds, blobs, image, skopeo_pull};
 use trow_tests::images::{self, read_blob};
 use trow_tests::oci::client;
 use trow_tests::upstream::{ProxyConfig, Upstream};
-use trow_tests::{Flags, Topology, sha256_digest};
+use trow_tests::{Flags, ProxyName, Topology, sha256_digest};
 
 pub async fn a_dead_proxy_replica_is_passed_over(ip: &str) {
     let tmp = tempfile::tempdir().unwrap();
@@ -112,5 +113,94 @@ pub async fn a_proxy_killed_mid_fill_is_taken_over(ip: &str) {
     let r = p.get(&format!("f/big/team/big/blobs/{big}")).await;
     r.assert_status(200);
     assert_eq!(up.requests().blob_gets(&big), 2);
+    p.stop_and_fsck();
+}
+
+/// Six proxied calls, each of which must be answered: enough for round robin to reach every
+/// replica.
+async fn calls(p: &Proxy) {
+    for _ in 0..6 {
+        p.get_m("f/up/team/app/manifests/1.0")
+            .await
+            .assert_status(200);
+    }
+}
+
+/// The gateway's established connections to `ip:port` (seen with `ss`), so a test can tell
+/// which replicas a name made it use.
+fn connections_to(ip: &str, port: &str) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htn", "state", "established"])
+        .arg(format!("( dst {ip} and dport = :{port} )"))
+        .output()
+        .expect("run ss (iproute2)");
+    assert!(out.status.success(), "ss: {out:?}");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+pub async fn one_name_for_several_replicas(ips: [&str; 3], upstream_ip: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = image(tmp.path(), "src", "1.0");
+    let up = Upstream::start(upstream_ip, 0);
+    let _up_logs = up.logs_on_panic();
+    up.push(&img.oci_ref(), "team/app:1.0");
+    let config = ProxyConfig::new([up.entry().alias("up")]);
+    let name = ProxyName {
+        name: "trow-proxy.test".to_string(),
+        ips: vec![ips[0].to_string(), ips[1].to_string()],
+        hosts_file: tmp.path().join("hosts"),
+    };
+    let mut p = Proxy::start_with(
+        Topology::Split,
+        &config,
+        tmp.path(),
+        Flags {
+            proxy_name: Some(name.clone()),
+            ..Flags::default()
+        },
+    );
+    let port = p.trow().proxy_addrs[0]
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+
+    // Both addresses of the name serve: the gateway holds a connection to each.
+    calls(&p).await;
+    for ip in &ips[..2] {
+        assert!(
+            connections_to(ip, &port) > 0,
+            "the gateway never connected to the replica at {ip}:{port}"
+        );
+    }
+
+    // A third pod comes up and the name now lists it: within a resolution period the gateway
+    // uses it, with no restart.
+    p.reg
+        .trow
+        .as_mut()
+        .unwrap()
+        .add_proxy(&format!("{}:{port}", ips[2]));
+    name.point_at(&ips);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while connections_to(ips[2], &port) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not pick up the new address {}:{port} of the name",
+            ips[2]
+        );
+        calls(&p).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The first two pods go: the name's last address serves every call.
+    name.point_at(&ips[2..]);
+    for i in 0..2 {
+        p.reg.trow.as_mut().unwrap().proxies[i].kill9();
+    }
+    calls(&p).await;
+    let layout = tmp.path().join("pulled");
+    skopeo_pull(&p.image("f/up/team/app:1.0"), &layout, "1.0");
+    assert_layout_holds(&layout, "1.0", &img);
     p.stop_and_fsck();
 }
