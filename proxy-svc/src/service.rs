@@ -754,7 +754,11 @@ impl Proxy for ProxyService {
             )
             .await
             .map_err(|e| upstream_status(&e, ErrorCode::BlobUnknown))?;
-        let size = resp.content_length().ok_or_else(|| {
+        // Not `content_length()`: reqwest gives the body's length there, 0 for every HEAD.
+        let size = header_str(resp.headers(), header::CONTENT_LENGTH)
+            .parse::<u64>()
+            .ok();
+        let size = size.ok_or_else(|| {
             oci_code::upstream_failed(format!(
                 "upstream {} did not say the blob's size",
                 t.upstream.host

@@ -238,7 +238,18 @@ impl Upstream {
     /// `skopeo copy --preserve-digests` of `src` (a transport reference, e.g. `oci:DIR:TAG`)
     /// into this registry as `repo_and_tag`, directly (not through the front).
     pub fn push(&self, src: &str, repo_and_tag: &str) {
+        self.copy_in(src, repo_and_tag, &[]);
+    }
+
+    /// As [`Upstream::push`], for an index: with every manifest it lists (`skopeo copy --all`;
+    /// without it skopeo copies only the image of this machine's platform).
+    pub fn push_all(&self, src: &str, repo_and_tag: &str) {
+        self.copy_in(src, repo_and_tag, &["--all"]);
+    }
+
+    fn copy_in(&self, src: &str, repo_and_tag: &str, extra: &[&str]) {
         let mut cmd = skopeo(["copy", "--preserve-digests", "--dest-tls-verify=false"]);
+        cmd.args(extra);
         if self.auth {
             cmd.args(["--dest-creds", &format!("{USER}:{PASSWORD}")]);
         }

@@ -19,6 +19,8 @@ mod counter;
 mod modes;
 #[path = "proxy/pulls.rs"]
 mod pulls;
+#[path = "proxy/ranges.rs"]
+mod ranges;
 #[path = "proxy/refusals.rs"]
 mod refusals;
 #[path = "proxy/replicas.rs"]
@@ -95,6 +97,16 @@ both_topologies!(
     modes::ns_of_the_hostname_is_local,
     "127.0.0.71",
     "127.0.0.72"
+);
+both_topologies!(
+    ranges::ranges_on_cold_filling_and_cached_blobs,
+    "127.0.0.73",
+    "127.0.0.74"
+);
+both_topologies!(
+    ranges::index_children_are_fetched_when_asked,
+    "127.0.0.75",
+    "127.0.0.76"
 );
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
 

@@ -154,14 +154,24 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
         _ => None,
     };
     if let (true, Some(s)) = (head, &stat) {
-        return Ok(answer(&up, s.cache())
-            .status(StatusCode::OK)
+        // As the local route answers a HEAD: with the range's status and headers.
+        let resp = answer(&up, s.cache())
             .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::CONTENT_LENGTH, s.size)
             .header(header::ACCEPT_RANGES, "bytes")
-            .header(DOCKER_CONTENT_DIGEST, hv(&digest))
-            .body(Body::empty())
-            .expect("valid response"));
+            .header(DOCKER_CONTENT_DIGEST, hv(&digest));
+        let resp = match range {
+            Some((start, end)) => resp
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_LENGTH, end - start + 1)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{end}/{}", s.size),
+                ),
+            None => resp
+                .status(StatusCode::OK)
+                .header(header::CONTENT_LENGTH, s.size),
+        };
+        return Ok(resp.body(Body::empty()).expect("valid response"));
     }
     let (offset, len) = match range {
         Some((start, end)) => (start, end - start + 1),
