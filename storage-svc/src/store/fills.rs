@@ -5,8 +5,7 @@
 //! read while they arrive. The first caller of [`Store::begin_fill`] fetches; all callers read
 //! through [`Store::read_fill`], which follows the upload's progress and, once it completes,
 //! the committed blob. The digest is verified on completion as for any push, so readers of a
-//! fill whose bytes were wrong get an error and nothing is stored; readers get the last bytes
-//! as soon as the digest holds, before the commit's fsyncs.
+//! fill whose bytes were wrong get an error and nothing is stored.
 //!
 //! A fill that makes no progress for [`Limits::fill_timeout`] is stalled (its filler died or its
 //! upstream hung): readers waiting on it fail, so that their proxy asks again, and the next
@@ -128,10 +127,8 @@ impl<B: Backend> Store<B> {
                     return self.read_stored(repository, digest, offset, length).await;
                 }
                 (Phase::Failed, _) => return Err(StorageError::FillFailed(digest.to_string())),
-                (Phase::Open | Phase::Verified, Some(total)) => break total,
-                (Phase::Open | Phase::Verified, None) => {
-                    wait_for_progress(&mut progress, timeout, digest).await?
-                }
+                (Phase::Open, Some(total)) => break total,
+                (Phase::Open, None) => wait_for_progress(&mut progress, timeout, digest).await?,
             }
         };
         let end = range_end(size, offset, length)?;
@@ -210,7 +207,7 @@ impl<B: Backend> FillReader<B> {
     async fn wait_for_verdict(&mut self) -> Result<()> {
         loop {
             match self.progress.borrow_and_update().phase {
-                Phase::Verified | Phase::Done => return Ok(()),
+                Phase::Done => return Ok(()),
                 Phase::Failed => return Err(StorageError::FillFailed(self.digest.clone())),
                 Phase::Open => {}
             }
@@ -255,11 +252,11 @@ impl<B: Backend> FillReader<B> {
                         .await
                 }
                 Phase::Failed => return Some(Err(StorageError::FillFailed(self.digest.clone()))),
-                Phase::Open | Phase::Verified if self.pos < p.written.min(self.end) => {
+                Phase::Open if self.pos < p.written.min(self.end) => {
                     let n = p.written.min(self.end) - self.pos;
                     backend.read(&self.data_key, self.pos, n).await
                 }
-                Phase::Open | Phase::Verified => {
+                Phase::Open => {
                     let waited =
                         wait_for_progress(&mut self.progress, self.timeout, &self.digest).await;
                     if let Err(e) = waited {
@@ -272,7 +269,7 @@ impl<B: Backend> FillReader<B> {
                 Ok(stream) => self.current = Some(stream),
                 // Completed between the look and the open: the bytes moved to the blob, and the
                 // progress says so next.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && p.phase != Phase::Done => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && p.phase == Phase::Open => {
                     if let Err(e) =
                         wait_for_progress(&mut self.progress, self.timeout, &self.digest).await
                     {

@@ -95,10 +95,6 @@ struct Progress {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Open,
-    /// Every byte is written and the digest held; the blob is being made durable and linked.
-    /// Readers of a fill may hand out the last bytes now rather than after the fsyncs: what
-    /// they send is verified, and a commit that then fails only costs the cache its copy.
-    Verified,
     /// Committed and linked: read the blob.
     Done,
     /// Cancelled or failed: nothing was stored.
@@ -135,11 +131,10 @@ impl Upload {
         }
     }
 
-    /// Ends the upload's progress for its readers (a completed upload says `Verified`, then
-    /// `Done`).
+    /// Ends the upload's progress for its readers (a completed upload says `Done` first).
     fn finish(&self, phase: Phase) {
         self.progress.send_if_modified(|p| {
-            let open = matches!(p.phase, Phase::Open | Phase::Verified) && p.phase != phase;
+            let open = p.phase == Phase::Open;
             if open {
                 p.phase = phase;
             }

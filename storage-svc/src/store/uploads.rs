@@ -292,7 +292,6 @@ impl<B: Backend> Store<B> {
                 return Err(e);
             }
         };
-        upload.finish(Phase::Verified);
         self.backend.delete(&layout::upload_repository(id)).await?;
         // Even over an existing blob: the rename is atomic, and it repairs a damaged copy.
         self.backend.commit(&data, &layout::blob(&claimed)).await?;
