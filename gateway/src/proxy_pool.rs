@@ -62,6 +62,9 @@ enum Target {
 
 impl Target {
     fn parse(url: &str) -> Result<Target, String> {
+        // What a channel would refuse is a start-up error, resolved name or not.
+        tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("invalid proxy URL {url}: {e}"))?;
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("invalid proxy URL {url}: {e}"))?;
@@ -140,10 +143,6 @@ impl ProxyPool {
             .iter()
             .map(|u| Target::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
-        // Every URL must make a channel, resolved or not: a typo is a start-up error.
-        for u in urls {
-            connect(u, 0)?;
-        }
         let pool = ProxyPool::of(Vec::new());
         pool.inner.resolve(&targets).await;
         if targets.iter().any(|t| matches!(t, Target::Named { .. })) {

@@ -155,22 +155,7 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
     };
     if let (true, Some(s)) = (head, &stat) {
         // As the local route answers a HEAD: with the range's status and headers.
-        let resp = answer(&up, s.cache())
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::ACCEPT_RANGES, "bytes")
-            .header(DOCKER_CONTENT_DIGEST, hv(&digest));
-        let resp = match range {
-            Some((start, end)) => resp
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_LENGTH, end - start + 1)
-                .header(
-                    header::CONTENT_RANGE,
-                    format!("bytes {start}-{end}/{}", s.size),
-                ),
-            None => resp
-                .status(StatusCode::OK)
-                .header(header::CONTENT_LENGTH, s.size),
-        };
+        let resp = blob_answer(&up, s.cache(), &digest, range, s.size);
         return Ok(resp.body(Body::empty()).expect("valid response"));
     }
     let (offset, len) = match range {
@@ -191,22 +176,7 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
         tracing::error!("proxy blob stream without its header");
         return Err(Error::new(OciCode::Unknown, "internal error"));
     };
-    let mut resp = answer(&up, h.cache())
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(DOCKER_CONTENT_DIGEST, hv(&digest));
-    resp = match range {
-        Some((start, end)) => resp
-            .status(StatusCode::PARTIAL_CONTENT)
-            .header(header::CONTENT_LENGTH, end - start + 1)
-            .header(
-                header::CONTENT_RANGE,
-                format!("bytes {start}-{end}/{}", h.size),
-            ),
-        None => resp
-            .status(StatusCode::OK)
-            .header(header::CONTENT_LENGTH, h.size),
-    };
+    let resp = blob_answer(&up, h.cache(), &digest, range, h.size);
     let data = stream.filter_map(|p| {
         std::future::ready(match p {
             Ok(pb::BlobPart {
@@ -220,6 +190,29 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
         })
     });
     Ok(resp.body(Body::from_stream(data)).expect("valid response"))
+}
+
+/// The head of a blob answer: 206 with the range's headers, or 200 with the whole size.
+fn blob_answer(
+    up: &Upstream,
+    cache: CacheStatus,
+    digest: &str,
+    range: Option<(u64, u64)>,
+    size: u64,
+) -> axum::http::response::Builder {
+    let resp = answer(up, cache)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(DOCKER_CONTENT_DIGEST, hv(digest));
+    match range {
+        Some((start, end)) => resp
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_LENGTH, end - start + 1)
+            .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
+        None => resp
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, size),
+    }
 }
 
 pub async fn tags(r: Req, up: Upstream) -> Result<Response> {
