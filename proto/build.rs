@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/trow/oci/v1/errors.proto",
         "proto/trow/storage/v1/storage.proto",
         "proto/trow/proxy/v1/proxy.proto",
+        "proto/trow/admission/v1/admission.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

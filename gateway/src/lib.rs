@@ -1,11 +1,13 @@
 //! Trow's HTTP gateway: terminates the OCI Distribution API and answers it by calling the
-//! storage service over gRPC, and the proxy service for reads of other registries. It holds no registry state of its own, so any number of gateways
-//! can front one storage service.
+//! storage service over gRPC, the proxy service for reads of other registries, and the
+//! admission service for Kubernetes' webhooks. It holds no registry state of its own, so any
+//! number of gateways can front one storage service.
 //!
 //! - [`routes`]: one module per OCI resource; handlers parse the request and shape the answer.
 //! - [`body`]: blob bytes between HTTP bodies and gRPC streams, in bounded chunks.
 //! - [`error`]: the one error type and its mapping to OCI error JSON.
 //! - [`server`]: the accept loop, with its connection cap and timeouts for hostile clients.
+//! - [`tls`]: HTTPS from certificate files, reloaded when they change.
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
@@ -15,6 +17,7 @@ use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
+use trow_proto::admission::admission_client::AdmissionClient;
 use trow_proto::proxy::proxy_client::ProxyClient;
 use trow_proto::storage::storage_client::StorageClient;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
@@ -24,6 +27,7 @@ pub mod error;
 pub mod proxy_pool;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 pub use server::ServerConfig;
 
@@ -36,6 +40,8 @@ pub struct AppState {
     pub proxy: Option<proxy_pool::ProxyPool>,
     /// The name clients use for this registry: `?ns=<hostname>` is an ordinary local read.
     pub hostname: Option<String>,
+    /// The admission webhooks' service; None: `/validate-image` and `/mutate-image` answer 404.
+    pub admission: Option<AdmissionClient<Channel>>,
 }
 
 /// A channel to a service at `url` (`http://host:port`). It connects lazily and reconnects by
@@ -98,6 +104,13 @@ pub fn storage(channel: Channel) -> StorageClient<Channel> {
 /// A proxy client on `channel`, with Trow's message size limits.
 pub fn proxy(channel: Channel) -> ProxyClient<Channel> {
     ProxyClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+/// An admission client on `channel`, with Trow's message size limits.
+pub fn admission(channel: Channel) -> AdmissionClient<Channel> {
+    AdmissionClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }

@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub h2_keep_alive_timeout: Duration,
     /// HTTP/2: concurrent streams (requests) per connection. Parallel layer pulls use a few.
     pub h2_max_streams: u32,
+    /// Serve HTTPS with this (see [`crate::tls`]); None: plain HTTP. The handshake must end
+    /// within `header_timeout`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             h2_keep_alive_interval: Duration::from_secs(30),
             h2_keep_alive_timeout: Duration::from_secs(20),
             h2_max_streams: 100,
+            tls: None,
         }
     }
 }
@@ -296,10 +300,33 @@ async fn connection(
     app: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
     config: Arc<ServerConfig>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    // Below TLS, so a client that stops reading is timed out on the socket's own writes.
+    let io = SendTimeout::new(stream, config.send_timeout);
+    let Some(tls) = &config.tls else {
+        return serve_io(TokioIo::new(io), app, &builder, &config, stopped).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+    match tokio::time::timeout(config.header_timeout, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => serve_io(TokioIo::new(tls), app, &builder, &config, stopped).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+/// HTTP over one connection's byte stream (plain or TLS).
+async fn serve_io<I>(
+    io: I,
+    app: Router,
+    builder: &auto::Builder<TokioExecutor>,
+    config: &ServerConfig,
+    mut stopped: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = activity.clone();
@@ -319,7 +346,6 @@ async fn connection(
             }
         })
     };
-    let io = TokioIo::new(SendTimeout::new(stream, config.send_timeout));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let idle = tokio::select! {

@@ -11,6 +11,10 @@ pub mod proxy {
     tonic::include_proto!("trow.proxy.v1");
 }
 
+pub mod admission {
+    tonic::include_proto!("trow.admission.v1");
+}
+
 /// The OCI Distribution error codes, shared by every service.
 pub mod oci {
     tonic::include_proto!("trow.oci.v1");

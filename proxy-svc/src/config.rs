@@ -13,6 +13,7 @@
 //!       password_file: /run/secrets/pw   # or password: ...
 //!       insecure: false        # plain http
 //!       ca_file: /etc/ca.pem   # extra CA for this upstream
+//!       ignore_repos: [team/base]   # the mutating webhook leaves these images alone
 //! ```
 //!
 //! Everything is checked at start-up, with errors that name the key (`registry_proxies.
@@ -111,6 +112,12 @@ pub struct RegistryConfig {
     pub insecure: bool,
     /// An extra CA (PEM) to trust for this upstream.
     pub ca_file: Option<PathBuf>,
+    /// Repository prefixes the admission service's mutating webhook never rewrites to go
+    /// through the cache, matched at `/` boundaries (`team` covers `team` and `team/app`, not
+    /// `teams`) against the repository as the upstream names it (`library/alpine` on Docker
+    /// Hub, not `alpine`). Reads under `f/` are not affected: this only keeps pods pulling
+    /// those images straight from the upstream.
+    pub ignore_repos: Vec<String>,
 }
 
 /// Why the section was refused. Every message starts with the key it is about.
@@ -236,6 +243,17 @@ fn validate_entry(i: usize, r: &mut RegistryConfig) -> Result<String, ConfigErro
             ),
         ));
     }
+    for (j, p) in r.ignore_repos.iter().enumerate() {
+        if !valid_repository(p) {
+            return Err(invalid(
+                key(i, &format!("ignore_repos[{j}]")),
+                format!(
+                    "{p:?} is not a valid repository prefix (lowercase components joined by \
+                     '/', no leading or trailing '/')"
+                ),
+            ));
+        }
+    }
     if r.username.as_deref() == Some("") {
         return Err(invalid(key(i, "username"), "is empty"));
     }
@@ -332,6 +350,8 @@ struct RawRegistryConfig {
     #[serde(default)]
     insecure: bool,
     ca_file: Option<PathBuf>,
+    #[serde(default)]
+    ignore_repos: Vec<String>,
 }
 
 impl RawProxyConfig {
@@ -388,6 +408,7 @@ impl RawRegistryConfig {
             password,
             insecure: self.insecure,
             ca_file: self.ca_file,
+            ignore_repos: self.ignore_repos,
         })
     }
 }
@@ -473,6 +494,7 @@ registries:
     password_file: {}
     insecure: true
     ca_file: {}
+    ignore_repos: [team/base, tools]
   - host: docker.io
     username: hub
     password: inline
@@ -491,6 +513,8 @@ registries:
         assert_eq!(r.password.as_ref().unwrap().expose(), "s3cret");
         assert!(r.insecure);
         assert_eq!(r.ca_file.as_deref(), Some(ca.as_path()));
+        assert_eq!(r.ignore_repos, ["team/base", "tools"]);
+        assert!(cfg.registries[1].ignore_repos.is_empty());
         assert_eq!(cfg.registries[1].password, Some(Secret::new("inline")));
         assert!(!cfg.registries[1].insecure);
         // Validation is idempotent.
@@ -599,6 +623,28 @@ registries:
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn ignore_repos_are_repository_prefixes() {
+        for bad in [
+            "/a",
+            "a/",
+            "a//b",
+            "Library/alpine",
+            "",
+            "docker.io/library/alpine:3",
+        ] {
+            let e = err(&format!(
+                "registries: [{{host: a.io}}, {{host: b.io, ignore_repos: [ok, '{bad}']}}]"
+            ));
+            assert!(
+                e.starts_with("registry_proxies.registries[1].ignore_repos[1]: "),
+                "{bad}: {e}"
+            );
+        }
+        let cfg = yaml("registries: [{host: docker.io, ignore_repos: [library/alpine]}]").unwrap();
+        assert_eq!(cfg.registries[0].ignore_repos, ["library/alpine"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`ssrf`]: which addresses an unconfigured upstream may not resolve to.
 //! - [`upstream`]: the upstream registry API with its three ways of authenticating.
 //! - [`service`]: what to ask the upstream, what to cache, what to serve when it fails.
+//! - [`warm`]: filling the cache with a whole image before anyone pulls it (pre-warm).
 //! - [`server`]: the gRPC server with health and reflection.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod server;
 pub mod service;
 pub mod ssrf;
 pub mod upstream;
+pub mod warm;
 
 pub use server::{serve, serve_incoming};
 pub use service::ProxyService;

@@ -34,7 +34,7 @@ pub const DOCKER_HUB_NAME: &str = "docker.io";
 pub const MAX_REPOSITORY_LEN: usize = 255;
 
 /// Whether a (lowercase, port-less) host is one of Docker Hub's names.
-pub(crate) fn is_docker_hub(host: &str) -> bool {
+pub fn is_docker_hub(host: &str) -> bool {
     matches!(
         host,
         "docker.io" | "index.docker.io" | "registry-1.docker.io"
@@ -77,7 +77,7 @@ pub(crate) enum Host {
 
 /// A parsed `host[:port]`: one value per upstream, whatever spelling named it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Authority {
+pub struct Authority {
     pub(crate) host: Host,
     pub(crate) port: Option<u16>,
 }
@@ -85,7 +85,7 @@ pub(crate) struct Authority {
 impl Authority {
     /// Parses `host`, `host:port`, `[v6]` or `[v6]:port` (case-insensitive). The error is a
     /// reason fit to show a user.
-    pub(crate) fn parse(s: &str) -> Result<Authority, String> {
+    pub fn parse(s: &str) -> Result<Authority, String> {
         let s = s.to_ascii_lowercase();
         if s.is_empty() {
             return Err("it is empty".into());
@@ -248,12 +248,12 @@ fn parse_host(h: &str) -> Result<Host, String> {
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`, any length.
-pub(crate) fn valid_repository(name: &str) -> bool {
+pub fn valid_repository(name: &str) -> bool {
     !name.is_empty() && name.split('/').all(valid_component)
 }
 
 /// One repository path component: alphanumeric runs joined by `.`, `_`, `__` or `-+`.
-pub(crate) fn valid_component(c: &str) -> bool {
+pub fn valid_component(c: &str) -> bool {
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let b = c.as_bytes();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
@@ -495,6 +495,7 @@ mod tests {
             password: None,
             insecure: false,
             ca_file: None,
+            ignore_repos: Vec::new(),
         }
     }
 

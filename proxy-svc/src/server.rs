@@ -64,13 +64,11 @@ impl Proxy for Shared {
         self.0.stat_blob(r).await
     }
 
-    type ReadBlobStream = <ProxyService as Proxy>::ReadBlobStream;
-
-    async fn read_blob(
+    async fn open_blob(
         &self,
         r: tonic::Request<trow_proto::proxy::BlobRequest>,
-    ) -> Result<tonic::Response<Self::ReadBlobStream>, tonic::Status> {
-        self.0.read_blob(r).await
+    ) -> Result<tonic::Response<trow_proto::proxy::BlobSource>, tonic::Status> {
+        self.0.open_blob(r).await
     }
 
     async fn list_tags(
@@ -78,5 +76,12 @@ impl Proxy for Shared {
         r: tonic::Request<trow_proto::proxy::TagsRequest>,
     ) -> Result<tonic::Response<trow_proto::proxy::TagList>, tonic::Status> {
         self.0.list_tags(r).await
+    }
+
+    async fn warm(
+        &self,
+        r: tonic::Request<trow_proto::proxy::WarmRequest>,
+    ) -> Result<tonic::Response<trow_proto::proxy::WarmReply>, tonic::Status> {
+        self.0.warm(r).await
     }
 }

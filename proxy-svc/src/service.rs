@@ -15,7 +15,6 @@ use futures::{Stream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use sha2::Digest as _;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -32,7 +31,7 @@ use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, read_limited};
 pub struct ProxyService {
     resolver: Resolver,
     upstreams: Arc<Upstreams>,
-    storage: StorageClient<Channel>,
+    pub(crate) storage: StorageClient<Channel>,
     offline: bool,
     revalidate_timeout: Duration,
 }
@@ -49,7 +48,7 @@ impl ProxyService {
     }
 
     /// `registry` as the gateway got it: the first segment after `f/`, or the `ns` parameter.
-    fn target(&self, registry: &str, repository: &str) -> Result<Target, Status> {
+    pub(crate) fn target(&self, registry: &str, repository: &str) -> Result<Target, Status> {
         let resolved = if registry.contains(':') || registry.starts_with('[') {
             self.resolver.resolve_ns(registry, repository)
         } else {
@@ -291,7 +290,7 @@ impl ProxyService {
         Ok(Some(m))
     }
 
-    async fn manifest(
+    pub(crate) async fn manifest(
         &self,
         r: &pb::ManifestRequest,
     ) -> Result<(st::Manifest, CacheStatus), Status> {
@@ -398,7 +397,7 @@ impl ProxyService {
     }
 
     /// Starts filling a blob when this caller is to fill it; says whether it was cached.
-    async fn join_fill(&self, t: &Target, digest: &str) -> Result<bool, Status> {
+    pub(crate) async fn join_fill(&self, t: &Target, digest: &str) -> Result<bool, Status> {
         use st::fill_state::Role;
         if self.offline {
             return Ok(true);
@@ -699,8 +698,6 @@ fn upstream_status(e: &UpstreamError, not_found: ErrorCode) -> Status {
     }
 }
 
-type PartStream = Pin<Box<dyn Stream<Item = Result<pb::BlobPart, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl Proxy for ProxyService {
     async fn get_manifest(
@@ -770,63 +767,22 @@ impl Proxy for ProxyService {
         }))
     }
 
-    type ReadBlobStream = PartStream;
-
-    async fn read_blob(
+    async fn open_blob(
         &self,
         req: Request<pb::BlobRequest>,
-    ) -> Result<Response<PartStream>, Status> {
+    ) -> Result<Response<pb::BlobSource>, Status> {
         let r = req.into_inner();
         let t = self.target(&r.registry, &r.repository)?;
-        let fill_req = st::ReadBlobRequest {
-            repository: t.cache_repository.clone(),
-            digest: r.digest.clone(),
-            offset: r.offset,
-            length: r.length,
-        };
-        // A fill that failed or stalled before this reader got its header: ask again (the
-        // caller may become the filler and see the upstream's own answer).
-        let mut attempts = 0;
-        let (cached, mut stream) = loop {
-            let cached = self.join_fill(&t, &r.digest).await?;
-            match self.storage.clone().read_fill(fill_req.clone()).await {
-                Ok(s) => break (cached, s.into_inner()),
-                Err(s) if s.code() == Code::Aborted && attempts < RESUMES => attempts += 1,
-                Err(s) => return Err(s),
+        let cached = self.join_fill(&t, &r.digest).await?;
+        Ok(Response::new(pb::BlobSource {
+            repository: t.cache_repository,
+            cache: if cached {
+                CacheStatus::Hit
+            } else {
+                CacheStatus::Miss
             }
-        };
-        let size = match stream.message().await? {
-            Some(st::FillPart {
-                part: Some(st::fill_part::Part::Header(h)),
-            }) => h.size,
-            _ => return Err(Status::internal("a fill stream without its header")),
-        };
-        let header = pb::BlobPart {
-            part: Some(pb::blob_part::Part::Header(pb::BlobHeader {
-                size,
-                cache: if cached {
-                    CacheStatus::Hit
-                } else {
-                    CacheStatus::Miss
-                }
-                .into(),
-            })),
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let resume = Resume {
-            service: ProxyHandle {
-                storage: self.storage.clone(),
-                upstreams: self.upstreams.clone(),
-                offline: self.offline,
-            },
-            target: t,
-            request: fill_req,
-        };
-        tokio::spawn(resume.forward(stream, tx));
-        let data = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(
-            futures::stream::once(async { Ok(header) }).chain(data),
-        )))
+            .into(),
+        }))
     }
 
     async fn list_tags(
@@ -881,21 +837,18 @@ impl Proxy for ProxyService {
             .into(),
         }))
     }
-}
 
-/// What a blob download needs to pick up a stalled fill.
-struct ProxyHandle {
-    storage: StorageClient<Channel>,
-    upstreams: Arc<Upstreams>,
-    offline: bool,
-}
-
-/// Forwards a fill to the client; when the fill stalls or fails mid-way, asks storage again
-/// (taking the fill over if its filler is gone) and goes on from the byte the client is at.
-struct Resume {
-    service: ProxyHandle,
-    target: Target,
-    request: st::ReadBlobRequest,
+    async fn warm(&self, req: Request<pb::WarmRequest>) -> Result<Response<pb::WarmReply>, Status> {
+        let r = req.into_inner();
+        if self.offline {
+            return Err(oci_code::status(
+                Code::FailedPrecondition,
+                ErrorCode::Unsupported,
+                "offline: nothing is fetched, so nothing can be warmed",
+            ));
+        }
+        Ok(Response::new(self.warm_image(&r).await?))
+    }
 }
 
 /// Pages of an upstream's tag list followed at most (Docker Hub serves 100 tags a page).
@@ -917,85 +870,8 @@ fn next_page(headers: &HeaderMap, repository: &str) -> Option<String> {
     rest.starts_with("tags/list").then(|| rest.to_string())
 }
 
-/// Times a download picks a stalled fill up again before giving up.
-const RESUMES: usize = 3;
-
-impl Resume {
-    async fn forward(
-        mut self,
-        mut stream: tonic::Streaming<st::FillPart>,
-        tx: tokio::sync::mpsc::Sender<Result<pb::BlobPart, Status>>,
-    ) {
-        let mut sent = 0u64;
-        let mut resumes = 0;
-        loop {
-            let failure = loop {
-                match stream.message().await {
-                    Ok(Some(st::FillPart {
-                        part: Some(st::fill_part::Part::Data(d)),
-                    })) => {
-                        sent += d.len() as u64;
-                        let part = pb::BlobPart {
-                            part: Some(pb::blob_part::Part::Data(d)),
-                        };
-                        if tx.send(Ok(part)).await.is_err() {
-                            return; // The client went away; the fill goes on without it.
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => return,
-                    Err(s) => break s,
-                }
-            };
-            if failure.code() != Code::Aborted || resumes == RESUMES || self.service.offline {
-                let _ = tx.send(Err(failure)).await;
-                return;
-            }
-            resumes += 1;
-            match self.restart(sent).await {
-                Ok(s) => stream = s,
-                Err(s) => {
-                    let _ = tx.send(Err(s)).await;
-                    return;
-                }
-            }
-        }
-    }
-
-    async fn restart(&mut self, sent: u64) -> Result<tonic::Streaming<st::FillPart>, Status> {
-        use st::fill_state::Role;
-        let s = &self.service;
-        let state = s
-            .storage
-            .clone()
-            .begin_fill(st::BeginFillRequest {
-                repository: self.target.cache_repository.clone(),
-                digest: self.request.digest.clone(),
-            })
-            .await?
-            .into_inner();
-        if state.role() == Role::Filler {
-            let filler = Filler {
-                upstreams: s.upstreams.clone(),
-                storage: s.storage.clone(),
-                target: self.target.clone(),
-                digest: self.request.digest.clone(),
-                upload_id: state.upload_id,
-                offset: state.offset,
-            };
-            filler.start().await?;
-        }
-        let mut req = self.request.clone();
-        req.offset += sent;
-        if req.length > 0 {
-            req.length -= sent;
-        }
-        let mut stream = s.storage.clone().read_fill(req).await?.into_inner();
-        // The header again; the bytes go on from where the client is.
-        stream.message().await?;
-        Ok(stream)
-    }
-}
+/// Times a warm picks a stalled fill up again before giving up.
+pub(crate) const RESUMES: usize = 3;
 
 #[cfg(test)]
 mod tests {

@@ -39,6 +39,14 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, Error> {
         .map_err(|e| format!("cannot listen on {addr} for {what}: {e}").into())
 }
 
+fn scheme(server: &trow_gateway::ServerConfig) -> &'static str {
+    if server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// What the one-process default runs with.
 pub struct AllInOne {
     pub bind: SocketAddr,
@@ -84,7 +92,8 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     );
     println!("trow proxy: gRPC on {proxy_addr}");
     println!(
-        "trow gateway: OCI registry on http://{}{}",
+        "trow gateway: OCI registry on {}://{}{}",
+        scheme(&a.server),
         http.local_addr()?,
         a.hostname
             .as_ref()
@@ -127,6 +136,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
         ])),
         hostname: a.hostname,
+        admission: None,
     };
     let served = trow_gateway::serve(http, state, wait(stop), a.server).await;
     let _ = gateway_done.send(true);
@@ -197,7 +207,8 @@ pub async fn run_gateway(
     };
     let http = bind(bind_addr, "the HTTP API").await?;
     println!(
-        "trow gateway: OCI registry on http://{}{}, storage at {storage_url}",
+        "trow gateway: OCI registry on {}://{}{}, storage at {storage_url}",
+        scheme(&server),
         http.local_addr()?,
         hostname
             .as_ref()
@@ -208,6 +219,7 @@ pub async fn run_gateway(
         storage,
         proxy,
         hostname,
+        admission: None,
     };
     trow_gateway::serve(http, state, wait(stop), server).await?;
     Ok(())

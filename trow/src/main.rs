@@ -9,13 +9,14 @@
 //! ```
 //!
 //! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
-//! `--header-timeout`, `--idle-timeout`, `--body-timeout`, `--send-timeout`.
+//! `--header-timeout`, `--idle-timeout`, `--body-timeout`, `--send-timeout`, and `--tls=CERT,KEY`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use trow_gateway::server::{ServerConfig, parse_duration};
+use trow_gateway::tls::TlsFiles;
 
 #[derive(Parser)]
 #[command(
@@ -94,19 +95,29 @@ struct ServerArgs {
     /// A client that reads none of its response this long is disconnected. [default: 60s]
     #[arg(long, env = "TROW_SEND_TIMEOUT", value_parser = parse_duration)]
     send_timeout: Option<Duration>,
+    /// Serve HTTPS with this PEM certificate (chain) and key, as CERT,KEY; the files are
+    /// re-read when they change (cert-manager rotation). Without it: plain HTTP.
+    #[arg(long, env = "TROW_TLS", value_parser = TlsFiles::parse)]
+    tls: Option<TlsFiles>,
 }
 
 impl ServerArgs {
-    fn config(&self) -> ServerConfig {
+    /// The server's config; loading the TLS files (once, here) is what can fail.
+    fn config(&self) -> Result<ServerConfig, trow::Error> {
         let d = ServerConfig::default();
-        ServerConfig {
+        let tls = match &self.tls {
+            Some(files) => Some(trow_gateway::tls::server_config(files.clone())?),
+            None => None,
+        };
+        Ok(ServerConfig {
             max_connections: self.max_connections.unwrap_or(d.max_connections),
             header_timeout: self.header_timeout.unwrap_or(d.header_timeout),
             idle_timeout: self.idle_timeout.unwrap_or(d.idle_timeout),
             body_timeout: self.body_timeout.unwrap_or(d.body_timeout),
             send_timeout: self.send_timeout.unwrap_or(d.send_timeout),
+            tls,
             ..d
-        }
+        })
     }
 }
 
@@ -236,7 +247,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 data_dir: a.data_dir,
                 hostname: a.hostname,
                 limits: a.limits.into(),
-                server: a.server.config(),
+                server: a.server.config()?,
                 proxy: config.proxy(),
             })
             .await
@@ -249,7 +260,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             trow::run_proxy(a.listen, &a.storage, &config.proxy()).await
         }
         Some(Command::Gateway(a)) => {
-            let config = a.server.config();
+            let config = a.server.config()?;
             trow::run_gateway(a.bind, &a.storage, &a.proxy, a.hostname, config).await
         }
         Some(Command::Fsck(a)) => std::process::exit(fsck(a).await),

@@ -10,13 +10,14 @@ use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use percent_encoding::percent_decode_str;
 use std::collections::HashMap;
 
 use crate::AppState;
 use crate::error::{Error, OciCode, Result};
 
+pub mod admission;
 pub mod base;
 pub mod blobs;
 pub mod catalog;
@@ -74,6 +75,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", get(base::check))
         .route("/v2/_catalog", get(catalog::list))
         .route("/v2/{*path}", any(dispatch))
+        .route("/validate-image", post(admission::validate))
+        .route("/mutate-image", post(admission::mutate))
         .fallback(|| async { Error::new(OciCode::NameUnknown, "no such endpoint") })
         .with_state(state)
 }

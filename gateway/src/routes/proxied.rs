@@ -9,8 +9,10 @@
 use axum::body::Body;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
-use trow_proto::proxy::{self as pb, BlobRequest, CacheStatus, ManifestRequest, TagsRequest};
+use tonic::Code;
+use tonic::transport::Channel;
+use trow_proto::proxy::{BlobRequest, CacheStatus, ManifestRequest, TagsRequest};
+use trow_proto::storage::{self as st, storage_client::StorageClient};
 
 use super::{DOCKER_CONTENT_DIGEST, Req, hv, next_link, page_params};
 use crate::error::{Error, OciCode, Result};
@@ -127,12 +129,10 @@ pub async fn manifest(r: Req, up: Upstream, reference: String, head: bool) -> Re
 
 pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Response> {
     let proxy = client(&r)?;
-    let request = |offset, length| BlobRequest {
+    let request = || BlobRequest {
         registry: up.registry.clone(),
         repository: up.repository.clone(),
         digest: digest.clone(),
-        offset,
-        length,
     };
     let range_header = r.headers.get(header::RANGE);
     // A HEAD, or a Range to resolve against the size, asks for the size first.
@@ -140,7 +140,7 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
         Some(
             proxy
                 .call(|mut c| {
-                    let request = request(0, 0);
+                    let request = request();
                     async move { c.stat_blob(request).await }
                 })
                 .await?
@@ -158,38 +158,121 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
         let resp = blob_answer(&up, s.cache(), &digest, range, s.size);
         return Ok(resp.body(Body::empty()).expect("valid response"));
     }
-    let (offset, len) = match range {
+    let (offset, length) = match range {
         Some((start, end)) => (start, end - start + 1),
         None => (0, 0),
     };
-    let mut stream = proxy
-        .call(|mut c| {
-            let request = request(offset, len);
-            async move { c.read_blob(request).await }
-        })
-        .await?
-        .into_inner();
-    let Some(pb::BlobPart {
-        part: Some(pb::blob_part::Part::Header(h)),
-    }) = stream.message().await?
-    else {
-        tracing::error!("proxy blob stream without its header");
-        return Err(Error::new(OciCode::Unknown, "internal error"));
+    let mut fill = Fill {
+        proxy,
+        storage: r.state.storage.clone(),
+        blob: request(),
+        read: st::ReadBlobRequest {
+            repository: String::new(),
+            digest: digest.clone(),
+            offset,
+            length,
+        },
+        cache: CacheStatus::Unspecified,
+        resumes: 0,
     };
-    let resp = blob_answer(&up, h.cache(), &digest, range, h.size);
-    let data = stream.filter_map(|p| {
-        std::future::ready(match p {
-            Ok(pb::BlobPart {
-                part: Some(pb::blob_part::Part::Data(d)),
-            }) => Some(Ok(d)),
-            Ok(_) => None,
-            Err(s) => {
-                tracing::warn!(status = %s, "proxied blob download broke off");
-                Some(Err(s))
+    let (size, stream) = fill.open().await?;
+    let resp = blob_answer(&up, fill.cache, &digest, range, size);
+    Ok(resp
+        .body(Body::from_stream(fill.follow(stream)))
+        .expect("valid response"))
+}
+
+/// Times a download picks a stalled fill up again before giving up.
+const RESUMES: u32 = 3;
+
+/// A proxied blob download: the proxy makes the blob readable (cached, or filling), and the
+/// bytes come straight from storage. When the fill stalls (`ABORTED`: its filler died or hung),
+/// the proxy is asked again, which takes the fill over, and the download goes on from the
+/// byte the client is at.
+struct Fill {
+    proxy: ProxyPool,
+    storage: StorageClient<Channel>,
+    blob: BlobRequest,
+    /// The next read: its offset moves with every byte sent.
+    read: st::ReadBlobRequest,
+    cache: CacheStatus,
+    resumes: u32,
+}
+
+impl Fill {
+    /// Asks the proxy for the blob and opens it in storage; returns the whole blob's size.
+    async fn open(&mut self) -> Result<(u64, tonic::Streaming<st::FillPart>)> {
+        loop {
+            let blob = self.blob.clone();
+            let source = self
+                .proxy
+                .call(|mut c| {
+                    let blob = blob.clone();
+                    async move { c.open_blob(blob).await }
+                })
+                .await?
+                .into_inner();
+            if self.cache == CacheStatus::Unspecified {
+                self.cache = source.cache();
+            }
+            self.read.repository = source.repository;
+            let opened = async {
+                let mut stream = self
+                    .storage
+                    .read_fill(self.read.clone())
+                    .await?
+                    .into_inner();
+                match stream.message().await? {
+                    Some(st::FillPart {
+                        part: Some(st::fill_part::Part::Header(h)),
+                    }) => Ok((h.size, stream)),
+                    _ => Err(tonic::Status::internal("a fill stream without its header")),
+                }
+            };
+            match opened.await {
+                Err(s) if s.code() == Code::Aborted && self.resumes < RESUMES => self.resumes += 1,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// The bytes from `stream` on, picking the fill up again when it stalls.
+    fn follow(
+        self,
+        stream: tonic::Streaming<st::FillPart>,
+    ) -> impl futures::Stream<Item = Result<bytes::Bytes, Error>> + Send {
+        futures::stream::unfold(Some((self, stream)), |state| async move {
+            let (mut fill, mut stream) = state?;
+            loop {
+                match stream.message().await {
+                    Ok(Some(st::FillPart {
+                        part: Some(st::fill_part::Part::Data(d)),
+                    })) => {
+                        fill.read.offset += d.len() as u64;
+                        if fill.read.length > 0 {
+                            fill.read.length -= d.len() as u64;
+                        }
+                        return Some((Ok(d), Some((fill, stream))));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return None,
+                    Err(s) if s.code() == Code::Aborted && fill.resumes < RESUMES => {
+                        fill.resumes += 1;
+                        tracing::info!(digest = %fill.read.digest, at = fill.read.offset,
+                            "a proxied blob's fill stalled: picking it up again");
+                        match fill.open().await {
+                            Ok((_, s)) => stream = s,
+                            Err(e) => return Some((Err(e), None)),
+                        }
+                    }
+                    Err(s) => {
+                        tracing::warn!(status = %s, "proxied blob download broke off");
+                        return Some((Err(Error::from(s)), None));
+                    }
+                }
             }
         })
-    });
-    Ok(resp.body(Body::from_stream(data)).expect("valid response"))
+    }
 }
 
 /// The head of a blob answer: 206 with the range's headers, or 200 with the whole size.

@@ -1,0 +1,221 @@
+//! Trow's Kubernetes admission webhooks: the validating one decides which images pods may run
+//! (`image_validation`), the mutating one rewrites images to pull through Trow's cache
+//! (`image_mutation`). This crate is the logic alone, bytes in and bytes out, so that the
+//! gRPC server, the gateway's routes and the tests all drive the same two calls:
+//! [`Webhooks::validate`] and [`Webhooks::mutate`] take the AdmissionReview the API server
+//! sent and return the one to answer with, plus an outcome for the caller to log and act on
+//! (pre-warm the rewritten images, unless it is a dry run).
+//!
+//! - [`config`]: the `image_validation` and `image_mutation` sections.
+//! - [`image`]: image references as pods write them, normalized.
+//! - [`policy`]: allow or deny one image, and why.
+//! - [`review`]: the AdmissionReview, the object's images and where they are.
+//! - [`mutate`]: which images to rewrite, to what, as a JSON patch.
+
+pub mod config;
+pub mod image;
+pub mod mutate;
+pub mod policy;
+pub mod review;
+#[cfg(test)]
+mod testdata;
+
+use kube_core::Status;
+use trow_proxy::config::ProxyConfig;
+use trow_proxy::reference::Resolver;
+
+pub use config::{ConfigError, Decision, MutationConfig, ValidationConfig};
+pub use image::{ImageError, ImageRef};
+pub use mutate::Rewrite;
+pub use policy::Verdict;
+pub use review::{ImageSite, Review, ReviewError};
+
+/// One image the validating webhook refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub container: String,
+    /// The image as written.
+    pub image: String,
+    pub verdict: Verdict,
+}
+
+/// `image "evil.example.com/x:1" (container "app") denied by prefix "evil.example.com/"`.
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "image {:?} (container {:?}) {}",
+            self.image, self.container, self.verdict
+        )
+    }
+}
+
+/// What the validating webhook decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub allowed: bool,
+    pub dry_run: bool,
+    pub uid: String,
+    /// `Pod team/web`, for logs.
+    pub object: String,
+    /// Every refused image; empty when allowed.
+    pub denied: Vec<Denial>,
+}
+
+/// What the mutating webhook did. It always allows; it only rewrites.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MutateOutcome {
+    pub allowed: bool,
+    pub dry_run: bool,
+    pub uid: String,
+    pub object: String,
+    /// The images rewritten, with what the proxy needs to pre-warm each.
+    pub rewritten: Vec<Rewrite>,
+    /// For the operator's log (e.g. no `--hostname`).
+    pub warnings: Vec<String>,
+}
+
+/// Both webhooks, built once at start-up.
+#[derive(Debug)]
+pub struct Webhooks {
+    validation: Option<ValidationConfig>,
+    mutator: mutate::Mutator,
+    hostname: Option<String>,
+}
+
+impl Webhooks {
+    /// `validation: None` allows every image (see [`Webhooks::startup_warnings`]).
+    /// `hostname` is Trow's `--hostname`, as the kubelet reaches it (`trow.example.com`,
+    /// `trow.example.com:8443`); the configs are validated again (idempotent), and a hostname
+    /// that is not a `host[:port]` is refused, naming `--hostname`.
+    pub fn new(
+        validation: Option<ValidationConfig>,
+        mutation: MutationConfig,
+        proxy: &ProxyConfig,
+        hostname: Option<String>,
+    ) -> Result<Webhooks, ConfigError> {
+        let validation = validation.map(ValidationConfig::validate).transpose()?;
+        let mutation = mutation.validate()?;
+        let hostname = hostname.map(|h| normalize_hostname(&h)).transpose()?;
+        // Only a name runtimes read as a registry can be rewritten to.
+        let rewrite_to = hostname.clone().filter(|h| image::names_registry(h));
+        Ok(Webhooks {
+            validation,
+            mutator: mutate::Mutator::new(mutation, Resolver::new(proxy), rewrite_to),
+            hostname,
+        })
+    }
+
+    /// What an operator should hear at start-up: a webhook that will let everything through
+    /// or rewrite nothing, and why.
+    pub fn startup_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.validation.is_none() {
+            w.push(
+                "no image_validation in the config file: the validating webhook allows every image"
+                    .to_string(),
+            );
+        }
+        if self.mutation().enabled {
+            match &self.hostname {
+                None => w.push(mutate::NO_HOSTNAME.to_string()),
+                Some(h) if !image::names_registry(h) => w.push(format!(
+                    "--hostname {h:?} cannot be used to rewrite images: container runtimes read \
+                     a first component without '.' or ':' (other than localhost) as a Docker \
+                     Hub namespace; the mutating webhook rewrites nothing (use a name with a \
+                     '.' or a port)"
+                )),
+                Some(_) => {}
+            }
+        }
+        w
+    }
+
+    pub fn validation(&self) -> Option<&ValidationConfig> {
+        self.validation.as_ref()
+    }
+
+    pub fn mutation(&self) -> &MutationConfig {
+        self.mutator.config()
+    }
+
+    /// Trow's hostname, normalized (lowercase).
+    pub fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref()
+    }
+
+    /// The validating webhook: denies the object when any image is denied (HTTP 403 in the
+    /// answer's status, every denied image in its message).
+    pub fn validate(&self, review_json: &[u8]) -> Result<(Vec<u8>, Outcome), ReviewError> {
+        let review = Review::parse(review_json)?;
+        let mut denied = Vec::new();
+        if let Some(cfg) = &self.validation
+            && !review.being_deleted
+        {
+            for site in &review.images {
+                let verdict = policy::check(
+                    cfg,
+                    &site.image,
+                    self.hostname.as_deref(),
+                    self.mutator.resolver(),
+                );
+                tracing::debug!(object = %review.object_name(), image = %site.image, %verdict);
+                if !verdict.allowed {
+                    denied.push(Denial {
+                        container: site.container.clone(),
+                        image: site.image.clone(),
+                        verdict,
+                    });
+                }
+            }
+        }
+        let mut response = review.allow();
+        if !denied.is_empty() {
+            let message = denied
+                .iter()
+                .map(Denial::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            response = response.deny(&message);
+            response.result = Status::failure(&message, "Forbidden").with_code(403);
+        }
+        let outcome = Outcome {
+            allowed: denied.is_empty(),
+            dry_run: review.dry_run(),
+            uid: review.uid().to_string(),
+            object: review.object_name(),
+            denied,
+        };
+        Ok((review::answer(response), outcome))
+    }
+
+    /// The mutating webhook: allows, with a JSON patch when any image is rewritten.
+    pub fn mutate(&self, review_json: &[u8]) -> Result<(Vec<u8>, MutateOutcome), ReviewError> {
+        let review = Review::parse(review_json)?;
+        let plan = self.mutator.plan(&review.images, |p| review.old_image(p));
+        for (site, skip) in &plan.skipped {
+            tracing::debug!(object = %review.object_name(), image = %site.image, %skip, "not rewritten");
+        }
+        let patch = plan.patch();
+        let mut response = review.allow();
+        if !patch.is_empty() {
+            response = response
+                .with_patch(patch)
+                .expect("a patch of strings always serializes");
+        }
+        let outcome = MutateOutcome {
+            allowed: true,
+            dry_run: review.dry_run(),
+            uid: review.uid().to_string(),
+            object: review.object_name(),
+            rewritten: plan.rewrites,
+            warnings: plan.warnings,
+        };
+        Ok((review::answer(response), outcome))
+    }
+}
+
+/// Trow's hostname as an image's registry would be written (lowercase `host[:port]`).
+fn normalize_hostname(hostname: &str) -> Result<String, ConfigError> {
+    image::normalize_registry(hostname).map_err(|e| config::invalid("--hostname", e.to_string()))
+}

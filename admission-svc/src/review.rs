@@ -1,0 +1,564 @@
+//! The AdmissionReview the API server sends, and the one to answer with.
+//!
+//! Both webhooks need the same thing from a review: the object's images, each with where it
+//! stands in the object (a JSON pointer, for the mutating webhook's patch) and which container
+//! it belongs to (for messages). Pods carry their spec at `/spec`; workloads carry a pod
+//! template, and the API server admits them too, so a denied image is refused when the
+//! Deployment is applied, not later as a ReplicaSet that silently never gets pods.
+//!
+//! The review's envelope is parsed with kube-core's admission types; the object with
+//! k8s-openapi's typed structs chosen by the request's kind, so an object of the wrong shape is
+//! a clear error rather than a pod spec read half-way. The answer carries the request's `uid`
+//! and is in the request's `apiVersion` (`admission.k8s.io/v1` or `v1beta1`).
+//!
+//! A review that cannot be read is a [`ReviewError`]: the caller answers HTTP 400 with its
+//! message. A CREATE or UPDATE of a kind without a pod spec is one too: the webhook's rules
+//! should not send it. DELETE and CONNECT start nothing, so they are read whatever the kind
+//! (`kubectl exec` is a CONNECT of `PodExecOptions`) and have no images.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplate, ReplicationController};
+use kube_core::DynamicObject;
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde::de::DeserializeOwned;
+
+/// The AdmissionReview versions answered, each in its own version.
+pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
+
+/// The kinds whose pod spec is known: (API group, kind, where the pod spec is).
+pub const KINDS: [(&str, &str, &str); 9] = [
+    ("", "Pod", "/spec"),
+    ("apps", "Deployment", "/spec/template/spec"),
+    ("apps", "StatefulSet", "/spec/template/spec"),
+    ("apps", "DaemonSet", "/spec/template/spec"),
+    ("apps", "ReplicaSet", "/spec/template/spec"),
+    ("batch", "Job", "/spec/template/spec"),
+    ("", "ReplicationController", "/spec/template/spec"),
+    ("batch", "CronJob", "/spec/jobTemplate/spec/template/spec"),
+    ("", "PodTemplate", "/template/spec"),
+];
+
+/// Why a review could not be read. Every variant means 400 Bad Request: the fault is in what
+/// was sent (or in webhook rules that send what this webhook does not handle).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewError {
+    #[error("the body is not valid JSON: {0}")]
+    Json(String),
+    #[error("the body is not an AdmissionReview: {0}")]
+    Shape(String),
+    #[error(
+        "unsupported {kind} version {api_version:?}: expected AdmissionReview \
+         admission.k8s.io/v1 or admission.k8s.io/v1beta1"
+    )]
+    Version { kind: String, api_version: String },
+    #[error("the AdmissionReview has no request")]
+    MissingRequest,
+    #[error("the {0} request has no object")]
+    MissingObject(String),
+    #[error(
+        "kind {0} has no pod spec this webhook knows (Pod, Deployment, StatefulSet, DaemonSet, \
+         ReplicaSet, Job, CronJob, ReplicationController, PodTemplate): check the webhook's rules"
+    )]
+    UnsupportedKind(String),
+    #[error("the request's object is not a valid {kind}: {reason}")]
+    InvalidObject { kind: String, reason: String },
+}
+
+/// Which list of the pod spec a container is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerList {
+    Containers,
+    InitContainers,
+    EphemeralContainers,
+}
+
+impl ContainerList {
+    /// The field's name in the pod spec.
+    pub fn field(self) -> &'static str {
+        match self {
+            ContainerList::Containers => "containers",
+            ContainerList::InitContainers => "initContainers",
+            ContainerList::EphemeralContainers => "ephemeralContainers",
+        }
+    }
+}
+
+/// One image of the object, as written, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSite {
+    /// The JSON pointer of the `image` field in the object:
+    /// `/spec/template/spec/initContainers/0/image`.
+    pub pointer: String,
+    pub list: ContainerList,
+    /// The container's name.
+    pub container: String,
+    /// The image as written.
+    pub image: String,
+}
+
+/// A parsed review.
+#[derive(Debug)]
+pub struct Review {
+    request: AdmissionRequest<DynamicObject>,
+    /// The object's images; empty for DELETE and CONNECT.
+    pub images: Vec<ImageSite>,
+    /// For UPDATE: the images of the object as it was (empty when that cannot be read).
+    pub old_images: Vec<ImageSite>,
+    /// The object has a `deletionTimestamp`: it is on its way out and will start nothing.
+    pub being_deleted: bool,
+}
+
+impl Review {
+    /// Parses the review the API server sent.
+    pub fn parse(json: &[u8]) -> Result<Review, ReviewError> {
+        let review: AdmissionReview<DynamicObject> =
+            serde_json::from_slice(json).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ReviewError::Shape(e.to_string()),
+                _ => ReviewError::Json(e.to_string()),
+            })?;
+        if review.types.kind != "AdmissionReview"
+            || !API_VERSIONS.contains(&review.types.api_version.as_str())
+        {
+            return Err(ReviewError::Version {
+                kind: review.types.kind,
+                api_version: review.types.api_version,
+            });
+        }
+        let request: AdmissionRequest<DynamicObject> =
+            review.try_into().map_err(|_| ReviewError::MissingRequest)?;
+        let mut parsed = Review {
+            images: Vec::new(),
+            old_images: Vec::new(),
+            being_deleted: false,
+            request,
+        };
+        // Nothing starts on DELETE or CONNECT (whose kind is e.g. PodExecOptions).
+        if matches!(
+            parsed.request.operation,
+            Operation::Delete | Operation::Connect
+        ) {
+            return Ok(parsed);
+        }
+        let gvk = &parsed.request.kind;
+        let (group, kind) = (gvk.group.as_str(), gvk.kind.as_str());
+        let Some(&(_, kind, base)) = KINDS.iter().find(|(g, k, _)| (*g, *k) == (group, kind))
+        else {
+            return Err(ReviewError::UnsupportedKind(match group {
+                "" => kind.to_string(),
+                g => format!("{kind} ({g})"),
+            }));
+        };
+        let object = parsed
+            .request
+            .object
+            .as_ref()
+            .ok_or_else(|| ReviewError::MissingObject(operation(&parsed.request.operation)))?;
+        parsed.being_deleted = object.metadata.deletion_timestamp.is_some();
+        parsed.images = images(kind, base, object)?;
+        if let Some(old) = &parsed.request.old_object {
+            parsed.old_images = images(kind, base, old).unwrap_or_default();
+        }
+        Ok(parsed)
+    }
+
+    /// The request's uid, which the answer must carry.
+    pub fn uid(&self) -> &str {
+        &self.request.uid
+    }
+
+    /// The API server will not persist the outcome: nothing should happen beyond answering.
+    pub fn dry_run(&self) -> bool {
+        self.request.dry_run
+    }
+
+    pub fn operation(&self) -> &Operation {
+        &self.request.operation
+    }
+
+    /// The object's kind (`Pod`, `Deployment`, ...).
+    pub fn kind(&self) -> &str {
+        &self.request.kind.kind
+    }
+
+    /// The AdmissionReview version of the request, which the answer uses too.
+    pub fn api_version(&self) -> &str {
+        &self.request.types.api_version
+    }
+
+    /// `Deployment team/web`, for logs (the name may be empty on CREATE with `generateName`).
+    pub fn object_name(&self) -> String {
+        let name = match (&self.request.namespace, self.request.name.as_str()) {
+            (Some(ns), name) => format!("{ns}/{name}"),
+            (None, name) => name.to_string(),
+        };
+        format!("{} {name}", self.kind())
+    }
+
+    /// The image at `pointer` in the object before this UPDATE, if there was one.
+    pub fn old_image(&self, pointer: &str) -> Option<&str> {
+        self.old_images
+            .iter()
+            .find(|s| s.pointer == pointer)
+            .map(|s| s.image.as_str())
+    }
+
+    /// An answer allowing the request: carries the uid and the request's version.
+    pub fn allow(&self) -> AdmissionResponse {
+        AdmissionResponse::from(&self.request)
+    }
+}
+
+/// The answer as JSON. The patch, a byte string, goes out base64-encoded as the API server's
+/// Go types expect of `[]byte`.
+pub fn answer(response: AdmissionResponse) -> Vec<u8> {
+    let patch = response.patch.as_ref().map(|p| STANDARD.encode(p));
+    let mut review = serde_json::to_value(response.into_review())
+        .expect("an AdmissionReview is plain data and always serializes");
+    if let (Some(patch), Some(r)) = (patch, review.get_mut("response")) {
+        r["patch"] = serde_json::Value::String(patch);
+    }
+    serde_json::to_vec(&review).expect("a JSON value always serializes")
+}
+
+fn operation(op: &Operation) -> String {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+    .to_string()
+}
+
+/// The images of an object of `kind`, whose pod spec is at `base`.
+fn images(kind: &str, base: &str, object: &DynamicObject) -> Result<Vec<ImageSite>, ReviewError> {
+    let value = serde_json::to_value(object).map_err(|e| ReviewError::InvalidObject {
+        kind: kind.to_string(),
+        reason: e.to_string(),
+    })?;
+    let spec = match kind {
+        "Pod" => typed::<Pod>(kind, value)?.spec,
+        "Deployment" => typed::<Deployment>(kind, value)?.spec.template.spec,
+        "StatefulSet" => typed::<StatefulSet>(kind, value)?.spec.template.spec,
+        "DaemonSet" => typed::<DaemonSet>(kind, value)?.spec.template.spec,
+        "ReplicaSet" => typed::<ReplicaSet>(kind, value)?
+            .spec
+            .template
+            .and_then(|t| t.spec),
+        "Job" => typed::<Job>(kind, value)?
+            .spec
+            .and_then(|s| s.template.spec),
+        "ReplicationController" => typed::<ReplicationController>(kind, value)?
+            .spec
+            .and_then(|s| s.template?.spec),
+        "CronJob" => typed::<CronJob>(kind, value)?
+            .spec
+            .job_template
+            .spec
+            .and_then(|j| j.template.spec),
+        "PodTemplate" => typed::<PodTemplate>(kind, value)?
+            .template
+            .and_then(|t| t.spec),
+        _ => return Err(ReviewError::UnsupportedKind(kind.to_string())),
+    };
+    Ok(spec.map(|s| sites(base, s)).unwrap_or_default())
+}
+
+fn typed<T: DeserializeOwned>(kind: &str, value: serde_json::Value) -> Result<T, ReviewError> {
+    serde_json::from_value(value).map_err(|e| ReviewError::InvalidObject {
+        kind: kind.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Every container's image, in the order containers, init containers, ephemeral containers.
+/// A container without an image has nothing to check or rewrite.
+fn sites(base: &str, spec: PodSpec) -> Vec<ImageSite> {
+    let site = |list: ContainerList, i: usize, name: String, image: Option<String>| {
+        image.map(|image| ImageSite {
+            pointer: format!("{base}/{}/{i}/image", list.field()),
+            list,
+            container: name,
+            image,
+        })
+    };
+    let containers = spec
+        .containers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| site(ContainerList::Containers, i, c.name, c.image));
+    let init = spec
+        .init_containers
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| site(ContainerList::InitContainers, i, c.name, c.image));
+    let ephemeral = spec
+        .ephemeral_containers
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| site(ContainerList::EphemeralContainers, i, c.name, c.image));
+    containers.chain(init).chain(ephemeral).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::{fixture, review_json};
+
+    #[test]
+    fn a_pod_create() {
+        let r = Review::parse(fixture("pod-create.json").as_bytes()).unwrap();
+        assert_eq!(r.uid(), "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(r.kind(), "Pod");
+        assert_eq!(r.api_version(), "admission.k8s.io/v1");
+        assert_eq!(*r.operation(), Operation::Create);
+        assert!(!r.dry_run() && !r.being_deleted);
+        assert_eq!(r.object_name(), "Pod team/web");
+        let got: Vec<_> = r
+            .images
+            .iter()
+            .map(|s| {
+                (
+                    s.pointer.as_str(),
+                    s.container.as_str(),
+                    s.image.as_str(),
+                    s.list,
+                )
+            })
+            .collect();
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let init = format!("registry.example.com:5000/team/init@{d}");
+        let want = [
+            (
+                "/spec/containers/0/image",
+                "app",
+                "nginx:1.27",
+                ContainerList::Containers,
+            ),
+            (
+                "/spec/containers/1/image",
+                "side",
+                "quay.io/prometheus/node-exporter:v1.8.0",
+                ContainerList::Containers,
+            ),
+            (
+                "/spec/initContainers/0/image",
+                "init",
+                &init,
+                ContainerList::InitContainers,
+            ),
+        ];
+        assert_eq!(got, want);
+        assert!(r.old_images.is_empty());
+    }
+
+    #[test]
+    fn workloads_carry_their_template() {
+        let deploy = Review::parse(fixture("deployment-create.json").as_bytes()).unwrap();
+        assert_eq!(
+            deploy.images[0].pointer,
+            "/spec/template/spec/containers/0/image"
+        );
+        assert_eq!(
+            deploy.images[1].pointer,
+            "/spec/template/spec/containers/1/image"
+        );
+        assert_eq!(
+            deploy.images[2].pointer,
+            "/spec/template/spec/initContainers/0/image"
+        );
+        assert!(deploy.dry_run());
+        let cron = Review::parse(fixture("cronjob-create-v1beta1.json").as_bytes()).unwrap();
+        assert_eq!(cron.api_version(), "admission.k8s.io/v1beta1");
+        assert_eq!(cron.images.len(), 1);
+        assert_eq!(
+            cron.images[0].pointer,
+            "/spec/jobTemplate/spec/template/spec/containers/0/image"
+        );
+        assert_eq!(
+            cron.images[0].image,
+            "registry.example.com:5000/batch/report:2024.1"
+        );
+        for (kind, group, api_version, spec) in [
+            (
+                "StatefulSet",
+                "apps",
+                "apps/v1",
+                r#"{"selector":{},"template":{"spec":{"containers":[{"name":"c","image":"a.io/x"}]}}}"#,
+            ),
+            (
+                "DaemonSet",
+                "apps",
+                "apps/v1",
+                r#"{"selector":{},"template":{"spec":{"containers":[{"name":"c","image":"a.io/x"}]}}}"#,
+            ),
+            (
+                "ReplicaSet",
+                "apps",
+                "apps/v1",
+                r#"{"selector":{},"template":{"spec":{"containers":[{"name":"c","image":"a.io/x"}]}}}"#,
+            ),
+            (
+                "Job",
+                "batch",
+                "batch/v1",
+                r#"{"template":{"spec":{"containers":[{"name":"c","image":"a.io/x"}]}}}"#,
+            ),
+            (
+                "ReplicationController",
+                "",
+                "v1",
+                r#"{"template":{"spec":{"containers":[{"name":"c","image":"a.io/x"}]}}}"#,
+            ),
+        ] {
+            let object = format!(
+                r#"{{"apiVersion":"{api_version}","kind":"{kind}","metadata":{{"name":"x"}},"spec":{spec}}}"#
+            );
+            let r = Review::parse(review_json(group, kind, "CREATE", &object, "null").as_bytes())
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(
+                r.images[0].pointer, "/spec/template/spec/containers/0/image",
+                "{kind}"
+            );
+        }
+        let template = r#"{"apiVersion":"v1","kind":"PodTemplate","metadata":{"name":"t"},"template":{"spec":{"containers":[{"name":"c","image":"a.io/x"}]}}}"#;
+        let r =
+            Review::parse(review_json("", "PodTemplate", "CREATE", template, "null").as_bytes())
+                .unwrap();
+        assert_eq!(r.images[0].pointer, "/template/spec/containers/0/image");
+    }
+
+    #[test]
+    fn updates_keep_the_old_images_and_deletes_have_none() {
+        let r = Review::parse(fixture("pod-update.json").as_bytes()).unwrap();
+        assert_eq!(*r.operation(), Operation::Update);
+        assert_eq!(r.images[0].image, "nginx:1.28");
+        assert_eq!(r.old_image("/spec/containers/0/image"), Some("nginx:1.27"));
+        assert_eq!(
+            r.old_image("/spec/containers/1/image"),
+            Some("quay.io/prometheus/node-exporter:v1.8.0")
+        );
+        assert_eq!(r.old_image("/spec/containers/2/image"), None);
+        let debug = Review::parse(fixture("pod-debug-update.json").as_bytes()).unwrap();
+        let eph = debug.images.last().unwrap();
+        assert_eq!(eph.pointer, "/spec/ephemeralContainers/0/image");
+        assert_eq!(
+            (eph.container.as_str(), eph.image.as_str()),
+            ("debugger-7xq2c", "busybox:1.36")
+        );
+        assert_eq!(eph.list, ContainerList::EphemeralContainers);
+        assert_eq!(debug.old_image(&eph.pointer), None);
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","deletionTimestamp":"2025-01-01T00:00:00Z"},"spec":{"containers":[{"name":"c","image":"a.io/x"}]}}"#;
+        let r = Review::parse(review_json("", "Pod", "UPDATE", pod, pod).as_bytes()).unwrap();
+        assert!(r.being_deleted);
+        let r = Review::parse(review_json("", "Pod", "DELETE", "null", pod).as_bytes()).unwrap();
+        assert!(r.images.is_empty());
+        // DELETE and CONNECT start nothing, whatever the kind.
+        let cm = review_json("", "ConfigMap", "DELETE", "null", "null");
+        assert!(Review::parse(cm.as_bytes()).unwrap().images.is_empty());
+        let exec = r#"{"apiVersion":"v1","kind":"PodExecOptions","command":["sh"]}"#;
+        let exec = review_json("", "PodExecOptions", "CONNECT", exec, "null");
+        assert_eq!(
+            Review::parse(exec.as_bytes()).unwrap().kind(),
+            "PodExecOptions"
+        );
+    }
+
+    #[test]
+    fn unreadable_reviews_are_errors() {
+        let e = |json: &str| Review::parse(json.as_bytes()).unwrap_err();
+        assert!(matches!(e("{not json"), ReviewError::Json(_)));
+        assert!(matches!(e(""), ReviewError::Json(_)));
+        assert!(matches!(e("[1, 2]"), ReviewError::Shape(_)));
+        assert_eq!(
+            e(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#),
+            ReviewError::MissingRequest
+        );
+        assert!(matches!(
+            e(r#"{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview"}"#),
+            ReviewError::Version { .. }
+        ));
+        assert!(matches!(
+            e(r#"{"apiVersion":"v1","kind":"Pod"}"#),
+            ReviewError::Version { .. }
+        ));
+        let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{}}"#;
+        let err = e(&review_json("", "ConfigMap", "CREATE", cm, "null"));
+        assert_eq!(err, ReviewError::UnsupportedKind("ConfigMap".into()));
+        assert!(
+            err.to_string()
+                .starts_with("kind ConfigMap has no pod spec"),
+            "{err}"
+        );
+        // A Deployment of another API group is not apps' Deployment.
+        let other =
+            r#"{"apiVersion":"example.com/v1","kind":"Deployment","metadata":{"name":"d"}}"#;
+        let err = e(&review_json(
+            "example.com",
+            "Deployment",
+            "CREATE",
+            other,
+            "null",
+        ));
+        assert_eq!(
+            err,
+            ReviewError::UnsupportedKind("Deployment (example.com)".into())
+        );
+        assert_eq!(
+            e(&review_json("", "Pod", "CREATE", "null", "null")),
+            ReviewError::MissingObject("CREATE".into())
+        );
+        let bad = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":"nginx"}}"#;
+        let err = e(&review_json("", "Pod", "CREATE", bad, "null"));
+        assert!(
+            err.to_string()
+                .starts_with("the request's object is not a valid Pod: "),
+            "{err}"
+        );
+        // k8s-openapi defaults missing lists; the API server's own validation refuses a pod
+        // without containers.
+        let empty = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{}}"#;
+        let r = Review::parse(review_json("", "Pod", "CREATE", empty, "null").as_bytes()).unwrap();
+        assert!(r.images.is_empty());
+        let wrong_version = r#"{"apiVersion":"batch/v1beta1","kind":"CronJob","metadata":{}}"#;
+        let err = e(&review_json(
+            "batch",
+            "CronJob",
+            "CREATE",
+            wrong_version,
+            "null",
+        ));
+        assert!(err.to_string().contains("batch/v1beta1"), "{err}");
+        let no_uid =
+            fixture("pod-create.json").replace("\"uid\": \"705ab4f5", "\"id\": \"705ab4f5");
+        assert!(matches!(e(&no_uid), ReviewError::Shape(m) if m.contains("uid")));
+    }
+
+    #[test]
+    fn answers_carry_uid_version_and_a_base64_patch() {
+        let r = Review::parse(fixture("cronjob-create-v1beta1.json").as_bytes()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&answer(r.allow())).unwrap();
+        assert_eq!(v["apiVersion"], "admission.k8s.io/v1beta1");
+        assert_eq!(v["kind"], "AdmissionReview");
+        assert_eq!(v["response"]["uid"], r.uid());
+        assert_eq!(v["response"]["allowed"], true);
+        assert!(v["response"].get("patch").is_none());
+        let patch: json_patch::Patch =
+            serde_json::from_str(r#"[{"op":"replace","path":"/a","value":"b"}]"#).unwrap();
+        let with = r.allow().with_patch(patch).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&answer(with)).unwrap();
+        assert_eq!(v["response"]["patchType"], "JSONPatch");
+        let bytes = STANDARD
+            .decode(v["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"[{"op":"replace","path":"/a","value":"b"}]"#
+        );
+    }
+}
