@@ -11,6 +11,7 @@
 //!   ignore: [quay.io/internal/]  # images under these prefixes are never rewritten
 //!   prewarm: true                # start filling the cache when a pod is admitted
 //!   prewarm_concurrency: 4       # images warmed at once, at least 1
+//!   prewarm_platforms: [linux/amd64]  # index children warmed; default linux/<Trow's arch>
 //! ```
 //!
 //! As for `registry_proxies`, everything is checked at start-up and errors name the key
@@ -117,6 +118,22 @@ pub struct MutationConfig {
     pub prewarm: bool,
     /// Images warmed at once (at least 1).
     pub prewarm_concurrency: usize,
+    /// The children of an image index that are warmed (`os/arch[/variant]`): the nodes'
+    /// platforms. Default: `linux/<this machine's architecture>`.
+    pub prewarm_platforms: Vec<String>,
+}
+
+/// This machine's platform as OCI names it (Go's GOOS/GOARCH): nodes usually match Trow's own.
+pub fn host_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "arm" => "arm",
+        other => other,
+    };
+    format!("linux/{arch}")
 }
 
 impl Default for MutationConfig {
@@ -127,6 +144,7 @@ impl Default for MutationConfig {
             ignore: Vec::new(),
             prewarm: true,
             prewarm_concurrency: DEFAULT_PREWARM_CONCURRENCY,
+            prewarm_platforms: vec![host_platform()],
         }
     }
 }
@@ -139,6 +157,21 @@ impl MutationConfig {
                 "image_mutation.prewarm_concurrency",
                 "must be at least 1",
             ));
+        }
+        for (i, p) in self.prewarm_platforms.iter().enumerate() {
+            let parts: Vec<&str> = p.split('/').collect();
+            let fine = (2..=3).contains(&parts.len())
+                && parts.iter().all(|s| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                });
+            if !fine {
+                return Err(invalid(
+                    format!("image_mutation.prewarm_platforms[{i}]"),
+                    format!("{p:?} is not os/architecture[/variant], e.g. linux/amd64"),
+                ));
+            }
         }
         Ok(MutationConfig {
             ignore: normalize_all("image_mutation.ignore", self.ignore)?,
@@ -229,6 +262,9 @@ impl<'de> Deserialize<'de> for MutationConfig {
             ignore: raw.ignore,
             prewarm: raw.prewarm,
             prewarm_concurrency: raw.prewarm_concurrency,
+            prewarm_platforms: raw
+                .prewarm_platforms
+                .unwrap_or_else(|| vec![host_platform()]),
         }
         .validate()
         .map_err(de::Error::custom)
@@ -259,6 +295,8 @@ struct RawMutationConfig {
     prewarm: bool,
     #[serde(default = "default_prewarm_concurrency")]
     prewarm_concurrency: usize,
+    #[serde(default)]
+    prewarm_platforms: Option<Vec<String>>,
 }
 
 fn yes() -> bool {

@@ -1,7 +1,7 @@
 //! Trow's Kubernetes admission webhooks: the validating one decides which images pods may run
 //! (`image_validation`), the mutating one rewrites images to pull through Trow's cache
-//! (`image_mutation`). This crate is the logic alone, bytes in and bytes out, so that the
-//! gRPC server, the gateway's routes and the tests all drive the same two calls:
+//! (`image_mutation`). The logic is bytes in and bytes out, so that the gRPC server and the
+//! tests drive the same two calls:
 //! [`Webhooks::validate`] and [`Webhooks::mutate`] take the AdmissionReview the API server
 //! sent and return the one to answer with, plus an outcome for the caller to log and act on
 //! (pre-warm the rewritten images, unless it is a dry run).
@@ -11,12 +11,16 @@
 //! - [`policy`]: allow or deny one image, and why.
 //! - [`review`]: the AdmissionReview, the object's images and where they are.
 //! - [`mutate`]: which images to rewrite, to what, as a JSON patch.
+//! - [`prewarm`]: filling the cache with admitted pods' images in the background.
+//! - [`server`]: the gRPC server (`trow.admission.v1.Admission`) with health and reflection.
 
 pub mod config;
 pub mod image;
 pub mod mutate;
 pub mod policy;
+pub mod prewarm;
 pub mod review;
+pub mod server;
 #[cfg(test)]
 mod testdata;
 
@@ -71,8 +75,36 @@ pub struct MutateOutcome {
     pub object: String,
     /// The images rewritten, with what the proxy needs to pre-warm each.
     pub rewritten: Vec<Rewrite>,
+    /// Every image the kubelet will pull through Trow's cache (the rewritten ones and those
+    /// already written as `<trow>/f/...`): what pre-warming fills.
+    pub warm: Vec<WarmTarget>,
     /// For the operator's log (e.g. no `--hostname`).
     pub warnings: Vec<String>,
+}
+
+/// An image to fill the cache with, as the proxy's `Warm` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WarmTarget {
+    /// As the proxy resolves it: a registry (`docker.io`, `host:5000`) or a cache name.
+    pub registry: String,
+    pub repository: String,
+    /// The digest when there is one, else the tag.
+    pub reference: String,
+}
+
+impl std::fmt::Display for WarmTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = if self.reference.contains(':') {
+            '@'
+        } else {
+            ':'
+        };
+        write!(
+            f,
+            "{}/{}{sep}{}",
+            self.registry, self.repository, self.reference
+        )
+    }
 }
 
 /// Both webhooks, built once at start-up.
@@ -203,8 +235,26 @@ impl Webhooks {
                 .with_patch(patch)
                 .expect("a patch of strings always serializes");
         }
+        let mut warm: Vec<WarmTarget> = plan
+            .rewrites
+            .iter()
+            .map(|r| WarmTarget {
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+                reference: r.reference.clone(),
+            })
+            .collect();
+        warm.extend(
+            plan.skipped
+                .iter()
+                .filter(|(_, skip)| *skip == mutate::Skip::OnTrow)
+                .filter_map(|(site, _)| self.cached_on_trow(&site.image)),
+        );
+        warm.sort_by_key(WarmTarget::to_string);
+        warm.dedup();
         let outcome = MutateOutcome {
             allowed: true,
+            warm,
             dry_run: review.dry_run(),
             uid: review.uid().to_string(),
             object: review.object_name(),
@@ -212,6 +262,21 @@ impl Webhooks {
             warnings: plan.warnings,
         };
         Ok((review::answer(response), outcome))
+    }
+}
+
+impl Webhooks {
+    /// `<trow>/f/<cache-name>/<repository>:<tag>` → what to warm; other images on Trow (its own
+    /// repositories) are not cached copies.
+    fn cached_on_trow(&self, image: &str) -> Option<WarmTarget> {
+        let r = ImageRef::parse(image).ok()?;
+        let rest = r.repository().strip_prefix("f/")?;
+        let (registry, repository) = rest.split_once('/')?;
+        Some(WarmTarget {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            reference: r.reference().to_string(),
+        })
     }
 }
 

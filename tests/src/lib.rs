@@ -121,7 +121,8 @@ pub fn wait_http_status(url: &str, status: &str, procs: &mut [&mut Proc]) {
     let start = Instant::now();
     loop {
         if let Ok(out) = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
+            // -k: a gateway under test may serve HTTPS with a test certificate.
+            .args(["-k", "-s", "-o", "/dev/null", "-w", "%{http_code}", url])
             .output()
             && out.stdout == status.as_bytes()
         {
@@ -178,6 +179,8 @@ pub struct Trow {
     pub proxies: Vec<Proc>,
     /// `127.0.0.1:PORT` of each proxy's gRPC server, in the order of [`Trow::proxies`].
     pub proxy_addrs: Vec<String>,
+    /// The `trow admission` process in the split topology, when the flags asked for it.
+    pub admission: Option<Proc>,
     /// Flags the storage service was started with, for restarts.
     storage_flags: Vec<String>,
     /// The config file and flags the proxies were started with, for [`Trow::add_proxy`].
@@ -204,6 +207,10 @@ pub struct Flags {
     pub proxies: usize,
     /// Split topology: the gateway reaches the proxies by one host name (see [`ProxyName`]).
     pub proxy_name: Option<ProxyName>,
+    /// Split topology: run `trow admission` (with `--config-file` and these flags, and the
+    /// first proxy for pre-warming) and give the gateway `--admission`. In one process these
+    /// flags go to the one `trow`, which always runs the admission service.
+    pub admission: Option<Vec<String>>,
 }
 
 /// One host name for several proxy replicas, as a Kubernetes headless Service gives: replica
@@ -250,6 +257,12 @@ impl Flags {
             config_file: Some(path.to_path_buf()),
             ..Flags::default()
         }
+    }
+
+    /// The same flags, with the admission service (flags `args`) in the split topology.
+    pub fn with_admission(mut self, args: &[&str]) -> Flags {
+        self.admission = Some(args.iter().map(|a| a.to_string()).collect());
+        self
     }
 
     /// The same flags, with `n` proxy replicas in the split topology.
@@ -320,6 +333,7 @@ impl Trow {
         let logs = data_dir.parent().unwrap_or(data_dir).to_path_buf();
         let mut proxies = Vec::new();
         let mut proxy_addrs = Vec::new();
+        let mut admission_proc = None;
         let (main, storage, storage_addr) = match topology {
             Topology::OneProcess => {
                 let mut cmd = Command::new(trow_bin());
@@ -333,7 +347,8 @@ impl Trow {
                 .arg(data_dir)
                 .args(&flags.gateway)
                 .args(&flags.storage)
-                .args(&flags.proxy);
+                .args(&flags.proxy)
+                .args(flags.admission.iter().flatten());
                 if let Some(config) = &flags.config_file {
                     cmd.arg("--config-file").arg(config);
                 }
@@ -370,6 +385,21 @@ impl Trow {
                         proxies.push(p);
                     }
                 }
+                let mut admission = None;
+                if let Some(args) = &flags.admission {
+                    let mut cmd = Command::new(trow_bin());
+                    cmd.args(["admission", "--listen", "127.0.0.1:0"])
+                        .args(args);
+                    if let Some(config) = &flags.config_file {
+                        cmd.arg("--config-file").arg(config);
+                    }
+                    if let Some(p) = proxy_addrs.first() {
+                        cmd.args(["--proxy", &format!("http://{p}")]);
+                    }
+                    let mut p = Proc::spawn(cmd, logs.join(format!("admission-{}.log", now_ms())));
+                    let addr = addr_prefix(&wait_for_line(&mut p, "trow admission: gRPC on "));
+                    admission = Some((addr, p));
+                }
                 let mut cmd = match named {
                     Some(n) => {
                         n.point_at(&n.ips.iter().map(String::as_str).collect::<Vec<_>>());
@@ -405,14 +435,18 @@ impl Trow {
                     }
                     _ => {}
                 }
+                if let Some((a, _)) = &admission {
+                    cmd.args(["--admission", &format!("http://{a}")]);
+                }
                 cmd.args(&flags.gateway);
                 let main = Proc::spawn(cmd, logs.join(format!("gateway-{}.log", now_ms())));
+                admission_proc = admission.map(|(_, p)| p);
                 (main, Some(storage), storage_addr)
             }
         };
         let mut main = main;
         let url = addr_prefix(&wait_for_line(&mut main, "trow gateway: OCI registry on "));
-        let addr = url.trim_start_matches("http://").to_string();
+        let addr = url.split_once("://").map_or(&*url, |(_, a)| a).to_string();
         let mut trow = Trow {
             topology,
             url,
@@ -423,6 +457,7 @@ impl Trow {
             storage,
             proxies,
             proxy_addrs,
+            admission: admission_proc,
             storage_flags: flags.storage,
             proxy_config: flags.config_file,
             proxy_flags: flags.proxy,
@@ -432,6 +467,7 @@ impl Trow {
         let mut procs: Vec<&mut Proc> = vec![&mut trow.main];
         procs.extend(trow.storage.as_mut());
         procs.extend(trow.proxies.iter_mut());
+        procs.extend(trow.admission.as_mut());
         wait_http_ok(&v2, &mut procs);
         trow
     }

@@ -189,3 +189,40 @@ async fn storage_refuses_manifests_over_the_limit() {
         Some(trow_proto::oci::ErrorCode::ManifestInvalid)
     );
 }
+
+/// The admission service's own listener (one process: beside the in-process pipes; split:
+/// `trow admission`) carries health and reflection too.
+async fn admission_health_and_reflection(topology: Topology) {
+    const ADMISSION: &str = "trow.admission.v1.Admission";
+    let flags = trow_tests::Flags::default().with_admission(&[]);
+    let mut trow = Trow::start_with(topology, flags);
+    let proc_ = trow.admission.as_mut().unwrap_or(&mut trow.main);
+    let addr = trow_tests::addr_prefix(&trow_tests::wait_for_line(
+        proc_,
+        "trow admission: gRPC on ",
+    ));
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to admission gRPC at {addr}: {e}"));
+    assert_eq!(
+        check(&ch, ADMISSION).await.expect("check Admission"),
+        ServingStatus::Serving
+    );
+    let services = list_services(&ch).await;
+    assert!(
+        services.iter().any(|s| s == ADMISSION),
+        "{ADMISSION} not in reflected services {services:?}"
+    );
+}
+
+#[tokio::test]
+async fn admission_health_and_reflection_one_process() {
+    admission_health_and_reflection(Topology::OneProcess).await;
+}
+
+#[tokio::test]
+async fn admission_health_and_reflection_split() {
+    admission_health_and_reflection(Topology::Split).await;
+}

@@ -1,5 +1,5 @@
-//! The `--config-file` YAML: one section per service (the proxy's `registry_proxies` today;
-//! admission's `image_validation` next), in the format of the original Trow. Unknown keys and
+//! The `--config-file` YAML: one section per service (the proxy's `registry_proxies`,
+//! admission's `image_validation` and `image_mutation`), in the format of the original Trow. Unknown keys and
 //! bad values stop the start-up with the key named, rather than running with a silent default.
 
 use std::path::Path;
@@ -10,6 +10,12 @@ pub struct FileConfig {
     /// The pull-through cache: which upstreams, with which credentials (see `trow_proxy::config`).
     #[serde(default)]
     pub registry_proxies: Option<trow_proxy::config::ProxyConfig>,
+    /// Which images pods may run (see `trow_admission::config`).
+    #[serde(default)]
+    pub image_validation: Option<trow_admission::ValidationConfig>,
+    /// Which images the mutating webhook rewrites to pull through the cache.
+    #[serde(default)]
+    pub image_mutation: Option<trow_admission::MutationConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +49,19 @@ impl FileConfig {
     pub fn proxy(&self) -> trow_proxy::config::ProxyConfig {
         self.registry_proxies.clone().unwrap_or_default()
     }
+
+    /// The admission webhooks, for Trow known to the kubelet as `hostname`.
+    pub fn webhooks(
+        &self,
+        hostname: Option<String>,
+    ) -> Result<trow_admission::Webhooks, trow_admission::ConfigError> {
+        trow_admission::Webhooks::new(
+            self.image_validation.clone(),
+            self.image_mutation.clone().unwrap_or_default(),
+            &self.proxy(),
+            hostname,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -66,5 +85,22 @@ mod tests {
         assert!(p.offline);
         assert_eq!(p.registries[0].host, "a.example:5000");
         assert!(FileConfig::parse("").unwrap().registry_proxies.is_none());
+    }
+
+    #[test]
+    fn admission_sections_are_checked_at_load() {
+        let e = FileConfig::parse("image_validation:\n  default: Maybe\n").unwrap_err();
+        assert!(e.to_string().contains("image_validation.default"), "{e}");
+        let e = FileConfig::parse("image_validation:\n  allow: []\n").unwrap_err();
+        assert!(e.to_string().contains("default"), "{e}");
+        let e = FileConfig::parse("image_mutation:\n  prewarm_concurency: 2\n").unwrap_err();
+        assert!(e.to_string().contains("prewarm_concurency"), "{e}");
+        let c = FileConfig::parse(
+            "image_validation:\n  default: Deny\n  allow: [registry.k8s.io/]\nimage_mutation:\n  prewarm: false\n",
+        )
+        .unwrap();
+        let hooks = c.webhooks(Some("trow.example.com".into())).unwrap();
+        assert!(hooks.validation().is_some());
+        assert!(!hooks.mutation().prewarm);
     }
 }

@@ -1,5 +1,5 @@
 //! The `trow` command's modes, each wiring the service libraries together: the one-process
-//! default runs the same gateway, storage and proxy code as the split deployment, talking the
+//! default runs the same gateway, storage, proxy and admission code as the split deployment, talking the
 //! same gRPC over in-memory pipes instead of TCP, so both topologies exercise one code path.
 
 pub mod config;
@@ -54,11 +54,14 @@ pub struct AllInOne {
     pub storage_listen: SocketAddr,
     /// Where the in-process proxy service also listens for gRPC tools.
     pub proxy_listen: SocketAddr,
+    /// Where the in-process admission service also listens for gRPC tools.
+    pub admission_listen: SocketAddr,
     pub data_dir: std::path::PathBuf,
     pub hostname: Option<String>,
     pub limits: trow_storage::Limits,
     pub server: trow_gateway::ServerConfig,
     pub proxy: trow_proxy::config::ProxyConfig,
+    pub webhooks: trow_admission::Webhooks,
 }
 
 /// In-memory pipes to a service in this process: the client half's sender, the server's
@@ -72,7 +75,29 @@ fn pipes() -> (
     (tx, incoming)
 }
 
-/// Gateway, storage and proxy in one process: the default.
+/// The admission service, pre-warming through `proxy` when there is one; says at start-up what
+/// its webhooks will do.
+fn admission_service(
+    webhooks: trow_admission::Webhooks,
+    proxy: Option<tonic::transport::Channel>,
+) -> Arc<trow_admission::server::AdmissionService> {
+    let m = webhooks.mutation();
+    let prewarm = proxy.filter(|_| m.prewarm).map(|c| {
+        Arc::new(trow_admission::prewarm::Prewarmer::new(
+            trow_gateway::proxy(c),
+            m.prewarm_concurrency,
+            m.prewarm_platforms.clone(),
+        ))
+    });
+    let service = trow_admission::server::AdmissionService {
+        hooks: webhooks,
+        prewarm,
+    };
+    service.log_startup();
+    Arc::new(service)
+}
+
+/// Gateway, storage, proxy and admission in one process: the default.
 ///
 /// The gateway reaches storage and proxy, and the proxy reaches storage, through in-memory
 /// pipes (same gRPC code, no TCP stack); the TCP listeners serve operators' tools (grpcurl,
@@ -85,12 +110,15 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     let grpc_addr = grpc.local_addr()?;
     let proxy_grpc = bind(a.proxy_listen, "proxy gRPC").await?;
     let proxy_addr = proxy_grpc.local_addr()?;
+    let admission_grpc = bind(a.admission_listen, "admission gRPC").await?;
+    let admission_addr = admission_grpc.local_addr()?;
     let http = bind(a.bind, "the HTTP API").await?;
     println!(
         "trow storage: gRPC on {grpc_addr}, data in {}",
         store.backend().root().display()
     );
     println!("trow proxy: gRPC on {proxy_addr}");
+    println!("trow admission: gRPC on {admission_addr}");
     println!(
         "trow gateway: OCI registry on {}://{}{}",
         scheme(&a.server),
@@ -128,6 +156,21 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     let proxy = tokio::spawn(trow_proxy::serve(
         proxy_grpc,
         proxy_service,
+        wait(services_stop.clone()),
+    ));
+    let admission_service = admission_service(
+        a.webhooks,
+        Some(trow_gateway::in_process_channel(proxy_pipes.clone())),
+    );
+    let (admission_pipes, admission_incoming) = pipes();
+    let admission_in_process = tokio::spawn(trow_admission::server::serve_incoming(
+        admission_incoming,
+        admission_service.clone(),
+        wait(services_stop.clone()),
+    ));
+    let admission = tokio::spawn(trow_admission::server::serve(
+        admission_grpc,
+        admission_service,
         wait(services_stop),
     ));
     let state = trow_gateway::AppState {
@@ -136,10 +179,14 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
         ])),
         hostname: a.hostname,
-        admission: None,
+        admission: Some(trow_gateway::admission(trow_gateway::in_process_channel(
+            admission_pipes,
+        ))),
     };
     let served = trow_gateway::serve(http, state, wait(stop), a.server).await;
     let _ = gateway_done.send(true);
+    admission_in_process.await??;
+    admission.await??;
     proxy_in_process.await??;
     proxy.await??;
     in_process.await??;
@@ -189,12 +236,32 @@ pub async fn run_proxy(
     Ok(())
 }
 
-/// The HTTP gateway alone, calling storage at `storage_url` and the proxies at `proxy_urls`
-/// (calls spread over them; none: `f/` and `?ns=` reads are refused).
+/// The admission service alone, pre-warming through the proxy at `proxy_url` (none: no
+/// pre-warming).
+pub async fn run_admission(
+    listen: SocketAddr,
+    webhooks: trow_admission::Webhooks,
+    proxy_url: Option<&str>,
+) -> Result<(), Error> {
+    let stop = shutdown_signal();
+    let proxy = proxy_url
+        .map(|url| trow_gateway::channel(url).map_err(|e| format!("invalid proxy URL {url}: {e}")))
+        .transpose()?;
+    let service = admission_service(webhooks, proxy);
+    let grpc = bind(listen, "admission gRPC").await?;
+    println!("trow admission: gRPC on {}", grpc.local_addr()?);
+    trow_admission::server::serve(grpc, service, wait(stop)).await?;
+    Ok(())
+}
+
+/// The HTTP gateway alone, calling storage at `storage_url`, the proxies at `proxy_urls`
+/// (calls spread over them; none: `f/` and `?ns=` reads are refused) and the admission service
+/// at `admission_url` (none: the webhook paths answer 404).
 pub async fn run_gateway(
     bind_addr: SocketAddr,
     storage_url: &str,
     proxy_urls: &[String],
+    admission_url: Option<&str>,
     hostname: Option<String>,
     server: trow_gateway::ServerConfig,
 ) -> Result<(), Error> {
@@ -205,6 +272,13 @@ pub async fn run_gateway(
         [] => None,
         urls => Some(trow_gateway::proxy_pool::ProxyPool::connect(urls).await?),
     };
+    let admission = admission_url
+        .map(|url| {
+            trow_gateway::channel(url)
+                .map(trow_gateway::admission)
+                .map_err(|e| format!("invalid admission URL {url}: {e}"))
+        })
+        .transpose()?;
     let http = bind(bind_addr, "the HTTP API").await?;
     println!(
         "trow gateway: OCI registry on {}://{}{}, storage at {storage_url}",
@@ -219,7 +293,7 @@ pub async fn run_gateway(
         storage,
         proxy,
         hostname,
-        admission: None,
+        admission,
     };
     trow_gateway::serve(http, state, wait(stop), server).await?;
     Ok(())

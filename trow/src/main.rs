@@ -1,10 +1,12 @@
 //! `trow`: the registry in one process by default, or one of its services alone.
 //!
 //! ```text
-//! trow [--bind 0.0.0.0:8000] [--data-dir ./data]        gateway + storage + proxy in one process
+//! trow [--bind 0.0.0.0:8000] [--data-dir ./data]        everything in one process
 //! trow storage --listen 0.0.0.0:7000 --data-dir DIR      the storage service alone (gRPC)
 //! trow proxy --listen 0.0.0.0:7001 --storage URL         the pull-through cache alone (gRPC)
-//! trow gateway --bind 0.0.0.0:8000 --storage URL [--proxy URL,...]   the HTTP gateway alone
+//! trow admission --listen 0.0.0.0:7002 [--proxy URL]     the admission webhooks alone (gRPC)
+//! trow gateway --bind 0.0.0.0:8000 --storage URL [--proxy URL,...] [--admission URL]
+//!                                                        the HTTP gateway alone
 //! trow fsck --data-dir DIR                               check a store, read-only
 //! ```
 //!
@@ -37,6 +39,8 @@ enum Command {
     Storage(StorageArgs),
     /// Run only the pull-through cache (gRPC), caching into a storage service.
     Proxy(ProxyArgs),
+    /// Run only the admission webhooks' service (gRPC), pre-warming through a proxy service.
+    Admission(AdmissionArgs),
     /// Run only the HTTP gateway, calling a storage service over gRPC.
     Gateway(GatewayArgs),
     /// Check a store for inconsistencies (read-only). Exit status: 0 clean, 1 problems found,
@@ -61,10 +65,16 @@ struct AllInOne {
     /// on loopback.
     #[arg(long, env = "TROW_PROXY_LISTEN", default_value = "127.0.0.1:0")]
     proxy_listen: SocketAddr,
-    /// The name clients use to reach this registry: `?ns=<hostname>` reads are local.
+    /// Where the in-process admission service also listens for gRPC tools; port 0: any free
+    /// port on loopback.
+    #[arg(long, env = "TROW_ADMISSION_LISTEN", default_value = "127.0.0.1:0")]
+    admission_listen: SocketAddr,
+    /// The name clients (and the kubelet) use to reach this registry: `?ns=<hostname>` reads
+    /// are local, and the mutating webhook rewrites images to `<hostname>/f/...`.
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
-    /// The YAML config (`registry_proxies`: upstreams and their credentials).
+    /// The YAML config (`registry_proxies`: upstreams and their credentials;
+    /// `image_validation` and `image_mutation`: the admission webhooks).
     #[arg(long, env = "TROW_CONFIG_FILE")]
     config_file: Option<PathBuf>,
     #[command(flatten)]
@@ -169,6 +179,24 @@ struct ProxyArgs {
 }
 
 #[derive(Args)]
+struct AdmissionArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "TROW_ADMISSION_LISTEN", default_value = "0.0.0.0:7002")]
+    listen: SocketAddr,
+    /// URL of a proxy service to pre-warm admitted pods' images through; without one, nothing
+    /// is pre-warmed.
+    #[arg(long, env = "TROW_PROXY_URL")]
+    proxy: Option<String>,
+    /// The name the kubelet reaches the registry by: images are rewritten to `<hostname>/f/...`.
+    #[arg(long, env = "TROW_HOSTNAME")]
+    hostname: Option<String>,
+    /// The YAML config (`image_validation`, `image_mutation`, and `registry_proxies` for which
+    /// registries are proxied).
+    #[arg(long, env = "TROW_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct GatewayArgs {
     /// Address the HTTP API listens on.
     #[arg(long, env = "TROW_BIND", default_value = "0.0.0.0:8000")]
@@ -181,6 +209,10 @@ struct GatewayArgs {
     /// one, reads under `f/` and with `?ns=` are refused.
     #[arg(long, env = "TROW_PROXY_URL", value_delimiter = ',')]
     proxy: Vec<String>,
+    /// URL of the admission service; without one, `/validate-image` and `/mutate-image`
+    /// answer 404.
+    #[arg(long, env = "TROW_ADMISSION_URL")]
+    admission: Option<String>,
     /// The name clients use to reach this registry: `?ns=<hostname>` reads are local.
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
@@ -240,10 +272,13 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
         None => {
             let a = cli.all;
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
+            let webhooks = config.webhooks(a.hostname.clone())?;
             trow::run_all(trow::AllInOne {
                 bind: a.bind,
                 storage_listen: a.storage_listen,
                 proxy_listen: a.proxy_listen,
+                admission_listen: a.admission_listen,
+                webhooks,
                 data_dir: a.data_dir,
                 hostname: a.hostname,
                 limits: a.limits.into(),
@@ -259,9 +294,15 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
             trow::run_proxy(a.listen, &a.storage, &config.proxy()).await
         }
+        Some(Command::Admission(a)) => {
+            let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
+            let webhooks = config.webhooks(a.hostname)?;
+            trow::run_admission(a.listen, webhooks, a.proxy.as_deref()).await
+        }
         Some(Command::Gateway(a)) => {
             let config = a.server.config()?;
-            trow::run_gateway(a.bind, &a.storage, &a.proxy, a.hostname, config).await
+            let admission = a.admission.as_deref();
+            trow::run_gateway(a.bind, &a.storage, &a.proxy, admission, a.hostname, config).await
         }
         Some(Command::Fsck(a)) => std::process::exit(fsck(a).await),
     }

@@ -1,0 +1,118 @@
+//! Serving the webhooks over gRPC (`trow.admission.v1.Admission`), with health and reflection
+//! like every Trow service. The gateway forwards the API server's AdmissionReview here.
+
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use trow_proto::admission::Review;
+use trow_proto::admission::admission_server::{Admission, AdmissionServer};
+use trow_proto::transport::MAX_MESSAGE_SIZE;
+
+use crate::Webhooks;
+use crate::prewarm::Prewarmer;
+
+/// The webhooks, and the pre-warmer when there is a proxy to warm through.
+pub struct AdmissionService {
+    pub hooks: Webhooks,
+    pub prewarm: Option<Arc<Prewarmer>>,
+}
+
+impl AdmissionService {
+    /// Says at start-up what the webhooks will and will not do.
+    pub fn log_startup(&self) {
+        for w in self.hooks.startup_warnings() {
+            tracing::warn!("{w}");
+        }
+        if self.hooks.mutation().prewarm && self.prewarm.is_none() {
+            tracing::warn!(
+                "image_mutation.prewarm is on but no proxy is configured: nothing is pre-warmed"
+            );
+        }
+    }
+}
+
+fn bad_review(e: crate::ReviewError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+#[tonic::async_trait]
+impl Admission for Shared {
+    async fn validate(&self, r: Request<Review>) -> Result<Response<Review>, Status> {
+        let (json, outcome) = self
+            .0
+            .hooks
+            .validate(&r.into_inner().json)
+            .map_err(bad_review)?;
+        if outcome.allowed {
+            tracing::debug!(object = %outcome.object, uid = %outcome.uid, "admitted");
+        } else {
+            let denied: Vec<String> = outcome.denied.iter().map(|d| d.to_string()).collect();
+            tracing::info!(object = %outcome.object, uid = %outcome.uid, dry_run = outcome.dry_run,
+                denied = %denied.join("; "), "refused");
+        }
+        Ok(Response::new(Review { json: json.into() }))
+    }
+
+    async fn mutate(&self, r: Request<Review>) -> Result<Response<Review>, Status> {
+        let (json, outcome) = self
+            .0
+            .hooks
+            .mutate(&r.into_inner().json)
+            .map_err(bad_review)?;
+        for w in &outcome.warnings {
+            tracing::debug!(object = %outcome.object, "{w}");
+        }
+        if !outcome.rewritten.is_empty() {
+            tracing::info!(object = %outcome.object, uid = %outcome.uid, dry_run = outcome.dry_run,
+                images = outcome.rewritten.len(), "images rewritten to pull through the cache");
+        }
+        // A dry run has no side effects; warming is one.
+        if let Some(p) = &self.0.prewarm
+            && !outcome.dry_run
+            && self.0.hooks.mutation().prewarm
+        {
+            p.warm(&outcome.warm);
+        }
+        Ok(Response::new(Review { json: json.into() }))
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    service: Arc<AdmissionService>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    serve_incoming(TcpListenerStream::new(listener), service, shutdown).await
+}
+
+/// Serves `service` on any stream of connections (TCP, or in-memory pipes in one process).
+pub async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    service: Arc<AdmissionService>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let admission = AdmissionServer::new(Shared(service))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    trow_proto::server::with_operator_services::<AdmissionServer<Shared>>()
+        .await
+        .add_service(admission)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// One service behind any number of listeners.
+pub struct Shared(pub Arc<AdmissionService>);
