@@ -271,4 +271,26 @@ impl Backend for FsBackend {
         let (from, to) = (self.path(from), self.path(to));
         blocking(move || commit_blocking(&from, &to)).await
     }
+
+    /// `sync_file_range(SYNC_FILE_RANGE_WRITE)` on a duplicate of the file, on a blocking
+    /// thread (it can wait for the device's queue), not awaited: the kernel starts writing the
+    /// dirty pages back now, so the commit's fsync waits only for the last few.
+    async fn write_behind(&self, appender: &tokio::fs::File) {
+        let Ok(file) = appender.try_clone().await else {
+            return;
+        };
+        let file = file.into_std().await;
+        tokio::task::spawn_blocking(move || {
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: the fd is valid while `file` lives, which is until this returns; the
+                // call only reads its arguments.
+                unsafe {
+                    libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+                };
+            }
+            drop(file);
+        });
+    }
 }

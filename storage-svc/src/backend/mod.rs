@@ -60,4 +60,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Makes a finished scratch object durable and moves it to `to` atomically.
     fn commit(&self, from: &str, to: &str) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Starts making what was appended so far durable, without waiting for it, so that the
+    /// commit's flush finds little left to do (a blob's last bytes reach a cache's readers only
+    /// after it). A hint: a backend without such a thing does nothing.
+    fn write_behind(&self, _appender: &Self::Appender) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }

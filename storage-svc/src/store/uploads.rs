@@ -7,6 +7,10 @@
 
 use super::*;
 
+/// Every this many bytes appended, the backend is asked to start writing them back
+/// ([`Backend::write_behind`]): the commit then flushes at most about this much.
+const WRITE_BEHIND: u64 = 8 << 20;
+
 impl<B: Backend> Store<B> {
     /// Opens an upload session; returns its id.
     pub async fn start_upload(&self, repository: &str, algorithm: &str) -> Result<String> {
@@ -225,6 +229,9 @@ impl<B: Backend> Store<B> {
                         file.write_all(&chunk).await?;
                         hasher.update(&chunk);
                         let before = upload.size.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                        if before / WRITE_BEHIND != (before + chunk.len() as u64) / WRITE_BEHIND {
+                            self.backend.write_behind(&file).await;
+                        }
                         upload.progress.send_modify(|p| {
                             p.written = before;
                             p.at = std::time::Instant::now();
