@@ -1,0 +1,63 @@
+//! The admission webhooks end to end: real `trow` processes (one process, and split, where
+//! `trow admission` is its own process behind the gateway's `--admission`), AdmissionReviews
+//! POSTed to `/validate-image` and `/mutate-image` as the API server sends them, HTTPS with
+//! certificate rotation, and pre-warming an admitted pod's image from a real upstream.
+//!
+//! Pre-warm scenarios use their own `127.0.0.8x` addresses, so tests run side by side.
+
+// The helpers live in admission/ (this file's own name is taken by the test crate).
+#[path = "admission/mod.rs"]
+mod support;
+
+#[path = "admission/prewarm.rs"]
+mod prewarm;
+#[path = "admission/tls.rs"]
+mod tls;
+#[path = "admission/webhooks.rs"]
+mod webhooks;
+
+/// Runs `module::scenario(topology[, ip])` in both topologies, as the tests
+/// `scenario::one_process` and `scenario::split`.
+macro_rules! both_topologies {
+    ($module:ident :: $scenario:ident $(, $one:literal, $split:literal)?) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn one_process() {
+                crate::$module::$scenario(trow_tests::Topology::OneProcess $(, $one)?).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn split() {
+                crate::$module::$scenario(trow_tests::Topology::Split $(, $split)?).await;
+            }
+        }
+    };
+}
+
+both_topologies!(webhooks::round_trip);
+both_topologies!(webhooks::policy_table);
+both_topologies!(
+    prewarm::admitted_pods_are_prewarmed,
+    "127.0.0.81",
+    "127.0.0.82"
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefixes_match_at_boundaries_longest_wins() {
+    webhooks::prefix_boundaries().await;
+}
+
+#[test]
+fn a_bad_config_stops_start_up() {
+    webhooks::bad_config_stops_start_up();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_serves_and_rotates_its_certificate() {
+    tls::serves_and_rotates_its_certificate().await;
+}
+
+#[test]
+fn tls_a_bad_pair_stops_start_up() {
+    tls::a_bad_pair_stops_start_up();
+}
