@@ -356,31 +356,21 @@ fn readme_grpcurl_commands() -> Vec<Vec<String>> {
     cmds
 }
 
-/// Every `rpc Name(` declared in the storage service's .proto files.
+/// Every `rpc Name(` declared in the storage service's .proto file.
 fn proto_rpcs() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto");
-    let mut rpcs = Vec::new();
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read {}: {e}", d.display())) {
-            let p = e.expect("dir entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "proto") {
-                let text = std::fs::read_to_string(&p).expect("read proto");
-                for l in text.lines() {
-                    if let Some(rest) = l.trim_start().strip_prefix("rpc ") {
-                        let name: String = rest
-                            .chars()
-                            .take_while(|c| c.is_alphanumeric() || *c == '_')
-                            .collect();
-                        rpcs.push(name);
-                    }
-                }
-            }
-        }
-    }
-    assert!(!rpcs.is_empty(), "no rpc found under proto/proto");
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto/trow/storage/v1/storage.proto");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    let rpcs: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("rpc "))
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect();
+    assert!(!rpcs.is_empty(), "no rpc found in {}", p.display());
     rpcs
 }
 
