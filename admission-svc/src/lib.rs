@@ -221,10 +221,30 @@ impl Webhooks {
         Ok((review::answer(response), outcome))
     }
 
-    /// The mutating webhook: allows, with a JSON patch when any image is rewritten.
+    /// The mutating webhook: allows, with a JSON patch when any image is rewritten. Images the
+    /// validation policy denies are left as written.
     pub fn mutate(&self, review_json: &[u8]) -> Result<(Vec<u8>, MutateOutcome), ReviewError> {
         let review = Review::parse(review_json)?;
-        let plan = self.mutator.plan(&review.images, |p| review.old_image(p));
+        // An image the policy denies is neither rewritten nor warmed: the validating webhook
+        // refuses the object anyway, naming the image as the user wrote it, and the cache
+        // never fills with what may not run.
+        let images: Vec<ImageSite> = review
+            .images
+            .iter()
+            .filter(|site| {
+                let denied = self.validation.as_ref().is_some_and(|cfg| {
+                    let hostname = self.hostname.as_deref();
+                    !policy::check(cfg, &site.image, hostname, self.mutator.resolver()).allowed
+                });
+                if denied {
+                    tracing::debug!(object = %review.object_name(), image = %site.image,
+                        "not rewritten: the policy denies it");
+                }
+                !denied
+            })
+            .cloned()
+            .collect();
+        let plan = self.mutator.plan(&images, |p| review.old_image(p));
         for (site, skip) in &plan.skipped {
             tracing::debug!(object = %review.object_name(), image = %site.image, %skip, "not rewritten");
         }

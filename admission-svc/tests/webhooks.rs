@@ -382,3 +382,32 @@ fn webhooks_can_be_shared_between_tasks() {
     fn shareable<T: Send + Sync + 'static>() {}
     shareable::<Webhooks>();
 }
+
+#[test]
+fn images_the_policy_denies_are_neither_rewritten_nor_warmed() {
+    // Pod create: containers nginx:1.27 (Docker Hub) and quay.io/...; init from
+    // registry.example.com:5000 — configured for proxying in `proxy()` or not, the deny wins.
+    let review = with_images(
+        "pod-create.json",
+        &[("/spec/containers/0/image", "redis:7")],
+    );
+    let denying = hooks(
+        Some(policy(Decision::Allow, &[], &["docker.io/library/redis"])),
+        Some(TROW),
+    );
+    let (_, outcome) = denying.mutate(review.as_bytes()).unwrap();
+    assert!(
+        outcome.rewritten.iter().all(|r| !r.from.contains("redis")),
+        "{:?}",
+        outcome.rewritten
+    );
+    assert!(
+        outcome.warm.iter().all(|t| !t.repository.contains("redis")),
+        "{:?}",
+        outcome.warm
+    );
+    // Without the deny the same image is rewritten and warmed.
+    let (_, outcome) = hooks(None, Some(TROW)).mutate(review.as_bytes()).unwrap();
+    assert!(outcome.rewritten.iter().any(|r| r.from == "redis:7"));
+    assert!(outcome.warm.iter().any(|t| t.repository == "library/redis"));
+}

@@ -1,0 +1,425 @@
+#!/usr/bin/env bash
+# Trow's admission webhooks behind a real Kubernetes API server, on loopback: kube-apiserver (built
+# from the Go module k8s.io/kubernetes) on Debian's etcd, both webhooks registered against Trow
+# over HTTPS, then Pods and a Deployment created through the API server with curl.
+#
+# This is an end-to-end check run by hand, not part of scripts/test.sh (the first run builds
+# kube-apiserver: several minutes). Usage:
+#   scripts/kube-e2e.sh                               # builds trow --release if TROW_BIN is unset
+#   TROW_BIN=target/release/trow scripts/kube-e2e.sh
+#   KEEP=1 scripts/kube-e2e.sh                        # keep the temp dir (logs, certs, answers)
+#
+# Environment:
+#   TROW_BIN         path to a trow binary (skips `cargo build --release --bin trow`)
+#   KUBE_APISERVER   path to a kube-apiserver binary (skips the build and its cache)
+#   TROW_KUBE_CACHE  where built kube-apiserver binaries are kept, one per version
+#                    (default ${XDG_CACHE_HOME:-$HOME/.cache}/trow-tests/kube)
+#   ETCD_BIN         etcd binary (default: etcd on PATH; else Debian's etcd-server is installed)
+#   KEEP             1: keep the temp dir instead of deleting it
+#   START_TIMEOUT    seconds to wait for each server to become ready (default 60)
+#
+# kube-apiserver: scripts/kube-e2e/ is a Go module of its own that requires k8s.io/kubernetes (the
+# version there is the one built) and replaces each k8s.io/* staging module, which
+# k8s.io/kubernetes requires at v0.0.0 from ./staging, with its published release (v1.X.Y <=>
+# v0.X.Y). The binary is built with `go build -trimpath` from that module into
+# $TROW_KUBE_CACHE/<version>/kube-apiserver, through a scratch file renamed into place, so a rerun
+# (or an interrupted build) never reuses a half-written binary. The installed Go is used
+# (GOTOOLCHAIN=local); if a future release needs a newer Go, set GOTOOLCHAIN=go1.X.Y below.
+#
+# What runs (everything on 127.0.0.1, free ports, one temp dir; every process is stopped by PID
+# at the end):
+#   - openssl: a CA; the API server's serving cert (IP:127.0.0.1); Trow's serving cert
+#     (IP:127.0.0.1, DNS:trow.example.com) signed by the CA; a service-account signing key;
+#   - etcd with its own data dir;
+#   - trow (one process) with --tls, --hostname trow.example.com:<port>, the policy below and
+#     pre-warm off (there is no network to warm from);
+#   - kube-apiserver: RBAC, a static token for a user in system:masters, default admission plugins
+#     (MutatingAdmissionWebhook and ValidatingAdmissionWebhook among them). No kubelet, scheduler
+#     or controller manager: Pods are stored and stay Pending, which is all that is needed.
+# Checks (each prints what it sent and what came back; any failed check makes the exit status 1):
+#   1. Pod web (nginx:1.27) is created and stored with image
+#      trow.example.com:<port>/f/docker.io/library/nginx:1.27 (mutating webhook);
+#   2. Pod bad (quay.io/evil/miner:1, init container docker.io/library/busybox:1.36) is refused
+#      with 403, the message naming both images and their reasons; nothing is stored;
+#   3. Deployment with a denied image is refused with 403 (validating webhook on apps/v1);
+#   4. a dryRun=All Pod create answers with the rewritten image and stores nothing;
+#   5. an UPDATE of Pod web to a denied image is refused with 403 (validating webhook on UPDATE).
+
+set -euo pipefail
+
+KEEP=${KEEP:-0}
+START_TIMEOUT=${START_TIMEOUT:-60}
+export RUST_LOG=${RUST_LOG:-info}
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+MOD_DIR=$SCRIPT_DIR/kube-e2e
+
+T0=$(date +%s)
+log() { printf '==> %s\n' "$*"; }
+info() { printf '    %s\n' "$*"; }
+die() {
+  printf 'kube-e2e: ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+for cmd in curl openssl jq python3; do
+  command -v "$cmd" >/dev/null || die "$cmd missing"
+done
+
+# --- kube-apiserver ----------------------------------------------------------------------------
+KUBE_VERSION=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$MOD_DIR/go.mod")
+[[ -n $KUBE_VERSION ]] || die "no k8s.io/kubernetes requirement in $MOD_DIR/go.mod"
+
+build_apiserver() {
+  local cache=${TROW_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/trow-tests/kube}
+  local dest=$cache/$KUBE_VERSION/kube-apiserver
+  if [[ ! -x $dest ]]; then
+    local go
+    go=$(command -v go || true)
+    if [[ -z $go && -x /usr/local/go/bin/go ]]; then go=/usr/local/go/bin/go; fi
+    [[ -n $go ]] || die "'go' not found on PATH nor at /usr/local/go/bin/go: it builds kube-apiserver"
+    mkdir -p "$cache/$KUBE_VERSION"
+    local minor=${KUBE_VERSION#v1.}
+    minor=${minor%%.*}
+    # What the release build stamps (hack/lib/version.sh), so /version and --version tell the
+    # truth instead of v0.0.0-master.
+    local pkg=k8s.io/component-base/version
+    local ldflags="-s -w -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    local tmp
+    tmp=$(mktemp "$cache/$KUBE_VERSION/.kube-apiserver.XXXXXX")
+    log "building kube-apiserver $KUBE_VERSION from k8s.io/kubernetes (several minutes; cached in $cache)"
+    local b0
+    b0=$(date +%s)
+    if ! (cd "$MOD_DIR" && GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -mod=readonly -buildvcs=false" \
+      "$go" build -trimpath -ldflags "$ldflags" -o "$tmp" k8s.io/kubernetes/cmd/kube-apiserver); then
+      rm -f "$tmp"
+      die "go build of k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION failed"
+    fi
+    chmod 755 "$tmp"
+    mv -f "$tmp" "$dest"
+    info "built in $(($(date +%s) - b0)) s"
+  fi
+  KUBE_APISERVER=$dest
+}
+
+if [[ -z ${KUBE_APISERVER:-} ]]; then build_apiserver; fi
+[[ -x $KUBE_APISERVER ]] || die "$KUBE_APISERVER is not executable"
+log "kube-apiserver: $KUBE_APISERVER ($("$KUBE_APISERVER" --version))"
+
+# --- etcd and trow -----------------------------------------------------------------------------
+if [[ -z ${ETCD_BIN:-} ]]; then
+  if ! command -v etcd >/dev/null; then
+    log "etcd missing; installing Debian's etcd-server"
+    SUDO=
+    [[ $(id -u) == 0 ]] || SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y etcd-server ||
+      { $SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y etcd-server; } ||
+      die "could not install etcd-server"
+  fi
+  ETCD_BIN=$(command -v etcd)
+fi
+log "etcd: $ETCD_BIN ($("$ETCD_BIN" --version | head -1))"
+
+if [[ -z ${TROW_BIN:-} ]]; then
+  log "building trow (release)"
+  (cd "$REPO_ROOT" && cargo build --release --bin trow)
+  TROW_BIN=$REPO_ROOT/target/release/trow
+fi
+[[ -x $TROW_BIN ]] || die "$TROW_BIN is not executable"
+log "trow: $TROW_BIN ($("$TROW_BIN" --version))"
+
+# --- temp dir, processes, clean-up -------------------------------------------------------------
+W=$(mktemp -d /tmp/trow-kube-e2e.XXXXXX)
+PIDS=()
+FAILED=0
+cleanup() {
+  local rc=$?
+  local i
+  # The API server first (it calls Trow and etcd), then Trow, then etcd: newest first.
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[i]}" 2>/dev/null || true
+    wait "${PIDS[i]}" 2>/dev/null || true
+  done
+  if ((rc != 0)); then
+    for f in etcd trow kube-apiserver; do
+      [[ -s $W/$f.log ]] || continue
+      printf -- '--- last lines of %s.log ---\n' "$f" >&2
+      tail -n 15 "$W/$f.log" >&2
+    done
+  fi
+  if [[ $KEEP == 1 ]]; then log "kept $W"; else rm -rf "$W"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+ETCD_PORT=$(free_port)
+ETCD_PEER_PORT=$(free_port)
+TROW_PORT=$(free_port)
+KUBE_PORT=$(free_port)
+TROW_HOST=trow.example.com:$TROW_PORT
+KUBE=https://127.0.0.1:$KUBE_PORT
+
+# wait_for WHAT PID CMD...: runs CMD every 0.2 s until it succeeds; fails when PID exits or after
+# START_TIMEOUT s.
+wait_for() {
+  local what=$1 pid=$2
+  shift 2
+  local deadline=$(($(date +%s) + START_TIMEOUT))
+  until "$@" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || die "$what exited during start-up"
+    (($(date +%s) < deadline)) || die "$what not ready after ${START_TIMEOUT} s"
+    sleep 0.2
+  done
+}
+
+# --- certificates ------------------------------------------------------------------------------
+log "certificates (openssl, in $W/pki)"
+P=$W/pki
+mkdir -p "$P"
+# serving_cert NAME SAN: a key and a serving certificate for SAN, signed by the CA.
+serving_cert() {
+  local name=$1 san=$2
+  openssl req -newkey rsa:2048 -nodes -keyout "$P/$name.key" -subj "/CN=$name" -out "$P/$name.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
+    "$san" >"$P/$name.ext"
+  openssl x509 -req -in "$P/$name.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial -days 2 \
+    -sha256 -extfile "$P/$name.ext" -out "$P/$name.crt" 2>/dev/null
+  info "$name.crt: $(openssl x509 -in "$P/$name.crt" -noout -ext subjectAltName | tail -1 | sed 's/^ *//')"
+}
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$P/ca.key" -subj "/CN=trow-kube-e2e CA" -days 2 \
+  -sha256 -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+  -out "$P/ca.crt" 2>/dev/null
+info "ca.crt: $(openssl x509 -in "$P/ca.crt" -noout -subject)"
+serving_cert apiserver "IP:127.0.0.1,DNS:localhost"
+serving_cert trow "IP:127.0.0.1,DNS:trow.example.com"
+openssl genrsa -out "$P/sa.key" 2048 2>/dev/null
+openssl rsa -in "$P/sa.key" -pubout -out "$P/sa.pub" 2>/dev/null
+info "sa.key/sa.pub: service-account signing key"
+TOKEN=$(openssl rand -hex 24)
+printf '%s,e2e-admin,e2e-admin-uid,"system:masters"\n' "$TOKEN" >"$P/tokens.csv"
+CA_B64=$(base64 -w0 <"$P/ca.crt")
+
+# --- etcd --------------------------------------------------------------------------------------
+log "etcd on 127.0.0.1:$ETCD_PORT"
+"$ETCD_BIN" --name e2e --data-dir "$W/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "e2e=http://127.0.0.1:$ETCD_PEER_PORT" >"$W/etcd.log" 2>&1 &
+PIDS+=($!)
+wait_for etcd "${PIDS[-1]}" sh -c "curl -sf --noproxy '*' http://127.0.0.1:$ETCD_PORT/health | grep -q true"
+info "healthy"
+
+# --- trow --------------------------------------------------------------------------------------
+log "trow on https://127.0.0.1:$TROW_PORT (--hostname $TROW_HOST)"
+cat >"$W/trow.yaml" <<'EOF'
+registry_proxies:
+  registries:
+    - host: registry-1.docker.io
+image_validation:
+  default: Deny
+  allow: [trow.example.com/, docker.io/library/, registry.k8s.io/]
+  deny: [docker.io/library/busybox]
+image_mutation:
+  prewarm: false     # no network here; pre-warm is tested elsewhere
+EOF
+sed 's/^/    | /' "$W/trow.yaml"
+"$TROW_BIN" --bind "127.0.0.1:$TROW_PORT" --data-dir "$W/trow-data" --hostname "$TROW_HOST" \
+  --tls "$P/trow.crt,$P/trow.key" --config-file "$W/trow.yaml" >"$W/trow.log" 2>&1 &
+PIDS+=($!)
+wait_for trow "${PIDS[-1]}" curl -sf --noproxy '*' --cacert "$P/ca.crt" "https://127.0.0.1:$TROW_PORT/v2/"
+info "GET /v2/ answers 200 over TLS (verified against the CA)"
+
+# --- kube-apiserver ----------------------------------------------------------------------------
+log "kube-apiserver on $KUBE"
+# --endpoint-reconciler-type none: the default reconciler refuses a loopback advertise address
+# ("may not be in the loopback range"); nothing here needs the `kubernetes` Service's endpoints.
+"$KUBE_APISERVER" \
+  --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$KUBE_PORT" \
+  --tls-cert-file "$P/apiserver.crt" --tls-private-key-file "$P/apiserver.key" \
+  --client-ca-file "$P/ca.crt" --token-auth-file "$P/tokens.csv" \
+  --authorization-mode RBAC \
+  --service-cluster-ip-range 10.96.0.0/16 \
+  --service-account-key-file "$P/sa.pub" --service-account-signing-key-file "$P/sa.key" \
+  --service-account-issuer https://kubernetes.default.svc \
+  --cert-dir "$W/apiserver-certs" \
+  --endpoint-reconciler-type none \
+  >"$W/kube-apiserver.log" 2>&1 &
+PIDS+=($!)
+# kapi METHOD PATH [BODY] [CONTENT-TYPE]: the API server's answer in $W/answer.json, its HTTP
+# status on stdout.
+kapi() {
+  local method=$1 path=$2 body=${3:-} ctype=${4:-application/json}
+  local args=(-s --noproxy '*' --cacert "$P/ca.crt" -H "Authorization: Bearer $TOKEN"
+    -o "$W/answer.json" -w '%{http_code}' -X "$method")
+  [[ -n $body ]] && args+=(-H "Content-Type: $ctype" --data-binary "$body")
+  curl "${args[@]}" "$KUBE$path"
+}
+wait_for kube-apiserver "${PIDS[-1]}" sh -c "[ \"\$(curl -s --noproxy '*' --cacert '$P/ca.crt' \
+  -H 'Authorization: Bearer $TOKEN' '$KUBE/readyz')\" = ok ]"
+info "/readyz: ok; /version: $(kapi GET /version >/dev/null && jq -r .gitVersion "$W/answer.json")"
+
+# --- webhooks ----------------------------------------------------------------------------------
+log "registering the webhooks (clientConfig.url https://127.0.0.1:$TROW_PORT/..., caBundle = the CA)"
+MUTATING=$(jq -n --arg url "https://127.0.0.1:$TROW_PORT/mutate-image" --arg ca "$CA_B64" '{
+  apiVersion: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration",
+  metadata: {name: "trow-mutate"},
+  webhooks: [{
+    name: "mutate.trow.example.com",
+    clientConfig: {url: $url, caBundle: $ca},
+    rules: [{apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["pods"]}],
+    failurePolicy: "Fail", sideEffects: "NoneOnDryRun", reinvocationPolicy: "IfNeeded",
+    admissionReviewVersions: ["v1"], timeoutSeconds: 10,
+    namespaceSelector: {matchExpressions: [{key: "kubernetes.io/metadata.name", operator: "NotIn", values: ["trow"]}]}
+  }]}')
+VALIDATING=$(jq -n --arg url "https://127.0.0.1:$TROW_PORT/validate-image" --arg ca "$CA_B64" '{
+  apiVersion: "admissionregistration.k8s.io/v1", kind: "ValidatingWebhookConfiguration",
+  metadata: {name: "trow-validate"},
+  webhooks: [{
+    name: "validate.trow.example.com",
+    clientConfig: {url: $url, caBundle: $ca},
+    rules: [
+      {apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["pods", "pods/ephemeralcontainers"]},
+      {apiGroups: ["apps"], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["deployments", "statefulsets", "daemonsets", "replicasets"]},
+      {apiGroups: ["batch"], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["jobs", "cronjobs"]}
+    ],
+    failurePolicy: "Fail", sideEffects: "None",
+    admissionReviewVersions: ["v1"], timeoutSeconds: 10,
+    namespaceSelector: {matchExpressions: [{key: "kubernetes.io/metadata.name", operator: "NotIn", values: ["trow"]}]}
+  }]}')
+code=$(kapi POST /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations "$MUTATING")
+[[ $code == 201 ]] || die "MutatingWebhookConfiguration: HTTP $code: $(cat "$W/answer.json")"
+info "MutatingWebhookConfiguration trow-mutate: 201 (pods CREATE -> /mutate-image, failurePolicy Fail)"
+code=$(kapi POST /apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations "$VALIDATING")
+[[ $code == 201 ]] || die "ValidatingWebhookConfiguration: HTTP $code: $(cat "$W/answer.json")"
+info "ValidatingWebhookConfiguration trow-validate: 201 (pods, apps and batch workloads CREATE/UPDATE -> /validate-image, failurePolicy Fail)"
+
+log "namespace demo and its default ServiceAccount (no controller manager creates it here)"
+code=$(kapi POST /api/v1/namespaces '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"demo"}}')
+[[ $code == 201 ]] || die "namespace demo: HTTP $code: $(cat "$W/answer.json")"
+code=$(kapi POST /api/v1/namespaces/demo/serviceaccounts \
+  '{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"default"}}')
+[[ $code == 201 ]] || die "serviceaccount demo/default: HTTP $code: $(cat "$W/answer.json")"
+info "201, 201"
+
+# pod NAME IMAGE: a Pod with one container "NAME" running IMAGE.
+pod() {
+  jq -cn --arg name "$1" --arg image "$2" \
+    '{apiVersion: "v1", kind: "Pod", metadata: {name: $name}, spec: {containers: [{name: $name, image: $image}]}}'
+}
+WANT=$TROW_HOST/f/docker.io/library/nginx:1.27
+
+# The API server reads new webhook configurations within a second or two: dry-run creates (which
+# store nothing) until the image comes back rewritten, so no check below races the registration.
+log "waiting for the webhooks to take effect (dryRun=All Pod creates until mutated)"
+deadline=$(($(date +%s) + START_TIMEOUT))
+tries=0
+while :; do
+  tries=$((tries + 1))
+  code=$(kapi POST '/api/v1/namespaces/demo/pods?dryRun=All' "$(pod probe nginx:1.27)")
+  [[ $code == 201 && $(jq -r '.spec.containers[0].image' "$W/answer.json") == "$WANT" ]] && break
+  (($(date +%s) < deadline)) || die "webhooks not in effect after ${START_TIMEOUT} s: HTTP $code: $(cat "$W/answer.json")"
+  sleep 0.5
+done
+info "in effect after $tries dry-run create(s)"
+
+# --- checks ------------------------------------------------------------------------------------
+pass() { printf '    PASS: %s\n' "$*"; }
+fail() {
+  printf '    FAIL: %s\n' "$*"
+  FAILED=$((FAILED + 1))
+}
+# expect_refused WHAT CODE NEEDLE...: CODE is 403, the answer is a Status of reason Forbidden, and
+# its message contains every NEEDLE.
+expect_refused() {
+  local what=$1 code=$2
+  shift 2
+  local msg
+  msg=$(jq -r '.message // empty' "$W/answer.json")
+  info "answer: HTTP $code, reason $(jq -r '.reason // "-"' "$W/answer.json")"
+  info "message: $msg"
+  if [[ $code != 403 ]]; then
+    fail "$what: HTTP $code, want 403"
+    return
+  fi
+  local n missing=()
+  for n in "$@"; do [[ $msg == *"$n"* ]] || missing+=("$n"); done
+  if ((${#missing[@]})); then
+    fail "$what: the message lacks: ${missing[*]}"
+  else
+    local names
+    names=$(printf '[%s] ' "$@")
+    pass "$what refused (403), the message names: ${names% }"
+  fi
+}
+# expect_absent WHAT PATH: GET PATH is 404.
+expect_absent() {
+  local code
+  code=$(kapi GET "$2")
+  if [[ $code == 404 ]]; then pass "$1 not stored (GET: 404)"; else fail "$1: GET answered $code, want 404"; fi
+}
+
+log "1. Pod web with nginx:1.27: created, image rewritten to Trow's cache"
+code=$(kapi POST /api/v1/namespaces/demo/pods "$(pod web nginx:1.27)")
+info "POST /api/v1/namespaces/demo/pods (image nginx:1.27): HTTP $code"
+if [[ $code == 201 ]]; then
+  code=$(kapi GET /api/v1/namespaces/demo/pods/web)
+  got=$(jq -r '.spec.containers[0].image' "$W/answer.json")
+  info "GET pods/web: HTTP $code, spec.containers[0].image = $got, phase $(jq -r .status.phase "$W/answer.json")"
+  if [[ $code == 200 && $got == "$WANT" ]]; then pass "stored image is $WANT"; else fail "stored image is $got, want $WANT"; fi
+else
+  fail "Pod web: HTTP $code: $(cat "$W/answer.json")"
+fi
+
+log "2. Pod bad (quay.io/evil/miner:1, init docker.io/library/busybox:1.36): refused, both reasons listed"
+BAD=$(jq -cn '{apiVersion: "v1", kind: "Pod", metadata: {name: "bad"}, spec: {
+  initContainers: [{name: "setup", image: "docker.io/library/busybox:1.36"}],
+  containers: [{name: "miner", image: "quay.io/evil/miner:1"}]}}')
+code=$(kapi POST /api/v1/namespaces/demo/pods "$BAD")
+expect_refused "Pod bad" "$code" \
+  'quay.io/evil/miner:1' 'neither explicitly allowed nor denied' \
+  'docker.io/library/busybox:1.36' 'denied by prefix "docker.io/library/busybox"'
+expect_absent "Pod bad" /api/v1/namespaces/demo/pods/bad
+
+log "3. Deployment with a denied image (docker.io/library/busybox:1.36): refused"
+DEPLOY=$(jq -cn '{apiVersion: "apps/v1", kind: "Deployment", metadata: {name: "tools"}, spec: {
+  replicas: 1, selector: {matchLabels: {app: "tools"}},
+  template: {metadata: {labels: {app: "tools"}}, spec: {containers: [
+    {name: "web", image: "nginx:1.27"}, {name: "shell", image: "docker.io/library/busybox:1.36"}]}}}}')
+code=$(kapi POST /apis/apps/v1/namespaces/demo/deployments "$DEPLOY")
+expect_refused "Deployment tools" "$code" 'docker.io/library/busybox:1.36' 'denied by prefix'
+expect_absent "Deployment tools" /apis/apps/v1/namespaces/demo/deployments/tools
+
+log "4. dryRun=All Pod create: allowed, rewritten image in the answer, nothing stored"
+code=$(kapi POST '/api/v1/namespaces/demo/pods?dryRun=All' "$(pod dry nginx:1.27)")
+got=$(jq -r '.spec.containers[0].image // empty' "$W/answer.json")
+info "POST ...pods?dryRun=All (image nginx:1.27): HTTP $code, spec.containers[0].image = $got"
+if [[ $code == 201 && $got == "$WANT" ]]; then pass "answered 201 with $WANT"; else fail "HTTP $code, image $got; want 201 and $WANT"; fi
+expect_absent "Pod dry" /api/v1/namespaces/demo/pods/dry
+
+log "5. UPDATE of Pod web to a denied image: refused"
+code=$(kapi PATCH /api/v1/namespaces/demo/pods/web \
+  '{"spec":{"containers":[{"name":"web","image":"docker.io/library/busybox:1.36"}]}}' \
+  application/strategic-merge-patch+json)
+expect_refused "PATCH pods/web" "$code" 'docker.io/library/busybox:1.36' 'denied by prefix'
+code=$(kapi GET /api/v1/namespaces/demo/pods/web)
+got=$(jq -r '.spec.containers[0].image' "$W/answer.json")
+if [[ $got == "$WANT" ]]; then pass "Pod web still runs $got"; else fail "Pod web's image is now $got"; fi
+
+# --- what Trow saw -----------------------------------------------------------------------------
+log "trow's log: $(grep -c . "$W/trow.log") lines, $(grep -ciE '\b(error|panic)' "$W/trow.log" || true) with error/panic"
+grep -iE '\b(warn|error|panic)' "$W/trow.log" | head -n 10 | sed 's/^/    | /' || true
+
+echo
+if ((FAILED)); then
+  log "FAILED: $FAILED check(s) failed ($(($(date +%s) - T0)) s)"
+  exit 1
+fi
+log "all checks passed ($(($(date +%s) - T0)) s)"
