@@ -681,3 +681,36 @@ impl Distribution {
 }
 pub mod oci;
 pub mod tools;
+
+/// Runs `cmd` until it exits (failing the test if it runs longer than `limit`); its status,
+/// its stdout (the log), its stderr, and how long it ran.
+pub fn run_to_exit(
+    mut cmd: Command,
+    limit: Duration,
+) -> (std::process::ExitStatus, String, String, Duration) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, err): (PathBuf, PathBuf) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, read(&out), read(&err), start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still running after {limit:?}:\n{}{}",
+                read(&out),
+                read(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

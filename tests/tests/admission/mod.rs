@@ -2,9 +2,8 @@
 //! AdmissionReviews built as the API server sends them, posting them to the gateway, and
 //! reading the answers (verdict, message, JSON patch).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -248,35 +247,6 @@ pub fn assert_bad_request(r: &Resp, says: &str) {
         "{}: the message must say {says:?}: {r}",
         r.what
     );
-}
-
-/// Runs `cmd` to its exit (killed and a failure after `limit`): status, stdout and stderr.
-pub fn run_to_exit(mut cmd: Command, limit: Duration) -> (ExitStatus, String, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, err): (PathBuf, PathBuf) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, read(&out), read(&err));
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} still running after {limit:?}:\n{}{}",
-                read(&out),
-                read(&err)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The one-process `trow` on free ports with `data` as its data dir, flags to add.

@@ -18,7 +18,7 @@ use trow_tests::clients::LogsOnPanic;
 use trow_tests::oci::client;
 use trow_tests::{Flags, Topology, Trow};
 
-use crate::support::{pod_create, run_to_exit, spec, trow_command};
+use crate::support::{pod_create, spec, trow_command};
 
 /// A server certificate for 127.0.0.1 and the CA that issued it.
 struct Pki {
@@ -275,7 +275,7 @@ pub fn a_bad_pair_stops_start_up() {
     for (flag, says) in cases {
         let mut cmd = trow_command(&tmp.path().join("data"));
         cmd.args(["--tls", &flag]);
-        let (status, stdout, stderr) = run_to_exit(cmd, Duration::from_secs(10));
+        let (status, stdout, stderr, _) = trow_tests::run_to_exit(cmd, Duration::from_secs(10));
         assert!(
             !status.success(),
             "trow started with --tls {flag}:\n{stdout}"

@@ -9,8 +9,7 @@ use trow_tests::Topology;
 
 use crate::support::{
     CONFIGMAP, CRONJOB, DEPLOYMENT, DIGEST, HOSTNAME, POD, Webhooks, assert_bad_request, cronjob,
-    deployment, images_at, message, patch_of, patched, pod, pod_create, review, run_to_exit, spec,
-    trow_command,
+    deployment, images_at, message, patch_of, patched, pod, pod_create, review, spec, trow_command,
 };
 
 /// The config of the round trip: Docker Hub proxied, a Deny default with two allowed
@@ -356,7 +355,7 @@ pub fn bad_config_stops_start_up() {
             .args(["admission", "--listen", "127.0.0.1:0", "--config-file"])
             .arg(&config);
         for (what, cmd) in [("trow", one), ("trow admission", alone)] {
-            let (status, stdout, stderr) = run_to_exit(cmd, Duration::from_secs(10));
+            let (status, stdout, stderr, _) = trow_tests::run_to_exit(cmd, Duration::from_secs(10));
             assert!(
                 !status.success(),
                 "{what} started with {yaml:?}:\n{stdout}{stderr}"

@@ -2,8 +2,8 @@
 //! after a restart, `configured_only: true`, `?ns=` naming Trow itself (`--hostname`), and a
 //! config file that stops the start-up.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
@@ -432,7 +432,7 @@ pub fn a_bad_config_stops_start_up(reader: Reader) {
             }
         }
         cmd.arg("--config-file").arg(&config);
-        let (status, stdout, stderr, took) = run_to_exit(cmd, Duration::from_secs(10));
+        let (status, stdout, stderr, took) = trow_tests::run_to_exit(cmd, Duration::from_secs(10));
         eprintln!("{reader:?} {name}: {status} after {took:?}: {stderr}");
         assert!(
             !status.success(),
@@ -458,38 +458,5 @@ pub fn a_bad_config_stops_start_up(reader: Reader) {
             !log.contains(" on http://") && !log.contains("gRPC on "),
             "{reader:?} {name}: it listened before refusing the config:\n{log}"
         );
-    }
-}
-
-/// Runs `cmd` until it exits (failing the test if it runs longer than `limit`); its status,
-/// its stdout (the log), its stderr, and how long it ran.
-fn run_to_exit(
-    mut cmd: Command,
-    limit: Duration,
-) -> (std::process::ExitStatus, String, String, Duration) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, err): (PathBuf, PathBuf) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, read(&out), read(&err), start.elapsed());
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} still running after {limit:?}:\n{}{}",
-                read(&out),
-                read(&err)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
