@@ -15,7 +15,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(files, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("trow_descriptor.bin"), fds.encode_to_vec())?;
+    // One set per service (its file and what it imports), so each server reflects only the
+    // contract it serves: grpcurl on storage must not list services that answer Unimplemented.
+    for (service, file) in [
+        ("storage", files[1]),
+        ("proxy", files[2]),
+        ("admission", files[3]),
+    ] {
+        let one = protox::compile([file], ["proto"])?;
+        std::fs::write(
+            out.join(format!("{service}_descriptor.bin")),
+            one.encode_to_vec(),
+        )?;
+    }
     // Blob chunks as `Bytes`: handed between HTTP bodies and gRPC messages without copying.
     tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())

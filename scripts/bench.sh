@@ -22,6 +22,8 @@
 #   RUST_LOG        passed to trow (default: warn, so logging does not skew numbers)
 #   BENCH_REQS      manifest GETs in the load phase (default 20000; 0 skips it)
 #   BENCH_CONC      concurrent clients in the load phase (default 50)
+#   BENCH_SERIAL_REQS  manifest GETs from one client, one at a time, for the latency of one
+#                   request (default 500)
 #
 # Method, per registry and per run i:
 #   - a fresh unique blob: the 64-byte head of the random file is overwritten with a
@@ -318,6 +320,7 @@ make_unique() {
 
 BENCH_REQS=${BENCH_REQS:-20000}
 BENCH_CONC=${BENCH_CONC:-50}
+BENCH_SERIAL_REQS=${BENCH_SERIAL_REQS:-500}
 if ((BENCH_REQS > 0)) && ! command -v hey >/dev/null; then
     log "hey missing; installing debian package hey"
     SUDO=""
@@ -327,7 +330,7 @@ if ((BENCH_REQS > 0)) && ! command -v hey >/dev/null; then
         die "could not install hey (set BENCH_REQS=0 to skip the load phase)"
 fi
 
-LOAD="$WORK/load.tsv"       # key  requests/s  p99 seconds
+LOAD="$WORK/load.tsv"       # key  requests/s  p99 seconds  serial mean seconds
 : >"$LOAD"
 
 # load_manifest NAME BASE LOG KEY: push a small image manifest, then GET it under load.
@@ -347,7 +350,13 @@ load_manifest() {
     hey -n "$BENCH_REQS" -c "$BENCH_CONC" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
         "$base/v2/benchm/manifests/v1" >"$out"
     grep -q "\[200\].*$BENCH_REQS responses" "$out" || { cat "$out" >&2; die "$name: not every manifest GET answered 200"; }
-    printf '%s\t%s\t%s\n' "$key" "$(awk '/Requests\/sec/ {print $2}' "$out")" "$(awk '/99% in/ {print $3}' "$out")" >>"$LOAD"
+    # One client, one request at a time: the per-call latency a gRPC hop adds shows here
+    # (Nagle's algorithm on a gRPC server's sockets once cost the split topology 44 ms a call).
+    hey -n "$BENCH_SERIAL_REQS" -c 1 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        "$base/v2/benchm/manifests/v1" >"$out.serial"
+    grep -q "\[200\].*$BENCH_SERIAL_REQS responses" "$out.serial" || { cat "$out.serial" >&2; die "$name: not every serial manifest GET answered 200"; }
+    printf '%s\t%s\t%s\t%s\n' "$key" "$(awk '/Requests\/sec/ {print $2}' "$out")" "$(awk '/99% in/ {print $3}' "$out")" \
+        "$(awk '/Average:/ {print $2; exit}' "$out.serial")" >>"$LOAD"
     log "$name: $(awk '/Requests\/sec/ {print $2}' "$out") manifest GETs/s"
 }
 
@@ -546,17 +555,20 @@ for k in keys:
     print(f"  {names[k]:<20} {runs_s}   HWM {hwm}")
 loads = {}
 for line in open(load):
-    key, rps, p99 = line.rstrip("\n").split("\t")
-    loads[key] = (float(rps), float(p99))
+    key, rps, p99, serial = line.rstrip("\n").split("\t")
+    loads[key] = (float(rps), float(p99), float(serial))
 if loads:
     print()
     print(f"manifest GET under load: {reqs} requests, {conc} concurrent clients (hey)")
-    hdr = f"{'registry':<20}{'requests/s':>12}{'vs dist':>10}{'p99 ms':>10}"
+    print("  (1-client ms: mean latency of one request at a time; split/one shows what the gRPC hop costs)")
+    hdr = f"{'registry':<20}{'requests/s':>12}{'vs dist':>10}{'p99 ms':>10}{'1-client ms':>13}{'vs one':>9}"
     print(hdr)
     print("-" * len(hdr))
     base = loads.get("dist", (None,))[0]
+    one = loads.get("one", (None, None, None))[2]
     for k in [k for k in order if k in loads]:
-        rps, p99 = loads[k]
+        rps, p99, serial = loads[k]
         ratio = f"{rps / base:.2f}x" if base else "-"
-        print(f"{names[k]:<20}{rps:>12.0f}{ratio:>10}{p99 * 1000:>10.1f}")
+        vs_one = f"{serial / one:.2f}x" if one else "-"
+        print(f"{names[k]:<20}{rps:>12.0f}{ratio:>10}{p99 * 1000:>10.1f}{serial * 1000:>13.2f}{vs_one:>9}")
 PY

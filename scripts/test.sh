@@ -6,7 +6,11 @@
 #      proxy, and fails if either is missing;
 #   3. builds the workspace once (dev profile), including the `trow` binary the tests start;
 #   4. runs every test with cargo-nextest (or `cargo test` if nextest is not installed), under a
-#      time limit ($TROW_TEST_TIMEOUT seconds, default 3600) so a hang cannot eat CI's budget.
+#      time limit ($TROW_TEST_TIMEOUT seconds, default 3600) so a hang cannot eat CI's budget,
+#      inside a network namespace with only loopback up (`unshare -n`, cargo `--offline`): a test
+#      that reaches or resolves anything outside the machine fails loudly instead of leaking a
+#      DNS query. (Needs root or `sudo`; TROW_TEST_NETNS=0 runs without it, e.g. in a container
+#      that forbids unshare.)
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,9 +19,9 @@ log() { printf '==> %s\n' "$*" >&2; }
 start=$(date +%s)
 
 # --- 1. system packages -------------------------------------------------------------------
-packages=(skopeo podman containerd docker-registry umoci jq curl)
+packages=(skopeo podman containerd docker-registry umoci jq curl iproute2)
 missing=()
-for cmd in skopeo podman containerd ctr docker-registry umoci jq curl; do
+for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 if ((${#missing[@]})); then
@@ -50,15 +54,29 @@ cargo build --workspace --all-targets
 limit=${TROW_TEST_TIMEOUT:-3600}
 target=${CARGO_TARGET_DIR:-target}
 rm -f "$target"/conformance-*.txt
+# Everything the tests need is installed and built by now: from here on, loopback only.
+isolated=()
+if [[ ${TROW_TEST_NETNS:-1} != 0 ]]; then
+  sudo=()
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo --preserve-env); fi
+  # `ip link set lo up` must succeed in the new namespace, or the run stops here.
+  isolated=("${sudo[@]}" unshare --net -- sh -c 'ip link set lo up && exec "$@"' isolated)
+  "${isolated[@]}" true || {
+    log "cannot make a loopback-only network namespace (unshare -n); TROW_TEST_NETNS=0 runs without it"
+    exit 1
+  }
+  log "tests run in a network namespace with only loopback up"
+fi
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
   log "cargo nextest run --workspace (time limit ${limit}s)"
-  timeout --kill-after=30 "$limit" cargo nextest run --workspace --no-fail-fast || status=$?
+  "${isolated[@]}" timeout --kill-after=30 "$limit" cargo nextest run --offline --workspace \
+    --no-fail-fast || status=$?
 else
   log "cargo-nextest not installed; cargo test --workspace (time limit ${limit}s)"
   out=$(mktemp)
-  timeout --kill-after=30 "$limit" cargo test --workspace --no-fail-fast 2>&1 | tee "$out" ||
-    status=${PIPESTATUS[0]}
+  "${isolated[@]}" timeout --kill-after=30 "$limit" cargo test --offline --workspace \
+    --no-fail-fast 2>&1 | tee "$out" || status=${PIPESTATUS[0]}
   # cargo test closes on its doc-tests (often 0 tests): end with the totals of every binary.
   totals=$(awk '/^test result:/ { p += $4; f += $6; i += $8 }
     END { printf "%d passed, %d failed, %d skipped", p, f, i }' "$out")

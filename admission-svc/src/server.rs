@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use trow_proto::admission::Review;
 use trow_proto::admission::admission_server::{Admission, AdmissionServer};
@@ -85,7 +84,12 @@ pub async fn serve(
     service: Arc<AdmissionService>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_incoming(TcpListenerStream::new(listener), service, shutdown).await
+    serve_incoming(
+        trow_proto::server::tcp_incoming(listener),
+        service,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves `service` on any stream of connections (TCP, or in-memory pipes in one process).
@@ -107,11 +111,13 @@ where
     let admission = AdmissionServer::new(Shared(service))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    trow_proto::server::with_operator_services::<AdmissionServer<Shared>>()
-        .await
-        .add_service(admission)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+    trow_proto::server::with_operator_services::<AdmissionServer<Shared>>(
+        trow_proto::descriptors::ADMISSION,
+    )
+    .await
+    .add_service(admission)
+    .serve_with_incoming_shutdown(incoming, shutdown)
+    .await
 }
 
 /// One service behind any number of listeners.

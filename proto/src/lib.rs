@@ -20,9 +20,13 @@ pub mod oci {
     tonic::include_proto!("trow.oci.v1");
 }
 
-/// Encoded descriptors of every service, for tonic-reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/trow_descriptor.bin"));
+/// Encoded descriptors of each service alone (with its imports), for its server's reflection.
+pub mod descriptors {
+    pub const STORAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/storage_descriptor.bin"));
+    pub const PROXY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/proxy_descriptor.bin"));
+    pub const ADMISSION: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/admission_descriptor.bin"));
+}
 
 pub mod cache;
 pub mod oci_code;

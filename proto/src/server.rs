@@ -1,25 +1,34 @@
 //! What every Trow gRPC server carries besides its own service: the shared transport settings,
-//! gRPC health and reflection (v1 and v1alpha) of every Trow contract, so that operators' tools
-//! (`grpcurl -plaintext HOST:PORT list`, health probes) work the same on every listener.
+//! gRPC health and reflection (v1 and v1alpha) of the contract it serves, so that operators'
+//! tools (`grpcurl -plaintext HOST:PORT list`, health probes) work the same on every listener;
+//! and how its TCP listener accepts.
 
+use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
-use tonic::transport::server::Router;
+use tonic::transport::server::{Router, TcpIncoming};
 
 use crate::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 
-/// A server with health (SERVING for `S`) and reflection; add service `S` and serve it.
-pub async fn with_operator_services<S: NamedService>() -> Router {
+/// A server with health (SERVING for `S`) and reflection of `descriptors` (one of
+/// [`crate::descriptors`]); add service `S` and serve it. Reflection lists `S`, health and
+/// reflection only: a listed service must answer.
+pub async fn with_operator_services<S: NamedService>(descriptors: &'static [u8]) -> Router {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<S>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptors)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(S::NAME)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let reflection = builder()
         .build_v1()
         .expect("reflection descriptors are valid");
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_alpha = builder()
         .build_v1alpha()
         .expect("reflection descriptors are valid");
     Server::builder()
@@ -29,4 +38,11 @@ pub async fn with_operator_services<S: NamedService>() -> Router {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
+}
+
+/// The connections a gRPC server's TCP listener accepts, with `TCP_NODELAY` set on each.
+/// tonic's `Server::tcp_nodelay` applies only to listeners it binds itself; without it an
+/// answer's last segment waits for the client's delayed ACK, about 40 ms per unary call.
+pub fn tcp_incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use trow_proto::proxy::proxy_server::{Proxy, ProxyServer};
 use trow_proto::transport::MAX_MESSAGE_SIZE;
 
@@ -16,7 +15,12 @@ pub async fn serve(
     service: Arc<ProxyService>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_incoming(TcpListenerStream::new(listener), service, shutdown).await
+    serve_incoming(
+        trow_proto::server::tcp_incoming(listener),
+        service,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves `service` on any stream of connections (TCP, or in-memory pipes in one process).
@@ -38,11 +42,13 @@ where
     let proxy = ProxyServer::new(Shared(service))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    trow_proto::server::with_operator_services::<ProxyServer<Shared>>()
-        .await
-        .add_service(proxy)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+    trow_proto::server::with_operator_services::<ProxyServer<Shared>>(
+        trow_proto::descriptors::PROXY,
+    )
+    .await
+    .add_service(proxy)
+    .serve_with_incoming_shutdown(incoming, shutdown)
+    .await
 }
 
 /// One service behind any number of listeners (the TCP one and the in-process pipes).

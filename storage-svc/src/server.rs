@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use trow_proto::storage::storage_server::StorageServer;
 use trow_proto::transport::MAX_MESSAGE_SIZE;
 
@@ -78,7 +77,7 @@ pub async fn serve<B: Backend>(
     store: Arc<Store<B>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_incoming(TcpListenerStream::new(listener), store, shutdown).await
+    serve_incoming(trow_proto::server::tcp_incoming(listener), store, shutdown).await
 }
 
 /// Serves `store` on any stream of connections (TCP, or in-memory pipes for a gateway in the
@@ -103,11 +102,13 @@ where
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
 
-    trow_proto::server::with_operator_services::<StorageServer<StorageService<B>>>()
-        .await
-        .add_service(storage)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+    trow_proto::server::with_operator_services::<StorageServer<StorageService<B>>>(
+        trow_proto::descriptors::STORAGE,
+    )
+    .await
+    .add_service(storage)
+    .serve_with_incoming_shutdown(incoming, shutdown)
+    .await
 }
 
 pub use crate::store::{TMP_MAX_AGE, UPLOAD_MAX_AGE};

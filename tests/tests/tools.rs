@@ -403,6 +403,13 @@ fn grpcurl_storage(topology: Topology) {
                 ] {
                     assert!(services.iter().any(|x| x == s), "{s} not in {services:?}");
                 }
+                // Only what answers here: the proxy and admission contracts live elsewhere.
+                assert!(
+                    !services
+                        .iter()
+                        .any(|x| x.starts_with("trow.") && x != "trow.storage.v1.Storage"),
+                    "storage lists another service: {services:?}"
+                );
             }
             Some("grpc.health.v1.Health/Check") => {
                 let v: Value = serde_json::from_str(&out).expect("health JSON");
