@@ -5,6 +5,9 @@
 //! Credentials go only where they belong: Basic credentials to the configured host, and to the
 //! token realm that host names. Redirects (to blob storage or a CDN) are followed without them:
 //! reqwest drops `Authorization` when a redirect leaves the origin. Nothing here logs a secret.
+//!
+//! An upstream is not trusted to be well-behaved: every address it names (a token realm, a
+//! redirect) passes the SSRF guard as an upstream address would.
 
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -43,6 +46,9 @@ pub enum UpstreamError {
     Unreachable { host: String, reason: String },
     #[error("{host} sent an invalid answer: {reason}")]
     Invalid { host: String, reason: String },
+    /// A token realm the SSRF guard refuses, as it would refuse the realm as an upstream.
+    #[error("{host} named a token realm Trow may not contact: {reason}")]
+    RealmRefused { host: String, reason: String },
     #[error("{0}")]
     Refused(String),
 }
@@ -81,6 +87,8 @@ pub struct Upstreams {
     tokens: Mutex<HashMap<(String, String), Token>>,
     /// Hosts that asked for Basic auth: credentials go with the first request next time.
     basic: Mutex<std::collections::HashSet<String>>,
+    /// Trusts the configured hosts; checks token realms.
+    guard: Arc<GuardedResolver>,
 }
 
 /// How long a connection attempt or one read of an upstream may take.
@@ -130,7 +138,7 @@ impl Upstreams {
             let c = b.build().map_err(|e| e.to_string())?;
             clients.insert(r.host.clone(), c);
         }
-        let default = client_builder(resolver)
+        let default = client_builder(resolver.clone())
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Upstreams {
@@ -138,6 +146,7 @@ impl Upstreams {
             default,
             tokens: Mutex::new(HashMap::new()),
             basic: Mutex::new(Default::default()),
+            guard: resolver,
         })
     }
 
@@ -244,6 +253,7 @@ impl Upstreams {
                         reason: "a Bearer challenge without a realm".into(),
                     });
                 };
+                let realm = self.check_realm(host, realm)?;
                 let mut q: Vec<(&str, &str)> = vec![("scope", scope)];
                 if let Some(service) = params.get("service") {
                     q.push(("service", service));
@@ -252,10 +262,18 @@ impl Upstreams {
                 if let Some(a) = basic(t) {
                     req = req.header(header::AUTHORIZATION, a);
                 }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| UpstreamError::from_reqwest(host, e))?;
+                let resp =
+                    req.send()
+                        .await
+                        .map_err(|e| match UpstreamError::from_reqwest(host, e) {
+                            UpstreamError::Unreachable { host, reason } => {
+                                UpstreamError::Unreachable {
+                                    host,
+                                    reason: format!("its token realm: {reason}"),
+                                }
+                            }
+                            other => other,
+                        })?;
                 if !resp.status().is_success() {
                     return Err(UpstreamError::Unauthorized {
                         host: host.clone(),
@@ -286,6 +304,27 @@ impl Upstreams {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The realm an upstream named, if Trow may contact it: an http(s) URL whose host passes
+    /// the SSRF guard as an upstream would (configured hosts, any port, are trusted; other IP
+    /// literals that are loopback, link-local, metadata or unspecified are refused here, and
+    /// names resolving only there are refused by the resolver when the request connects). The
+    /// URL is parsed as reqwest will parse it, so `2130706433` or `[::ffff:127.0.0.1]` are
+    /// checked as the addresses they are.
+    fn check_realm(&self, host: &str, realm: &str) -> Result<reqwest::Url, UpstreamError> {
+        let refused = |reason: String| UpstreamError::RealmRefused {
+            host: host.to_string(),
+            reason,
+        };
+        let url = reqwest::Url::parse(realm).map_err(|e| refused(format!("{realm:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(refused(format!("{realm:?} is not an http(s) URL")));
+        }
+        let realm_host = url.host_str().unwrap_or("");
+        ssrf::check_literal(realm_host, self.guard.allows(realm_host))
+            .map_err(|e| refused(e.to_string()))?;
+        Ok(url)
     }
 }
 
@@ -412,5 +451,39 @@ mod tests {
         assert_eq!(p["realm"], "Registry Realm");
         assert_eq!(host_only("[::1]:5000"), "::1");
         assert_eq!(host_only("127.0.0.2:80"), "127.0.0.2");
+    }
+
+    #[test]
+    fn realms_are_held_to_the_upstream_rule() {
+        let cfg = ProxyConfig {
+            registries: vec![crate::config::RegistryConfig {
+                host: "127.0.0.9:5000".into(),
+                ..Default::default()
+            }],
+            ..ProxyConfig::default()
+        };
+        let u = Upstreams::new(&cfg).unwrap();
+        for ok in [
+            "http://127.0.0.9:7000/token",
+            "https://auth.docker.io/token",
+            "http://10.0.0.1/token",
+            "http://localhost:1/token", // a name: the resolver refuses it when connecting
+        ] {
+            assert!(u.check_realm("up", ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://127.0.0.1:8089/token",
+            "http://[::ffff:127.0.0.1]:8089/token",
+            "http://2130706433:8089/token",
+            "http://0x7f.1/token",
+            "http://0.0.0.0/token",
+            "http://[::1]/token",
+            "http://169.254.169.254/latest",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            let e = u.check_realm("up", refused).unwrap_err().to_string();
+            assert!(e.starts_with("up named a token realm"), "{refused}: {e}");
+        }
     }
 }
