@@ -26,7 +26,7 @@ use trow_proto::transport::{MAX_MANIFEST_SIZE, READ_CHUNK_SIZE};
 
 use crate::config::ProxyConfig;
 use crate::reference::{ResolveError, Resolver, Target};
-use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, read_limited};
+use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, min_rate, read_limited};
 
 pub struct ProxyService {
     resolver: Resolver,
@@ -34,6 +34,8 @@ pub struct ProxyService {
     pub(crate) storage: StorageClient<Channel>,
     offline: bool,
     revalidate_timeout: Duration,
+    /// Bound on a manifest download and on a tag list, whole.
+    fetch_timeout: Duration,
 }
 
 impl ProxyService {
@@ -44,6 +46,7 @@ impl ProxyService {
             storage,
             offline: cfg.offline,
             revalidate_timeout: cfg.revalidate_timeout,
+            fetch_timeout: cfg.fetch_timeout,
         })
     }
 
@@ -185,7 +188,9 @@ impl ProxyService {
     }
 
     /// GETs a manifest from the upstream and checks it hashes to its digest (the one asked
-    /// for, else the one the upstream names). Returns its bytes and Content-Type.
+    /// for, else the one the upstream names). Returns its bytes and Content-Type. The whole
+    /// exchange (token request, headers, body) has `fetch_timeout`; when it runs out, or when
+    /// the caller goes away, the request is dropped with its connection.
     async fn download_manifest(
         &self,
         t: &Target,
@@ -193,21 +198,25 @@ impl ProxyService {
         accept: &HeaderMap,
     ) -> Result<(Bytes, String), Status> {
         let host = &t.upstream.host;
-        let resp = self
-            .upstreams
-            .send(
-                t,
-                Method::GET,
-                &format!("manifests/{reference}"),
-                accept.clone(),
-                None,
-            )
+        let exchange = async {
+            let resp = self
+                .upstreams
+                .send(
+                    t,
+                    Method::GET,
+                    &format!("manifests/{reference}"),
+                    accept.clone(),
+                    None,
+                )
+                .await?;
+            let content_type = header_str(resp.headers(), header::CONTENT_TYPE);
+            let claimed = header_str(resp.headers(), "docker-content-digest");
+            let content = read_limited(host, resp, MAX_MANIFEST_SIZE, "manifest").await?;
+            Ok((content_type, claimed, content))
+        };
+        let (content_type, claimed, content) = tokio::time::timeout(self.fetch_timeout, exchange)
             .await
-            .map_err(|e| upstream_status(&e, ErrorCode::ManifestUnknown))?;
-        let content_type = header_str(resp.headers(), header::CONTENT_TYPE);
-        let claimed = header_str(resp.headers(), "docker-content-digest");
-        let content = read_limited(host, resp, MAX_MANIFEST_SIZE)
-            .await
+            .unwrap_or_else(|_| Err(UpstreamError::Timeout { host: host.clone() }))
             .map_err(|e| upstream_status(&e, ErrorCode::ManifestUnknown))?;
         let expected = if reference.contains(':') {
             Some(reference.to_string())
@@ -361,8 +370,19 @@ impl ProxyService {
         }
     }
 
-    /// The upstream's tags, following its `Link` pages (at most [`TAG_PAGES`] of them).
+    /// The upstream's tags, following its `Link` pages: at most [`TAG_PAGES`] of them and
+    /// [`MAX_TAG_LIST`] bytes in all, within `fetch_timeout`.
     async fn upstream_tags(&self, t: &Target) -> Result<Vec<String>, UpstreamError> {
+        tokio::time::timeout(self.fetch_timeout, self.upstream_tag_pages(t))
+            .await
+            .unwrap_or_else(|_| {
+                Err(UpstreamError::Timeout {
+                    host: t.upstream.host.clone(),
+                })
+            })
+    }
+
+    async fn upstream_tag_pages(&self, t: &Target) -> Result<Vec<String>, UpstreamError> {
         #[derive(serde::Deserialize)]
         struct Tags {
             tags: Option<Vec<String>>,
@@ -370,6 +390,7 @@ impl ProxyService {
         let host = &t.upstream.host;
         let mut tags = Vec::new();
         let mut path = "tags/list".to_string();
+        let mut left = MAX_TAG_LIST;
         for _ in 0..TAG_PAGES {
             let resp = self
                 .upstreams
@@ -382,7 +403,17 @@ impl ProxyService {
                 )
                 .await?;
             let next = next_page(resp.headers(), &t.repository);
-            let body = read_limited(host, resp, MAX_MANIFEST_SIZE).await?;
+            let body = read_limited(host, resp, left, "tag list")
+                .await
+                .map_err(|e| match e {
+                    UpstreamError::TooLarge { host, what, .. } => UpstreamError::TooLarge {
+                        host,
+                        what,
+                        limit: MAX_TAG_LIST,
+                    },
+                    e => e,
+                })?;
+            left -= body.len();
             let page: Tags = serde_json::from_slice(&body).map_err(|e| UpstreamError::Invalid {
                 host: host.clone(),
                 reason: format!("tag list: {e}"),
@@ -509,7 +540,9 @@ impl Filler {
                 fill_size: Some(total),
             })),
         };
-        let body = resp.bytes_stream().filter_map(move |c| {
+        let window = self.upstreams.fetch_timeout();
+        let body = min_rate(resp.bytes_stream(), t.upstream.host.clone(), window);
+        let body = body.filter_map(move |c| {
             let out = match c {
                 Ok(mut b) if skip > 0 => {
                     let n = (skip as usize).min(b.len());
@@ -791,6 +824,7 @@ impl Proxy for ProxyService {
     ) -> Result<Response<pb::TagList>, Status> {
         let r = req.into_inner();
         let t = self.target(&r.registry, &r.repository)?;
+        let mut failure = None;
         if !self.offline {
             let fetched = self.upstream_tags(&t).await;
             match fetched {
@@ -808,12 +842,10 @@ impl Proxy for ProxyService {
                         e.to_string(),
                     ));
                 }
-                Err(e) => {
-                    tracing::warn!(upstream = %t.upstream.host, error = %e, "upstream tag list failed: serving the cached tags");
-                }
+                Err(e) => failure = Some(e),
             }
         }
-        let mut pages = self
+        let listed = self
             .storage
             .clone()
             .list_tags(st::ListRequest {
@@ -821,8 +853,20 @@ impl Proxy for ProxyService {
                 limit: 0,
                 last: String::new(),
             })
-            .await?
-            .into_inner();
+            .await;
+        let mut pages = match (listed, failure) {
+            (Ok(pages), Some(e)) => {
+                tracing::warn!(upstream = %t.upstream.host, error = %e,
+                    "upstream tag list failed: serving the cached tags");
+                pages.into_inner()
+            }
+            (Ok(pages), None) => pages.into_inner(),
+            // Nothing cached to fall back on: the upstream's failure is the answer.
+            (Err(s), Some(e)) if s.code() == Code::NotFound => {
+                return Err(upstream_status(&e, ErrorCode::NameUnknown));
+            }
+            (Err(s), _) => return Err(s),
+        };
         let mut tags = Vec::new();
         while let Some(page) = pages.message().await? {
             tags.extend(page.names);
@@ -853,6 +897,10 @@ impl Proxy for ProxyService {
 
 /// Pages of an upstream's tag list followed at most (Docker Hub serves 100 tags a page).
 const TAG_PAGES: usize = 100;
+
+/// Bytes of an upstream's tag list read at most, all pages together: tens of thousands of
+/// tags, and a list that still fits one gRPC message to the gateway.
+const MAX_TAG_LIST: usize = 4 << 20;
 
 /// The next page of an upstream tag list, from its `Link: </v2/<repo>/tags/list?...>;
 /// rel="next"` header, as a path below the repository.

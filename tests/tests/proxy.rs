@@ -115,6 +115,21 @@ both_topologies!(
     "127.0.0.151",
     "127.0.0.152"
 );
+both_topologies!(
+    hostile_upstream::huge_answers_are_refused,
+    "127.0.0.153",
+    "127.0.0.154"
+);
+both_topologies!(
+    hostile_upstream::slow_upstreams_are_cut_off,
+    "127.0.0.155",
+    "127.0.0.156"
+);
+both_topologies!(
+    hostile_upstream::an_abandoned_fetch_is_dropped,
+    "127.0.0.157",
+    "127.0.0.158"
+);
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
 
 /// A bad `--config-file` stops `trow` and `trow proxy` at start-up, naming the key.

@@ -1,12 +1,15 @@
 //! Upstreams that attack Trow (issue 25): a bearer challenge naming a token realm on Trow's own
-//! loopback or the metadata endpoint. Each upstream is a scripted server; what must never be
-//! contacted is a sentinel.
+//! loopback or the metadata endpoint, answers of hundreds of MiB, answers trickled a byte at a
+//! time. Each upstream is a scripted server; what must never be contacted is a sentinel; memory
+//! is read from `/proc` (VmHWM, the peak).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::support::{Proxy, assert_oci_error_status, error_message};
+use crate::support::{Proxy, assert_cache, assert_oci_error_status, error_message};
 use trow_tests::oci::{
-    OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, config_blob, desc, oci_manifest, to_bytes,
+    OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, client, config_blob, desc, oci_manifest, to_bytes,
 };
 use trow_tests::upstream::{Entry, PASSWORD, ProxyConfig, Reply, Scripted, TokenRealm, USER};
 use trow_tests::{Topology, sha256_digest};
@@ -21,6 +24,35 @@ fn manifest(seed: &str) -> (Vec<u8>, String) {
     ));
     let d = sha256_digest(&m);
     (m, d)
+}
+
+/// The process whose memory an upstream's answers would fill: `trow proxy` in the split
+/// topology, the one `trow` otherwise.
+fn proxy_pid(p: &Proxy) -> u32 {
+    let t = p.trow();
+    t.proxies.first().unwrap_or(&t.main).pid()
+}
+
+/// A `/proc/PID/status` field in KiB (`VmHWM:`: the peak resident set; `VmRSS:`: now).
+fn kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Waits (at most `bound`) until `s` has no connection open; false if one stays open.
+async fn all_closed(s: &Scripted, bound: Duration) -> bool {
+    let start = Instant::now();
+    while s.open_connections() > 0 {
+        if start.elapsed() > bound {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
 }
 
 /// A 502 naming the upstream.
@@ -126,6 +158,269 @@ pub async fn token_realms_pass_the_ssrf_guard(topology: Topology, ip: &str) {
         0,
         "Trow contacted a token realm on unconfigured loopback:\n{}",
         sentinel.requests.describe()
+    );
+    p.stop_and_fsck();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 4: bodies read into memory are capped
+
+/// Pages of the endless tag list, each just under the 4 MiB a page may be.
+const TAG_PAGES: usize = 50;
+const PAGE: u64 = (4 << 20) - 64;
+
+/// An upstream whose answers are huge: a tag list of [`TAG_PAGES`] pages of ~4 MiB, a 200 MiB
+/// token answer, a 64 MiB manifest, a 64 MiB error body. Each is a 502 naming the upstream,
+/// and the proxy's peak memory grows by far less than any of them.
+pub async fn huge_answers_are_refused(topology: Topology, ip: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let up_addr = Arc::new(std::sync::OnceLock::<String>::new());
+    let addr = up_addr.clone();
+    let (m, digest) = manifest("huge");
+    let up = Scripted::start_with_heads(&format!("{ip}:0"), move |head, r| {
+        let own = addr.get().cloned().unwrap_or_default();
+        let path = r.path();
+        if path == "/token" {
+            return Reply::ok("application/json", b"{\"token\":\"".to_vec()).padded(
+                b'a',
+                200 << 20,
+                b"\"}",
+            );
+        }
+        if path.starts_with("/v2/tok/") && head.header("authorization").is_none() {
+            let challenge = format!("Bearer realm=\"http://{own}/token\",service=\"x\"");
+            return Reply::oci_error(401, "UNAUTHORIZED").header("WWW-Authenticate", &challenge);
+        }
+        if path.starts_with("/v2/ok/app/manifests/") {
+            return Reply::ok(OCI_MANIFEST, m.clone()).header("Docker-Content-Digest", &digest);
+        }
+        if path == "/v2/big/app/manifests/1.0" {
+            return Reply::ok(OCI_MANIFEST, b"{\"x\":\"".to_vec()).padded(b'a', 64 << 20, b"\"}");
+        }
+        if path == "/v2/err/app/manifests/1.0" {
+            return Reply::ok("application/json", b"{\"errors\":\"".to_vec())
+                .padded(b'e', 64 << 20, b"\"}")
+                .status(500);
+        }
+        if path == "/v2/tags/app/tags/list" {
+            let page: usize = r
+                .target
+                .split("last=p")
+                .nth(1)
+                .and_then(|n| n.split('&').next()?.parse().ok())
+                .unwrap_or(0);
+            let mut reply = Reply::ok("application/json", b"{\"tags\":[\"".to_vec()).padded(
+                b't',
+                PAGE - 12,
+                b"\"]}",
+            );
+            if page + 1 < TAG_PAGES {
+                let next = format!(
+                    "</v2/tags/app/tags/list?n=1&last=p{}>; rel=\"next\"",
+                    page + 1
+                );
+                reply = reply.header("Link", &next);
+            }
+            return reply;
+        }
+        Reply::oci_error(404, "NAME_UNKNOWN")
+    });
+    up_addr.set(up.addr_string()).unwrap();
+    let config = ProxyConfig::new([Entry::insecure(&up.addr_string()).alias("up")]);
+    let mut p = Proxy::start(topology, &config, tmp.path());
+    p.get_m("f/up/ok/app/manifests/1.0")
+        .await
+        .assert_status(200);
+    let pid = proxy_pid(&p);
+    let before = kib(pid, "VmHWM:");
+
+    let tags = p.get("f/up/tags/app/tags/list").await;
+    eprintln!("tag list: {tags}");
+    let token = p.get_m("f/up/tok/app/manifests/1.0").await;
+    eprintln!("token: {token}");
+    let big = p.get_m("f/up/big/app/manifests/1.0").await;
+    let err = p.get_m("f/up/err/app/manifests/1.0").await;
+    let (peak, now) = (kib(pid, "VmHWM:"), kib(pid, "VmRSS:"));
+    eprintln!(
+        "proxy VmHWM {before} KiB before, {peak} KiB after (VmRSS {now} KiB); upstream pages \
+         fetched: {}",
+        up.requests
+            .count_where(|r| r.path().ends_with("/tags/list"))
+    );
+    for r in [&tags, &token, &big, &err] {
+        assert_bad_gateway(r, &up.addr_string());
+    }
+    assert!(
+        error_message(&tags).contains("larger than"),
+        "say the tag list was too large: {tags}"
+    );
+    assert!(
+        error_message(&token).contains("larger than"),
+        "say the token answer was too large: {token}"
+    );
+    assert!(
+        peak < before + (64 << 10),
+        "the proxy's peak memory grew from {before} KiB to {peak} KiB"
+    );
+    p.stop_and_fsck();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 6: every exchange has a deadline
+
+/// Upstreams that trickle (a byte per 200 ms) or page slowly, with `fetch_timeout: 2s`: a
+/// manifest by digest is a 502, a tag whose new manifest trickles is served stale, a token
+/// answer that trickles is a 502, a tag list of many slow pages is a 502; and a blob trickled
+/// into a fill is dropped (its upstream connection closes) though no client waits for it.
+pub async fn slow_upstreams_are_cut_off(topology: Topology, ip: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let up_addr = Arc::new(std::sync::OnceLock::<String>::new());
+    let addr = up_addr.clone();
+    let (m1, d1) = manifest("slow one");
+    let (m2, d2) = manifest("slow two");
+    let moved = Arc::new(AtomicBool::new(false));
+    let tag_moved = moved.clone();
+    let slow = Duration::from_millis(200);
+    let (digests, d1, d2) = ((d1.clone(), d2.clone()), d1, d2);
+    let up = Scripted::start_with_heads(&format!("{ip}:0"), move |head, r| {
+        let (d1, d2) = &digests;
+        let own = addr.get().cloned().unwrap_or_default();
+        let path = r.path();
+        if path == "/token" {
+            let body = b"{\"token\":\"abcdefghijklmnopqrstuvwxyz0123456789\"}";
+            return Reply::ok("application/json", body.to_vec()).paced(slow);
+        }
+        if path.starts_with("/v2/tok/") && head.header("authorization").is_none() {
+            let challenge = format!("Bearer realm=\"http://{own}/token\",service=\"x\"");
+            return Reply::oci_error(401, "UNAUTHORIZED").header("WWW-Authenticate", &challenge);
+        }
+        if let Some(reference) = path.strip_prefix("/v2/app/manifests/") {
+            // The tag names d1, then (moved) d2, whose bytes trickle.
+            let now = if tag_moved.load(Ordering::SeqCst) {
+                (&m2, d2)
+            } else {
+                (&m1, d1)
+            };
+            let reply = |(m, d): (&Vec<u8>, &String)| {
+                Reply::ok(OCI_MANIFEST, m.clone()).header("Docker-Content-Digest", d)
+            };
+            return match reference {
+                "1.0" if r.method == "HEAD" => reply(now),
+                r if r == d1 => reply((&m1, d1)),
+                r if r == d2 => reply((&m2, d2)).paced(slow),
+                _ => Reply::oci_error(404, "MANIFEST_UNKNOWN"),
+            };
+        }
+        if path == "/v2/paged/app/tags/list" {
+            let page: usize = r
+                .target
+                .split("last=p")
+                .nth(1)
+                .and_then(|n| n.split('&').next()?.parse().ok())
+                .unwrap_or(0);
+            let body = format!("{{\"tags\":[\"p{page}\"]}}");
+            let next = format!(
+                "</v2/paged/app/tags/list?n=1&last=p{}>; rel=\"next\"",
+                page + 1
+            );
+            return Reply::ok("application/json", body.into_bytes())
+                .header("Link", &next)
+                .delay(Duration::from_millis(500));
+        }
+        Reply::oci_error(404, "NAME_UNKNOWN")
+    });
+    up_addr.set(up.addr_string()).unwrap();
+    // Blobs on an upstream of their own: its only connection is the fill's (the other one keeps
+    // idle connections of Trow's pool open).
+    let blob = vec![7u8; 256 << 10];
+    let blob_digest = sha256_digest(&blob);
+    let bd = blob_digest.clone();
+    let blobs = Scripted::start(&format!("{ip}:0"), move |r| {
+        if r.path() == format!("/v2/app/blobs/{bd}") {
+            return Reply::ok("application/octet-stream", blob.clone()).paced(slow / 10);
+        }
+        Reply::oci_error(404, "BLOB_UNKNOWN")
+    });
+    let config = ProxyConfig::new([
+        Entry::insecure(&up.addr_string()).alias("up"),
+        Entry::insecure(&blobs.addr_string()).alias("blobs"),
+    ])
+    .fetch_timeout("2s")
+    .revalidate_timeout("1s");
+    let mut p = Proxy::start(topology, &config, tmp.path());
+    let host = up.addr_string();
+
+    // The tag, cached while the upstream is quick.
+    let r = p.get_m("f/up/app/manifests/1.0").await;
+    r.assert_status(200);
+    assert_eq!(sha256_digest(&r.body), d1, "{r}");
+
+    // A manifest by digest that trickles: a 502, not a wait for the last byte.
+    let r = p.get_m(&format!("f/up/app/manifests/{d2}")).await;
+    eprintln!("trickled manifest: {r}");
+    assert_bad_gateway(&r, &host);
+    assert!(!p.storage_has_manifest("f/up/app", &d2).await);
+
+    // The tag moves to that manifest: the cached copy is served, stale.
+    moved.store(true, Ordering::SeqCst);
+    let r = p.get_m("f/up/app/manifests/1.0").await;
+    r.assert_status(200);
+    assert_cache(&r, "stale");
+    assert_eq!(sha256_digest(&r.body), d1, "{r}");
+
+    // A token answer that trickles, and a tag list whose pages never end.
+    let r = p.get_m("f/up/tok/app/manifests/1.0").await;
+    eprintln!("trickled token: {r}");
+    assert_bad_gateway(&r, &host);
+    let r = p.get("f/up/paged/app/tags/list").await;
+    eprintln!("slow tag pages: {r}");
+    assert_bad_gateway(&r, &host);
+
+    // A blob trickled into a fill: the client goes, the fill goes on without it, but not at a
+    // byte per 20 ms for ever: the upstream's connection is dropped.
+    let resp = client()
+        .get(p.v2(&format!("f/blobs/app/blobs/{blob_digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    drop(resp);
+    assert!(
+        all_closed(&blobs, Duration::from_secs(30)).await,
+        "an upstream trickling a blob kept {} connection(s) of Trow's open",
+        blobs.open_connections()
+    );
+    assert!(!p.storage_has_blob("f/blobs/app", &blob_digest).await);
+    p.stop_and_fsck();
+}
+
+/// With a long `fetch_timeout`, a client that gives up on a trickled manifest takes the upstream
+/// exchange with it: the upstream's connection closes long before the deadline would end it.
+pub async fn an_abandoned_fetch_is_dropped(topology: Topology, ip: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, d) = manifest("abandoned");
+    let up = Scripted::start(&format!("{ip}:0"), move |r| {
+        if r.path() == format!("/v2/app/manifests/{d}") {
+            return Reply::ok(OCI_MANIFEST, m.clone())
+                .header("Docker-Content-Digest", &d)
+                .paced(Duration::from_millis(200));
+        }
+        Reply::oci_error(404, "NAME_UNKNOWN")
+    });
+    let config =
+        ProxyConfig::new([Entry::insecure(&up.addr_string()).alias("up")]).fetch_timeout("10m");
+    let mut p = Proxy::start(topology, &config, tmp.path());
+    let (_, digest) = manifest("abandoned");
+    let gave_up = client()
+        .get(p.v2(&format!("f/up/app/manifests/{digest}")))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the trickled manifest came in 2 s?");
+    assert!(
+        all_closed(&up, Duration::from_secs(30)).await,
+        "the upstream exchange went on after the client left: {} connection(s) open",
+        up.open_connections()
     );
     p.stop_and_fsck();
 }
