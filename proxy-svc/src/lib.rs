@@ -8,10 +8,12 @@
 //! - [`ssrf`]: which addresses an unconfigured upstream may not resolve to.
 //! - [`upstream`]: the upstream registry API with its three ways of authenticating.
 //! - [`service`]: what to ask the upstream, what to cache, what to serve when it fails.
+//! - [`failures`]: manifest fills that failed lately, for the requests that followed them.
 //! - [`warm`]: filling the cache with a whole image before anyone pulls it (pre-warm).
 //! - [`server`]: the gRPC server with health and reflection.
 
 pub mod config;
+pub mod failures;
 pub mod reference;
 pub mod server;
 pub mod service;

@@ -25,6 +25,7 @@ use trow_proto::storage::{self as st, storage_client::StorageClient};
 use trow_proto::transport::{MAX_MANIFEST_SIZE, READ_CHUNK_SIZE};
 
 use crate::config::ProxyConfig;
+use crate::failures::Failures;
 use crate::reference::{ResolveError, Resolver, Target};
 use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, min_rate, read_limited};
 
@@ -36,6 +37,8 @@ pub struct ProxyService {
     revalidate_timeout: Duration,
     /// Bound on a manifest download and on a tag list, whole.
     fetch_timeout: Duration,
+    /// Manifest fills that failed here lately, for the requests that were following them.
+    failures: Failures,
 }
 
 impl ProxyService {
@@ -47,6 +50,7 @@ impl ProxyService {
             offline: cfg.offline,
             revalidate_timeout: cfg.revalidate_timeout,
             fetch_timeout: cfg.fetch_timeout,
+            failures: Failures::default(),
         })
     }
 
@@ -98,7 +102,10 @@ impl ProxyService {
     }
 
     /// Fetches a manifest and caches it (tagged when `reference` is a tag). By digest, through a
-    /// fill: however many clients and replicas ask at once, the upstream is asked once.
+    /// fill: however many clients and replicas ask at once, the upstream is asked once. When
+    /// that one fetch fails, the requests that followed it get its failure (when it failed in
+    /// this process) or make one fetch of their own (when another replica's fill failed): one
+    /// upstream GET per fill attempt, never a loop of them.
     async fn fetch_manifest(
         &self,
         t: &Target,
@@ -113,7 +120,9 @@ impl ProxyService {
         }
         use st::fill_state::Role;
         let mut attempts = 0;
+        let key = format!("{}@{reference}", t.cache_repository);
         loop {
+            let joined = std::time::Instant::now();
             let state = self
                 .storage
                 .clone()
@@ -136,6 +145,8 @@ impl ProxyService {
                     match self.download_manifest(t, reference, accept).await {
                         Ok(m) => m,
                         Err(s) => {
+                            // Recorded before the cancel ends the followers' reads.
+                            self.failures.record(&key, &s);
                             filler.cancel().await;
                             return Err(s);
                         }
@@ -151,7 +162,18 @@ impl ProxyService {
                         .store_manifest(t, reference, String::new(), content)
                         .await;
                 }
-                Err(s) if s.code() == Code::Aborted && attempts < RESUMES => attempts += 1,
+                Err(s) if s.code() == Code::Aborted => {
+                    if let Some(failure) = self.failures.since(&key, joined) {
+                        return Err(failure);
+                    }
+                    if attempts == RESUMES {
+                        return Err(oci_code::upstream_failed(format!(
+                            "upstream {}: the fetch of manifest {reference} failed",
+                            t.upstream.host
+                        )));
+                    }
+                    attempts += 1;
+                }
                 Err(s) => return Err(s),
             }
         }

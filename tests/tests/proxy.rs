@@ -130,6 +130,11 @@ both_topologies!(
     "127.0.0.157",
     "127.0.0.158"
 );
+both_topologies!(
+    hostile_upstream::a_failed_manifest_fill_fails_alike,
+    "127.0.0.159",
+    "127.0.0.160"
+);
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
 
 /// A bad `--config-file` stops `trow` and `trow proxy` at start-up, naming the key.

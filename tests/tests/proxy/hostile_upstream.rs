@@ -1,7 +1,7 @@
 //! Upstreams that attack Trow (issue 25): a bearer challenge naming a token realm on Trow's own
 //! loopback or the metadata endpoint, answers of hundreds of MiB, answers trickled a byte at a
-//! time. Each upstream is a scripted server; what must never be contacted is a sentinel; memory
-//! is read from `/proc` (VmHWM, the peak).
+//! time, and a lying manifest many clients ask for at once. Each upstream is a scripted server;
+//! what must never be contacted is a sentinel; memory is read from `/proc` (VmHWM, the peak).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Proxy, assert_cache, assert_oci_error_status, error_message};
 use trow_tests::oci::{
-    OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, client, config_blob, desc, oci_manifest, to_bytes,
+    OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, client, config_blob, desc, oci_manifest, send, to_bytes,
 };
 use trow_tests::upstream::{Entry, PASSWORD, ProxyConfig, Reply, Scripted, TokenRealm, USER};
 use trow_tests::{Topology, sha256_digest};
@@ -422,5 +422,61 @@ pub async fn an_abandoned_fetch_is_dropped(topology: Topology, ip: &str) {
         "the upstream exchange went on after the client left: {} connection(s) open",
         up.open_connections()
     );
+    p.stop_and_fsck();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding 8: a failed manifest fill fails alike for every request that joined it
+
+/// Five clients ask at once for a manifest by digest that a slow liar answers with other bytes:
+/// all get the 502 the filler got (not `409 BLOB_UNKNOWN`), and the liar is asked once. A later
+/// request is a new fill attempt: one more GET.
+pub async fn a_failed_manifest_fill_fails_alike(topology: Topology, ip: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, digest) = manifest("asked for");
+    let (other, _) = manifest("sent instead");
+    let up = Scripted::start(&format!("{ip}:0"), move |r| {
+        if r.path().starts_with("/v2/app/manifests/") {
+            return Reply::ok(OCI_MANIFEST, other.clone()).delay(Duration::from_secs(3));
+        }
+        Reply::oci_error(404, "NAME_UNKNOWN")
+    });
+    let config = ProxyConfig::new([Entry::insecure(&up.addr_string()).alias("up")]);
+    let mut p = Proxy::start(topology, &config, tmp.path());
+    let url = p.v2(&format!("f/up/app/manifests/{digest}"));
+    let gets = || {
+        up.requests
+            .count("GET", &format!("/v2/app/manifests/{digest}"))
+    };
+
+    let first = tokio::spawn(send(client().get(url.clone())));
+    let start = Instant::now();
+    while gets() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no upstream GET");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The filler waits on the liar; these join its fill.
+    let followers: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(send(client().get(url.clone()))))
+        .collect();
+    let mut answers = vec![first.await.unwrap()];
+    for f in followers {
+        answers.push(f.await.unwrap());
+    }
+    for r in &answers {
+        eprintln!("{r}");
+        assert_bad_gateway(r, &up.addr_string());
+    }
+    assert_eq!(
+        gets(),
+        1,
+        "one fill attempt, one upstream GET:\n{}",
+        up.requests.describe()
+    );
+
+    let r = p.get_m(&format!("f/up/app/manifests/{digest}")).await;
+    assert_bad_gateway(&r, &up.addr_string());
+    assert_eq!(gets(), 2, "{}", up.requests.describe());
+    assert!(!p.storage_has_manifest("f/up/app", &digest).await);
     p.stop_and_fsck();
 }
