@@ -31,12 +31,12 @@ use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, min_rate, read_l
 
 pub struct ProxyService {
     resolver: Resolver,
-    upstreams: Arc<Upstreams>,
+    pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) storage: StorageClient<Channel>,
-    offline: bool,
-    revalidate_timeout: Duration,
+    pub(crate) offline: bool,
+    pub(crate) revalidate_timeout: Duration,
     /// Bound on a manifest download and on a tag list, whole.
-    fetch_timeout: Duration,
+    pub(crate) fetch_timeout: Duration,
     /// Manifest fills that failed here lately, for the requests that were following them.
     failures: Failures,
 }
@@ -392,63 +392,6 @@ impl ProxyService {
         }
     }
 
-    /// The upstream's tags, following its `Link` pages: at most [`TAG_PAGES`] of them and
-    /// [`MAX_TAG_LIST`] bytes in all, within `fetch_timeout`.
-    async fn upstream_tags(&self, t: &Target) -> Result<Vec<String>, UpstreamError> {
-        tokio::time::timeout(self.fetch_timeout, self.upstream_tag_pages(t))
-            .await
-            .unwrap_or_else(|_| {
-                Err(UpstreamError::Timeout {
-                    host: t.upstream.host.clone(),
-                })
-            })
-    }
-
-    async fn upstream_tag_pages(&self, t: &Target) -> Result<Vec<String>, UpstreamError> {
-        #[derive(serde::Deserialize)]
-        struct Tags {
-            tags: Option<Vec<String>>,
-        }
-        let host = &t.upstream.host;
-        let mut tags = Vec::new();
-        let mut path = "tags/list".to_string();
-        let mut left = MAX_TAG_LIST;
-        for _ in 0..TAG_PAGES {
-            let resp = self
-                .upstreams
-                .send(
-                    t,
-                    Method::GET,
-                    &path,
-                    HeaderMap::new(),
-                    Some(self.revalidate_timeout),
-                )
-                .await?;
-            let next = next_page(resp.headers(), &t.repository);
-            let body = read_limited(host, resp, left, "tag list")
-                .await
-                .map_err(|e| match e {
-                    UpstreamError::TooLarge { host, what, .. } => UpstreamError::TooLarge {
-                        host,
-                        what,
-                        limit: MAX_TAG_LIST,
-                    },
-                    e => e,
-                })?;
-            left -= body.len();
-            let page: Tags = serde_json::from_slice(&body).map_err(|e| UpstreamError::Invalid {
-                host: host.clone(),
-                reason: format!("tag list: {e}"),
-            })?;
-            tags.extend(page.tags.unwrap_or_default());
-            match next {
-                Some(p) => path = p,
-                None => break,
-            }
-        }
-        Ok(tags)
-    }
-
     /// Starts filling a blob when this caller is to fill it; says whether it was cached.
     pub(crate) async fn join_fill(&self, t: &Target, digest: &str) -> Result<bool, Status> {
         use st::fill_state::Role;
@@ -743,7 +686,7 @@ fn resolve_status(e: ResolveError) -> Status {
 
 /// An upstream failure as the client is to see it (see proxy.proto); `not_found` is the code
 /// of what was asked for.
-fn upstream_status(e: &UpstreamError, not_found: ErrorCode) -> Status {
+pub(crate) fn upstream_status(e: &UpstreamError, not_found: ErrorCode) -> Status {
     match e {
         UpstreamError::Refused(m) => oci_code::status(Code::PermissionDenied, ErrorCode::Denied, m),
         UpstreamError::NotFound { .. } => {
@@ -844,64 +787,7 @@ impl Proxy for ProxyService {
         &self,
         req: Request<pb::TagsRequest>,
     ) -> Result<Response<pb::TagList>, Status> {
-        let r = req.into_inner();
-        let t = self.target(&r.registry, &r.repository)?;
-        let mut failure = None;
-        if !self.offline {
-            let fetched = self.upstream_tags(&t).await;
-            match fetched {
-                Ok(mut tags) => {
-                    tags.sort();
-                    return Ok(Response::new(pb::TagList {
-                        tags,
-                        cache: CacheStatus::Miss.into(),
-                    }));
-                }
-                Err(e @ UpstreamError::NotFound { .. }) => {
-                    return Err(oci_code::status(
-                        Code::NotFound,
-                        ErrorCode::NameUnknown,
-                        e.to_string(),
-                    ));
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
-        let listed = self
-            .storage
-            .clone()
-            .list_tags(st::ListRequest {
-                repository: t.cache_repository.clone(),
-                limit: 0,
-                last: String::new(),
-            })
-            .await;
-        let mut pages = match (listed, failure) {
-            (Ok(pages), Some(e)) => {
-                tracing::warn!(upstream = %t.upstream.host, error = %e,
-                    "upstream tag list failed: serving the cached tags");
-                pages.into_inner()
-            }
-            (Ok(pages), None) => pages.into_inner(),
-            // Nothing cached to fall back on: the upstream's failure is the answer.
-            (Err(s), Some(e)) if s.code() == Code::NotFound => {
-                return Err(upstream_status(&e, ErrorCode::NameUnknown));
-            }
-            (Err(s), _) => return Err(s),
-        };
-        let mut tags = Vec::new();
-        while let Some(page) = pages.message().await? {
-            tags.extend(page.names);
-        }
-        Ok(Response::new(pb::TagList {
-            tags,
-            cache: if self.offline {
-                CacheStatus::Hit
-            } else {
-                CacheStatus::Stale
-            }
-            .into(),
-        }))
+        Ok(Response::new(self.tags(&req.into_inner()).await?))
     }
 
     async fn warm(&self, req: Request<pb::WarmRequest>) -> Result<Response<pb::WarmReply>, Status> {
@@ -917,50 +803,12 @@ impl Proxy for ProxyService {
     }
 }
 
-/// Pages of an upstream's tag list followed at most (Docker Hub serves 100 tags a page).
-const TAG_PAGES: usize = 100;
-
-/// Bytes of an upstream's tag list read at most, all pages together: tens of thousands of
-/// tags, and a list that still fits one gRPC message to the gateway.
-const MAX_TAG_LIST: usize = 4 << 20;
-
-/// The next page of an upstream tag list, from its `Link: </v2/<repo>/tags/list?...>;
-/// rel="next"` header, as a path below the repository.
-fn next_page(headers: &HeaderMap, repository: &str) -> Option<String> {
-    let link = headers.get(header::LINK)?.to_str().ok()?;
-    let target = link
-        .split(';')
-        .next()?
-        .trim()
-        .strip_prefix('<')?
-        .strip_suffix('>')?;
-    // Absolute or not, the page lies under the repository's path.
-    let path = target.split_once("/v2/").map(|(_, p)| p)?;
-    let rest = path.strip_prefix(repository)?.strip_prefix('/')?;
-    rest.starts_with("tags/list").then(|| rest.to_string())
-}
-
 /// Times a warm picks a stalled fill up again before giving up.
 pub(crate) const RESUMES: usize = 3;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tag_pages_follow_link_headers() {
-        let mut h = HeaderMap::new();
-        assert_eq!(next_page(&h, "library/nginx"), None);
-        h.insert(
-            header::LINK,
-            HeaderValue::from_static("</v2/library/nginx/tags/list?last=1.27&n=100>; rel=\"next\""),
-        );
-        assert_eq!(
-            next_page(&h, "library/nginx").as_deref(),
-            Some("tags/list?last=1.27&n=100")
-        );
-        assert_eq!(next_page(&h, "library/other"), None);
-    }
 
     #[test]
     fn digests() {
