@@ -5,6 +5,7 @@
 //!   offline: false            # serve from the cache only, never contact an upstream
 //!   configured_only: false    # proxy only the hosts listed below
 //!   revalidate_timeout: 3s    # bound on the HEAD that revalidates a tag (humantime or seconds)
+//!   fetch_timeout: 30s        # bound on a manifest, tag list or token exchange, whole
 //!   registries:
 //!     - host: registry.example.com:5000
 //!       alias: example         # /f/example/... means this host
@@ -33,6 +34,11 @@ use crate::reference::{Authority, is_docker_hub, valid_repository};
 
 /// How long a tag revalidation may wait on the upstream unless configured.
 pub const DEFAULT_REVALIDATE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a whole upstream exchange read into memory may take unless configured: generous
+/// for a 4 MiB manifest on a slow link, short enough that an upstream trickling bytes cannot
+/// hold a request (and its connection) for long.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A credential. It prints as `***` so that no `Debug` of a config, and no log line, shows it.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -82,6 +88,11 @@ pub struct ProxyConfig {
     pub configured_only: bool,
     /// Bound on the upstream `HEAD` that revalidates a cached tag.
     pub revalidate_timeout: Duration,
+    /// Bound on every upstream exchange read into memory, whole (a manifest GET with its token
+    /// request, a tag list with all its pages, a token request), and on the wait for a blob's
+    /// response headers; a blob body must bring at least 64 KiB per `fetch_timeout` (see
+    /// `upstream::min_rate`).
+    pub fetch_timeout: Duration,
     pub registries: Vec<RegistryConfig>,
 }
 
@@ -91,6 +102,7 @@ impl Default for ProxyConfig {
             offline: false,
             configured_only: false,
             revalidate_timeout: DEFAULT_REVALIDATE_TIMEOUT,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             registries: Vec::new(),
         }
     }
@@ -172,6 +184,12 @@ impl ProxyConfig {
         if self.revalidate_timeout.is_zero() {
             return Err(invalid(
                 "registry_proxies.revalidate_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.fetch_timeout.is_zero() {
+            return Err(invalid(
+                "registry_proxies.fetch_timeout",
                 "must be greater than zero",
             ));
         }
@@ -334,6 +352,11 @@ struct RawProxyConfig {
         deserialize_with = "deserialize_duration"
     )]
     revalidate_timeout: Duration,
+    #[serde(
+        default = "default_fetch_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    fetch_timeout: Duration,
     #[serde(default)]
     registries: Vec<RawRegistryConfig>,
 }
@@ -366,6 +389,7 @@ impl RawProxyConfig {
             offline: self.offline,
             configured_only: self.configured_only,
             revalidate_timeout: self.revalidate_timeout,
+            fetch_timeout: self.fetch_timeout,
             registries,
         }
         .validate()
@@ -415,6 +439,10 @@ impl RawRegistryConfig {
 
 fn default_revalidate_timeout() -> Duration {
     DEFAULT_REVALIDATE_TIMEOUT
+}
+
+fn default_fetch_timeout() -> Duration {
+    DEFAULT_FETCH_TIMEOUT
 }
 
 /// A humantime duration (`3s`, `500ms`, `1m 30s`) or a number of seconds (`3`, `2.5`).
@@ -471,6 +499,7 @@ mod tests {
         let d = ProxyConfig::default();
         assert!(!d.offline && !d.configured_only && d.registries.is_empty());
         assert_eq!(d.revalidate_timeout, Duration::from_secs(3));
+        assert_eq!(d.fetch_timeout, Duration::from_secs(30));
         assert_eq!(from_yaml_section(serde_yaml::Value::Null).unwrap(), d);
         assert_eq!(yaml("{}").unwrap(), d);
     }
@@ -486,6 +515,7 @@ mod tests {
             "offline: true
 configured_only: true
 revalidate_timeout: 500ms
+fetch_timeout: 2s
 registries:
   - host: Registry.Example.com:5000
     alias: example
@@ -505,6 +535,7 @@ registries:
         .unwrap();
         assert!(cfg.offline && cfg.configured_only);
         assert_eq!(cfg.revalidate_timeout, Duration::from_millis(500));
+        assert_eq!(cfg.fetch_timeout, Duration::from_secs(2));
         let r = &cfg.registries[0];
         assert_eq!(r.host, "registry.example.com:5000");
         assert_eq!(r.alias.as_deref(), Some("example"));
@@ -535,6 +566,10 @@ registries:
         assert_eq!(
             t("0s").unwrap_err().to_string(),
             "registry_proxies.revalidate_timeout: must be greater than zero"
+        );
+        assert_eq!(
+            err("fetch_timeout: 0").to_string(),
+            "registry_proxies.fetch_timeout: must be greater than zero"
         );
     }
 

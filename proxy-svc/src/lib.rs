@@ -8,14 +8,18 @@
 //! - [`ssrf`]: which addresses an unconfigured upstream may not resolve to.
 //! - [`upstream`]: the upstream registry API with its three ways of authenticating.
 //! - [`service`]: what to ask the upstream, what to cache, what to serve when it fails.
+//! - [`failures`]: manifest fills that failed lately, for the requests that followed them.
+//! - [`tags`]: tag lists, from the upstream or, when it fails, the cache.
 //! - [`warm`]: filling the cache with a whole image before anyone pulls it (pre-warm).
 //! - [`server`]: the gRPC server with health and reflection.
 
 pub mod config;
+pub mod failures;
 pub mod reference;
 pub mod server;
 pub mod service;
 pub mod ssrf;
+pub mod tags;
 pub mod upstream;
 pub mod warm;
 

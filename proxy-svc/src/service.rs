@@ -25,15 +25,20 @@ use trow_proto::storage::{self as st, storage_client::StorageClient};
 use trow_proto::transport::{MAX_MANIFEST_SIZE, READ_CHUNK_SIZE};
 
 use crate::config::ProxyConfig;
+use crate::failures::Failures;
 use crate::reference::{ResolveError, Resolver, Target};
-use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, read_limited};
+use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, min_rate, read_limited};
 
 pub struct ProxyService {
     resolver: Resolver,
-    upstreams: Arc<Upstreams>,
+    pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) storage: StorageClient<Channel>,
-    offline: bool,
-    revalidate_timeout: Duration,
+    pub(crate) offline: bool,
+    pub(crate) revalidate_timeout: Duration,
+    /// Bound on a manifest download and on a tag list, whole.
+    pub(crate) fetch_timeout: Duration,
+    /// Manifest fills that failed here lately, for the requests that were following them.
+    failures: Failures,
 }
 
 impl ProxyService {
@@ -44,6 +49,8 @@ impl ProxyService {
             storage,
             offline: cfg.offline,
             revalidate_timeout: cfg.revalidate_timeout,
+            fetch_timeout: cfg.fetch_timeout,
+            failures: Failures::default(),
         })
     }
 
@@ -95,7 +102,10 @@ impl ProxyService {
     }
 
     /// Fetches a manifest and caches it (tagged when `reference` is a tag). By digest, through a
-    /// fill: however many clients and replicas ask at once, the upstream is asked once.
+    /// fill: however many clients and replicas ask at once, the upstream is asked once. When
+    /// that one fetch fails, the requests that followed it get its failure (when it failed in
+    /// this process) or make one fetch of their own (when another replica's fill failed): one
+    /// upstream GET per fill attempt, never a loop of them.
     async fn fetch_manifest(
         &self,
         t: &Target,
@@ -110,7 +120,9 @@ impl ProxyService {
         }
         use st::fill_state::Role;
         let mut attempts = 0;
+        let key = format!("{}@{reference}", t.cache_repository);
         loop {
+            let joined = std::time::Instant::now();
             let state = self
                 .storage
                 .clone()
@@ -133,6 +145,8 @@ impl ProxyService {
                     match self.download_manifest(t, reference, accept).await {
                         Ok(m) => m,
                         Err(s) => {
+                            // Recorded before the cancel ends the followers' reads.
+                            self.failures.record(&key, &s);
                             filler.cancel().await;
                             return Err(s);
                         }
@@ -148,7 +162,18 @@ impl ProxyService {
                         .store_manifest(t, reference, String::new(), content)
                         .await;
                 }
-                Err(s) if s.code() == Code::Aborted && attempts < RESUMES => attempts += 1,
+                Err(s) if s.code() == Code::Aborted => {
+                    if let Some(failure) = self.failures.since(&key, joined) {
+                        return Err(failure);
+                    }
+                    if attempts == RESUMES {
+                        return Err(oci_code::upstream_failed(format!(
+                            "upstream {}: the fetch of manifest {reference} failed",
+                            t.upstream.host
+                        )));
+                    }
+                    attempts += 1;
+                }
                 Err(s) => return Err(s),
             }
         }
@@ -185,7 +210,9 @@ impl ProxyService {
     }
 
     /// GETs a manifest from the upstream and checks it hashes to its digest (the one asked
-    /// for, else the one the upstream names). Returns its bytes and Content-Type.
+    /// for, else the one the upstream names). Returns its bytes and Content-Type. The whole
+    /// exchange (token request, headers, body) has `fetch_timeout`; when it runs out, or when
+    /// the caller goes away, the request is dropped with its connection.
     async fn download_manifest(
         &self,
         t: &Target,
@@ -193,21 +220,25 @@ impl ProxyService {
         accept: &HeaderMap,
     ) -> Result<(Bytes, String), Status> {
         let host = &t.upstream.host;
-        let resp = self
-            .upstreams
-            .send(
-                t,
-                Method::GET,
-                &format!("manifests/{reference}"),
-                accept.clone(),
-                None,
-            )
+        let exchange = async {
+            let resp = self
+                .upstreams
+                .send(
+                    t,
+                    Method::GET,
+                    &format!("manifests/{reference}"),
+                    accept.clone(),
+                    None,
+                )
+                .await?;
+            let content_type = header_str(resp.headers(), header::CONTENT_TYPE);
+            let claimed = header_str(resp.headers(), "docker-content-digest");
+            let content = read_limited(host, resp, MAX_MANIFEST_SIZE, "manifest").await?;
+            Ok((content_type, claimed, content))
+        };
+        let (content_type, claimed, content) = tokio::time::timeout(self.fetch_timeout, exchange)
             .await
-            .map_err(|e| upstream_status(&e, ErrorCode::ManifestUnknown))?;
-        let content_type = header_str(resp.headers(), header::CONTENT_TYPE);
-        let claimed = header_str(resp.headers(), "docker-content-digest");
-        let content = read_limited(host, resp, MAX_MANIFEST_SIZE)
-            .await
+            .unwrap_or_else(|_| Err(UpstreamError::Timeout { host: host.clone() }))
             .map_err(|e| upstream_status(&e, ErrorCode::ManifestUnknown))?;
         let expected = if reference.contains(':') {
             Some(reference.to_string())
@@ -361,41 +392,6 @@ impl ProxyService {
         }
     }
 
-    /// The upstream's tags, following its `Link` pages (at most [`TAG_PAGES`] of them).
-    async fn upstream_tags(&self, t: &Target) -> Result<Vec<String>, UpstreamError> {
-        #[derive(serde::Deserialize)]
-        struct Tags {
-            tags: Option<Vec<String>>,
-        }
-        let host = &t.upstream.host;
-        let mut tags = Vec::new();
-        let mut path = "tags/list".to_string();
-        for _ in 0..TAG_PAGES {
-            let resp = self
-                .upstreams
-                .send(
-                    t,
-                    Method::GET,
-                    &path,
-                    HeaderMap::new(),
-                    Some(self.revalidate_timeout),
-                )
-                .await?;
-            let next = next_page(resp.headers(), &t.repository);
-            let body = read_limited(host, resp, MAX_MANIFEST_SIZE).await?;
-            let page: Tags = serde_json::from_slice(&body).map_err(|e| UpstreamError::Invalid {
-                host: host.clone(),
-                reason: format!("tag list: {e}"),
-            })?;
-            tags.extend(page.tags.unwrap_or_default());
-            match next {
-                Some(p) => path = p,
-                None => break,
-            }
-        }
-        Ok(tags)
-    }
-
     /// Starts filling a blob when this caller is to fill it; says whether it was cached.
     pub(crate) async fn join_fill(&self, t: &Target, digest: &str) -> Result<bool, Status> {
         use st::fill_state::Role;
@@ -509,7 +505,9 @@ impl Filler {
                 fill_size: Some(total),
             })),
         };
-        let body = resp.bytes_stream().filter_map(move |c| {
+        let window = self.upstreams.fetch_timeout();
+        let body = min_rate(resp.bytes_stream(), t.upstream.host.clone(), window);
+        let body = body.filter_map(move |c| {
             let out = match c {
                 Ok(mut b) if skip > 0 => {
                     let n = (skip as usize).min(b.len());
@@ -688,7 +686,7 @@ fn resolve_status(e: ResolveError) -> Status {
 
 /// An upstream failure as the client is to see it (see proxy.proto); `not_found` is the code
 /// of what was asked for.
-fn upstream_status(e: &UpstreamError, not_found: ErrorCode) -> Status {
+pub(crate) fn upstream_status(e: &UpstreamError, not_found: ErrorCode) -> Status {
     match e {
         UpstreamError::Refused(m) => oci_code::status(Code::PermissionDenied, ErrorCode::Denied, m),
         UpstreamError::NotFound { .. } => {
@@ -789,53 +787,7 @@ impl Proxy for ProxyService {
         &self,
         req: Request<pb::TagsRequest>,
     ) -> Result<Response<pb::TagList>, Status> {
-        let r = req.into_inner();
-        let t = self.target(&r.registry, &r.repository)?;
-        if !self.offline {
-            let fetched = self.upstream_tags(&t).await;
-            match fetched {
-                Ok(mut tags) => {
-                    tags.sort();
-                    return Ok(Response::new(pb::TagList {
-                        tags,
-                        cache: CacheStatus::Miss.into(),
-                    }));
-                }
-                Err(e @ UpstreamError::NotFound { .. }) => {
-                    return Err(oci_code::status(
-                        Code::NotFound,
-                        ErrorCode::NameUnknown,
-                        e.to_string(),
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(upstream = %t.upstream.host, error = %e, "upstream tag list failed: serving the cached tags");
-                }
-            }
-        }
-        let mut pages = self
-            .storage
-            .clone()
-            .list_tags(st::ListRequest {
-                repository: t.cache_repository.clone(),
-                limit: 0,
-                last: String::new(),
-            })
-            .await?
-            .into_inner();
-        let mut tags = Vec::new();
-        while let Some(page) = pages.message().await? {
-            tags.extend(page.names);
-        }
-        Ok(Response::new(pb::TagList {
-            tags,
-            cache: if self.offline {
-                CacheStatus::Hit
-            } else {
-                CacheStatus::Stale
-            }
-            .into(),
-        }))
+        Ok(Response::new(self.tags(&req.into_inner()).await?))
     }
 
     async fn warm(&self, req: Request<pb::WarmRequest>) -> Result<Response<pb::WarmReply>, Status> {
@@ -851,46 +803,12 @@ impl Proxy for ProxyService {
     }
 }
 
-/// Pages of an upstream's tag list followed at most (Docker Hub serves 100 tags a page).
-const TAG_PAGES: usize = 100;
-
-/// The next page of an upstream tag list, from its `Link: </v2/<repo>/tags/list?...>;
-/// rel="next"` header, as a path below the repository.
-fn next_page(headers: &HeaderMap, repository: &str) -> Option<String> {
-    let link = headers.get(header::LINK)?.to_str().ok()?;
-    let target = link
-        .split(';')
-        .next()?
-        .trim()
-        .strip_prefix('<')?
-        .strip_suffix('>')?;
-    // Absolute or not, the page lies under the repository's path.
-    let path = target.split_once("/v2/").map(|(_, p)| p)?;
-    let rest = path.strip_prefix(repository)?.strip_prefix('/')?;
-    rest.starts_with("tags/list").then(|| rest.to_string())
-}
-
 /// Times a warm picks a stalled fill up again before giving up.
 pub(crate) const RESUMES: usize = 3;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tag_pages_follow_link_headers() {
-        let mut h = HeaderMap::new();
-        assert_eq!(next_page(&h, "library/nginx"), None);
-        h.insert(
-            header::LINK,
-            HeaderValue::from_static("</v2/library/nginx/tags/list?last=1.27&n=100>; rel=\"next\""),
-        );
-        assert_eq!(
-            next_page(&h, "library/nginx").as_deref(),
-            Some("tags/list?last=1.27&n=100")
-        );
-        assert_eq!(next_page(&h, "library/other"), None);
-    }
 
     #[test]
     fn digests() {

@@ -5,8 +5,14 @@
 //! Credentials go only where they belong: Basic credentials to the configured host, and to the
 //! token realm that host names. Redirects (to blob storage or a CDN) are followed without them:
 //! reqwest drops `Authorization` when a redirect leaves the origin. Nothing here logs a secret.
+//!
+//! An upstream is not trusted to be well-behaved: every address it names (a token realm, a
+//! redirect) passes the SSRF guard as an upstream address would, every body read into memory
+//! has a size cap, and every exchange has a deadline (`fetch_timeout`), so what an upstream
+//! sends costs bounded memory and time.
 
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
@@ -43,6 +49,15 @@ pub enum UpstreamError {
     Unreachable { host: String, reason: String },
     #[error("{host} sent an invalid answer: {reason}")]
     Invalid { host: String, reason: String },
+    #[error("{host} sent a {what} larger than {limit} bytes")]
+    TooLarge {
+        host: String,
+        what: &'static str,
+        limit: usize,
+    },
+    /// A token realm the SSRF guard refuses, as it would refuse the realm as an upstream.
+    #[error("{host} named a token realm Trow may not contact: {reason}")]
+    RealmRefused { host: String, reason: String },
     #[error("{0}")]
     Refused(String),
 }
@@ -81,7 +96,14 @@ pub struct Upstreams {
     tokens: Mutex<HashMap<(String, String), Token>>,
     /// Hosts that asked for Basic auth: credentials go with the first request next time.
     basic: Mutex<std::collections::HashSet<String>>,
+    /// Trusts the configured hosts; checks token realms.
+    guard: Arc<GuardedResolver>,
+    /// Bound on a token request, and on the wait for any response's headers.
+    fetch_timeout: Duration,
 }
+
+/// The largest token answer read: real ones are a JWT or two of a few KiB.
+pub const MAX_TOKEN_ANSWER: usize = 256 << 10;
 
 /// How long a connection attempt or one read of an upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,7 +152,7 @@ impl Upstreams {
             let c = b.build().map_err(|e| e.to_string())?;
             clients.insert(r.host.clone(), c);
         }
-        let default = client_builder(resolver)
+        let default = client_builder(resolver.clone())
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Upstreams {
@@ -138,7 +160,14 @@ impl Upstreams {
             default,
             tokens: Mutex::new(HashMap::new()),
             basic: Mutex::new(Default::default()),
+            guard: resolver,
+            fetch_timeout: cfg.fetch_timeout,
         })
+    }
+
+    /// See `fetch_timeout` in the config.
+    pub fn fetch_timeout(&self) -> Duration {
+        self.fetch_timeout
     }
 
     fn client(&self, t: &Target) -> &reqwest::Client {
@@ -175,9 +204,11 @@ impl Upstreams {
             if let Some(d) = timeout {
                 req = req.timeout(d);
             }
-            let resp = req
-                .send()
+            // A timeout of its own covers the body too; every answer's headers come in time.
+            let head_deadline = timeout.unwrap_or(self.fetch_timeout);
+            let resp = tokio::time::timeout(head_deadline, req.send())
                 .await
+                .map_err(|_| UpstreamError::Timeout { host: host.clone() })?
                 .map_err(|e| UpstreamError::from_reqwest(&host, e))?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
@@ -244,28 +275,43 @@ impl Upstreams {
                         reason: "a Bearer challenge without a realm".into(),
                     });
                 };
+                let realm = self.check_realm(host, realm)?;
                 let mut q: Vec<(&str, &str)> = vec![("scope", scope)];
                 if let Some(service) = params.get("service") {
                     q.push(("service", service));
                 }
-                let mut req = self.client(t).get(realm).query(&q);
+                let mut req = self
+                    .client(t)
+                    .get(realm)
+                    .query(&q)
+                    .timeout(self.fetch_timeout);
                 if let Some(a) = basic(t) {
                     req = req.header(header::AUTHORIZATION, a);
                 }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| UpstreamError::from_reqwest(host, e))?;
+                let resp =
+                    req.send()
+                        .await
+                        .map_err(|e| match UpstreamError::from_reqwest(host, e) {
+                            UpstreamError::Unreachable { host, reason } => {
+                                UpstreamError::Unreachable {
+                                    host,
+                                    reason: format!("its token realm: {reason}"),
+                                }
+                            }
+                            other => other,
+                        })?;
                 if !resp.status().is_success() {
                     return Err(UpstreamError::Unauthorized {
                         host: host.clone(),
                         status: resp.status().as_u16(),
                     });
                 }
-                let body: TokenAnswer = resp.json().await.map_err(|e| UpstreamError::Invalid {
-                    host: host.clone(),
-                    reason: format!("token answer: {e}"),
-                })?;
+                let text = read_limited(host, resp, MAX_TOKEN_ANSWER, "token answer").await?;
+                let body: TokenAnswer =
+                    serde_json::from_slice(&text).map_err(|e| UpstreamError::Invalid {
+                        host: host.clone(),
+                        reason: format!("token answer: {e}"),
+                    })?;
                 let value =
                     body.token
                         .or(body.access_token)
@@ -286,6 +332,27 @@ impl Upstreams {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The realm an upstream named, if Trow may contact it: an http(s) URL whose host passes
+    /// the SSRF guard as an upstream would (configured hosts, any port, are trusted; other IP
+    /// literals that are loopback, link-local, metadata or unspecified are refused here, and
+    /// names resolving only there are refused by the resolver when the request connects). The
+    /// URL is parsed as reqwest will parse it, so `2130706433` or `[::ffff:127.0.0.1]` are
+    /// checked as the addresses they are.
+    fn check_realm(&self, host: &str, realm: &str) -> Result<reqwest::Url, UpstreamError> {
+        let refused = |reason: String| UpstreamError::RealmRefused {
+            host: host.to_string(),
+            reason,
+        };
+        let url = reqwest::Url::parse(realm).map_err(|e| refused(format!("{realm:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(refused(format!("{realm:?} is not an http(s) URL")));
+        }
+        let realm_host = url.host_str().unwrap_or("");
+        ssrf::check_literal(realm_host, self.guard.allows(realm_host))
+            .map_err(|e| refused(e.to_string()))?;
+        Ok(url)
     }
 }
 
@@ -371,27 +438,81 @@ fn check_status(
     })
 }
 
-/// Reads a whole body of at most `limit` bytes (manifests).
+/// Reads a whole body of at most `limit` bytes (a manifest, a tag list page, a token answer):
+/// refused as soon as its `Content-Length`, or the bytes so far, say it is larger, so an
+/// upstream cannot make Trow hold more than `limit` for it.
 pub async fn read_limited(
     host: &str,
     mut resp: reqwest::Response,
     limit: usize,
+    what: &'static str,
 ) -> Result<Bytes, UpstreamError> {
-    let mut out = Vec::new();
+    let too_large = || UpstreamError::TooLarge {
+        host: host.to_string(),
+        what,
+        limit,
+    };
+    let declared = resp.content_length().unwrap_or(0);
+    if declared > limit as u64 {
+        return Err(too_large());
+    }
+    let mut out = Vec::with_capacity(declared as usize);
     while let Some(chunk) = resp
         .chunk()
         .await
         .map_err(|e| UpstreamError::from_reqwest(host, e))?
     {
         if out.len() + chunk.len() > limit {
-            return Err(UpstreamError::Invalid {
-                host: host.to_string(),
-                reason: format!("manifest larger than {limit} bytes"),
-            });
+            return Err(too_large());
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out.into())
+}
+
+/// The least a blob body must bring per `fetch_timeout`: about 2 KiB/s at the default 30 s.
+pub const MIN_BLOB_PROGRESS: usize = 64 << 10;
+
+/// A blob body that must keep moving: one that brings less than [`MIN_BLOB_PROGRESS`] bytes in
+/// a `window` ends there (dropping the connection), as if the upstream had broken off. The
+/// fill then stops moving, and storage's stall take-over (`--fill-timeout`) hands it, with the
+/// bytes already stored, to the next reader's request. Without this, an upstream trickling a
+/// byte a second would keep a fill, and its readers, forever: it never stalls.
+pub fn min_rate<S>(
+    body: S,
+    host: String,
+    window: Duration,
+) -> impl Stream<Item = reqwest::Result<Bytes>>
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+{
+    let start = (Box::pin(body), tokio::time::Instant::now() + window, 0usize);
+    futures::stream::unfold(start, move |(mut body, mut end, mut got)| {
+        let host = host.clone();
+        async move {
+            loop {
+                let next = tokio::time::timeout_at(end, body.next()).await;
+                let now = tokio::time::Instant::now();
+                if next.is_err() || now >= end {
+                    if got < MIN_BLOB_PROGRESS {
+                        tracing::warn!(upstream = %host, bytes = got, ?window,
+                            "upstream blob too slow: dropping the download");
+                        return None;
+                    }
+                    (end, got) = (now + window, 0);
+                }
+                match next {
+                    Ok(Some(Ok(b))) => {
+                        got += b.len();
+                        return Some((Ok(b), (body, end, got)));
+                    }
+                    Ok(Some(Err(e))) => return Some((Err(e), (body, end, got))),
+                    Ok(None) => return None,
+                    Err(_) => {}
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -412,5 +533,62 @@ mod tests {
         assert_eq!(p["realm"], "Registry Realm");
         assert_eq!(host_only("[::1]:5000"), "::1");
         assert_eq!(host_only("127.0.0.2:80"), "127.0.0.2");
+    }
+
+    #[test]
+    fn realms_are_held_to_the_upstream_rule() {
+        let cfg = ProxyConfig {
+            registries: vec![crate::config::RegistryConfig {
+                host: "127.0.0.9:5000".into(),
+                ..Default::default()
+            }],
+            ..ProxyConfig::default()
+        };
+        let u = Upstreams::new(&cfg).unwrap();
+        for ok in [
+            "http://127.0.0.9:7000/token",
+            "https://auth.docker.io/token",
+            "http://10.0.0.1/token",
+            "http://localhost:1/token", // a name: the resolver refuses it when connecting
+        ] {
+            assert!(u.check_realm("up", ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://127.0.0.1:8089/token",
+            "http://[::ffff:127.0.0.1]:8089/token",
+            "http://2130706433:8089/token",
+            "http://0x7f.1/token",
+            "http://0.0.0.0/token",
+            "http://[::1]/token",
+            "http://169.254.169.254/latest",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            let e = u.check_realm("up", refused).unwrap_err().to_string();
+            assert!(e.starts_with("up named a token realm"), "{refused}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trickle_is_cut_and_a_steady_body_is_not() {
+        // Each piece alone is more than a window's minimum: nothing is cut.
+        let steady = futures::stream::iter(0..30).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, reqwest::Error>(Bytes::from(vec![0u8; 2 * MIN_BLOB_PROGRESS]))
+        });
+        let got: usize = min_rate(steady, "up".into(), Duration::from_secs(1))
+            .map(|b| b.unwrap().len())
+            .fold(0, |a, n| async move { a + n })
+            .await;
+        assert_eq!(got, 30 * 2 * MIN_BLOB_PROGRESS);
+        // A byte every 10 ms would take 10 s; it ends with the first 200 ms window.
+        let trickle = futures::stream::iter(0..1000).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, reqwest::Error>(Bytes::from_static(b"x"))
+        });
+        let got = min_rate(trickle, "up".into(), Duration::from_millis(200))
+            .count()
+            .await;
+        assert!(got < 1000, "a trickle went through whole");
     }
 }

@@ -15,6 +15,8 @@ mod support;
 mod auth;
 #[path = "proxy/counter.rs"]
 mod counter;
+#[path = "proxy/hostile_upstream.rs"]
+mod hostile_upstream;
 #[path = "proxy/modes.rs"]
 mod modes;
 #[path = "proxy/pulls.rs"]
@@ -107,6 +109,31 @@ both_topologies!(
     ranges::index_children_are_fetched_when_asked,
     "127.0.0.75",
     "127.0.0.76"
+);
+both_topologies!(
+    hostile_upstream::token_realms_pass_the_ssrf_guard,
+    "127.0.0.151",
+    "127.0.0.152"
+);
+both_topologies!(
+    hostile_upstream::huge_answers_are_refused,
+    "127.0.0.153",
+    "127.0.0.154"
+);
+both_topologies!(
+    hostile_upstream::slow_upstreams_are_cut_off,
+    "127.0.0.155",
+    "127.0.0.156"
+);
+both_topologies!(
+    hostile_upstream::an_abandoned_fetch_is_dropped,
+    "127.0.0.157",
+    "127.0.0.158"
+);
+both_topologies!(
+    hostile_upstream::a_failed_manifest_fill_fails_alike,
+    "127.0.0.159",
+    "127.0.0.160"
 );
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
 

@@ -12,6 +12,8 @@ pub struct ProxyConfig {
     pub configured_only: bool,
     /// e.g. `3s`; Trow's default when `None`.
     pub revalidate_timeout: Option<String>,
+    /// e.g. `2s`; Trow's default when `None`.
+    pub fetch_timeout: Option<String>,
     pub registries: Vec<Entry>,
 }
 
@@ -103,6 +105,11 @@ impl ProxyConfig {
         self
     }
 
+    pub fn fetch_timeout(mut self, timeout: &str) -> ProxyConfig {
+        self.fetch_timeout = Some(timeout.to_string());
+        self
+    }
+
     pub fn configured_only(mut self, yes: bool) -> ProxyConfig {
         self.configured_only = yes;
         self
@@ -121,6 +128,9 @@ impl ProxyConfig {
         );
         if let Some(t) = &self.revalidate_timeout {
             out.push_str(&format!("  revalidate_timeout: {t}\n"));
+        }
+        if let Some(t) = &self.fetch_timeout {
+            out.push_str(&format!("  fetch_timeout: {t}\n"));
         }
         if self.registries.is_empty() {
             out.push_str("  registries: []\n");

@@ -1,8 +1,11 @@
 //! A scripted HTTP/1.1 server: answers each request with what a test's handler returns, and
 //! records every request like the counting front. For upstreams no real registry can play: one
-//! that lies about a blob's bytes, one that fails on cue, a listener that must never be reached.
+//! that lies about a blob's bytes, one that fails on cue, a listener that must never be reached,
+//! one that answers late, trickles its bytes or sends hundreds of MiB (written as they go,
+//! never held whole by the test).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -13,11 +16,19 @@ use super::http1::{RequestHead, copy_body, read_head};
 use super::record::{Request, Requests};
 
 /// An answer: status, headers and body. `Content-Length` is added; a `HEAD` gets no body.
+/// The body is `body`, then `padding`, then `tail`.
 #[derive(Clone, Debug)]
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// `count` times `byte`, after `body`: a large body the test need not hold.
+    pub padding: Option<(u8, u64)>,
+    pub tail: Vec<u8>,
+    /// Waits this long before sending anything.
+    pub delay: Option<Duration>,
+    /// Sends the body one byte per this interval (the head at once).
+    pub pace: Option<Duration>,
 }
 
 impl Reply {
@@ -26,6 +37,10 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            padding: None,
+            tail: Vec::new(),
+            delay: None,
+            pace: None,
         }
     }
 
@@ -57,19 +72,74 @@ impl Reply {
         self
     }
 
+    /// `count` bytes `byte` after the body, then `tail`.
+    pub fn padded(mut self, byte: u8, count: u64, tail: &[u8]) -> Reply {
+        self.padding = Some((byte, count));
+        self.tail = tail.to_vec();
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// One body byte per `interval`.
+    pub fn paced(mut self, interval: Duration) -> Reply {
+        self.pace = Some(interval);
+        self
+    }
+
+    fn len(&self) -> u64 {
+        let pad = self.padding.map(|(_, n)| n).unwrap_or(0);
+        self.body.len() as u64 + pad + self.tail.len() as u64
+    }
+
     fn head_bytes(&self) -> Vec<u8> {
         let mut s = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (k, v) in &self.headers {
             s.push_str(&format!("{k}: {v}\r\n"));
         }
-        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.len()));
         s.into_bytes()
     }
+
+    /// Writes the body as the reply says: at once, or paced; the padding in 64 KiB pieces.
+    async fn write_body<W: AsyncWriteExt + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
+        write_paced(w, &self.body, self.pace).await?;
+        if let Some((byte, mut left)) = self.padding {
+            let piece = vec![byte; 64 << 10];
+            while left > 0 {
+                let n = left.min(piece.len() as u64) as usize;
+                write_paced(w, &piece[..n], self.pace).await?;
+                left -= n as u64;
+            }
+        }
+        write_paced(w, &self.tail, self.pace).await?;
+        w.flush().await
+    }
+}
+
+async fn write_paced<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+    pace: Option<Duration>,
+) -> std::io::Result<()> {
+    let Some(every) = pace else {
+        return w.write_all(bytes).await;
+    };
+    for b in bytes {
+        w.write_all(&[*b]).await?;
+        w.flush().await?;
+        tokio::time::sleep(every).await;
+    }
+    Ok(())
 }
 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        206 => "Partial Content",
         307 => "Temporary Redirect",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -87,6 +157,7 @@ pub struct Scripted {
     /// Where it listens.
     pub addr: std::net::SocketAddr,
     pub requests: Requests,
+    open: Arc<AtomicUsize>,
     bg: Background,
 }
 
@@ -110,6 +181,8 @@ impl Scripted {
         let requests = Requests::default();
         let rec = requests.clone();
         let handler: Arc<Handler> = Arc::new(handler);
+        let open = Arc::new(AtomicUsize::new(0));
+        let count = open.clone();
         let bg = Background::spawn(&format!("scripted-{addr}"), move || async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             loop {
@@ -118,10 +191,22 @@ impl Scripted {
                     continue;
                 };
                 let conn = rec.accepted();
-                tokio::spawn(serve(s, rec.clone(), handler.clone(), conn));
+                let open = Open::new(count.clone());
+                tokio::spawn(serve(s, rec.clone(), handler.clone(), conn, open));
             }
         });
-        Scripted { addr, requests, bg }
+        Scripted {
+            addr,
+            requests,
+            open,
+            bg,
+        }
+    }
+
+    /// Connections open now: accepted, and neither closed by the client nor failed on a write
+    /// (a paced reply notices a client that left at its next byte).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// A listener that must never be reached: it answers 404 to anything, and its
@@ -142,7 +227,23 @@ impl Scripted {
     }
 }
 
-async fn serve(s: TcpStream, rec: Requests, handler: Arc<Handler>, conn: usize) {
+/// Counts one open connection while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(count: Arc<AtomicUsize>) -> Open {
+        count.fetch_add(1, Ordering::SeqCst);
+        Open(count)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn serve(s: TcpStream, rec: Requests, handler: Arc<Handler>, conn: usize, _open: Open) {
     let (r, mut w) = s.into_split();
     let mut r = BufReader::new(r);
     while let Ok(Some(head)) = read_head(&mut r).await {
@@ -154,11 +255,16 @@ async fn serve(s: TcpStream, rec: Requests, handler: Arc<Handler>, conn: usize) 
             return;
         }
         let reply = handler(&head, &req);
-        let mut out = reply.head_bytes();
-        if head.method != "HEAD" {
-            out.extend_from_slice(&reply.body);
+        if let Some(d) = reply.delay {
+            tokio::time::sleep(d).await;
         }
-        if w.write_all(&out).await.is_err() || head.wants_close() {
+        if w.write_all(&reply.head_bytes()).await.is_err() {
+            return;
+        }
+        if head.method != "HEAD" && reply.write_body(&mut w).await.is_err() {
+            return;
+        }
+        if head.wants_close() {
             return;
         }
     }
