@@ -47,6 +47,25 @@ async fn prefixes_match_at_boundaries_longest_wins() {
     webhooks::prefix_boundaries().await;
 }
 
+/// The guard that keeps pre-warm on loopback refuses what would reach past it.
+#[test]
+fn configs_that_would_prewarm_past_loopback_are_refused() {
+    use support::prewarm_stays_on_loopback as ok;
+    assert!(ok(webhooks::CONFIG).is_ok());
+    assert!(ok("image_mutation:\n  enabled: false\n").is_ok());
+    let loopback = "registry_proxies:\n  configured_only: true\n  registries:\n    \
+                    - host: \"127.0.0.81:5000\"\n    - host: \"[::1]\"\n";
+    assert!(ok(loopback).is_ok());
+    for bad in [
+        "image_validation:\n  default: Allow\n",
+        "registry_proxies:\n  registries:\n    - host: \"127.0.0.81\"\n",
+        &loopback.replace("127.0.0.81:5000", "registry-1.docker.io"),
+        &loopback.replace("[::1]", "localhost:5000"),
+    ] {
+        assert!(ok(bad).is_err(), "{bad}");
+    }
+}
+
 #[test]
 fn a_bad_config_stops_start_up() {
     webhooks::bad_config_stops_start_up();

@@ -57,7 +57,8 @@ pub async fn admitted_pods_are_prewarmed(topology: Topology, ip: &str) {
     let _up_logs = up.logs_on_panic();
     up.push(&app.oci_ref(), "team/app:1");
     up.push(&other.oci_ref(), "team/other:1");
-    let yaml = ProxyConfig::new([up.entry()]).yaml();
+    // configured_only: pre-warm can reach this upstream and nothing else.
+    let yaml = ProxyConfig::new([up.entry()]).configured_only(true).yaml();
     let mut w = Webhooks::start(topology, &yaml, tmp.path());
     let reqs = up.requests();
     let (authority, cache_name) = (up.authority(), up.path_name());
