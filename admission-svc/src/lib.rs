@@ -9,7 +9,9 @@
 //! - [`config`]: the `image_validation` and `image_mutation` sections.
 //! - [`image`]: image references as pods write them, normalized.
 //! - [`policy`]: allow or deny one image, and why.
-//! - [`review`]: the AdmissionReview, the object's images and where they are.
+//! - [`review`]: the AdmissionReview, and for an UPDATE which images it changed.
+//! - [`podspec`]: every image of a pod spec (containers of all three kinds, image volumes) and
+//!   where it is.
 //! - [`mutate`]: which images to rewrite, to what, as a JSON patch.
 //! - [`prewarm`]: filling the cache with admitted pods' images in the background.
 //! - [`server`]: the gRPC server (`trow.admission.v1.Admission`) with health and reflection.
@@ -17,6 +19,7 @@
 pub mod config;
 pub mod image;
 pub mod mutate;
+pub mod podspec;
 pub mod policy;
 pub mod prewarm;
 pub mod review;
@@ -31,25 +34,28 @@ use trow_proxy::reference::Resolver;
 pub use config::{ConfigError, Decision, MutationConfig, ValidationConfig};
 pub use image::{ImageError, ImageRef};
 pub use mutate::Rewrite;
+pub use podspec::{ImageSite, Place};
 pub use policy::Verdict;
-pub use review::{ImageSite, Review, ReviewError};
+pub use review::{Review, ReviewError};
 
 /// One image the validating webhook refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    pub container: String,
-    /// The image as written.
-    pub image: String,
+    /// The image as written, and where.
+    pub site: ImageSite,
     pub verdict: Verdict,
 }
 
-/// `image "evil.example.com/x:1" (container "app") denied by prefix "evil.example.com/"`.
+/// `image "evil.example.com/x:1" (container "app") denied by prefix "evil.example.com/"`;
+/// `(volume "models")` for an image volume.
 impl std::fmt::Display for Denial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "image {:?} (container {:?}) {}",
-            self.image, self.container, self.verdict
+            "image {:?} ({}) {}",
+            self.site.image,
+            self.site.owner(),
+            self.verdict
         )
     }
 }
@@ -194,8 +200,7 @@ impl Webhooks {
                 tracing::debug!(object = %review.object_name(), image = %site.image, %verdict);
                 if !verdict.allowed {
                     denied.push(Denial {
-                        container: site.container.clone(),
-                        image: site.image.clone(),
+                        site: site.clone(),
                         verdict,
                     });
                 }

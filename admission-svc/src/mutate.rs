@@ -27,8 +27,8 @@ use trow_proxy::reference::{ResolveError, Resolver};
 
 use crate::config::MutationConfig;
 use crate::image::ImageRef;
+use crate::podspec::ImageSite;
 use crate::policy::prefix_matches;
-use crate::review::ImageSite;
 
 /// The warning when mutation is enabled but Trow has no hostname.
 pub const NO_HOSTNAME: &str = "image_mutation is enabled but Trow has no --hostname: images \
@@ -37,11 +37,8 @@ pub const NO_HOSTNAME: &str = "image_mutation is enabled but Trow has no --hostn
 /// One image rewritten, with what the cache needs to pre-warm it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rewrite {
-    /// The JSON pointer of the `image` field.
-    pub pointer: String,
-    pub container: String,
-    /// The image as the object had it.
-    pub from: String,
+    /// The image as the object had it, and where (the patch's pointer).
+    pub site: ImageSite,
     /// The image as it will be: `<hostname>/f/docker.io/library/nginx:1.27`.
     pub to: String,
     /// The registry as the image names it, normalized (`docker.io`, `host:5000`): what the
@@ -103,7 +100,7 @@ impl Plan {
                 .iter()
                 .map(|r| {
                     PatchOperation::Replace(ReplaceOperation {
-                        path: PointerBuf::parse(r.pointer.as_str())
+                        path: PointerBuf::parse(r.site.pointer.as_str())
                             .expect("pointers are built from field names and indexes"),
                         value: serde_json::Value::String(r.to.clone()),
                     })
@@ -157,9 +154,7 @@ impl Mutator {
             };
             match decided {
                 Ok((to, target)) => plan.rewrites.push(Rewrite {
-                    pointer: site.pointer.clone(),
-                    container: site.container.clone(),
-                    from: site.image.clone(),
+                    site: site.clone(),
                     to: to.to_string(),
                     registry: target.registry,
                     repository: target.repository,
@@ -235,7 +230,7 @@ fn repository_under(prefix: &str, repository: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::review::ContainerList;
+    use crate::podspec::Place;
     use trow_proxy::config::{ProxyConfig, RegistryConfig};
 
     const TROW: &str = "trow.example.com";
@@ -383,8 +378,8 @@ mod tests {
     fn plans_patch_updates_and_hostnames() {
         let site = |i: usize, image: &str| ImageSite {
             pointer: format!("/spec/containers/{i}/image"),
-            list: ContainerList::Containers,
-            container: format!("c{i}"),
+            place: Place::Containers,
+            name: format!("c{i}"),
             image: image.into(),
         };
         let images = [
@@ -407,7 +402,7 @@ mod tests {
             ("docker.io", "library/nginx", "1.28")
         );
         assert_eq!(
-            (r.container.as_str(), r.from.as_str()),
+            (r.site.name.as_str(), r.site.image.as_str()),
             ("c0", "nginx:1.28")
         );
         assert_eq!(plan.skipped[0].1, Skip::Unchanged);

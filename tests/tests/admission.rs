@@ -11,6 +11,8 @@ mod support;
 
 #[path = "admission/prewarm.rs"]
 mod prewarm;
+#[path = "admission/sites.rs"]
+mod sites;
 #[path = "admission/tls.rs"]
 mod tls;
 #[path = "admission/webhooks.rs"]
@@ -41,6 +43,12 @@ both_topologies!(
     "127.0.0.81",
     "127.0.0.82"
 );
+both_topologies!(
+    prewarm::image_volumes_are_prewarmed,
+    "127.0.0.83",
+    "127.0.0.84"
+);
+both_topologies!(sites::image_volumes);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prefixes_match_at_boundaries_longest_wins() {

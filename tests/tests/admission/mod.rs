@@ -144,6 +144,58 @@ pub const DEPLOYMENT: Kind = Kind("apps", "v1", "Deployment", "deployments");
 pub const CRONJOB: Kind = Kind("batch", "v1", "CronJob", "cronjobs");
 pub const CONFIGMAP: Kind = Kind("", "v1", "ConfigMap", "configmaps");
 
+/// Every kind the webhooks read a pod spec from, with where that spec is.
+pub const POD_KINDS: [(Kind, &str); 9] = [
+    (POD, "/spec"),
+    (DEPLOYMENT, "/spec/template/spec"),
+    (
+        Kind("apps", "v1", "StatefulSet", "statefulsets"),
+        "/spec/template/spec",
+    ),
+    (
+        Kind("apps", "v1", "DaemonSet", "daemonsets"),
+        "/spec/template/spec",
+    ),
+    (
+        Kind("apps", "v1", "ReplicaSet", "replicasets"),
+        "/spec/template/spec",
+    ),
+    (Kind("batch", "v1", "Job", "jobs"), "/spec/template/spec"),
+    (
+        Kind("", "v1", "ReplicationController", "replicationcontrollers"),
+        "/spec/template/spec",
+    ),
+    (CRONJOB, "/spec/jobTemplate/spec/template/spec"),
+    (
+        Kind("", "v1", "PodTemplate", "podtemplates"),
+        "/template/spec",
+    ),
+];
+
+/// An object of `kind` whose pod spec (at `base`, from [`POD_KINDS`]) is `spec`, with the
+/// fields its API type requires.
+pub fn object_of(kind: &Kind, base: &str, spec: Value) -> Value {
+    let Kind(group, version, name, _) = kind;
+    let api_version = match *group {
+        "" => version.to_string(),
+        g => format!("{g}/{version}"),
+    };
+    let mut object = json!({"kind": name, "apiVersion": api_version, "metadata": metadata()});
+    let mut at = &mut object;
+    for key in base.trim_start_matches('/').split('/') {
+        at = &mut at[key];
+    }
+    *at = spec;
+    match *name {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => {
+            object["spec"]["selector"] = json!({"matchLabels": {"app": "web"}})
+        }
+        "CronJob" => object["spec"]["schedule"] = "0 2 * * *".into(),
+        _ => {}
+    }
+    object
+}
+
 /// An AdmissionReview as the API server sends it, with a fresh uid.
 pub fn review(
     api_version: &str,
