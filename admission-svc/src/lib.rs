@@ -183,7 +183,8 @@ impl Webhooks {
     }
 
     /// The validating webhook: denies the object when any image is denied (HTTP 403 in the
-    /// answer's status, every denied image in its message).
+    /// answer's status, every denied image in its message). On UPDATE only the images the
+    /// update changed are judged (see [`Review::unchanged`]).
     pub fn validate(&self, review_json: &[u8]) -> Result<(Vec<u8>, Outcome), ReviewError> {
         let review = Review::parse(review_json)?;
         let mut denied = Vec::new();
@@ -191,6 +192,11 @@ impl Webhooks {
             && !review.being_deleted
         {
             for site in &review.images {
+                if review.unchanged(site) {
+                    tracing::debug!(object = %review.object_name(), image = %site.image,
+                        "not judged: unchanged by this update");
+                    continue;
+                }
                 let verdict = policy::check(
                     cfg,
                     &site.image,
@@ -232,11 +238,15 @@ impl Webhooks {
         let review = Review::parse(review_json)?;
         // An image the policy denies is neither rewritten nor warmed: the validating webhook
         // refuses the object anyway, naming the image as the user wrote it, and the cache
-        // never fills with what may not run.
+        // never fills with what may not run. An image an UPDATE did not change is judged by
+        // neither webhook; the plan leaves it as it is.
         let images: Vec<ImageSite> = review
             .images
             .iter()
             .filter(|site| {
+                if review.unchanged(site) {
+                    return true;
+                }
                 let denied = self.validation.as_ref().is_some_and(|cfg| {
                     let hostname = self.hostname.as_deref();
                     !policy::check(cfg, &site.image, hostname, self.mutator.resolver()).allowed
@@ -249,7 +259,7 @@ impl Webhooks {
             })
             .cloned()
             .collect();
-        let plan = self.mutator.plan(&images, |p| review.old_image(p));
+        let plan = self.mutator.plan(&images, |site| review.unchanged(site));
         for (site, skip) in &plan.skipped {
             tracing::debug!(object = %review.object_name(), image = %site.image, %skip, "not rewritten");
         }

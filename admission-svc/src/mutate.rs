@@ -137,8 +137,8 @@ impl Mutator {
         &self.resolver
     }
 
-    /// Decides for every image; `old` gives an UPDATE's previous image at a pointer.
-    pub fn plan<'a>(&self, images: &[ImageSite], old: impl Fn(&str) -> Option<&'a str>) -> Plan {
+    /// Decides for every image; `unchanged` says which ones an UPDATE left as they were.
+    pub fn plan(&self, images: &[ImageSite], unchanged: impl Fn(&ImageSite) -> bool) -> Plan {
         let mut plan = Plan::default();
         if !self.cfg.enabled || images.is_empty() {
             return plan;
@@ -148,9 +148,10 @@ impl Mutator {
             return plan;
         };
         for site in images {
-            let decided = match old(&site.pointer) {
-                Some(before) if before == site.image => Err(Skip::Unchanged),
-                _ => self.rewrite(hostname, &site.image),
+            let decided = if unchanged(site) {
+                Err(Skip::Unchanged)
+            } else {
+                self.rewrite(hostname, &site.image)
             };
             match decided {
                 Ok((to, target)) => plan.rewrites.push(Rewrite {
@@ -388,7 +389,7 @@ mod tests {
             site(2, "ghcr.io/x"),
         ];
         let m = mutator(MutationConfig::default(), Some(TROW));
-        let old = |p: &str| (p == "/spec/containers/1/image").then_some("quay.io/a/b:1");
+        let old = |s: &ImageSite| s.pointer == "/spec/containers/1/image";
         let plan = m.plan(&images, old);
         assert_eq!(plan.rewrites.len(), 1);
         let r = &plan.rewrites[0];
@@ -412,9 +413,9 @@ mod tests {
             patch,
             r#"[{"op":"replace","path":"/spec/containers/0/image","value":"trow.example.com/f/docker.io/library/nginx:1.28"}]"#
         );
-        let digest = m.plan(&[site(0, &format!("nginx:1@{D}"))], |_| None);
+        let digest = m.plan(&[site(0, &format!("nginx:1@{D}"))], |_| false);
         assert_eq!(digest.rewrites[0].reference, D);
-        let none = mutator(MutationConfig::default(), None).plan(&images, |_| None);
+        let none = mutator(MutationConfig::default(), None).plan(&images, |_| false);
         assert!(none.rewrites.is_empty() && none.patch().is_empty());
         assert_eq!(none.warnings, [NO_HOSTNAME]);
         assert!(none.warnings[0].contains("--hostname"));
@@ -422,7 +423,7 @@ mod tests {
             enabled: false,
             ..MutationConfig::default()
         };
-        let plan = mutator(off, Some(TROW)).plan(&images, |_| None);
+        let plan = mutator(off, Some(TROW)).plan(&images, |_| false);
         assert!(plan.rewrites.is_empty() && plan.warnings.is_empty());
     }
 }

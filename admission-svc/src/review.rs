@@ -154,6 +154,15 @@ impl Review {
             .map(|s| s.image.as_str())
     }
 
+    /// This UPDATE left `site` as it was: the same image at the same place in the old object.
+    /// Such an image is neither judged nor rewritten: it was admitted when it was written (a
+    /// policy changed since must not block removing a finalizer), and rewriting it would
+    /// restart a running container or roll a workload out for a label change. An old object
+    /// that cannot be read has no images, so everything in the new one counts as changed.
+    pub fn unchanged(&self, site: &ImageSite) -> bool {
+        self.old_image(&site.pointer) == Some(site.image.as_str())
+    }
+
     /// An answer allowing the request: carries the uid and the request's version.
     pub fn allow(&self) -> AdmissionResponse {
         AdmissionResponse::from(&self.request)
@@ -322,6 +331,27 @@ mod tests {
             Some("quay.io/prometheus/node-exporter:v1.8.0")
         );
         assert_eq!(r.old_image("/spec/containers/2/image"), None);
+        assert!(!r.unchanged(&r.images[0]), "nginx:1.27 became nginx:1.28");
+        assert!(r.unchanged(&r.images[1]));
+        // Image volumes compare the same way, at their own pointer.
+        let with = |reference: &str| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"p"}},"spec":{{
+                "containers":[{{"name":"c","image":"a.io/x"}}],
+                "volumes":[{{"name":"v","image":{{"reference":"{reference}"}}}}]}}}}"#
+            )
+        };
+        let same = review_json("", "Pod", "UPDATE", &with("b.io/m:1"), &with("b.io/m:1"));
+        let same = Review::parse(same.as_bytes()).unwrap();
+        assert_eq!(same.images[1].pointer, "/spec/volumes/0/image/reference");
+        assert!(same.images.iter().all(|s| same.unchanged(s)));
+        let moved = review_json("", "Pod", "UPDATE", &with("b.io/m:2"), &with("b.io/m:1"));
+        let moved = Review::parse(moved.as_bytes()).unwrap();
+        assert!(moved.unchanged(&moved.images[0]) && !moved.unchanged(&moved.images[1]));
+        // A CREATE has no old object: every image is new.
+        let create = review_json("", "Pod", "CREATE", &with("b.io/m:1"), "null");
+        let create = Review::parse(create.as_bytes()).unwrap();
+        assert!(create.images.iter().all(|s| !create.unchanged(s)));
         let debug = Review::parse(fixture("pod-debug-update.json").as_bytes()).unwrap();
         let eph = debug.images.last().unwrap();
         assert_eq!(eph.pointer, "/spec/ephemeralContainers/0/image");

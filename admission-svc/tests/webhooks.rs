@@ -415,6 +415,72 @@ fn images_the_policy_denies_are_neither_rewritten_nor_warmed() {
     assert!(outcome.warm.iter().any(|t| t.repository == "library/redis"));
 }
 
+/// `pod-update.json` (nginx:1.27 → nginx:1.28, the quay.io sidecar unchanged) with `edit`
+/// applied to its object and old object.
+fn update(edit: impl Fn(&mut Value, &mut Value)) -> String {
+    let mut v: Value = serde_json::from_str(&fixture("pod-update.json")).unwrap();
+    let mut object = v["request"]["object"].take();
+    let mut old = v["request"]["oldObject"].take();
+    edit(&mut object, &mut old);
+    v["request"]["object"] = object;
+    v["request"]["oldObject"] = old;
+    v.to_string()
+}
+
+#[test]
+fn an_update_judges_only_the_images_it_changed() {
+    // The policy changed since the pod was admitted: both its images are denied now.
+    let h = hooks(
+        Some(policy(
+            Decision::Deny,
+            &["docker.io/library/"],
+            &["quay.io/", "nginx"],
+        )),
+        Some(TROW),
+    );
+    // Removing a finalizer: no image changed, nothing is judged, the update goes through.
+    let unchanged = update(|new, old| {
+        new["spec"] = old["spec"].clone();
+        old["metadata"]["finalizers"] = serde_json::json!(["example.com/cleanup"]);
+    });
+    let (answer, outcome) = h.validate(unchanged.as_bytes()).unwrap();
+    assert!(outcome.allowed, "{:?}", outcome.denied);
+    assert_eq!(json(&answer)["response"]["allowed"], true);
+    // nginx:1.27 → nginx:1.28 is judged (and denied); the unchanged sidecar is not.
+    let (answer, outcome) = h.validate(update(|_, _| {}).as_bytes()).unwrap();
+    assert!(!outcome.allowed);
+    let message = json(&answer)["response"]["status"]["message"].clone();
+    assert_eq!(
+        message,
+        "image \"nginx:1.28\" (container \"app\") denied by prefix \"docker.io/library/nginx\""
+    );
+    // An image moved to another container is a change there.
+    let swapped = update(|new, _| {
+        new["spec"]["containers"][0]["image"] = "quay.io/prometheus/node-exporter:v1.8.0".into();
+        new["spec"]["containers"][1]["image"] = "nginx:1.27".into();
+    });
+    let (_, outcome) = h.validate(swapped.as_bytes()).unwrap();
+    let denied: Vec<_> = outcome
+        .denied
+        .iter()
+        .map(|d| d.site.name.as_str())
+        .collect();
+    assert_eq!(denied, ["app", "side"]);
+    // An old object that cannot be read: every image is judged.
+    let unreadable = update(|new, old| {
+        new["spec"] = old["spec"].clone();
+        *old = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {},
+            "spec": {"containers": "broken"}});
+    });
+    let (_, outcome) = h.validate(unreadable.as_bytes()).unwrap();
+    assert_eq!(outcome.denied.len(), 2);
+    // The mutating webhook agrees: nothing unchanged is rewritten, the changed denied image
+    // is not rewritten either.
+    let (answer, outcome) = h.mutate(unchanged.as_bytes()).unwrap();
+    assert!(json(&answer)["response"].get("patch").is_none());
+    assert!(outcome.rewritten.is_empty() && outcome.warm.is_empty());
+}
+
 #[test]
 fn image_volumes_are_judged_rewritten_and_warmed() {
     let with_volumes = |models: &str, tools: &str| {

@@ -49,6 +49,7 @@ both_topologies!(
     "127.0.0.84"
 );
 both_topologies!(sites::image_volumes);
+both_topologies!(sites::updates_judge_only_changed_images);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prefixes_match_at_boundaries_longest_wins() {

@@ -1,5 +1,6 @@
 //! Which images count, through the real gateway: image volumes (`volumes[].image.reference`)
-//! in every kind's pod spec, judged and rewritten like containers' images.
+//! in every kind's pod spec, judged and rewritten like containers' images; an UPDATE judges
+//! only the images it changed.
 
 use serde_json::{Value, json};
 use trow_tests::Topology;
@@ -85,4 +86,68 @@ pub async fn image_volumes(topology: Topology) {
         let v = w.send("validate-image", &again).await;
         assert_eq!(v["allowed"], true, "{name}: the rewritten object: {v}");
     }
+}
+
+/// `object` with metadata.finalizers set to `finalizers`.
+fn finalized(mut object: Value, finalizers: &[&str]) -> Value {
+    object["metadata"]["finalizers"] = json!(finalizers);
+    object
+}
+
+/// An UPDATE judges the images it changed, not those the object already had: a policy
+/// changed since a pod was admitted must not keep its finalizer from being removed.
+pub async fn updates_judge_only_changed_images(topology: Topology) {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = Webhooks::start(topology, CONFIG, tmp.path());
+    // A pod admitted before `evil` was denied: a container and an image volume.
+    let running = with_volumes(spec(&[("app", "evil:1")], &[], &[]), "evil:2");
+    let old = finalized(pod(running.clone()), &["example.com/cleanup"]);
+    let new = pod(running.clone());
+    let u = review(V1, &POD, "UPDATE", new, Some(old.clone()), false);
+    let v = w.send("validate-image", &u).await;
+    assert_eq!(v["allowed"], true, "removing a finalizer was refused: {v}");
+    let m = w.send("mutate-image", &u).await;
+    assert!(m.get("patch").is_none(), "nothing changed: {m}");
+
+    // A changed container image is judged; the unchanged volume is not.
+    let mut changed = running.clone();
+    changed["containers"][0]["image"] = "evil:3".into();
+    let u = review(V1, &POD, "UPDATE", pod(changed), Some(old.clone()), false);
+    let v = w.send("validate-image", &u).await;
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(
+        message(&v),
+        "image \"evil:3\" (container \"app\") denied by prefix \"docker.io/library/evil\""
+    );
+
+    // `kubectl debug`: a new ephemeral container is judged, even with an image the pod
+    // already runs elsewhere.
+    let mut debug = running.clone();
+    debug["ephemeralContainers"] = json!([{"name": "debugger", "image": "evil:1"}]);
+    let u = review(V1, &POD, "UPDATE", pod(debug), Some(old), false);
+    let v = w.send("validate-image", &u).await;
+    assert_eq!(
+        message(&v),
+        "image \"evil:1\" (container \"debugger\") denied by prefix \"docker.io/library/evil\""
+    );
+
+    // A Deployment whose template swaps its denied volume image for an allowed one: the
+    // unchanged (denied) container is neither judged nor rewritten, the new volume image is
+    // rewritten.
+    let base = "/spec/template/spec";
+    let before = object_of(&DEPLOYMENT, base, running);
+    let mut after = before.clone();
+    after["spec"]["template"]["spec"]["volumes"][1]["image"]["reference"] = "busybox:1.36".into();
+    let u = review(V1, &DEPLOYMENT, "UPDATE", after, Some(before), false);
+    let v = w.send("validate-image", &u).await;
+    assert_eq!(v["allowed"], true, "{v}");
+    let m = w.send("mutate-image", &u).await;
+    let patch = patch_of(&m).unwrap_or_else(|| panic!("no patch: {m}"));
+    let paths: Vec<String> = patch.0.iter().map(|op| op.path().to_string()).collect();
+    assert_eq!(paths, [format!("{base}/volumes/1/image/reference")]);
+    let done = patched(&u["request"]["object"], &patch);
+    assert_eq!(
+        done.pointer(&format!("{base}/volumes/1/image/reference")),
+        Some(&Value::from(hub("busybox:1.36")))
+    );
 }
