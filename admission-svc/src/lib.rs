@@ -261,7 +261,14 @@ impl Webhooks {
             .collect();
         let plan = self.mutator.plan(&images, |site| review.unchanged(site));
         for (site, skip) in &plan.skipped {
-            tracing::debug!(object = %review.object_name(), image = %site.image, %skip, "not rewritten");
+            if let mutate::Skip::TooLong(_) = skip {
+                // Not the user's mistake, but the cache is bypassed: the operator should know.
+                tracing::warn!(object = %review.object_name(), image = %site.image, %skip,
+                    "not rewritten");
+            } else {
+                tracing::debug!(object = %review.object_name(), image = %site.image, %skip,
+                    "not rewritten");
+            }
         }
         let patch = plan.patch();
         let mut response = review.allow();

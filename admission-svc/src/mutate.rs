@@ -16,7 +16,13 @@
 //! - on UPDATE, an image that is the same at the same place in the old object: rewriting it
 //!   would restart a running container or roll a workload out just because a label changed;
 //! - images the proxy could not serve (unparsable, or refused by `configured_only`): the pull
-//!   would then fail where it would have worked.
+//!   would then fail where it would have worked;
+//! - images whose rewritten name (`<trow>/f/<cache-name>/<repository>`, Trow's hostname and
+//!   port included) would be longer than 255 characters: CRI-O and podman (containers/image)
+//!   and containerd up to 1.7.18 refuse such a name ("repository name must not be more than
+//!   255 characters"), so the pod would never start there. containerd from 1.7.19
+//!   (distribution/reference v0.6.0) counts only the path (`f/<cache-name>/<repository>`,
+//!   which is also the proxy's own bound); the whole name is the stricter rule and implies it.
 //!
 //! Without a hostname nothing can be rewritten: Trow does not know the name the kubelet reaches
 //! it by.
@@ -26,7 +32,7 @@ use json_patch::{Patch, PatchOperation, ReplaceOperation};
 use trow_proxy::reference::{ResolveError, Resolver};
 
 use crate::config::MutationConfig;
-use crate::image::ImageRef;
+use crate::image::{ImageRef, MAX_NAME_LEN};
 use crate::podspec::ImageSite;
 use crate::policy::prefix_matches;
 
@@ -66,6 +72,8 @@ pub enum Skip {
     Unchanged,
     Unparsable(String),
     Unresolvable(ResolveError),
+    /// The rewritten name would be this long, more than runtimes accept.
+    TooLong(usize),
 }
 
 impl std::fmt::Display for Skip {
@@ -78,6 +86,11 @@ impl std::fmt::Display for Skip {
             Skip::Unchanged => f.write_str("unchanged by this update"),
             Skip::Unparsable(e) => write!(f, "not a valid image reference: {e}"),
             Skip::Unresolvable(e) => write!(f, "the cache cannot serve it: {e}"),
+            Skip::TooLong(len) => write!(
+                f,
+                "rewritten, its name (<hostname>/f/<cache-name>/<repository>) would be {len} \
+                 characters long; container runtimes refuse names longer than {MAX_NAME_LEN}"
+            ),
         }
     }
 }
@@ -202,6 +215,10 @@ impl Mutator {
             return Err(Skip::Ignored(p.clone()));
         }
         let to = r.with_name(hostname, &target.cache_repository);
+        let len = to.name().len();
+        if len > MAX_NAME_LEN {
+            return Err(Skip::TooLong(len));
+        }
         Ok((
             to,
             Cached {
@@ -357,6 +374,31 @@ mod tests {
         assert_eq!(
             to(&m, "10.1.2.3:5000/app").unwrap(),
             "trow.example.com/f/10.1.2.3_5000/app:latest"
+        );
+    }
+
+    #[test]
+    fn a_rewrite_longer_than_runtimes_accept_is_left_alone() {
+        let m = mutator(MutationConfig::default(), Some(TROW));
+        // `trow.example.com/f/docker.io/library/` is 37 characters: 218 more make 255.
+        let image = |n: usize| format!("{}:1", "a".repeat(n));
+        let fits = to(&m, &image(218)).unwrap();
+        assert_eq!(fits.len(), 255 + ":1".len());
+        assert_eq!(to(&m, &image(219)), Err(Skip::TooLong(256)));
+        // The hostname's port counts: `trow.example.com:8443/` is 5 characters longer.
+        let (with_port, _) = m.rewrite("trow.example.com:8443", &image(213)).unwrap();
+        assert_eq!(with_port.name().len(), 255);
+        assert_eq!(
+            m.rewrite("trow.example.com:8443", &image(214)),
+            Err(Skip::TooLong(256))
+        );
+        // Tags and digests are not part of the name.
+        let pinned = format!("{}:{}@{D}", "a".repeat(218), "t".repeat(128));
+        assert!(to(&m, &pinned).is_ok());
+        let skip = to(&m, &image(219)).unwrap_err().to_string();
+        assert!(
+            skip.contains("256 characters") && skip.contains("255"),
+            "{skip}"
         );
     }
 

@@ -552,3 +552,27 @@ fn image_volumes_are_judged_rewritten_and_warmed() {
     let (again, _) = h.mutate(apply(&review, &answer).0.as_bytes()).unwrap();
     assert!(json(&again)["response"].get("patch").is_none());
 }
+
+#[test]
+fn a_rewrite_too_long_for_runtimes_is_left_as_written() {
+    let h = hooks(None, Some(TROW));
+    // `trow.example.com:8443/f/docker.io/library/` is 42 characters: 213 more make 255.
+    let image = |n: usize| format!("{}:1", "a".repeat(n));
+    for (n, rewritten) in [(213, true), (214, false)] {
+        let review = with_images(
+            "pod-create.json",
+            &[("/spec/containers/0/image", &image(n))],
+        );
+        let (_, outcome) = h.mutate(review.as_bytes()).unwrap();
+        let hit = outcome.rewritten.iter().find(|r| r.site.name == "app");
+        assert_eq!(hit.is_some(), rewritten, "{n}: {:?}", outcome.rewritten);
+        if let Some(r) = hit {
+            assert_eq!(r.to.len(), 255 + ":1".len());
+        }
+        let warmed = outcome
+            .warm
+            .iter()
+            .any(|t| t.repository.starts_with("library/aaa"));
+        assert_eq!(warmed, rewritten, "{n}");
+    }
+}

@@ -50,6 +50,7 @@ both_topologies!(
 );
 both_topologies!(sites::image_volumes);
 both_topologies!(sites::updates_judge_only_changed_images);
+both_topologies!(sites::too_long_to_rewrite);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prefixes_match_at_boundaries_longest_wins() {

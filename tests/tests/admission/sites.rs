@@ -1,6 +1,7 @@
 //! Which images count, through the real gateway: image volumes (`volumes[].image.reference`)
 //! in every kind's pod spec, judged and rewritten like containers' images; an UPDATE judges
-//! only the images it changed.
+//! only the images it changed; an image whose rewritten name runtimes would refuse (longer than
+//! 255 characters) is left as written, and the log says so.
 
 use serde_json::{Value, json};
 use trow_tests::Topology;
@@ -150,4 +151,34 @@ pub async fn updates_judge_only_changed_images(topology: Topology) {
         done.pointer(&format!("{base}/volumes/1/image/reference")),
         Some(&Value::from(hub("busybox:1.36")))
     );
+}
+
+/// `<trow>/f/docker.io/library/` is 37 characters with `trow.example.com`: a repository name
+/// of 218 characters makes a rewritten name of 255, the most runtimes accept; 219 is left as
+/// written, and the log says why.
+pub async fn too_long_to_rewrite(topology: Topology) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = Webhooks::start(topology, CONFIG, tmp.path());
+    let fits = format!("{}:1", "a".repeat(218));
+    let over = format!("{}:1", "b".repeat(219));
+    let s = with_volumes(spec(&[("fits", &fits), ("over", &over)], &[], &[]), &over);
+    let r = review(V1, &POD, "CREATE", pod(s), None, false);
+    let v = w.send("validate-image", &r).await;
+    assert_eq!(v["allowed"], true, "{v}");
+    let m = w.send("mutate-image", &r).await;
+    let patch = patch_of(&m).unwrap_or_else(|| panic!("no patch: {m}"));
+    let after = patched(&r["request"]["object"], &patch);
+    let rewritten = after["spec"]["containers"][0]["image"].as_str().unwrap();
+    assert_eq!(rewritten, hub(&fits));
+    let name = rewritten.strip_suffix(":1").unwrap();
+    assert_eq!(name.len(), 255, "{name}");
+    assert_eq!(after["spec"]["containers"][1]["image"], over.as_str());
+    assert_eq!(
+        after["spec"]["volumes"][1]["image"]["reference"],
+        over.as_str()
+    );
+    assert_eq!(patch.0.len(), 1, "{patch:?}");
+    let proc_ = w.trow.admission.as_mut().unwrap_or(&mut w.trow.main);
+    let line = trow_tests::wait_for_line(proc_, "would be 256 characters long");
+    assert!(line.contains("255"), "{line}");
 }
