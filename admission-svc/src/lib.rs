@@ -9,7 +9,9 @@
 //! - [`config`]: the `image_validation` and `image_mutation` sections.
 //! - [`image`]: image references as pods write them, normalized.
 //! - [`policy`]: allow or deny one image, and why.
-//! - [`review`]: the AdmissionReview, the object's images and where they are.
+//! - [`review`]: the AdmissionReview, and for an UPDATE which images it changed.
+//! - [`podspec`]: every image of a pod spec (containers of all three kinds, image volumes) and
+//!   where it is.
 //! - [`mutate`]: which images to rewrite, to what, as a JSON patch.
 //! - [`prewarm`]: filling the cache with admitted pods' images in the background.
 //! - [`server`]: the gRPC server (`trow.admission.v1.Admission`) with health and reflection.
@@ -17,6 +19,7 @@
 pub mod config;
 pub mod image;
 pub mod mutate;
+pub mod podspec;
 pub mod policy;
 pub mod prewarm;
 pub mod review;
@@ -31,25 +34,28 @@ use trow_proxy::reference::Resolver;
 pub use config::{ConfigError, Decision, MutationConfig, ValidationConfig};
 pub use image::{ImageError, ImageRef};
 pub use mutate::Rewrite;
+pub use podspec::{ImageSite, Place};
 pub use policy::Verdict;
-pub use review::{ImageSite, Review, ReviewError};
+pub use review::{Review, ReviewError};
 
 /// One image the validating webhook refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    pub container: String,
-    /// The image as written.
-    pub image: String,
+    /// The image as written, and where.
+    pub site: ImageSite,
     pub verdict: Verdict,
 }
 
-/// `image "evil.example.com/x:1" (container "app") denied by prefix "evil.example.com/"`.
+/// `image "evil.example.com/x:1" (container "app") denied by prefix "evil.example.com/"`;
+/// `(volume "models")` for an image volume.
 impl std::fmt::Display for Denial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "image {:?} (container {:?}) {}",
-            self.image, self.container, self.verdict
+            "image {:?} ({}) {}",
+            self.site.image,
+            self.site.owner(),
+            self.verdict
         )
     }
 }
@@ -177,7 +183,8 @@ impl Webhooks {
     }
 
     /// The validating webhook: denies the object when any image is denied (HTTP 403 in the
-    /// answer's status, every denied image in its message).
+    /// answer's status, every denied image in its message). On UPDATE only the images the
+    /// update changed are judged (see [`Review::unchanged`]).
     pub fn validate(&self, review_json: &[u8]) -> Result<(Vec<u8>, Outcome), ReviewError> {
         let review = Review::parse(review_json)?;
         let mut denied = Vec::new();
@@ -185,6 +192,11 @@ impl Webhooks {
             && !review.being_deleted
         {
             for site in &review.images {
+                if review.unchanged(site) {
+                    tracing::debug!(object = %review.object_name(), image = %site.image,
+                        "not judged: unchanged by this update");
+                    continue;
+                }
                 let verdict = policy::check(
                     cfg,
                     &site.image,
@@ -194,8 +206,7 @@ impl Webhooks {
                 tracing::debug!(object = %review.object_name(), image = %site.image, %verdict);
                 if !verdict.allowed {
                     denied.push(Denial {
-                        container: site.container.clone(),
-                        image: site.image.clone(),
+                        site: site.clone(),
                         verdict,
                     });
                 }
@@ -227,11 +238,15 @@ impl Webhooks {
         let review = Review::parse(review_json)?;
         // An image the policy denies is neither rewritten nor warmed: the validating webhook
         // refuses the object anyway, naming the image as the user wrote it, and the cache
-        // never fills with what may not run.
+        // never fills with what may not run. An image an UPDATE did not change is judged by
+        // neither webhook; the plan leaves it as it is.
         let images: Vec<ImageSite> = review
             .images
             .iter()
             .filter(|site| {
+                if review.unchanged(site) {
+                    return true;
+                }
                 let denied = self.validation.as_ref().is_some_and(|cfg| {
                     let hostname = self.hostname.as_deref();
                     !policy::check(cfg, &site.image, hostname, self.mutator.resolver()).allowed
@@ -244,9 +259,16 @@ impl Webhooks {
             })
             .cloned()
             .collect();
-        let plan = self.mutator.plan(&images, |p| review.old_image(p));
+        let plan = self.mutator.plan(&images, |site| review.unchanged(site));
         for (site, skip) in &plan.skipped {
-            tracing::debug!(object = %review.object_name(), image = %site.image, %skip, "not rewritten");
+            if let mutate::Skip::TooLong(_) = skip {
+                // Not the user's mistake, but the cache is bypassed: the operator should know.
+                tracing::warn!(object = %review.object_name(), image = %site.image, %skip,
+                    "not rewritten");
+            } else {
+                tracing::debug!(object = %review.object_name(), image = %site.image, %skip,
+                    "not rewritten");
+            }
         }
         let patch = plan.patch();
         let mut response = review.allow();

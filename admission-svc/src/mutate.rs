@@ -16,7 +16,13 @@
 //! - on UPDATE, an image that is the same at the same place in the old object: rewriting it
 //!   would restart a running container or roll a workload out just because a label changed;
 //! - images the proxy could not serve (unparsable, or refused by `configured_only`): the pull
-//!   would then fail where it would have worked.
+//!   would then fail where it would have worked;
+//! - images whose rewritten name (`<trow>/f/<cache-name>/<repository>`, Trow's hostname and
+//!   port included) would be longer than 255 characters: CRI-O and podman (containers/image)
+//!   and containerd up to 1.7.18 refuse such a name ("repository name must not be more than
+//!   255 characters"), so the pod would never start there. containerd from 1.7.19
+//!   (distribution/reference v0.6.0) counts only the path (`f/<cache-name>/<repository>`,
+//!   which is also the proxy's own bound); the whole name is the stricter rule and implies it.
 //!
 //! Without a hostname nothing can be rewritten: Trow does not know the name the kubelet reaches
 //! it by.
@@ -26,9 +32,9 @@ use json_patch::{Patch, PatchOperation, ReplaceOperation};
 use trow_proxy::reference::{ResolveError, Resolver};
 
 use crate::config::MutationConfig;
-use crate::image::ImageRef;
+use crate::image::{ImageRef, MAX_NAME_LEN};
+use crate::podspec::ImageSite;
 use crate::policy::prefix_matches;
-use crate::review::ImageSite;
 
 /// The warning when mutation is enabled but Trow has no hostname.
 pub const NO_HOSTNAME: &str = "image_mutation is enabled but Trow has no --hostname: images \
@@ -37,11 +43,8 @@ pub const NO_HOSTNAME: &str = "image_mutation is enabled but Trow has no --hostn
 /// One image rewritten, with what the cache needs to pre-warm it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rewrite {
-    /// The JSON pointer of the `image` field.
-    pub pointer: String,
-    pub container: String,
-    /// The image as the object had it.
-    pub from: String,
+    /// The image as the object had it, and where (the patch's pointer).
+    pub site: ImageSite,
     /// The image as it will be: `<hostname>/f/docker.io/library/nginx:1.27`.
     pub to: String,
     /// The registry as the image names it, normalized (`docker.io`, `host:5000`): what the
@@ -69,6 +72,8 @@ pub enum Skip {
     Unchanged,
     Unparsable(String),
     Unresolvable(ResolveError),
+    /// The rewritten name would be this long, more than runtimes accept.
+    TooLong(usize),
 }
 
 impl std::fmt::Display for Skip {
@@ -81,6 +86,11 @@ impl std::fmt::Display for Skip {
             Skip::Unchanged => f.write_str("unchanged by this update"),
             Skip::Unparsable(e) => write!(f, "not a valid image reference: {e}"),
             Skip::Unresolvable(e) => write!(f, "the cache cannot serve it: {e}"),
+            Skip::TooLong(len) => write!(
+                f,
+                "rewritten, its name (<hostname>/f/<cache-name>/<repository>) would be {len} \
+                 characters long; container runtimes refuse names longer than {MAX_NAME_LEN}"
+            ),
         }
     }
 }
@@ -103,7 +113,7 @@ impl Plan {
                 .iter()
                 .map(|r| {
                     PatchOperation::Replace(ReplaceOperation {
-                        path: PointerBuf::parse(r.pointer.as_str())
+                        path: PointerBuf::parse(r.site.pointer.as_str())
                             .expect("pointers are built from field names and indexes"),
                         value: serde_json::Value::String(r.to.clone()),
                     })
@@ -140,8 +150,8 @@ impl Mutator {
         &self.resolver
     }
 
-    /// Decides for every image; `old` gives an UPDATE's previous image at a pointer.
-    pub fn plan<'a>(&self, images: &[ImageSite], old: impl Fn(&str) -> Option<&'a str>) -> Plan {
+    /// Decides for every image; `unchanged` says which ones an UPDATE left as they were.
+    pub fn plan(&self, images: &[ImageSite], unchanged: impl Fn(&ImageSite) -> bool) -> Plan {
         let mut plan = Plan::default();
         if !self.cfg.enabled || images.is_empty() {
             return plan;
@@ -151,15 +161,14 @@ impl Mutator {
             return plan;
         };
         for site in images {
-            let decided = match old(&site.pointer) {
-                Some(before) if before == site.image => Err(Skip::Unchanged),
-                _ => self.rewrite(hostname, &site.image),
+            let decided = if unchanged(site) {
+                Err(Skip::Unchanged)
+            } else {
+                self.rewrite(hostname, &site.image)
             };
             match decided {
                 Ok((to, target)) => plan.rewrites.push(Rewrite {
-                    pointer: site.pointer.clone(),
-                    container: site.container.clone(),
-                    from: site.image.clone(),
+                    site: site.clone(),
                     to: to.to_string(),
                     registry: target.registry,
                     repository: target.repository,
@@ -206,6 +215,10 @@ impl Mutator {
             return Err(Skip::Ignored(p.clone()));
         }
         let to = r.with_name(hostname, &target.cache_repository);
+        let len = to.name().len();
+        if len > MAX_NAME_LEN {
+            return Err(Skip::TooLong(len));
+        }
         Ok((
             to,
             Cached {
@@ -235,7 +248,7 @@ fn repository_under(prefix: &str, repository: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::review::ContainerList;
+    use crate::podspec::Place;
     use trow_proxy::config::{ProxyConfig, RegistryConfig};
 
     const TROW: &str = "trow.example.com";
@@ -365,6 +378,31 @@ mod tests {
     }
 
     #[test]
+    fn a_rewrite_longer_than_runtimes_accept_is_left_alone() {
+        let m = mutator(MutationConfig::default(), Some(TROW));
+        // `trow.example.com/f/docker.io/library/` is 37 characters: 218 more make 255.
+        let image = |n: usize| format!("{}:1", "a".repeat(n));
+        let fits = to(&m, &image(218)).unwrap();
+        assert_eq!(fits.len(), 255 + ":1".len());
+        assert_eq!(to(&m, &image(219)), Err(Skip::TooLong(256)));
+        // The hostname's port counts: `trow.example.com:8443/` is 5 characters longer.
+        let (with_port, _) = m.rewrite("trow.example.com:8443", &image(213)).unwrap();
+        assert_eq!(with_port.name().len(), 255);
+        assert_eq!(
+            m.rewrite("trow.example.com:8443", &image(214)),
+            Err(Skip::TooLong(256))
+        );
+        // Tags and digests are not part of the name.
+        let pinned = format!("{}:{}@{D}", "a".repeat(218), "t".repeat(128));
+        assert!(to(&m, &pinned).is_ok());
+        let skip = to(&m, &image(219)).unwrap_err().to_string();
+        assert!(
+            skip.contains("256 characters") && skip.contains("255"),
+            "{skip}"
+        );
+    }
+
+    #[test]
     fn configured_only_leaves_unlisted_registries() {
         let cfg = ProxyConfig {
             configured_only: true,
@@ -383,8 +421,8 @@ mod tests {
     fn plans_patch_updates_and_hostnames() {
         let site = |i: usize, image: &str| ImageSite {
             pointer: format!("/spec/containers/{i}/image"),
-            list: ContainerList::Containers,
-            container: format!("c{i}"),
+            place: Place::Containers,
+            name: format!("c{i}"),
             image: image.into(),
         };
         let images = [
@@ -393,7 +431,7 @@ mod tests {
             site(2, "ghcr.io/x"),
         ];
         let m = mutator(MutationConfig::default(), Some(TROW));
-        let old = |p: &str| (p == "/spec/containers/1/image").then_some("quay.io/a/b:1");
+        let old = |s: &ImageSite| s.pointer == "/spec/containers/1/image";
         let plan = m.plan(&images, old);
         assert_eq!(plan.rewrites.len(), 1);
         let r = &plan.rewrites[0];
@@ -407,7 +445,7 @@ mod tests {
             ("docker.io", "library/nginx", "1.28")
         );
         assert_eq!(
-            (r.container.as_str(), r.from.as_str()),
+            (r.site.name.as_str(), r.site.image.as_str()),
             ("c0", "nginx:1.28")
         );
         assert_eq!(plan.skipped[0].1, Skip::Unchanged);
@@ -417,9 +455,9 @@ mod tests {
             patch,
             r#"[{"op":"replace","path":"/spec/containers/0/image","value":"trow.example.com/f/docker.io/library/nginx:1.28"}]"#
         );
-        let digest = m.plan(&[site(0, &format!("nginx:1@{D}"))], |_| None);
+        let digest = m.plan(&[site(0, &format!("nginx:1@{D}"))], |_| false);
         assert_eq!(digest.rewrites[0].reference, D);
-        let none = mutator(MutationConfig::default(), None).plan(&images, |_| None);
+        let none = mutator(MutationConfig::default(), None).plan(&images, |_| false);
         assert!(none.rewrites.is_empty() && none.patch().is_empty());
         assert_eq!(none.warnings, [NO_HOSTNAME]);
         assert!(none.warnings[0].contains("--hostname"));
@@ -427,7 +465,7 @@ mod tests {
             enabled: false,
             ..MutationConfig::default()
         };
-        let plan = mutator(off, Some(TROW)).plan(&images, |_| None);
+        let plan = mutator(off, Some(TROW)).plan(&images, |_| false);
         assert!(plan.rewrites.is_empty() && plan.warnings.is_empty());
     }
 }

@@ -1,15 +1,11 @@
 //! The AdmissionReview the API server sends, and the one to answer with.
 //!
 //! Both webhooks need the same thing from a review: the object's images, each with where it
-//! stands in the object (a JSON pointer, for the mutating webhook's patch) and which container
-//! it belongs to (for messages). Pods carry their spec at `/spec`; workloads carry a pod
-//! template, and the API server admits them too, so a denied image is refused when the
-//! Deployment is applied, not later as a ReplicaSet that silently never gets pods.
+//! stands (see [`crate::podspec`]), and for an UPDATE the images the object had before, so that
+//! what did not change is neither judged again nor rewritten.
 //!
-//! The review's envelope is parsed with kube-core's admission types; the object with
-//! k8s-openapi's typed structs chosen by the request's kind, so an object of the wrong shape is
-//! a clear error rather than a pod spec read half-way. The answer carries the request's `uid`
-//! and is in the request's `apiVersion` (`admission.k8s.io/v1` or `v1beta1`).
+//! The review's envelope is parsed with kube-core's admission types. The answer carries the
+//! request's `uid` and is in the request's `apiVersion` (`admission.k8s.io/v1` or `v1beta1`).
 //!
 //! A review that cannot be read is a [`ReviewError`]: the caller answers HTTP 400 with its
 //! message. A CREATE or UPDATE of a kind without a pod spec is one too: the webhook's rules
@@ -18,28 +14,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplate, ReplicationController};
 use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use serde::de::DeserializeOwned;
+
+use crate::podspec::{ImageSite, KINDS, images};
 
 /// The AdmissionReview versions answered, each in its own version.
 pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
-
-/// The kinds whose pod spec is known: (API group, kind, where the pod spec is).
-pub const KINDS: [(&str, &str, &str); 9] = [
-    ("", "Pod", "/spec"),
-    ("apps", "Deployment", "/spec/template/spec"),
-    ("apps", "StatefulSet", "/spec/template/spec"),
-    ("apps", "DaemonSet", "/spec/template/spec"),
-    ("apps", "ReplicaSet", "/spec/template/spec"),
-    ("batch", "Job", "/spec/template/spec"),
-    ("", "ReplicationController", "/spec/template/spec"),
-    ("batch", "CronJob", "/spec/jobTemplate/spec/template/spec"),
-    ("", "PodTemplate", "/template/spec"),
-];
 
 /// Why a review could not be read. Every variant means 400 Bad Request: the fault is in what
 /// was sent (or in webhook rules that send what this webhook does not handle).
@@ -65,38 +46,6 @@ pub enum ReviewError {
     UnsupportedKind(String),
     #[error("the request's object is not a valid {kind}: {reason}")]
     InvalidObject { kind: String, reason: String },
-}
-
-/// Which list of the pod spec a container is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerList {
-    Containers,
-    InitContainers,
-    EphemeralContainers,
-}
-
-impl ContainerList {
-    /// The field's name in the pod spec.
-    pub fn field(self) -> &'static str {
-        match self {
-            ContainerList::Containers => "containers",
-            ContainerList::InitContainers => "initContainers",
-            ContainerList::EphemeralContainers => "ephemeralContainers",
-        }
-    }
-}
-
-/// One image of the object, as written, and where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageSite {
-    /// The JSON pointer of the `image` field in the object:
-    /// `/spec/template/spec/initContainers/0/image`.
-    pub pointer: String,
-    pub list: ContainerList,
-    /// The container's name.
-    pub container: String,
-    /// The image as written.
-    pub image: String,
 }
 
 /// A parsed review.
@@ -205,6 +154,15 @@ impl Review {
             .map(|s| s.image.as_str())
     }
 
+    /// This UPDATE left `site` as it was: the same image at the same place in the old object.
+    /// Such an image is neither judged nor rewritten: it was admitted when it was written (a
+    /// policy changed since must not block removing a finalizer), and rewriting it would
+    /// restart a running container or roll a workload out for a label change. An old object
+    /// that cannot be read has no images, so everything in the new one counts as changed.
+    pub fn unchanged(&self, site: &ImageSite) -> bool {
+        self.old_image(&site.pointer) == Some(site.image.as_str())
+    }
+
     /// An answer allowing the request: carries the uid and the request's version.
     pub fn allow(&self) -> AdmissionResponse {
         AdmissionResponse::from(&self.request)
@@ -233,81 +191,10 @@ fn operation(op: &Operation) -> String {
     .to_string()
 }
 
-/// The images of an object of `kind`, whose pod spec is at `base`.
-fn images(kind: &str, base: &str, object: &DynamicObject) -> Result<Vec<ImageSite>, ReviewError> {
-    let value = serde_json::to_value(object).map_err(|e| ReviewError::InvalidObject {
-        kind: kind.to_string(),
-        reason: e.to_string(),
-    })?;
-    let spec = match kind {
-        "Pod" => typed::<Pod>(kind, value)?.spec,
-        "Deployment" => typed::<Deployment>(kind, value)?.spec.template.spec,
-        "StatefulSet" => typed::<StatefulSet>(kind, value)?.spec.template.spec,
-        "DaemonSet" => typed::<DaemonSet>(kind, value)?.spec.template.spec,
-        "ReplicaSet" => typed::<ReplicaSet>(kind, value)?
-            .spec
-            .template
-            .and_then(|t| t.spec),
-        "Job" => typed::<Job>(kind, value)?
-            .spec
-            .and_then(|s| s.template.spec),
-        "ReplicationController" => typed::<ReplicationController>(kind, value)?
-            .spec
-            .and_then(|s| s.template?.spec),
-        "CronJob" => typed::<CronJob>(kind, value)?
-            .spec
-            .job_template
-            .spec
-            .and_then(|j| j.template.spec),
-        "PodTemplate" => typed::<PodTemplate>(kind, value)?
-            .template
-            .and_then(|t| t.spec),
-        _ => return Err(ReviewError::UnsupportedKind(kind.to_string())),
-    };
-    Ok(spec.map(|s| sites(base, s)).unwrap_or_default())
-}
-
-fn typed<T: DeserializeOwned>(kind: &str, value: serde_json::Value) -> Result<T, ReviewError> {
-    serde_json::from_value(value).map_err(|e| ReviewError::InvalidObject {
-        kind: kind.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-/// Every container's image, in the order containers, init containers, ephemeral containers.
-/// A container without an image has nothing to check or rewrite.
-fn sites(base: &str, spec: PodSpec) -> Vec<ImageSite> {
-    let site = |list: ContainerList, i: usize, name: String, image: Option<String>| {
-        image.map(|image| ImageSite {
-            pointer: format!("{base}/{}/{i}/image", list.field()),
-            list,
-            container: name,
-            image,
-        })
-    };
-    let containers = spec
-        .containers
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, c)| site(ContainerList::Containers, i, c.name, c.image));
-    let init = spec
-        .init_containers
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, c)| site(ContainerList::InitContainers, i, c.name, c.image));
-    let ephemeral = spec
-        .ephemeral_containers
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, c)| site(ContainerList::EphemeralContainers, i, c.name, c.image));
-    containers.chain(init).chain(ephemeral).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::podspec::Place;
     use crate::testdata::{fixture, review_json};
 
     #[test]
@@ -325,9 +212,9 @@ mod tests {
             .map(|s| {
                 (
                     s.pointer.as_str(),
-                    s.container.as_str(),
+                    s.name.as_str(),
                     s.image.as_str(),
-                    s.list,
+                    s.place,
                 )
             })
             .collect();
@@ -338,19 +225,19 @@ mod tests {
                 "/spec/containers/0/image",
                 "app",
                 "nginx:1.27",
-                ContainerList::Containers,
+                Place::Containers,
             ),
             (
                 "/spec/containers/1/image",
                 "side",
                 "quay.io/prometheus/node-exporter:v1.8.0",
-                ContainerList::Containers,
+                Place::Containers,
             ),
             (
                 "/spec/initContainers/0/image",
                 "init",
                 &init,
-                ContainerList::InitContainers,
+                Place::InitContainers,
             ),
         ];
         assert_eq!(got, want);
@@ -444,14 +331,35 @@ mod tests {
             Some("quay.io/prometheus/node-exporter:v1.8.0")
         );
         assert_eq!(r.old_image("/spec/containers/2/image"), None);
+        assert!(!r.unchanged(&r.images[0]), "nginx:1.27 became nginx:1.28");
+        assert!(r.unchanged(&r.images[1]));
+        // Image volumes compare the same way, at their own pointer.
+        let with = |reference: &str| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"p"}},"spec":{{
+                "containers":[{{"name":"c","image":"a.io/x"}}],
+                "volumes":[{{"name":"v","image":{{"reference":"{reference}"}}}}]}}}}"#
+            )
+        };
+        let same = review_json("", "Pod", "UPDATE", &with("b.io/m:1"), &with("b.io/m:1"));
+        let same = Review::parse(same.as_bytes()).unwrap();
+        assert_eq!(same.images[1].pointer, "/spec/volumes/0/image/reference");
+        assert!(same.images.iter().all(|s| same.unchanged(s)));
+        let moved = review_json("", "Pod", "UPDATE", &with("b.io/m:2"), &with("b.io/m:1"));
+        let moved = Review::parse(moved.as_bytes()).unwrap();
+        assert!(moved.unchanged(&moved.images[0]) && !moved.unchanged(&moved.images[1]));
+        // A CREATE has no old object: every image is new.
+        let create = review_json("", "Pod", "CREATE", &with("b.io/m:1"), "null");
+        let create = Review::parse(create.as_bytes()).unwrap();
+        assert!(create.images.iter().all(|s| !create.unchanged(s)));
         let debug = Review::parse(fixture("pod-debug-update.json").as_bytes()).unwrap();
         let eph = debug.images.last().unwrap();
         assert_eq!(eph.pointer, "/spec/ephemeralContainers/0/image");
         assert_eq!(
-            (eph.container.as_str(), eph.image.as_str()),
+            (eph.name.as_str(), eph.image.as_str()),
             ("debugger-7xq2c", "busybox:1.36")
         );
-        assert_eq!(eph.list, ContainerList::EphemeralContainers);
+        assert_eq!(eph.place, Place::EphemeralContainers);
         assert_eq!(debug.old_image(&eph.pointer), None);
         let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","deletionTimestamp":"2025-01-01T00:00:00Z"},"spec":{"containers":[{"name":"c","image":"a.io/x"}]}}"#;
         let r = Review::parse(review_json("", "Pod", "UPDATE", pod, pod).as_bytes()).unwrap();

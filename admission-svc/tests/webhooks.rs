@@ -98,9 +98,9 @@ fn a_denial_names_every_denied_image_with_its_container() {
     assert_eq!(outcome.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
     assert_eq!(outcome.object, "Pod team/web");
     assert_eq!(outcome.denied.len(), 2);
-    assert_eq!(outcome.denied[1].container, "side");
+    assert_eq!(outcome.denied[1].site.name, "side");
     // The init container (registry.example.com:5000, by digest) was allowed.
-    assert!(outcome.denied.iter().all(|d| d.container != "init"));
+    assert!(outcome.denied.iter().all(|d| d.site.name != "init"));
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn mutation_rewrites_configured_registries_and_is_idempotent() {
         .iter()
         .map(|r| {
             (
-                r.container.as_str(),
+                r.site.name.as_str(),
                 r.registry.as_str(),
                 r.repository.as_str(),
                 r.reference.as_str(),
@@ -297,7 +297,7 @@ fn mutation_of_pods_digests_ports_and_ignores() {
     .unwrap();
     let (_, outcome) = ignoring.mutate(review.as_bytes()).unwrap();
     assert_eq!(outcome.rewritten.len(), 1);
-    assert_eq!(outcome.rewritten[0].container, "init");
+    assert_eq!(outcome.rewritten[0].site.name, "init");
 }
 
 #[test]
@@ -397,7 +397,10 @@ fn images_the_policy_denies_are_neither_rewritten_nor_warmed() {
     );
     let (_, outcome) = denying.mutate(review.as_bytes()).unwrap();
     assert!(
-        outcome.rewritten.iter().all(|r| !r.from.contains("redis")),
+        outcome
+            .rewritten
+            .iter()
+            .all(|r| !r.site.image.contains("redis")),
         "{:?}",
         outcome.rewritten
     );
@@ -408,6 +411,168 @@ fn images_the_policy_denies_are_neither_rewritten_nor_warmed() {
     );
     // Without the deny the same image is rewritten and warmed.
     let (_, outcome) = hooks(None, Some(TROW)).mutate(review.as_bytes()).unwrap();
-    assert!(outcome.rewritten.iter().any(|r| r.from == "redis:7"));
+    assert!(outcome.rewritten.iter().any(|r| r.site.image == "redis:7"));
     assert!(outcome.warm.iter().any(|t| t.repository == "library/redis"));
+}
+
+/// `pod-update.json` (nginx:1.27 → nginx:1.28, the quay.io sidecar unchanged) with `edit`
+/// applied to its object and old object.
+fn update(edit: impl Fn(&mut Value, &mut Value)) -> String {
+    let mut v: Value = serde_json::from_str(&fixture("pod-update.json")).unwrap();
+    let mut object = v["request"]["object"].take();
+    let mut old = v["request"]["oldObject"].take();
+    edit(&mut object, &mut old);
+    v["request"]["object"] = object;
+    v["request"]["oldObject"] = old;
+    v.to_string()
+}
+
+#[test]
+fn an_update_judges_only_the_images_it_changed() {
+    // The policy changed since the pod was admitted: both its images are denied now.
+    let h = hooks(
+        Some(policy(
+            Decision::Deny,
+            &["docker.io/library/"],
+            &["quay.io/", "nginx"],
+        )),
+        Some(TROW),
+    );
+    // Removing a finalizer: no image changed, nothing is judged, the update goes through.
+    let unchanged = update(|new, old| {
+        new["spec"] = old["spec"].clone();
+        old["metadata"]["finalizers"] = serde_json::json!(["example.com/cleanup"]);
+    });
+    let (answer, outcome) = h.validate(unchanged.as_bytes()).unwrap();
+    assert!(outcome.allowed, "{:?}", outcome.denied);
+    assert_eq!(json(&answer)["response"]["allowed"], true);
+    // nginx:1.27 → nginx:1.28 is judged (and denied); the unchanged sidecar is not.
+    let (answer, outcome) = h.validate(update(|_, _| {}).as_bytes()).unwrap();
+    assert!(!outcome.allowed);
+    let message = json(&answer)["response"]["status"]["message"].clone();
+    assert_eq!(
+        message,
+        "image \"nginx:1.28\" (container \"app\") denied by prefix \"docker.io/library/nginx\""
+    );
+    // An image moved to another container is a change there.
+    let swapped = update(|new, _| {
+        new["spec"]["containers"][0]["image"] = "quay.io/prometheus/node-exporter:v1.8.0".into();
+        new["spec"]["containers"][1]["image"] = "nginx:1.27".into();
+    });
+    let (_, outcome) = h.validate(swapped.as_bytes()).unwrap();
+    let denied: Vec<_> = outcome
+        .denied
+        .iter()
+        .map(|d| d.site.name.as_str())
+        .collect();
+    assert_eq!(denied, ["app", "side"]);
+    // An old object that cannot be read: every image is judged.
+    let unreadable = update(|new, old| {
+        new["spec"] = old["spec"].clone();
+        *old = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {},
+            "spec": {"containers": "broken"}});
+    });
+    let (_, outcome) = h.validate(unreadable.as_bytes()).unwrap();
+    assert_eq!(outcome.denied.len(), 2);
+    // The mutating webhook agrees: nothing unchanged is rewritten, the changed denied image
+    // is not rewritten either.
+    let (answer, outcome) = h.mutate(unchanged.as_bytes()).unwrap();
+    assert!(json(&answer)["response"].get("patch").is_none());
+    assert!(outcome.rewritten.is_empty() && outcome.warm.is_empty());
+}
+
+#[test]
+fn image_volumes_are_judged_rewritten_and_warmed() {
+    let with_volumes = |models: &str, tools: &str| {
+        let mut v: Value = serde_json::from_str(&fixture("deployment-create.json")).unwrap();
+        let spec = v.pointer_mut("/request/object/spec/template/spec").unwrap();
+        spec["volumes"] = serde_json::json!([
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "models", "image": {"reference": models, "pullPolicy": "IfNotPresent"}},
+            {"name": "unset", "image": {"pullPolicy": "Always"}},
+            {"name": "tools", "image": {"reference": tools}},
+        ]);
+        v["request"]["dryRun"] = false.into();
+        v.to_string()
+    };
+    let h = hooks(
+        Some(policy(Decision::Allow, &[], &["docker.io/library/evil"])),
+        Some(TROW),
+    );
+    let review = with_volumes("evil:1", "registry.example.com:5000/ml/tools:2");
+    let (answer, outcome) = h.validate(review.as_bytes()).unwrap();
+    assert!(!outcome.allowed);
+    assert_eq!(
+        json(&answer)["response"]["status"]["message"],
+        "image \"evil:1\" (volume \"models\") denied by prefix \"docker.io/library/evil\""
+    );
+    let review = with_volumes("models/llama:3", "registry.example.com:5000/ml/tools:2");
+    let (answer, outcome) = h.validate(review.as_bytes()).unwrap();
+    assert!(outcome.allowed, "{}", String::from_utf8_lossy(&answer));
+    let (answer, outcome) = h.mutate(review.as_bytes()).unwrap();
+    let (_, object) = apply(&review, &answer);
+    let volumes = &object["spec"]["template"]["spec"]["volumes"];
+    assert_eq!(
+        volumes[1]["image"],
+        serde_json::json!({"reference": "trow.example.com:8443/f/docker.io/models/llama:3",
+            "pullPolicy": "IfNotPresent"})
+    );
+    assert_eq!(
+        volumes[2]["image"],
+        serde_json::json!({"pullPolicy": "Always"})
+    );
+    assert_eq!(
+        volumes[3]["image"]["reference"],
+        "trow.example.com:8443/f/registry.example.com_5000/ml/tools:2"
+    );
+    let pointers: Vec<_> = outcome
+        .rewritten
+        .iter()
+        .filter(|r| r.site.place == trow_admission::Place::ImageVolume)
+        .map(|r| r.site.pointer.as_str())
+        .collect();
+    assert_eq!(
+        pointers,
+        [
+            "/spec/template/spec/volumes/1/image/reference",
+            "/spec/template/spec/volumes/3/image/reference"
+        ]
+    );
+    let warm: Vec<_> = outcome.warm.iter().map(|t| t.to_string()).collect();
+    for image in [
+        "docker.io/models/llama:3",
+        "registry.example.com:5000/ml/tools:2",
+    ] {
+        assert!(
+            warm.contains(&image.to_string()),
+            "{image} not warmed: {warm:?}"
+        );
+    }
+    // Mutated again, nothing changes.
+    let (again, _) = h.mutate(apply(&review, &answer).0.as_bytes()).unwrap();
+    assert!(json(&again)["response"].get("patch").is_none());
+}
+
+#[test]
+fn a_rewrite_too_long_for_runtimes_is_left_as_written() {
+    let h = hooks(None, Some(TROW));
+    // `trow.example.com:8443/f/docker.io/library/` is 42 characters: 213 more make 255.
+    let image = |n: usize| format!("{}:1", "a".repeat(n));
+    for (n, rewritten) in [(213, true), (214, false)] {
+        let review = with_images(
+            "pod-create.json",
+            &[("/spec/containers/0/image", &image(n))],
+        );
+        let (_, outcome) = h.mutate(review.as_bytes()).unwrap();
+        let hit = outcome.rewritten.iter().find(|r| r.site.name == "app");
+        assert_eq!(hit.is_some(), rewritten, "{n}: {:?}", outcome.rewritten);
+        if let Some(r) = hit {
+            assert_eq!(r.to.len(), 255 + ":1".len());
+        }
+        let warmed = outcome
+            .warm
+            .iter()
+            .any(|t| t.repository.starts_with("library/aaa"));
+        assert_eq!(warmed, rewritten, "{n}");
+    }
 }

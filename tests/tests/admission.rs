@@ -11,6 +11,8 @@ mod support;
 
 #[path = "admission/prewarm.rs"]
 mod prewarm;
+#[path = "admission/sites.rs"]
+mod sites;
 #[path = "admission/tls.rs"]
 mod tls;
 #[path = "admission/webhooks.rs"]
@@ -41,10 +43,37 @@ both_topologies!(
     "127.0.0.81",
     "127.0.0.82"
 );
+both_topologies!(
+    prewarm::image_volumes_are_prewarmed,
+    "127.0.0.83",
+    "127.0.0.84"
+);
+both_topologies!(sites::image_volumes);
+both_topologies!(sites::updates_judge_only_changed_images);
+both_topologies!(sites::too_long_to_rewrite);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prefixes_match_at_boundaries_longest_wins() {
     webhooks::prefix_boundaries().await;
+}
+
+/// The guard that keeps pre-warm on loopback refuses what would reach past it.
+#[test]
+fn configs_that_would_prewarm_past_loopback_are_refused() {
+    use support::prewarm_stays_on_loopback as ok;
+    assert!(ok(webhooks::CONFIG).is_ok());
+    assert!(ok("image_mutation:\n  enabled: false\n").is_ok());
+    let loopback = "registry_proxies:\n  configured_only: true\n  registries:\n    \
+                    - host: \"127.0.0.81:5000\"\n    - host: \"[::1]\"\n";
+    assert!(ok(loopback).is_ok());
+    for bad in [
+        "image_validation:\n  default: Allow\n",
+        "registry_proxies:\n  registries:\n    - host: \"127.0.0.81\"\n",
+        &loopback.replace("127.0.0.81:5000", "registry-1.docker.io"),
+        &loopback.replace("[::1]", "localhost:5000"),
+    ] {
+        assert!(ok(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]

@@ -1,6 +1,12 @@
 //! What the admission tests share: a Trow started with a config file and `--hostname`,
 //! AdmissionReviews built as the API server sends them, posting them to the gateway, and
 //! reading the answers (verdict, message, JSON patch).
+//!
+//! No test may make Trow look up or contact a public registry (the tests run in a loopback-only
+//! network namespace). Validation and mutation only read names; pre-warming fetches. So
+//! [`Webhooks::start`] refuses a config under which pre-warm could reach anything but loopback:
+//! a test names public registries with `prewarm: false`, or warms from a loopback upstream
+//! with `configured_only: true`.
 
 use std::path::Path;
 use std::process::Command;
@@ -25,8 +31,12 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Writes `yaml` to `dir/config.yml` and starts Trow with it and `--hostname`.
+    /// Writes `yaml` to `dir/config.yml` and starts Trow with it and `--hostname`. Panics
+    /// when the config would let pre-warm reach past loopback (see the module doc).
     pub fn start(topology: Topology, yaml: &str, dir: &Path) -> Webhooks {
+        if let Err(why) = prewarm_stays_on_loopback(yaml) {
+            panic!("{why}; the config:\n{yaml}");
+        }
         let path = dir.join("config.yml");
         std::fs::write(&path, yaml).expect("write the config file");
         let trow = Trow::start_with(
@@ -77,6 +87,50 @@ impl Webhooks {
     }
 }
 
+/// Whether pre-warm under `yaml` can only ever fetch from loopback: off (or mutation off), or
+/// `registry_proxies.configured_only` with every upstream a loopback address. Without
+/// `configured_only` the proxy warms any registry an image names (`<trow>/f/quay.io/...`).
+pub fn prewarm_stays_on_loopback(yaml: &str) -> Result<(), String> {
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(yaml).map_err(|e| format!("the config is not YAML: {e}"))?;
+    let flag =
+        |section: &str, key: &str, default: bool| config[section][key].as_bool().unwrap_or(default);
+    if !flag("image_mutation", "enabled", true) || !flag("image_mutation", "prewarm", true) {
+        return Ok(());
+    }
+    if !flag("registry_proxies", "configured_only", false) {
+        return Err(
+            "pre-warm is on without registry_proxies.configured_only: an image naming \
+                    any registry would be fetched from it (set image_mutation.prewarm: false)"
+                .to_string(),
+        );
+    }
+    let hosts = config["registry_proxies"]["registries"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    for h in hosts {
+        let host = h["host"].as_str().unwrap_or_default();
+        if !is_loopback(host) {
+            return Err(format!(
+                "pre-warm is on and the upstream {host:?} is not a loopback address: Trow \
+                 would look it up and fetch from it (set image_mutation.prewarm: false)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `127.x.x.x` or `[::1]`, with or without a port (a name, even `localhost`, is looked up).
+fn is_loopback(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// What a review is about: group, version, kind and resource.
 pub struct Kind(
     pub &'static str,
@@ -89,6 +143,58 @@ pub const POD: Kind = Kind("", "v1", "Pod", "pods");
 pub const DEPLOYMENT: Kind = Kind("apps", "v1", "Deployment", "deployments");
 pub const CRONJOB: Kind = Kind("batch", "v1", "CronJob", "cronjobs");
 pub const CONFIGMAP: Kind = Kind("", "v1", "ConfigMap", "configmaps");
+
+/// Every kind the webhooks read a pod spec from, with where that spec is.
+pub const POD_KINDS: [(Kind, &str); 9] = [
+    (POD, "/spec"),
+    (DEPLOYMENT, "/spec/template/spec"),
+    (
+        Kind("apps", "v1", "StatefulSet", "statefulsets"),
+        "/spec/template/spec",
+    ),
+    (
+        Kind("apps", "v1", "DaemonSet", "daemonsets"),
+        "/spec/template/spec",
+    ),
+    (
+        Kind("apps", "v1", "ReplicaSet", "replicasets"),
+        "/spec/template/spec",
+    ),
+    (Kind("batch", "v1", "Job", "jobs"), "/spec/template/spec"),
+    (
+        Kind("", "v1", "ReplicationController", "replicationcontrollers"),
+        "/spec/template/spec",
+    ),
+    (CRONJOB, "/spec/jobTemplate/spec/template/spec"),
+    (
+        Kind("", "v1", "PodTemplate", "podtemplates"),
+        "/template/spec",
+    ),
+];
+
+/// An object of `kind` whose pod spec (at `base`, from [`POD_KINDS`]) is `spec`, with the
+/// fields its API type requires.
+pub fn object_of(kind: &Kind, base: &str, spec: Value) -> Value {
+    let Kind(group, version, name, _) = kind;
+    let api_version = match *group {
+        "" => version.to_string(),
+        g => format!("{g}/{version}"),
+    };
+    let mut object = json!({"kind": name, "apiVersion": api_version, "metadata": metadata()});
+    let mut at = &mut object;
+    for key in base.trim_start_matches('/').split('/') {
+        at = &mut at[key];
+    }
+    *at = spec;
+    match *name {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => {
+            object["spec"]["selector"] = json!({"matchLabels": {"app": "web"}})
+        }
+        "CronJob" => object["spec"]["schedule"] = "0 2 * * *".into(),
+        _ => {}
+    }
+    object
+}
 
 /// An AdmissionReview as the API server sends it, with a fresh uid.
 pub fn review(

@@ -1,6 +1,7 @@
 //! Pre-warming: a pod admitted by the mutating webhook has its rewritten image filled into the
 //! cache before any client pulls it, from a real upstream (CNCF distribution behind a counting
-//! front); the pull that follows fetches no blob again; a dry run fetches nothing.
+//! front); the pull that follows fetches no blob again; a dry run fetches nothing. Image
+//! volumes are warmed like containers' images.
 
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,27 @@ use trow_proto::storage::storage_client::StorageClient;
 use trow_tests::Topology;
 use trow_tests::clients::{assert_layout_blobs_intact, layout_tag_digest, run, skopeo};
 use trow_tests::images::{Image, build_image, read_blob};
-use trow_tests::upstream::{ProxyConfig, Upstream};
+use trow_tests::upstream::{ProxyConfig, Requests, Upstream};
 
 use crate::support::{HOSTNAME, Webhooks, images_at, patch_of, patched, pod_create, spec};
+
+/// Waits until storage has every blob of `img` in `repository`, or fails after 15 s with what
+/// the upstream was asked.
+async fn wait_stored(w: &Webhooks, reqs: &Requests, repository: &str, img: &Image) {
+    let start = Instant::now();
+    for d in blobs(img) {
+        while !stored(&w.trow.storage_addr, repository, &d).await {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "blob {d} not pre-warmed after 15 s; the upstream got:\n{}\n{}",
+                reqs.describe(),
+                w.admission_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!("pre-warmed in {:?}", start.elapsed());
+}
 
 /// Whether storage has blob `digest` linked into `repository` (a fill in progress does not
 /// count): asked over storage's gRPC, which no proxy answer can fake.
@@ -57,7 +76,8 @@ pub async fn admitted_pods_are_prewarmed(topology: Topology, ip: &str) {
     let _up_logs = up.logs_on_panic();
     up.push(&app.oci_ref(), "team/app:1");
     up.push(&other.oci_ref(), "team/other:1");
-    let yaml = ProxyConfig::new([up.entry()]).yaml();
+    // configured_only: pre-warm can reach this upstream and nothing else.
+    let yaml = ProxyConfig::new([up.entry()]).configured_only(true).yaml();
     let mut w = Webhooks::start(topology, &yaml, tmp.path());
     let reqs = up.requests();
     let (authority, cache_name) = (up.authority(), up.path_name());
@@ -72,19 +92,8 @@ pub async fn admitted_pods_are_prewarmed(topology: Topology, ip: &str) {
     let to = mutate(&w, &format!("{authority}/team/app:1"), false).await;
     assert_eq!(to, format!("{HOSTNAME}/f/{cache_name}/team/app:1"));
     let cache_repo = format!("f/{cache_name}/team/app");
+    wait_stored(&w, reqs, &cache_repo, &app).await;
     let start = Instant::now();
-    for d in blobs(&app) {
-        while !stored(&storage, &cache_repo, &d).await {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "blob {d} not pre-warmed after 15 s; the upstream got:\n{}\n{}",
-                reqs.describe(),
-                w.admission_log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    eprintln!("pre-warmed in {:?}", start.elapsed());
     while !w
         .admission_log()
         .contains("pre-warmed an admitted pod's image")
@@ -146,5 +155,41 @@ pub async fn admitted_pods_are_prewarmed(topology: Topology, ip: &str) {
         );
     }
 
+    trow_tests::fsck::stop_and_fsck(&mut w.trow);
+}
+
+/// An image volume (`volumes[].image.reference`) is rewritten and warmed like a container's
+/// image.
+pub async fn image_volumes_are_prewarmed(topology: Topology, ip: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = build_image(&tmp.path().join("model"), "1", "amd64");
+    let up = Upstream::start(ip, 0);
+    let _up_logs = up.logs_on_panic();
+    up.push(&model.oci_ref(), "team/model:1");
+    let yaml = ProxyConfig::new([up.entry()]).configured_only(true).yaml();
+    let mut w = Webhooks::start(topology, &yaml, tmp.path());
+    let reqs = up.requests();
+    let (authority, cache_name) = (up.authority(), up.path_name());
+
+    // The container's registry is not proxied (configured_only): only the volume is warmed.
+    let mut s = spec(&[("app", "registry.k8s.io/pause:3.9")], &[], &[]);
+    s["volumes"] = serde_json::json!([{"name": "model",
+        "image": {"reference": format!("{authority}/team/model:1")}}]);
+    let review = pod_create(s, false);
+    let r = w.send("mutate-image", &review).await;
+    let patch = patch_of(&r).unwrap_or_else(|| panic!("the volume was not rewritten: {r}"));
+    let after = patched(&review["request"]["object"], &patch);
+    assert_eq!(
+        after["spec"]["volumes"][0]["image"]["reference"],
+        format!("{HOSTNAME}/f/{cache_name}/team/model:1")
+    );
+    assert_eq!(
+        after["spec"]["containers"][0]["image"],
+        "registry.k8s.io/pause:3.9"
+    );
+    wait_stored(&w, reqs, &format!("f/{cache_name}/team/model"), &model).await;
+    for d in blobs(&model) {
+        assert_eq!(reqs.blob_gets(&d), 1, "GETs of {d}:\n{}", reqs.describe());
+    }
     trow_tests::fsck::stop_and_fsck(&mut w.trow);
 }

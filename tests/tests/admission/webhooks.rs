@@ -13,10 +13,13 @@ use crate::support::{
 };
 
 /// The config of the round trip: Docker Hub proxied, a Deny default with two allowed
-/// registries and one denied repository.
-const CONFIG: &str = r#"registry_proxies:
+/// registries and one denied repository. Pre-warm off: Docker Hub is only named here, never
+/// looked up or contacted (pre-warm has its own tests, from loopback upstreams).
+pub const CONFIG: &str = r#"registry_proxies:
   registries:
     - host: "registry-1.docker.io"
+image_mutation:
+  prewarm: false
 image_validation:
   default: Deny
   allow: ["docker.io/library/", "registry.k8s.io/"]
@@ -293,7 +296,9 @@ pub async fn policy_table(topology: Topology) {
 /// Prefixes match at component boundaries only, and the longest one wins.
 pub async fn prefix_boundaries() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = r#"image_validation:
+    let config = r#"image_mutation:
+  prewarm: false
+image_validation:
   default: Deny
   allow: ["docker.io/lib", "docker.io/library/ngin", "quay.io/lib", "ghcr.io/team/", "gcr.io/a/b/"]
   deny: ["ghcr.io/team/secret", "gcr.io/a/"]
