@@ -575,10 +575,9 @@ registries:
         let host = |h: &str| yaml(&format!("registries: [{{host: '{h}'}}]"));
         assert_eq!(host("QUAY.io").unwrap().registries[0].host, "quay.io");
         assert_eq!(host("[::1]:5000").unwrap().registries[0].host, "[::1]:5000");
-        assert_eq!(
-            host("10.1.2.3:80").unwrap().registries[0].host,
-            "10.1.2.3:80"
-        );
+        // Default ports are dropped (the scheme picks the port): one entry, one cache name.
+        assert_eq!(host("10.1.2.3:80").unwrap().registries[0].host, "10.1.2.3");
+        assert_eq!(host("Quay.io:443").unwrap().registries[0].host, "quay.io");
         for bad in [
             "",
             "::1",
