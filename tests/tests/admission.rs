@@ -11,6 +11,8 @@ mod support;
 
 #[path = "admission/prewarm.rs"]
 mod prewarm;
+#[path = "admission/spellings.rs"]
+mod spellings;
 #[path = "admission/tls.rs"]
 mod tls;
 #[path = "admission/webhooks.rs"]
@@ -36,6 +38,7 @@ macro_rules! both_topologies {
 
 both_topologies!(webhooks::round_trip);
 both_topologies!(webhooks::policy_table);
+both_topologies!(spellings::default_ports_are_the_registry);
 both_topologies!(
     prewarm::admitted_pods_are_prewarmed,
     "127.0.0.81",

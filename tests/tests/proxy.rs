@@ -17,6 +17,8 @@ mod auth;
 mod counter;
 #[path = "proxy/modes.rs"]
 mod modes;
+#[path = "proxy/policy.rs"]
+mod policy;
 #[path = "proxy/pulls.rs"]
 mod pulls;
 #[path = "proxy/ranges.rs"]
@@ -108,6 +110,33 @@ both_topologies!(
     "127.0.0.75",
     "127.0.0.76"
 );
+both_topologies!(
+    policy::denied_images_are_refused_under_every_name,
+    "127.0.0.151",
+    "127.0.0.152"
+);
+both_topologies!(
+    policy::an_allowed_tag_pulls_whole,
+    "127.0.0.153",
+    "127.0.0.154"
+);
+both_topologies!(
+    policy::default_ports_reach_the_configured_upstream,
+    "127.0.0.155",
+    "127.0.0.156"
+);
+mod ns_of_the_hostname_in_capitals_is_local {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_process() {
+        crate::policy::ns_of_the_hostname_in_capitals_is_local(trow_tests::Topology::OneProcess)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn split() {
+        crate::policy::ns_of_the_hostname_in_capitals_is_local(trow_tests::Topology::Split).await;
+    }
+}
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
 
 /// A bad `--config-file` stops `trow` and `trow proxy` at start-up, naming the key.
