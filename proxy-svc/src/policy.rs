@@ -12,7 +12,8 @@
 
 use trow_names::image::{names_registry, normalize_registry};
 use trow_names::policy::{CacheOrigin, Verdict, check_request};
-use trow_names::{ImageRef, ValidationConfig};
+use trow_names::validation::invalid;
+use trow_names::{ConfigError, ImageRef, ValidationConfig};
 
 use crate::reference::{Resolver, Target};
 
@@ -61,12 +62,15 @@ pub struct Enforcer {
 impl Enforcer {
     /// The enforcer for `cfg`, or `None` when `cfg.enforce_in_proxy` is off. `hostname` is
     /// Trow's `--hostname`; one that is not a registry name is an error naming it.
-    pub fn new(cfg: ValidationConfig, hostname: Option<&str>) -> Result<Option<Enforcer>, String> {
+    pub fn new(
+        cfg: ValidationConfig,
+        hostname: Option<&str>,
+    ) -> Result<Option<Enforcer>, ConfigError> {
         if !cfg.enforce_in_proxy {
             return Ok(None);
         }
         let hostname = hostname
-            .map(|h| normalize_registry(h).map_err(|e| format!("--hostname: {e}")))
+            .map(|h| normalize_registry(h).map_err(|e| invalid("--hostname", e.to_string())))
             .transpose()?;
         Ok(Some(Enforcer { cfg, hostname }))
     }
@@ -189,6 +193,10 @@ mod tests {
             ..cfg(Decision::Deny, &[], &[])
         };
         assert!(Enforcer::new(off, None).unwrap().is_none());
+        let e = Enforcer::new(cfg(Decision::Deny, &[], &[]), Some("trow example"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--hostname: "), "{e}");
         let denied = Enforcer::new(cfg(Decision::Deny, &[], &[]), None)
             .unwrap()
             .unwrap();

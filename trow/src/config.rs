@@ -56,7 +56,7 @@ impl FileConfig {
     pub fn proxy_policy(
         &self,
         hostname: Option<&str>,
-    ) -> Result<Option<trow_proxy::policy::Enforcer>, String> {
+    ) -> Result<Option<trow_proxy::policy::Enforcer>, trow_admission::ConfigError> {
         match &self.image_validation {
             Some(v) => trow_proxy::policy::Enforcer::new(v.clone(), hostname),
             None => Ok(None),
