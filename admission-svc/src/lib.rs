@@ -17,10 +17,10 @@
 //! - [`server`]: the gRPC server (`trow.admission.v1.Admission`) with health and reflection.
 
 pub mod config;
-pub mod image;
+pub use trow_names::image;
 pub mod mutate;
 pub mod podspec;
-pub mod policy;
+pub use trow_names::policy;
 pub mod prewarm;
 pub mod review;
 pub mod server;

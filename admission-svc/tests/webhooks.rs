@@ -34,11 +34,11 @@ fn proxy() -> ProxyConfig {
 }
 
 fn policy(default: Decision, allow: &[&str], deny: &[&str]) -> ValidationConfig {
-    ValidationConfig {
+    ValidationConfig::new(
         default,
-        allow: allow.iter().map(|s| s.to_string()).collect(),
-        deny: deny.iter().map(|s| s.to_string()).collect(),
-    }
+        allow.iter().map(|s| s.to_string()).collect(),
+        deny.iter().map(|s| s.to_string()).collect(),
+    )
 }
 
 fn hooks(validation: Option<ValidationConfig>, hostname: Option<&str>) -> Webhooks {

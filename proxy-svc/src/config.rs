@@ -238,6 +238,28 @@ fn key(i: usize, field: &str) -> String {
 fn validate_entry(i: usize, r: &mut RegistryConfig) -> Result<String, ConfigError> {
     let authority = Authority::parse(&r.host)
         .map_err(|reason| invalid(key(i, "host"), format!("{:?}: {reason}", r.host)))?;
+    // Default ports are dropped and the scheme picks the port, so the other scheme's default
+    // port would be silently replaced: refuse it rather than contact another port.
+    let port = r
+        .host
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    let scheme_port = if r.insecure { 80 } else { 443 };
+    if let Some(p @ (80 | 443)) = port
+        && p != scheme_port
+        && !authority.to_string().ends_with(&format!(":{p}"))
+    {
+        return Err(invalid(
+            key(i, "host"),
+            format!(
+                "{:?}: port {p} is not the port of {} (insecure: {}), which Trow would use; \
+                 write the host without a port, or set insecure to match",
+                r.host,
+                if r.insecure { "http" } else { "https" },
+                r.insecure
+            ),
+        ));
+    }
     r.host = authority.to_string();
     if let Some(alias) = &r.alias
         && !valid_alias(alias)
@@ -610,10 +632,21 @@ registries:
         let host = |h: &str| yaml(&format!("registries: [{{host: '{h}'}}]"));
         assert_eq!(host("QUAY.io").unwrap().registries[0].host, "quay.io");
         assert_eq!(host("[::1]:5000").unwrap().registries[0].host, "[::1]:5000");
+        // Default ports are dropped (the scheme picks the port): one entry, one cache name.
+        assert_eq!(host("10.1.2.3:443").unwrap().registries[0].host, "10.1.2.3");
+        assert_eq!(host("Quay.io:443").unwrap().registries[0].host, "quay.io");
+        // ...unless it is the other scheme's: that port would be silently replaced.
+        let e = host("quay.io:80").unwrap_err().to_string();
+        assert!(e.contains("port 80 is not the port of https"), "{e}");
+        let insecure = |h: &str| yaml(&format!("registries: [{{host: '{h}', insecure: true}}]"));
         assert_eq!(
-            host("10.1.2.3:80").unwrap().registries[0].host,
-            "10.1.2.3:80"
+            insecure("10.1.2.3:80").unwrap().registries[0].host,
+            "10.1.2.3"
         );
+        let e = insecure("10.1.2.3:443").unwrap_err().to_string();
+        assert!(e.contains("port 443 is not the port of http"), "{e}");
+        // A one-label host keeps its port, so nothing is replaced.
+        assert_eq!(host("myreg:80").unwrap().registries[0].host, "myreg:80");
         for bad in [
             "",
             "::1",

@@ -3,6 +3,7 @@
 //! and caching what it fetches while the client reads it.
 //!
 //! - [`config`]: the `registry_proxies` section of the config file.
+//! - [`policy`]: the `image_validation` policy, enforced on every request before it is served.
 //! - [`reference`]: what a client wrote (`docker.io`, an alias, `host:port`) → which upstream,
 //!   which repository there, which cached repository here.
 //! - [`ssrf`]: which addresses an unconfigured upstream may not resolve to.
@@ -15,6 +16,7 @@
 
 pub mod config;
 pub mod failures;
+pub mod policy;
 pub mod reference;
 pub mod server;
 pub mod service;

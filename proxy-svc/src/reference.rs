@@ -9,37 +9,31 @@
 //! always computed from the parsed upstream (and the config entry chosen), never copied from the
 //! client's text.
 //!
-//! Cache names are single OCI path components:
+//! Registries are read as [`Authority`] values, in their canonical form (`trow_names`):
+//! lowercase, default ports dropped (`host:443`, `host_80` are `host`; the scheme picks the
+//! port), Docker Hub's names as one. Cache names are single OCI path components:
 //! - Docker Hub (`docker.io`, `index.docker.io`, `registry-1.docker.io`): `docker.io`;
 //! - an upstream whose config entry has an alias: the alias;
-//! - a host, optionally with a port: the host with `:` replaced by `_` (`host:5000` →
-//!   `host_5000`). Host names cannot contain `_`, so this reads back unambiguously;
+//! - a host, optionally with a port other than a default one: the host with `:` replaced by `_`
+//!   (`host:5000` → `host_5000`). Host names cannot contain `_`, so this reads back
+//!   unambiguously;
 //! - an IPv6 literal: `ipv6-` and its eight groups in hex joined by `-`, then `_<port>` if any
 //!   (`[::1]:5000` → `ipv6-0-0-0-0-0-0-0-1_5000`), since `:`, `[` and `]` cannot appear in a
 //!   repository name.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+
+pub use trow_names::authority::{
+    Authority, DOCKER_HUB_NAME, DOCKER_HUB_UPSTREAM, is_docker_hub, valid_component,
+    valid_repository,
+};
 
 use crate::config::{ProxyConfig, RegistryConfig};
 
-/// The host Docker Hub's registry API is served from.
-pub const DOCKER_HUB_UPSTREAM: &str = "registry-1.docker.io";
-/// Docker Hub's cache name, the name clients know it by.
-pub const DOCKER_HUB_NAME: &str = "docker.io";
 /// Longest repository name storage accepts (as distribution does); the cache repository
 /// `f/<cache_name>/<repository>` must fit.
 pub const MAX_REPOSITORY_LEN: usize = 255;
-
-/// Whether a (lowercase, port-less) host is one of Docker Hub's names.
-pub fn is_docker_hub(host: &str) -> bool {
-    matches!(
-        host,
-        "docker.io" | "index.docker.io" | "registry-1.docker.io"
-    )
-}
 
 /// Why a registry or repository a client named cannot be proxied. The messages are meant for
 /// the client: they say what was wrong with what it wrote and nothing about Trow's internals.
@@ -64,217 +58,6 @@ pub enum ResolveError {
          registries (and repositories) it is configured for"
     )]
     NotConfigured(String),
-}
-
-/// The host part of an upstream's authority.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Host {
-    /// A DNS name, lowercase.
-    Name(String),
-    V4(Ipv4Addr),
-    V6(Ipv6Addr),
-}
-
-/// A parsed `host[:port]`: one value per upstream, whatever spelling named it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Authority {
-    pub(crate) host: Host,
-    pub(crate) port: Option<u16>,
-}
-
-impl Authority {
-    /// Parses `host`, `host:port`, `[v6]` or `[v6]:port` (case-insensitive). The error is a
-    /// reason fit to show a user.
-    pub fn parse(s: &str) -> Result<Authority, String> {
-        let s = s.to_ascii_lowercase();
-        if s.is_empty() {
-            return Err("it is empty".into());
-        }
-        if let Some(inner) = s.strip_prefix('[') {
-            let (addr, rest) = inner
-                .split_once(']')
-                .ok_or_else(|| "'[' without a closing ']'".to_string())?;
-            let ip: Ipv6Addr = addr
-                .parse()
-                .map_err(|_| format!("[{addr}] is not an IPv6 address"))?;
-            let port = match rest {
-                "" => None,
-                _ => Some(parse_port(rest.strip_prefix(':').ok_or_else(|| {
-                    "only ':<port>' may follow an IPv6 address in brackets".to_string()
-                })?)?),
-            };
-            return Ok(Authority {
-                host: Host::V6(ip),
-                port,
-            });
-        }
-        if s.parse::<Ipv6Addr>().is_ok() {
-            return Err("an IPv6 address goes in brackets, e.g. [::1]:5000".into());
-        }
-        let (host, port) = match s.split_once(':') {
-            Some((h, p)) => (h, Some(parse_port(p)?)),
-            None => (s.as_str(), None),
-        };
-        Ok(Authority {
-            host: parse_host(host)?,
-            port,
-        })
-    }
-
-    /// Reads back a cache name that differs from its host's spelling (`host_5000`,
-    /// `ipv6-...`); `None` for anything else.
-    pub(crate) fn from_cache_name(s: &str) -> Option<Authority> {
-        if let Some(rest) = s.strip_prefix("ipv6-") {
-            let (groups, port) = match rest.split_once('_') {
-                Some((g, p)) => (g, Some(parse_port(p).ok()?)),
-                None => (rest, None),
-            };
-            let mut segments = [0u16; 8];
-            let mut n = 0;
-            for g in groups.split('-') {
-                let ok = (1..=4).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_hexdigit());
-                if !ok || n == 8 {
-                    return None;
-                }
-                segments[n] = u16::from_str_radix(g, 16).ok()?;
-                n += 1;
-            }
-            return (n == 8).then(|| Authority {
-                host: Host::V6(Ipv6Addr::from(segments)),
-                port,
-            });
-        }
-        let (host, port) = s.split_once('_')?;
-        Some(Authority {
-            host: parse_host(host).ok()?,
-            port: Some(parse_port(port).ok()?),
-        })
-    }
-
-    /// The cache's spelling of this authority: one OCI path component (see the module doc).
-    pub(crate) fn cache_name(&self) -> String {
-        let host = match &self.host {
-            Host::Name(n) => n.clone(),
-            Host::V4(ip) => ip.to_string(),
-            Host::V6(ip) => {
-                let groups: Vec<String> = ip.segments().iter().map(|g| format!("{g:x}")).collect();
-                format!("ipv6-{}", groups.join("-"))
-            }
-        };
-        match self.port {
-            Some(p) => format!("{host}_{p}"),
-            None => host,
-        }
-    }
-
-    /// Whether this could only be a registry, not the first component of a repository path:
-    /// a name with a '.', `localhost`, an IP, or anything with a port.
-    fn looks_like_registry(&self) -> bool {
-        match &self.host {
-            Host::Name(n) => self.port.is_some() || n.contains('.') || n == "localhost",
-            Host::V4(_) | Host::V6(_) => true,
-        }
-    }
-
-    /// Docker Hub under any of its names (and no port).
-    fn is_docker_hub(&self) -> bool {
-        matches!(&self.host, Host::Name(n) if self.port.is_none() && is_docker_hub(n))
-    }
-
-    /// The host as a URL carries it; Docker Hub's names all become [`DOCKER_HUB_UPSTREAM`].
-    pub(crate) fn upstream_host(&self) -> String {
-        if self.is_docker_hub() {
-            DOCKER_HUB_UPSTREAM.to_string()
-        } else {
-            self.to_string()
-        }
-    }
-}
-
-/// `host[:port]` as it goes in a URL (IPv6 in brackets).
-impl fmt::Display for Authority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.host {
-            Host::Name(n) => f.write_str(n)?,
-            Host::V4(ip) => write!(f, "{ip}")?,
-            Host::V6(ip) => write!(f, "[{ip}]")?,
-        }
-        match self.port {
-            Some(p) => write!(f, ":{p}"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// A decimal port, 1..=65535.
-fn parse_port(p: &str) -> Result<u16, String> {
-    let ok = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
-    match p.parse::<u16>() {
-        Ok(n) if ok && n != 0 => Ok(n),
-        _ => Err(format!("{p:?} is not a port (1-65535)")),
-    }
-}
-
-/// A dotted-quad IPv4 address or a DNS name (lowercase input).
-///
-/// Names whose last label is a number (`127.1`, `2130706433`, `0x7f000001`) are refused:
-/// URL parsers read those as IPv4 addresses, so they would reach an address no check saw.
-fn parse_host(h: &str) -> Result<Host, String> {
-    if let Ok(ip) = h.parse::<Ipv4Addr>() {
-        return Ok(Host::V4(ip));
-    }
-    let bad = || format!("{h:?} is neither a host name nor an IPv4 address");
-    if h.is_empty() || h.len() > 253 {
-        return Err(bad());
-    }
-    let label_ok = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if !h.split('.').all(label_ok) {
-        return Err(bad());
-    }
-    let last = h.rsplit('.').next().unwrap_or(h);
-    let hex = last
-        .strip_prefix("0x")
-        .is_some_and(|x| x.bytes().all(|b| b.is_ascii_hexdigit()));
-    if hex || last.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    Ok(Host::Name(h.to_string()))
-}
-
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`, any length.
-pub fn valid_repository(name: &str) -> bool {
-    !name.is_empty() && name.split('/').all(valid_component)
-}
-
-/// One repository path component: alphanumeric runs joined by `.`, `_`, `__` or `-+`.
-pub fn valid_component(c: &str) -> bool {
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let b = c.as_bytes();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
-            return false;
-        }
-    }
-    true
 }
 
 /// Whether `prefix` covers `repository` at a segment boundary (`a` covers `a` and `a/x`, not
@@ -752,26 +535,38 @@ mod tests {
     }
 
     #[test]
-    fn authority_parsing() {
-        let a = Authority::parse("Registry.Example.com:443").unwrap();
-        assert_eq!(a.to_string(), "registry.example.com:443");
-        assert_eq!(a.cache_name(), "registry.example.com_443");
-        assert_eq!(
-            Authority::from_cache_name("registry.example.com_443"),
-            Some(a)
-        );
-        assert_eq!(Authority::from_cache_name("registry.example.com"), None);
-        assert_eq!(Authority::from_cache_name("ipv6-1-2-3"), None);
-        assert_eq!(Authority::from_cache_name("ipv6-1-2-3-4-5-6-7-8-9"), None);
-        assert_eq!(Authority::from_cache_name("my_mirror"), None);
-        for bad in [
-            "", "a:b", "a:", ":80", "[::1", "[::1]x", "[x]:80", "a b", "a_b.com", "é.com",
+    fn default_ports_share_one_cache_and_one_entry() {
+        let mut e = entry("127.0.0.2");
+        e.insecure = true;
+        let r = resolver(vec![e, entry("quay.io:443")], true);
+        let t = r.resolve_path("127.0.0.2/app").unwrap();
+        assert_eq!(t.upstream.base_url(), "http://127.0.0.2");
+        assert_eq!(t.cache_repository, "f/127.0.0.2/app");
+        assert!(t.registry.is_some());
+        for other in [
+            r.resolve_path("127.0.0.2_80/app").unwrap(),
+            r.resolve_path("127.0.0.2_443/app").unwrap(),
+            r.resolve_ns("127.0.0.2:80", "app").unwrap(),
         ] {
-            assert!(Authority::parse(bad).is_err(), "{bad:?}");
+            assert_eq!(other, t);
         }
+        let q = r.resolve_path("quay.io/team/app").unwrap();
+        assert_eq!(q.upstream.base_url(), "https://quay.io");
+        assert_eq!(q.cache_repository, "f/quay.io/team/app");
+        assert!(q.registry.is_some());
+        assert_eq!(r.resolve_ns("Quay.IO:443", "team/app").unwrap(), q);
+        assert_eq!(r.resolve_path("quay.io_443/team/app").unwrap(), q);
+        // Docker Hub under a default port is Docker Hub.
+        let open = resolver(vec![], false);
+        let hub = open.resolve_path("docker.io/library/busybox").unwrap();
         assert_eq!(
-            Authority::parse("[::FFFF:127.0.0.1]").unwrap().to_string(),
-            "[::ffff:127.0.0.1]"
+            open.resolve_ns("registry-1.docker.io:443", "busybox")
+                .unwrap(),
+            hub
         );
+        assert_eq!(open.resolve_path("docker.io_443/busybox").unwrap(), hub);
+        // Other ports are other registries.
+        let other = open.resolve_path("quay.io_8443/team/app").unwrap();
+        assert_eq!(other.cache_repository, "f/quay.io_8443/team/app");
     }
 }

@@ -26,6 +26,7 @@ use trow_proto::transport::{MAX_MANIFEST_SIZE, READ_CHUNK_SIZE};
 
 use crate::config::ProxyConfig;
 use crate::failures::Failures;
+use crate::policy::Enforcer;
 use crate::reference::{ResolveError, Resolver, Target};
 use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, min_rate, read_limited};
 
@@ -39,6 +40,7 @@ pub struct ProxyService {
     pub(crate) fetch_timeout: Duration,
     /// Manifest fills that failed here lately, for the requests that were following them.
     failures: Failures,
+    policy: Option<Enforcer>,
 }
 
 impl ProxyService {
@@ -51,18 +53,43 @@ impl ProxyService {
             revalidate_timeout: cfg.revalidate_timeout,
             fetch_timeout: cfg.fetch_timeout,
             failures: Failures::default(),
+            policy: None,
         })
     }
 
     /// `registry` as the gateway got it: the first segment after `f/`, or the `ns` parameter.
+    /// Judged by the validation policy (no tag: blobs, tag lists) before anything is read.
     pub(crate) fn target(&self, registry: &str, repository: &str) -> Result<Target, Status> {
+        self.target_at(registry, repository, None)
+    }
+
+    /// As [`ProxyService::target`], for a manifest request's `reference` (tag or digest).
+    pub(crate) fn target_at(
+        &self,
+        registry: &str,
+        repository: &str,
+        reference: Option<&str>,
+    ) -> Result<Target, Status> {
         let resolved = if registry.contains(':') || registry.starts_with('[') {
             self.resolver.resolve_ns(registry, repository)
         } else {
             self.resolver
                 .resolve_path(&format!("{registry}/{repository}"))
         };
-        resolved.map_err(resolve_status)
+        let t = resolved.map_err(resolve_status)?;
+        if let Some(policy) = &self.policy {
+            policy
+                .judge(&self.resolver, registry, &t, reference)
+                .map_err(|e| {
+                    oci_code::status(Code::PermissionDenied, ErrorCode::Denied, e.to_string())
+                })?;
+        }
+        Ok(t)
+    }
+
+    /// Enforces `image_validation` (see [`crate::policy`]); `None`: every image is served.
+    pub fn with_policy(self, policy: Option<Enforcer>) -> ProxyService {
+        ProxyService { policy, ..self }
     }
 
     async fn cached_manifest(&self, repo: &str, reference: &str) -> Result<st::Manifest, Status> {
@@ -325,7 +352,7 @@ impl ProxyService {
         &self,
         r: &pb::ManifestRequest,
     ) -> Result<(st::Manifest, CacheStatus), Status> {
-        let t = self.target(&r.registry, &r.repository)?;
+        let t = self.target_at(&r.registry, &r.repository, Some(&r.reference))?;
         let repo = &t.cache_repository;
         let accept = accept_headers();
         let by_digest = r.reference.contains(':');

@@ -13,6 +13,8 @@ mod support;
 mod prewarm;
 #[path = "admission/sites.rs"]
 mod sites;
+#[path = "admission/spellings.rs"]
+mod spellings;
 #[path = "admission/tls.rs"]
 mod tls;
 #[path = "admission/webhooks.rs"]
@@ -38,6 +40,7 @@ macro_rules! both_topologies {
 
 both_topologies!(webhooks::round_trip);
 both_topologies!(webhooks::policy_table);
+both_topologies!(spellings::default_ports_are_the_registry);
 both_topologies!(
     prewarm::admitted_pods_are_prewarmed,
     "127.0.0.81",

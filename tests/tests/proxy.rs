@@ -19,6 +19,8 @@ mod counter;
 mod hostile_upstream;
 #[path = "proxy/modes.rs"]
 mod modes;
+#[path = "proxy/policy.rs"]
+mod policy;
 #[path = "proxy/pulls.rs"]
 mod pulls;
 #[path = "proxy/ranges.rs"]
@@ -135,6 +137,33 @@ both_topologies!(
     "127.0.0.159",
     "127.0.0.160"
 );
+both_topologies!(
+    policy::denied_images_are_refused_under_every_name,
+    "127.0.0.171",
+    "127.0.0.172"
+);
+both_topologies!(
+    policy::an_allowed_tag_pulls_whole,
+    "127.0.0.173",
+    "127.0.0.174"
+);
+both_topologies!(
+    policy::default_ports_reach_the_configured_upstream,
+    "127.0.0.175",
+    "127.0.0.176"
+);
+mod ns_of_the_hostname_in_capitals_is_local {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_process() {
+        crate::policy::ns_of_the_hostname_in_capitals_is_local(trow_tests::Topology::OneProcess)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn split() {
+        crate::policy::ns_of_the_hostname_in_capitals_is_local(trow_tests::Topology::Split).await;
+    }
+}
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
 
 /// A bad `--config-file` stops `trow` and `trow proxy` at start-up, naming the key.

@@ -1,5 +1,6 @@
 //! The `--config-file` YAML: one section per service (the proxy's `registry_proxies`,
-//! admission's `image_validation` and `image_mutation`), in the format of the original Trow. Unknown keys and
+//! admission's `image_validation` and `image_mutation`; the proxy enforces `image_validation`
+//! too), in the format of the original Trow. Unknown keys and
 //! bad values stop the start-up with the key named, rather than running with a silent default.
 
 use std::path::Path;
@@ -48,6 +49,18 @@ impl FileConfig {
     /// The proxy's config; the defaults when the file has none.
     pub fn proxy(&self) -> trow_proxy::config::ProxyConfig {
         self.registry_proxies.clone().unwrap_or_default()
+    }
+
+    /// `image_validation` as the proxy enforces it (`None`: no section, or
+    /// `enforce_in_proxy: false`), for Trow known to the kubelet as `hostname`.
+    pub fn proxy_policy(
+        &self,
+        hostname: Option<&str>,
+    ) -> Result<Option<trow_proxy::policy::Enforcer>, trow_admission::ConfigError> {
+        match &self.image_validation {
+            Some(v) => trow_proxy::policy::Enforcer::new(v.clone(), hostname),
+            None => Ok(None),
+        }
     }
 
     /// The admission webhooks, for Trow known to the kubelet as `hostname`.
@@ -102,5 +115,17 @@ mod tests {
         let hooks = c.webhooks(Some("trow.example.com".into())).unwrap();
         assert!(hooks.validation().is_some());
         assert!(!hooks.mutation().prewarm);
+        assert!(c.proxy_policy(Some("trow.example.com")).unwrap().is_some());
+        let off =
+            FileConfig::parse("image_validation:\n  default: Deny\n  enforce_in_proxy: false\n")
+                .unwrap();
+        assert!(off.proxy_policy(None).unwrap().is_none());
+        assert!(
+            FileConfig::parse("")
+                .unwrap()
+                .proxy_policy(None)
+                .unwrap()
+                .is_none()
+        );
     }
 }

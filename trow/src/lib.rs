@@ -61,6 +61,8 @@ pub struct AllInOne {
     pub limits: trow_storage::Limits,
     pub server: trow_gateway::ServerConfig,
     pub proxy: trow_proxy::config::ProxyConfig,
+    /// `image_validation` as the proxy enforces it; `None`: the proxy serves every image.
+    pub proxy_policy: Option<trow_proxy::policy::Enforcer>,
     pub webhooks: trow_admission::Webhooks,
 }
 
@@ -143,10 +145,13 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         store,
         wait(services_stop.clone()),
     ));
-    let proxy_service = Arc::new(trow_proxy::ProxyService::new(
-        &a.proxy,
-        trow_gateway::in_process_storage_client(storage_pipes.clone()),
-    )?);
+    let proxy_service = Arc::new(
+        trow_proxy::ProxyService::new(
+            &a.proxy,
+            trow_gateway::in_process_storage_client(storage_pipes.clone()),
+        )?
+        .with_policy(log_policy(a.proxy_policy)),
+    );
     let (proxy_pipes, proxy_incoming) = pipes();
     let proxy_in_process = tokio::spawn(trow_proxy::serve_incoming(
         proxy_incoming,
@@ -217,16 +222,32 @@ pub async fn run_storage(
     Ok(())
 }
 
-/// The proxy service alone, caching into the storage service at `storage_url`.
+/// Says at start-up whether the proxy enforces `image_validation`.
+fn log_policy(
+    policy: Option<trow_proxy::policy::Enforcer>,
+) -> Option<trow_proxy::policy::Enforcer> {
+    match &policy {
+        Some(_) => tracing::info!(
+            "the proxy enforces image_validation: denied images are neither fetched nor served"
+        ),
+        None => tracing::info!("the proxy serves every image (no image_validation to enforce)"),
+    }
+    policy
+}
+
+/// The proxy service alone, caching into the storage service at `storage_url`, refusing what
+/// `policy` denies.
 pub async fn run_proxy(
     listen: SocketAddr,
     storage_url: &str,
     cfg: &trow_proxy::config::ProxyConfig,
+    policy: Option<trow_proxy::policy::Enforcer>,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let storage = trow_gateway::storage_client(storage_url)
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
-    let service = Arc::new(trow_proxy::ProxyService::new(cfg, storage)?);
+    let service =
+        Arc::new(trow_proxy::ProxyService::new(cfg, storage)?.with_policy(log_policy(policy)));
     let grpc = bind(listen, "proxy gRPC").await?;
     println!(
         "trow proxy: gRPC on {}, storage at {storage_url}",

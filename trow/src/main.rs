@@ -3,7 +3,8 @@
 //! ```text
 //! trow [--bind 0.0.0.0:8000] [--data-dir ./data]        everything in one process
 //! trow storage --listen 0.0.0.0:7000 --data-dir DIR      the storage service alone (gRPC)
-//! trow proxy --listen 0.0.0.0:7001 --storage URL         the pull-through cache alone (gRPC)
+//! trow proxy --listen 0.0.0.0:7001 --storage URL [--hostname NAME]
+//!                                                        the pull-through cache alone (gRPC)
 //! trow admission --listen 0.0.0.0:7002 [--proxy URL]     the admission webhooks alone (gRPC)
 //! trow gateway --bind 0.0.0.0:8000 --storage URL [--proxy URL,...] [--admission URL]
 //!                                                        the HTTP gateway alone
@@ -173,9 +174,14 @@ struct ProxyArgs {
     /// URL of the storage service, e.g. http://trow-storage:7000.
     #[arg(long, env = "TROW_STORAGE_URL")]
     storage: String,
-    /// The YAML config (`registry_proxies`: upstreams and their credentials).
+    /// The YAML config (`registry_proxies`: upstreams and their credentials;
+    /// `image_validation`: images the proxy refuses to fetch or serve).
     #[arg(long, env = "TROW_CONFIG_FILE")]
     config_file: Option<PathBuf>,
+    /// The name the kubelet reaches the registry by: `<hostname>/f/<image>` is judged by
+    /// `image_validation` as `<image>`.
+    #[arg(long, env = "TROW_HOSTNAME")]
+    hostname: Option<String>,
 }
 
 #[derive(Args)]
@@ -273,6 +279,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             let a = cli.all;
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
             let webhooks = config.webhooks(a.hostname.clone())?;
+            let proxy_policy = config.proxy_policy(a.hostname.as_deref())?;
             trow::run_all(trow::AllInOne {
                 bind: a.bind,
                 storage_listen: a.storage_listen,
@@ -284,6 +291,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 limits: a.limits.into(),
                 server: a.server.config()?,
                 proxy: config.proxy(),
+                proxy_policy,
             })
             .await
         }
@@ -292,7 +300,8 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
         }
         Some(Command::Proxy(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
-            trow::run_proxy(a.listen, &a.storage, &config.proxy()).await
+            let policy = config.proxy_policy(a.hostname.as_deref())?;
+            trow::run_proxy(a.listen, &a.storage, &config.proxy(), policy).await
         }
         Some(Command::Admission(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;

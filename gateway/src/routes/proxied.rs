@@ -44,13 +44,22 @@ impl Upstream {
                 ns: false,
             });
         }
-        let ns = ns.filter(|ns| !ns.is_empty() && Some(*ns) != hostname)?;
+        let ns = ns.filter(|ns| !ns.is_empty() && !is_hostname(ns, hostname))?;
         Some(Upstream {
             registry: ns.to_string(),
             repository: repo.to_string(),
             ns: true,
         })
     }
+}
+
+/// Whether `ns` names this registry: compared as canonical authorities (host case, default
+/// port), as the proxy would compare them, so no spelling of Trow's own name is proxied.
+fn is_hostname(ns: &str, hostname: Option<&str>) -> bool {
+    use trow_names::Authority;
+    hostname.is_some_and(|h| {
+        ns == h || matches!((Authority::parse(ns), Authority::parse(h)), (Ok(a), Ok(b)) if a == b)
+    })
 }
 
 /// Writes under `f/`.
@@ -355,5 +364,20 @@ mod tests {
             None
         );
         assert_eq!(Upstream::of("team/app", Some(""), None), None);
+        // Another spelling of the hostname is the hostname.
+        for ns in ["TROW.LOCAL:8000", "trow.local:8000"] {
+            assert_eq!(
+                Upstream::of("team/app", Some(ns), Some("trow.local:8000")),
+                None
+            );
+        }
+        assert_eq!(
+            Upstream::of("team/app", Some("Trow.Local:443"), Some("trow.local")),
+            None
+        );
+        assert_eq!(
+            Upstream::of("team/app", Some("trow.local:8001"), Some("trow.local:8000")),
+            Some(up("trow.local:8001", "team/app", true))
+        );
     }
 }

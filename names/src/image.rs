@@ -7,8 +7,9 @@
 //!
 //! - the first path component is the registry when it contains `.` or `:` or is `localhost`
 //!   (Docker's rule, which containerd and CRI-O follow); otherwise the registry is Docker Hub;
-//! - the registry is lowercased (IPv6 in its canonical spelling), and Docker Hub's names
-//!   (`index.docker.io`, `registry-1.docker.io`) become `docker.io`;
+//! - the registry is lowercased (IPv6 in its canonical spelling), its default port (`:443`,
+//!   `:80`) dropped, and Docker Hub's names (`index.docker.io`, `registry-1.docker.io`, with or
+//!   without a default port) become `docker.io`;
 //! - on Docker Hub a one-component repository is an official image: `nginx` is `library/nginx`;
 //! - with neither tag nor digest the tag is `latest`; a tag and a digest together are both kept
 //!   (the runtime pulls the digest).
@@ -18,7 +19,7 @@
 
 use std::fmt;
 
-use trow_proxy::reference::{Authority, DOCKER_HUB_NAME, is_docker_hub, valid_repository};
+use crate::authority::{Authority, DOCKER_HUB_NAME, is_docker_hub, valid_repository};
 
 /// Longest `registry/repository` a runtime accepts (distribution's limit).
 pub const MAX_NAME_LEN: usize = 255;
@@ -70,6 +71,21 @@ impl ImageRef {
         parse(image, true)
     }
 
+    /// The image the proxy is asked for: `registry` and `repository` as it resolved them,
+    /// with the request's tag or digest, or neither (blobs, tag lists): no default tag.
+    pub fn of_request(
+        registry: &str,
+        repository: &str,
+        reference: Option<&str>,
+    ) -> Result<ImageRef, ImageError> {
+        let text = match reference {
+            Some(d) if d.contains(':') => format!("{registry}/{repository}@{d}"),
+            Some(t) => format!("{registry}/{repository}:{t}"),
+            None => format!("{registry}/{repository}"),
+        };
+        parse(&text, false)
+    }
+
     /// The registry, normalized: `docker.io`, `quay.io`, `host:5000`, `[::1]:5000`.
     pub fn registry(&self) -> &str {
         &self.registry
@@ -104,7 +120,7 @@ impl ImageRef {
     }
 
     /// The same tag and digest under another name (`registry/repository`).
-    pub(crate) fn with_name(&self, registry: &str, repository: &str) -> ImageRef {
+    pub fn with_name(&self, registry: &str, repository: &str) -> ImageRef {
         ImageRef {
             registry: registry.to_string(),
             repository: repository.to_string(),
@@ -144,12 +160,12 @@ impl std::str::FromStr for ImageRef {
 }
 
 /// Whether `first` (the text before the first `/`) names a registry by Docker's rule.
-pub(crate) fn names_registry(first: &str) -> bool {
+pub fn names_registry(first: &str) -> bool {
     first.contains(['.', ':']) || first == "localhost"
 }
 
 /// A registry as written in an image, normalized (lowercase; Docker Hub's names → `docker.io`).
-pub(crate) fn normalize_registry(written: &str) -> Result<String, ImageError> {
+pub fn normalize_registry(written: &str) -> Result<String, ImageError> {
     let authority = Authority::parse(written).map_err(|reason| ImageError::InvalidRegistry {
         registry: written.to_string(),
         reason,
@@ -312,6 +328,39 @@ mod tests {
         assert_eq!(norm("localhost:5000"), "docker.io/library/localhost:5000");
         let r = ImageRef::parse("host:5000/a/b").unwrap();
         assert_eq!((r.registry(), r.repository()), ("host:5000", "a/b"));
+    }
+
+    #[test]
+    fn default_ports_name_the_same_registry() {
+        for s in [
+            "quay.io:443/evil/x",
+            "QUAY.IO:443/evil/x",
+            "quay.io:80/evil/x:latest",
+        ] {
+            assert_eq!(norm(s), "quay.io/evil/x:latest", "{s}");
+        }
+        for s in [
+            "docker.io:443/library/busybox",
+            "registry-1.docker.io:443/library/busybox",
+            "index.docker.io:80/busybox",
+        ] {
+            assert_eq!(norm(s), "docker.io/library/busybox:latest", "{s}");
+        }
+        assert_eq!(norm("127.0.0.2:80/app"), "127.0.0.2/app:latest");
+        assert_eq!(norm("quay.io:8443/x"), "quay.io:8443/x:latest");
+        assert_eq!(norm("myreg:443/x"), "myreg:443/x:latest");
+    }
+
+    #[test]
+    fn requests_have_no_default_tag() {
+        let blob = ImageRef::of_request("docker.io", "library/nginx", None).unwrap();
+        assert_eq!(blob.to_string(), "docker.io/library/nginx");
+        assert_eq!((blob.tag(), blob.digest()), (None, None));
+        let tag = ImageRef::of_request("quay.io", "a/b", Some("1.0")).unwrap();
+        assert_eq!(tag.to_string(), "quay.io/a/b:1.0");
+        let digest = ImageRef::of_request("host:5000", "a", Some(D)).unwrap();
+        assert_eq!(digest.to_string(), format!("host:5000/a@{D}"));
+        assert!(ImageRef::of_request("quay.io", "a", Some("-x")).is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The validating webhook's decision: may a pod run this image?
+//! The validation policy's decision: may a pod run this image, may the cache fetch it?
 //!
 //! The image is normalized first ([`crate::image`]), and the prefixes of `image_validation`
 //! were normalized at start-up the same way, so `nginx`, `docker.io/nginx` and
@@ -22,14 +22,20 @@
 //! mutating webhook's rewrite needs no policy entry of its own, and `f/` is no way around a
 //! deny. An alias that is itself a registry name (`gcr.io` for a mirror standing in for it) is
 //! judged under that name, as the image was before the rewrite. Nested `f/` (Trow proxying
-//! itself) is unwrapped too.
+//! itself) is unwrapped too. What `f/<path>` fetches is the proxy's to say ([`CacheOrigin`],
+//! implemented by its resolver), so this crate depends on neither proxy nor admission.
+//!
+//! **Requests to the proxy** ([`check_request`]) are judged like images, with one difference:
+//! a manifest by tag is judged as `name:tag`, but a request that names no tag (a blob, a tag
+//! list, a manifest by digest: what an allowed image's pull asks for after its tag) is refused
+//! only when *no* reference of the repository could be allowed, or when a prefix names that
+//! very digest. So `allow: [docker.io/library/nginx:1.27]` under `default: Deny` lets the
+//! blobs and index children of `nginx:1.27` through, while `nginx:1.28` by tag is refused.
 
 use std::fmt;
 
-use trow_proxy::reference::Resolver;
-
-use crate::config::{Decision, ValidationConfig};
-use crate::image::{ImageRef, names_registry, normalize_registry};
+use crate::image::ImageRef;
+use crate::validation::{Decision, ValidationConfig};
 
 /// How many `<trow>/f/` layers are unwrapped before the image is refused.
 const MAX_NESTING: usize = 4;
@@ -82,16 +88,24 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// What an image in Trow's cache fetches: for the path after `<trow>/f/`
+/// (`docker.io/library/nginx`, `host_5000/app`, `<alias>/app`), the registry (normalized as an
+/// image's, see [`crate::image::normalize_registry`]) and the repository there. The error says
+/// why the cache could not serve it. The proxy's resolver implements it.
+pub trait CacheOrigin {
+    fn origin(&self, path: &str) -> Result<(String, String), String>;
+}
+
 /// Judges an image as a pod wrote it. `trow_hostname` is Trow's `--hostname`, normalized
-/// (lowercase) as an image's registry; `resolver` is the proxy's, for images in Trow's cache.
+/// (lowercase) as an image's registry; `cache` says what images in Trow's cache fetch.
 pub fn check(
     cfg: &ValidationConfig,
     image: &str,
     trow_hostname: Option<&str>,
-    resolver: &Resolver,
+    cache: &dyn CacheOrigin,
 ) -> Verdict {
     match ImageRef::parse(image) {
-        Ok(r) => check_ref(cfg, &r, trow_hostname, resolver),
+        Ok(r) => check_ref(cfg, &r, trow_hostname, cache),
         Err(e) => invalid(e.to_string(), None),
     }
 }
@@ -101,13 +115,38 @@ pub fn check_ref(
     cfg: &ValidationConfig,
     image: &ImageRef,
     trow_hostname: Option<&str>,
-    resolver: &Resolver,
+    cache: &dyn CacheOrigin,
+) -> Verdict {
+    judge(image, trow_hostname, cache, |judged| {
+        decide(cfg, &judged.to_string())
+    })
+}
+
+/// Judges what the proxy is asked for: `image` as [`ImageRef::of_request`] builds it (the tag
+/// or digest of a manifest request, neither for blobs and tag lists); see the module doc.
+pub fn check_request(
+    cfg: &ValidationConfig,
+    image: &ImageRef,
+    trow_hostname: Option<&str>,
+    cache: &dyn CacheOrigin,
+) -> Verdict {
+    judge(image, trow_hostname, cache, |judged| {
+        decide_request(cfg, judged)
+    })
+}
+
+/// Unwraps `<trow>/f/` layers, then decides on the image they cache.
+fn judge(
+    image: &ImageRef,
+    trow_hostname: Option<&str>,
+    cache: &dyn CacheOrigin,
+    decide: impl Fn(&ImageRef) -> (bool, Reason),
 ) -> Verdict {
     let mut judged = image.clone();
     let mut layers = 0;
     if let Some(host) = trow_hostname {
         loop {
-            match cached_origin(&judged, host, resolver) {
+            match cached_origin(&judged, host, cache) {
                 Ok(Some(origin)) if layers == MAX_NESTING => {
                     let why = format!("more than {MAX_NESTING} layers of Trow's cache ({origin})");
                     return invalid(why, Some(origin.to_string()));
@@ -122,7 +161,7 @@ pub fn check_ref(
         }
     }
     let judged_as = (layers > 0).then(|| judged.to_string());
-    let (allowed, reason) = decide(cfg, &judged.to_string());
+    let (allowed, reason) = decide(&judged);
     Verdict {
         allowed,
         reason,
@@ -156,12 +195,39 @@ fn decide(cfg: &ValidationConfig, normalized: &str) -> (bool, Reason) {
     }
 }
 
+/// A request without a tag: denied only when the policy denies the repository as a whole (or
+/// this very digest) and allows none of its tags or digests by name.
+fn decide_request(cfg: &ValidationConfig, judged: &ImageRef) -> (bool, Reason) {
+    let (allowed, reason) = decide(cfg, &judged.to_string());
+    if allowed || judged.tag().is_some() {
+        return (allowed, reason);
+    }
+    let name = judged.name();
+    // A longer prefix than the name covering it can only be `name@<this digest>`.
+    if matches!(&reason, Reason::Prefix(p) if p.len() > name.len()) {
+        return (allowed, reason);
+    }
+    let names_a_reference = |p: &&String| {
+        p.strip_prefix(name.as_str())
+            .is_some_and(|rest| rest.starts_with([':', '@']))
+    };
+    match cfg
+        .allow
+        .iter()
+        .filter(names_a_reference)
+        .find(|p| decide(cfg, p).0)
+    {
+        Some(p) => (true, Reason::Prefix(p.clone())),
+        None => (allowed, reason),
+    }
+}
+
 /// For `<trow>/f/<registry>/<repository>`, the image Trow's cache fetches; `None` for any other
 /// image. Fails when the proxy could not serve it (the pull would fail too).
 fn cached_origin(
     image: &ImageRef,
     trow_hostname: &str,
-    resolver: &Resolver,
+    cache: &dyn CacheOrigin,
 ) -> Result<Option<ImageRef>, String> {
     if image.registry() != trow_hostname {
         return Ok(None);
@@ -169,61 +235,37 @@ fn cached_origin(
     let Some(rest) = image.repository().strip_prefix("f/") else {
         return Ok(None);
     };
-    let target = resolver
-        .resolve_path(rest)
+    let (registry, repository) = cache
+        .origin(rest)
         .map_err(|e| format!("it is in Trow's cache (f/), which cannot serve it: {e}"))?;
-    let written = rest.split('/').next().unwrap_or(rest);
-    let by_alias = target.registry.as_ref().and_then(|r| r.alias.as_deref()) == Some(written);
-    let registry = match &target.registry {
-        // A mirror standing in for a registry under its name.
-        Some(_) if by_alias && names_registry(written) => {
-            normalize_registry(written).or_else(|_| normalize_registry(&target.upstream.host))
-        }
-        _ => normalize_registry(&target.upstream.host),
-    }
-    .map_err(|e| e.to_string())?;
-    Ok(Some(image.with_name(&registry, &target.repository)))
+    Ok(Some(image.with_name(&registry, &repository)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trow_proxy::config::{ProxyConfig, RegistryConfig};
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     const TROW: &str = "trow.example.com";
 
     fn cfg(default: Decision, allow: &[&str], deny: &[&str]) -> ValidationConfig {
         let strings = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
-        ValidationConfig {
-            default,
-            allow: strings(allow),
-            deny: strings(deny),
-        }
-        .validate()
-        .unwrap()
+        ValidationConfig::new(default, strings(allow), strings(deny))
+            .validate()
+            .unwrap()
     }
 
-    fn resolver() -> Resolver {
-        Resolver::new(&ProxyConfig {
-            registries: vec![
-                RegistryConfig {
-                    host: "registry.example.com:5000".into(),
-                    alias: Some("example".into()),
-                    ..RegistryConfig::default()
-                },
-                RegistryConfig {
-                    host: "mirror.local".into(),
-                    alias: Some("gcr.io".into()),
-                    ..RegistryConfig::default()
-                },
-            ],
-            ..ProxyConfig::default()
-        })
+    /// Images of these tests are never in Trow's cache, but one of them may claim to be.
+    struct NoCache;
+
+    impl CacheOrigin for NoCache {
+        fn origin(&self, path: &str) -> Result<(String, String), String> {
+            Err(format!("no cache here ({path})"))
+        }
     }
 
     fn verdict(c: &ValidationConfig, image: &str) -> Verdict {
-        check(c, image, Some(TROW), &resolver())
+        check(c, image, Some(TROW), &NoCache)
     }
 
     #[test]
@@ -414,97 +456,75 @@ mod tests {
     }
 
     #[test]
-    fn images_in_trows_cache_are_judged_as_their_origin() {
+    fn default_ports_cannot_spell_around_a_deny() {
         let c = cfg(
-            Decision::Deny,
-            &[
-                "docker.io/library/",
-                "registry.example.com:5000/",
-                "gcr.io/",
-            ],
-            &[
-                "docker.io/library/evil",
-                "registry.example.com:5000/secret/",
-            ],
+            Decision::Allow,
+            &[],
+            &["quay.io/evil/", "docker.io/library/busybox"],
         );
-        let ok = verdict(&c, "trow.example.com/f/docker.io/library/nginx:1.27");
-        assert!(ok.allowed, "{ok}");
-        assert_eq!(
-            ok.judged_as.as_deref(),
-            Some("docker.io/library/nginx:1.27")
-        );
-        assert!(ok.to_string().ends_with(
-            "allowed by prefix \"docker.io/library/\" (judged as \
-             \"docker.io/library/nginx:1.27\", the image it caches)"
-        ));
-        // Every spelling of the upstream, and of Trow's hostname, comes to the same image.
         for image in [
-            "TROW.example.com/f/docker.io/nginx",
-            "trow.example.com/f/index.docker.io/library/nginx",
-        ] {
-            let v = verdict(&c, image);
-            assert!(v.allowed, "{image}: {v}");
-            assert_eq!(
-                v.judged_as.as_deref(),
-                Some("docker.io/library/nginx:latest")
-            );
-        }
-        let evil = verdict(&c, "trow.example.com/f/docker.io/library/evil:1");
-        assert!(
-            !evil.allowed && evil.to_string().contains("denied by prefix"),
-            "{evil}"
-        );
-        // host_port and the alias both name registry.example.com:5000.
-        for image in [
-            "trow.example.com/f/registry.example.com_5000/secret/x",
-            "trow.example.com/f/example/secret/x",
+            "quay.io:443/evil/x",
+            "QUAY.IO:80/evil/x:1",
+            "docker.io:443/library/busybox",
+            "registry-1.docker.io:443/library/busybox",
+            "index.docker.io:443/busybox:1.36",
         ] {
             let v = verdict(&c, image);
             assert!(!v.allowed, "{image}: {v}");
-            assert_eq!(
-                v.judged_as.as_deref(),
-                Some("registry.example.com:5000/secret/x:latest")
-            );
+            assert!(v.to_string().contains("denied by prefix"), "{image}: {v}");
         }
-        assert!(verdict(&c, "trow.example.com/f/example/team/x").allowed);
-        // A mirror's alias that is a registry name is judged under that name.
-        let mirror = verdict(&c, "trow.example.com/f/gcr.io/proj/x");
-        assert_eq!(mirror.judged_as.as_deref(), Some("gcr.io/proj/x:latest"));
-        assert!(mirror.allowed, "{mirror}");
-        // Nesting does not hide the origin.
-        let nested = verdict(
-            &c,
-            "trow.example.com/f/trow.example.com/f/docker.io/library/evil",
-        );
-        assert!(!nested.allowed, "{nested}");
-        assert_eq!(
-            nested.judged_as.as_deref(),
-            Some("docker.io/library/evil:latest")
-        );
-        let deep = format!(
-            "trow.example.com{}/docker.io/library/nginx",
-            "/f/trow.example.com".repeat(5)
-        );
+        assert!(verdict(&c, "quay.io:8443/evil/x").allowed);
+    }
+
+    fn request(c: &ValidationConfig, name: &str, reference: Option<&str>) -> Verdict {
+        let (registry, repository) = name.split_once('/').unwrap();
+        let image = ImageRef::of_request(registry, repository, reference).unwrap();
+        check_request(c, &image, Some(TROW), &NoCache)
+    }
+
+    #[test]
+    fn requests_without_a_tag_follow_the_repository() {
+        const NGINX: &str = "docker.io/library/nginx";
+        // Only one tag allowed: its blobs and index children (by digest) must still pull.
+        let one_tag = cfg(Decision::Deny, &["nginx:1.27"], &[]);
+        assert!(request(&one_tag, NGINX, Some("1.27")).allowed);
+        let v = request(&one_tag, NGINX, Some("1.28"));
         assert!(
-            verdict(&c, &deep)
-                .to_string()
-                .contains("more than 4 layers")
+            !v.allowed && v.to_string().contains("default (Deny)"),
+            "{v}"
         );
-        // Not under f/, or no hostname: judged as written.
-        let own = verdict(&c, "trow.example.com/team/app");
-        assert!(!own.allowed && own.judged_as.is_none(), "{own}");
-        let no_host = check(
-            &c,
-            "trow.example.com/f/docker.io/library/nginx",
-            None,
-            &resolver(),
-        );
-        assert!(!no_host.allowed && no_host.judged_as.is_none());
-        // What the cache cannot serve is refused with the proxy's reason.
-        let bad = verdict(&c, "trow.example.com/f/library/nginx");
-        assert!(
-            !bad.allowed && bad.to_string().contains("Trow's cache"),
-            "{bad}"
-        );
+        for reference in [None, Some(D)] {
+            let v = request(&one_tag, NGINX, reference);
+            assert!(v.allowed, "{reference:?}: {v}");
+            assert_eq!(v.reason, Reason::Prefix(format!("{NGINX}:1.27")));
+        }
+        // Nothing of the repository allowed: every request refused.
+        for reference in [None, Some(D), Some("1.27")] {
+            let v = request(&one_tag, "docker.io/library/redis", reference);
+            assert!(!v.allowed, "{reference:?}: {v}");
+        }
+        // A tag allowed and denied alike is denied (deny wins the tie), so nothing is allowed.
+        let tie = cfg(Decision::Deny, &["nginx:1.27"], &["nginx:1.27"]);
+        assert!(!request(&tie, NGINX, None).allowed);
+        // A longer allow inside a denied repository opens it for blobs, not for other tags.
+        let inside = cfg(Decision::Allow, &["nginx:1.27"], &["nginx"]);
+        assert!(request(&inside, NGINX, None).allowed);
+        assert!(request(&inside, NGINX, Some("1.27")).allowed);
+        assert!(!request(&inside, NGINX, Some("latest")).allowed);
+        // A prefix naming the digest decides for that digest.
+        let digest = cfg(Decision::Allow, &["nginx:1.27"], &[&format!("nginx@{D}")]);
+        let v = request(&digest, NGINX, Some(D));
+        assert!(!v.allowed && v.to_string().contains(D), "{v}");
+        assert!(request(&digest, NGINX, None).allowed);
+        // A denied tag leaves the rest of an allowed repository alone.
+        let deny_tag = cfg(Decision::Allow, &[], &["nginx:1.27"]);
+        assert!(!request(&deny_tag, NGINX, Some("1.27")).allowed);
+        assert!(request(&deny_tag, NGINX, None).allowed);
+        // Whole repositories and registries are judged as for images.
+        let evil = cfg(Decision::Allow, &[], &["quay.io/evil/"]);
+        for reference in [None, Some(D), Some("1")] {
+            assert!(!request(&evil, "quay.io/evil/x", reference).allowed);
+            assert!(request(&evil, "quay.io/good/x", reference).allowed);
+        }
     }
 }
