@@ -9,6 +9,8 @@ use crate::support::{Webhooks, message, pod_create, spec};
 const CONFIG: &str = r#"image_validation:
   default: Allow
   deny: ["quay.io/evil/", "docker.io/library/busybox"]
+image_mutation:
+  prewarm: false
 "#;
 
 /// Every spelling of a denied image is denied, by the prefix that names it; other ports and
