@@ -607,39 +607,52 @@ impl Filler {
 
 /// Upstream bodies arrive in small pieces; storage flushes each chunk of a fill for its
 /// readers, so the pieces that are ready are gathered into chunks of up to 256 KiB.
+///
+/// At most one chunk (plus the piece that completes it) is held: a chunk goes out before the
+/// next piece is read, so an upstream faster than storage waits on storage (the gRPC stream's
+/// flow control stops polling this stream) instead of piling its bytes up here. Bytes that
+/// arrived before an error go out before it: they are good, and a take-over resumes after them.
 fn regroup<S>(body: S) -> impl Stream<Item = reqwest::Result<Bytes>>
 where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
 {
-    let body = Box::pin(body.ready_chunks(64));
+    enum State<S> {
+        Reading(std::pin::Pin<Box<S>>, BytesMut),
+        Failed(reqwest::Error),
+        Done,
+    }
     futures::stream::unfold(
-        (body, BytesMut::new(), false),
-        |(mut body, mut buf, ended)| async move {
-            if ended {
-                return None;
-            }
+        State::Reading(Box::pin(body), BytesMut::new()),
+        |state| async move {
+            let (mut body, mut buf) = match state {
+                State::Reading(body, buf) => (body, buf),
+                State::Failed(e) => return Some((Err(e), State::Done)),
+                State::Done => return None,
+            };
             loop {
-                match body.next().await {
-                    Some(pieces) => {
-                        for p in pieces {
-                            match p {
-                                Ok(b) => buf.extend_from_slice(&b),
-                                Err(e) => return Some((Err(e), (body, buf, true))),
-                            }
-                        }
-                        if !buf.is_empty() {
-                            let n = buf.len().min(READ_CHUNK_SIZE);
-                            let out = buf.split_to(n).freeze();
-                            return Some((Ok(out), (body, buf, false)));
+                if buf.len() >= READ_CHUNK_SIZE {
+                    let out = buf.split_to(READ_CHUNK_SIZE).freeze();
+                    return Some((Ok(out), State::Reading(body, buf)));
+                }
+                // With bytes in hand, take only pieces that are ready: when the upstream
+                // pauses, what came goes to storage (and to the fill's readers) now.
+                let next = if buf.is_empty() {
+                    body.next().await
+                } else {
+                    match futures::FutureExt::now_or_never(body.next()) {
+                        Some(next) => next,
+                        None => {
+                            let out = buf.split().freeze();
+                            return Some((Ok(out), State::Reading(body, buf)));
                         }
                     }
+                };
+                match next {
+                    Some(Ok(piece)) => buf.extend_from_slice(&piece),
+                    Some(Err(e)) if buf.is_empty() => return Some((Err(e), State::Done)),
+                    Some(Err(e)) => return Some((Ok(buf.split().freeze()), State::Failed(e))),
                     None if buf.is_empty() => return None,
-                    None => {
-                        let n = buf.len().min(READ_CHUNK_SIZE);
-                        let out = buf.split_to(n).freeze();
-                        let ended = buf.is_empty();
-                        return Some((Ok(out), (body, buf, ended)));
-                    }
+                    None => return Some((Ok(buf.split().freeze()), State::Done)),
                 }
             }
         },
@@ -890,6 +903,33 @@ mod tests {
             Some("tags/list?last=1.27&n=100")
         );
         assert_eq!(next_page(&h, "library/other"), None);
+    }
+
+    /// An upstream faster than storage: regroup reads at most one chunk ahead of what was
+    /// taken from it, and keeps every byte in order.
+    #[tokio::test]
+    async fn regroup_reads_at_most_a_chunk_ahead() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const PIECE: usize = 16 << 10;
+        const PIECES: usize = 1000;
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = pulled.clone();
+        let body = futures::stream::iter(0..PIECES).map(move |i| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, reqwest::Error>(Bytes::from(vec![(i % 251) as u8; PIECE]))
+        });
+        let mut chunks = Box::pin(regroup(body));
+        let mut taken = 0;
+        let mut expected = (0..PIECES).flat_map(|i| std::iter::repeat_n((i % 251) as u8, PIECE));
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() <= READ_CHUNK_SIZE);
+            taken += chunk.len();
+            let ahead = pulled.load(Ordering::SeqCst) * PIECE - taken;
+            assert!(ahead <= READ_CHUNK_SIZE, "{ahead} bytes read ahead");
+            assert!(chunk.iter().all(|b| Some(*b) == expected.next()));
+        }
+        assert_eq!(taken, PIECE * PIECES);
     }
 
     #[test]

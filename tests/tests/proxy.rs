@@ -15,6 +15,8 @@ mod support;
 mod auth;
 #[path = "proxy/counter.rs"]
 mod counter;
+#[path = "proxy/large.rs"]
+mod large;
 #[path = "proxy/modes.rs"]
 mod modes;
 #[path = "proxy/pulls.rs"]
@@ -107,6 +109,11 @@ both_topologies!(
     ranges::index_children_are_fetched_when_asked,
     "127.0.0.75",
     "127.0.0.76"
+);
+both_topologies!(
+    large::a_large_layer_fills_in_bounded_memory,
+    "127.0.0.83",
+    "127.0.0.84"
 );
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
 
