@@ -5,6 +5,8 @@
 //!   offline: false            # serve from the cache only, never contact an upstream
 //!   configured_only: false    # proxy only the hosts listed below
 //!   revalidate_timeout: 3s    # bound on the HEAD that revalidates a tag (humantime or seconds)
+//!   max_blob_size: 64GiB      # blobs announced bigger are refused (bytes, or B/KB/KiB/.../TiB;
+//!                             # `unlimited` for no cap)
 //!   registries:
 //!     - host: registry.example.com:5000
 //!       alias: example         # /f/example/... means this host
@@ -33,6 +35,11 @@ use crate::reference::{Authority, is_docker_hub, valid_repository};
 
 /// How long a tag revalidation may wait on the upstream unless configured.
 pub const DEFAULT_REVALIDATE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The biggest blob fetched unless configured: several times the 5–10 GiB layers of model
+/// images, far below what a lying or broken upstream may announce (a fill reserves nothing, but
+/// it does write what arrives to disk before the digest can be checked).
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = 64 << 30;
 
 /// A credential. It prints as `***` so that no `Debug` of a config, and no log line, shows it.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -82,6 +89,9 @@ pub struct ProxyConfig {
     pub configured_only: bool,
     /// Bound on the upstream `HEAD` that revalidates a cached tag.
     pub revalidate_timeout: Duration,
+    /// Blobs an upstream announces bigger than this are refused before anything is stored;
+    /// `None`: no cap.
+    pub max_blob_size: Option<u64>,
     pub registries: Vec<RegistryConfig>,
 }
 
@@ -91,6 +101,7 @@ impl Default for ProxyConfig {
             offline: false,
             configured_only: false,
             revalidate_timeout: DEFAULT_REVALIDATE_TIMEOUT,
+            max_blob_size: Some(DEFAULT_MAX_BLOB_SIZE),
             registries: Vec::new(),
         }
     }
@@ -173,6 +184,12 @@ impl ProxyConfig {
             return Err(invalid(
                 "registry_proxies.revalidate_timeout",
                 "must be greater than zero",
+            ));
+        }
+        if self.max_blob_size == Some(0) {
+            return Err(invalid(
+                "registry_proxies.max_blob_size",
+                "must be greater than zero (`unlimited` for no cap)",
             ));
         }
         let mut upstreams = Vec::with_capacity(self.registries.len());
@@ -334,6 +351,11 @@ struct RawProxyConfig {
         deserialize_with = "deserialize_duration"
     )]
     revalidate_timeout: Duration,
+    #[serde(
+        default = "default_max_blob_size",
+        deserialize_with = "crate::size::deserialize"
+    )]
+    max_blob_size: Option<u64>,
     #[serde(default)]
     registries: Vec<RawRegistryConfig>,
 }
@@ -366,6 +388,7 @@ impl RawProxyConfig {
             offline: self.offline,
             configured_only: self.configured_only,
             revalidate_timeout: self.revalidate_timeout,
+            max_blob_size: self.max_blob_size,
             registries,
         }
         .validate()
@@ -415,6 +438,10 @@ impl RawRegistryConfig {
 
 fn default_revalidate_timeout() -> Duration {
     DEFAULT_REVALIDATE_TIMEOUT
+}
+
+fn default_max_blob_size() -> Option<u64> {
+    Some(DEFAULT_MAX_BLOB_SIZE)
 }
 
 /// A humantime duration (`3s`, `500ms`, `1m 30s`) or a number of seconds (`3`, `2.5`).
@@ -535,6 +562,29 @@ registries:
         assert_eq!(
             t("0s").unwrap_err().to_string(),
             "registry_proxies.revalidate_timeout: must be greater than zero"
+        );
+    }
+
+    #[test]
+    fn max_blob_size_takes_bytes_units_or_unlimited() {
+        let m = |v: &str| yaml(&format!("max_blob_size: {v}")).map(|c| c.max_blob_size);
+        assert_eq!(
+            ProxyConfig::default().max_blob_size,
+            Some(DEFAULT_MAX_BLOB_SIZE)
+        );
+        assert_eq!(m("1048576").unwrap(), Some(1 << 20));
+        assert_eq!(m("512MiB").unwrap(), Some(512 << 20));
+        assert_eq!(m("'1.5 GB'").unwrap(), Some(1_500_000_000));
+        assert_eq!(m("2tib").unwrap(), Some(2 << 40));
+        assert_eq!(m("100 B").unwrap(), Some(100));
+        assert_eq!(m("unlimited").unwrap(), None);
+        for bad in ["-1", "abc", "3x", "true", "1e999 GiB", "MiB"] {
+            let e = m(bad).unwrap_err().to_string();
+            assert!(e.starts_with("registry_proxies:"), "{bad}: {e}");
+        }
+        assert_eq!(
+            m("0").unwrap_err().to_string(),
+            "registry_proxies.max_blob_size: must be greater than zero (`unlimited` for no cap)"
         );
     }
 

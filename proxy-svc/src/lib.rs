@@ -2,7 +2,7 @@
 //! containerd's `?ns=<registry>`) from the storage service, asking the upstream only what it must
 //! and caching what it fetches while the client reads it.
 //!
-//! - [`config`]: the `registry_proxies` section of the config file.
+//! - [`config`]: the `registry_proxies` section of the config file ([`size`]: its sizes).
 //! - [`reference`]: what a client wrote (`docker.io`, an alias, `host:port`) → which upstream,
 //!   which repository there, which cached repository here.
 //! - [`ssrf`]: which addresses an unconfigured upstream may not resolve to.
@@ -15,6 +15,7 @@ pub mod config;
 pub mod reference;
 pub mod server;
 pub mod service;
+pub mod size;
 pub mod ssrf;
 pub mod upstream;
 pub mod warm;

@@ -26,6 +26,7 @@ use trow_proto::transport::{MAX_MANIFEST_SIZE, READ_CHUNK_SIZE};
 
 use crate::config::ProxyConfig;
 use crate::reference::{ResolveError, Resolver, Target};
+use crate::size;
 use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, read_limited};
 
 pub struct ProxyService {
@@ -34,6 +35,8 @@ pub struct ProxyService {
     pub(crate) storage: StorageClient<Channel>,
     offline: bool,
     revalidate_timeout: Duration,
+    /// Blobs announced bigger are refused (`registry_proxies.max_blob_size`).
+    max_blob_size: Option<u64>,
 }
 
 impl ProxyService {
@@ -44,6 +47,7 @@ impl ProxyService {
             storage,
             offline: cfg.offline,
             revalidate_timeout: cfg.revalidate_timeout,
+            max_blob_size: cfg.max_blob_size,
         })
     }
 
@@ -423,7 +427,7 @@ impl ProxyService {
                     upload_id: state.upload_id,
                     offset: state.offset,
                 };
-                filler.start().await?;
+                filler.start(self.max_blob_size).await?;
                 Ok(false)
             }
             Role::Unspecified => Err(Status::internal("storage answered no fill role")),
@@ -444,9 +448,10 @@ struct Filler {
 
 impl Filler {
     /// Asks the upstream for the blob (from the fill's offset); once it answers, the bytes go
-    /// into storage in the background. An upstream that fails before sending anything ends the
-    /// fill at once, so its readers fail fast, and the failure goes to the caller.
-    async fn start(self) -> Result<(), Status> {
+    /// into storage in the background. An upstream that fails before sending anything, or
+    /// announces a blob over `max_blob_size`, ends the fill at once (nothing was stored), so its
+    /// readers fail fast, and the failure goes to the caller.
+    async fn start(self, max_blob_size: Option<u64>) -> Result<(), Status> {
         let t = &self.target;
         let mut headers = HeaderMap::new();
         if self.offset > 0 {
@@ -481,6 +486,13 @@ impl Filler {
                 return Err(upstream_status(&e, ErrorCode::BlobUnknown));
             }
         };
+        let (total, _) = self.extent(&resp);
+        if let Err(s) = within_cap(&t.upstream.host, &self.digest, total, max_blob_size) {
+            self.cancel().await;
+            tracing::warn!(upstream = %t.upstream.host, digest = %self.digest, total,
+                "refused a blob over max_blob_size");
+            return Err(s);
+        }
         tokio::spawn(async move {
             if let Err(e) = self.store(resp).await {
                 tracing::warn!(upstream = %self.target.upstream.host, digest = %self.digest,
@@ -490,17 +502,27 @@ impl Filler {
         Ok(())
     }
 
-    /// Appends the upstream's bytes to the fill and completes it (verifying the digest).
-    async fn store(&self, resp: reqwest::Response) -> Result<(), String> {
-        let t = &self.target;
-        let ranged = resp.status() == StatusCode::PARTIAL_CONTENT;
+    /// The blob's whole size as the upstream's answer announces it, and how many bytes of the
+    /// answer to skip (an upstream that ignores the Range sends everything: what is stored).
+    fn extent(&self, resp: &reqwest::Response) -> (u64, u64) {
         let len = resp.content_length().unwrap_or(0);
-        // An upstream that ignores the Range sends everything: skip what is stored.
-        let (total, mut skip) = if ranged {
+        if resp.status() == StatusCode::PARTIAL_CONTENT {
             (self.offset + len, 0)
         } else {
             (len, self.offset)
-        };
+        }
+    }
+
+    /// Appends the upstream's bytes to the fill and completes it (verifying the digest).
+    ///
+    /// What becomes of the stored bytes when this fails: an upstream that broke off leaves them
+    /// for the next filler to take over (storage drops the fill if nobody does, see `fills.rs`
+    /// in storage); an upstream that ended cleanly short of what it announced failed for good,
+    /// so the fill is cancelled and its bytes go at once; storage itself refuses bytes past the
+    /// announced size, and bytes that do not match the digest, and drops those fills.
+    async fn store(&self, resp: reqwest::Response) -> Result<(), String> {
+        let t = &self.target;
+        let (total, mut skip) = self.extent(&resp);
         let header = st::AppendUploadRequest {
             part: Some(st::append_upload_request::Part::Header(st::AppendHeader {
                 repository: t.cache_repository.clone(),
@@ -542,7 +564,11 @@ impl Filler {
             .map_err(|s| format!("storing the fetched bytes: {}", s.message()))?
             .into_inner();
         if appended.size != total {
-            return Err(format!("upstream sent {} of {total} bytes", appended.size));
+            self.cancel().await;
+            return Err(format!(
+                "upstream sent {} of {total} bytes; the fill is dropped",
+                appended.size
+            ));
         }
         match self
             .storage
@@ -657,6 +683,19 @@ where
             }
         },
     )
+}
+
+/// Refuses a blob the upstream announces as `size` bytes when that is over the cap.
+fn within_cap(host: &str, digest: &str, size: u64, cap: Option<u64>) -> Result<(), Status> {
+    match cap {
+        Some(cap) if size > cap => Err(oci_code::upstream_failed(format!(
+            "upstream {host} announced blob {digest} as {size} bytes ({}), over \
+             registry_proxies.max_blob_size ({})",
+            size::show(size),
+            size::show(cap)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> String {
@@ -774,6 +813,7 @@ impl Proxy for ProxyService {
                 t.upstream.host
             ))
         })?;
+        within_cap(&t.upstream.host, &r.digest, size, self.max_blob_size)?;
         Ok(Response::new(pb::BlobHeader {
             size,
             cache: CacheStatus::Miss.into(),

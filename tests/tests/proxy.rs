@@ -115,6 +115,16 @@ both_topologies!(
     "127.0.0.83",
     "127.0.0.84"
 );
+both_topologies!(
+    large::a_broken_off_fill_frees_its_bytes,
+    "127.0.0.85",
+    "127.0.0.86"
+);
+both_topologies!(
+    large::a_blob_over_max_blob_size_is_refused,
+    "127.0.0.87",
+    "127.0.0.88"
+);
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
 
 /// A bad `--config-file` stops `trow` and `trow proxy` at start-up, naming the key.

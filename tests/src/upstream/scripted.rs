@@ -18,6 +18,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The `Content-Length` announced instead of the body's length (see [`Reply::announce`]).
+    pub announced: Option<u64>,
 }
 
 impl Reply {
@@ -26,6 +28,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            announced: None,
         }
     }
 
@@ -57,12 +60,28 @@ impl Reply {
         self
     }
 
+    /// Announces `Content-Length: length` whatever the body: an upstream that announces more
+    /// than it sends breaks the connection off after the body, as one whose transfer died would.
+    pub fn announce(mut self, length: u64) -> Reply {
+        self.announced = Some(length);
+        self
+    }
+
+    fn length(&self) -> u64 {
+        self.announced.unwrap_or(self.body.len() as u64)
+    }
+
+    /// The body ends before the announced length: the connection is closed after it.
+    fn breaks_off(&self) -> bool {
+        self.length() > self.body.len() as u64
+    }
+
     fn head_bytes(&self) -> Vec<u8> {
         let mut s = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (k, v) in &self.headers {
             s.push_str(&format!("{k}: {v}\r\n"));
         }
-        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.length()));
         s.into_bytes()
     }
 }
@@ -155,10 +174,11 @@ async fn serve(s: TcpStream, rec: Requests, handler: Arc<Handler>, conn: usize) 
         }
         let reply = handler(&head, &req);
         let mut out = reply.head_bytes();
-        if head.method != "HEAD" {
+        let body = head.method != "HEAD";
+        if body {
             out.extend_from_slice(&reply.body);
         }
-        if w.write_all(&out).await.is_err() || head.wants_close() {
+        if w.write_all(&out).await.is_err() || head.wants_close() || (body && reply.breaks_off()) {
             return;
         }
     }
