@@ -13,6 +13,8 @@
 #                        connection through it (default 200; 0 = unlimited)
 #   BENCH_LAYERS_MB      comma list of layer sizes in MiB, random bytes (default 24,30,35,40)
 #   BENCH_CLIENTS        concurrent pulls in row 4 (default 10)
+#   BENCH_BIG_MB         size in MiB of the layer of row 5, a cold fill whose peak RSS is measured
+#                        (default 1024; 0 skips the row)
 #   BENCH_KEEP           1: keep the temp dirs (logs) instead of deleting them
 #   BENCH_START_TIMEOUT  seconds to wait for GET /v2/ == 200 (default 60)
 #   DIST_BIN             CNCF distribution binary (default /usr/bin/docker-registry)
@@ -45,6 +47,12 @@
 #      access log, against the image size (manifest + config + layers).
 #   Every pulled layout is checked (untimed): blob count and total size equal the image's; crane
 #   verifies every digest while it pulls. Trow's VmRSS is read after rows 3 and 4, VmHWM after 4.
+#   5. once, after the runs: a cold fill of one layer of BENCH_BIG_MB MiB (image bench/big:1,
+#      pushed like the other) on a fresh trow, read by one GET that hashes and discards the body;
+#      the upstream is configured a second time as `127.0.0.1:<distribution port>` (alias `fast`),
+#      so this fill skips the relay and goes as fast as loopback and distribution allow: the
+#      worst case for a fill's memory (an upstream faster than the disk). Trow's VmHWM after it is
+#      the peak RSS of a cold fill; target: under 64 MiB whatever the layer's size.
 # Direct and trow measurements alternate within each run, so slow drift hits both.
 
 set -euo pipefail
@@ -53,6 +61,7 @@ BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_RATE_MIB=${BENCH_RATE_MIB:-200}
 BENCH_LAYERS_MB=${BENCH_LAYERS_MB:-24,30,35,40}
 BENCH_CLIENTS=${BENCH_CLIENTS:-10}
+BENCH_BIG_MB=${BENCH_BIG_MB:-1024}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_START_TIMEOUT=${BENCH_START_TIMEOUT:-60}
 DIST_BIN=${DIST_BIN:-/usr/bin/docker-registry}
@@ -67,6 +76,7 @@ log() { echo "bench-proxy: $*" >&2; }
 [[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer (got '$BENCH_RUNS')"
 [[ $BENCH_RATE_MIB =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "BENCH_RATE_MIB must be a number (got '$BENCH_RATE_MIB')"
 [[ $BENCH_CLIENTS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CLIENTS must be a positive integer (got '$BENCH_CLIENTS')"
+[[ $BENCH_BIG_MB =~ ^[0-9]+$ ]] || die "BENCH_BIG_MB must be a non-negative integer (got '$BENCH_BIG_MB')"
 [[ $BENCH_LAYERS_MB =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "BENCH_LAYERS_MB must be a comma list of positive integers (got '$BENCH_LAYERS_MB')"
 for tool in curl python3 sha256sum tar head find awk date; do
     command -v "$tool" >/dev/null || die "'$tool' is required but not on PATH"
@@ -345,6 +355,24 @@ print(r.status, n, f"{t_head:.6f}", f"{t_body if t_body is not None else t_total
       r.getheader("Trow-Cache") or "-")
 PY
 
+# One blob GET that hashes the body and drops it: URL -> "status bytes sha256:<hex> trow_cache"
+cat >"$WORK/fetch_hash.py" <<'PY'
+import hashlib, http.client, sys, urllib.parse
+
+u = urllib.parse.urlsplit(sys.argv[1])
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
+c.request("GET", u.path, headers={"User-Agent": "trow-bench-proxy"})
+r = c.getresponse()
+h, n = hashlib.sha256(), 0
+while True:
+    b = r.read1(1 << 20)
+    if not b:
+        break
+    h.update(b)
+    n += len(b)
+print(r.status, n, "sha256:" + h.hexdigest(), r.getheader("Trow-Cache") or "-")
+PY
+
 # ---------------------------------------------------------------- upstream + link
 DIST_PORT=$(free_port 127.0.0.1)
 DIST_DIR="$WORK/distribution"
@@ -428,6 +456,9 @@ registry_proxies:
   registries:
     - host: "$RELAY_HOST:$RELAY_PORT"
       alias: up
+      insecure: true
+    - host: "127.0.0.1:$DIST_PORT"
+      alias: fast
       insecure: true
 EOF
 TROW_N=0
@@ -559,6 +590,38 @@ for ((RUN = 1; RUN <= BENCH_RUNS; RUN++)); do
     stop_trow
     log "  $BENCH_CLIENTS concurrent: direct $(awk -F'\t' -v r="$RUN" '$1=="conc"&&$2=="direct"&&$3==r{print $4}' "$RESULTS")s, trow ${RESULT}s, trow upstream bytes $UP_BYTES"
 done
+
+# 5: the peak RSS of one cold fill of a big layer, straight from distribution
+BIG_LINE=""
+if ((BENCH_BIG_MB > 0)); then
+    log "creating a layer of $BENCH_BIG_MB MiB and pushing bench/big:1"
+    mkdir -p "$WORK/big"
+    head -c $((BENCH_BIG_MB * 1048576)) /dev/urandom >"$WORK/big/big.bin"
+    tar -C "$WORK/big" -cf "$WORK/big.tar" big.bin
+    rm -rf "$WORK/big"
+    "$CRANE" append --insecure --oci-empty-base -t "127.0.0.1:$DIST_PORT/bench/big:1" -f "$WORK/big.tar" \
+        >"$WORK/append-big.log" 2>&1 || { cat "$WORK/append-big.log" >&2; die "crane append of bench/big:1 failed"; }
+    rm -f "$WORK/big.tar"
+    read -r BIGL_DIGEST BIGL_SIZE < <(curl -sS --fail \
+        -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
+        "http://127.0.0.1:$DIST_PORT/v2/bench/big/manifests/1" |
+        python3 -c 'import json,sys; l=json.load(sys.stdin)["layers"][0]; print(l["digest"], l["size"])')
+    [[ -n ${BIGL_DIGEST:-} ]] || die "could not read back bench/big:1"
+    start_trow
+    hwm0=$(proc_kb "$TROW_PID" VmHWM)
+    t0=$(date +%s%N)
+    read -r status n got cache < <(python3 "$WORK/fetch_hash.py" \
+        "http://127.0.0.1:$TROW_PORT/v2/f/fast/bench/big/blobs/$BIGL_DIGEST" || echo error)
+    t1=$(date +%s%N)
+    [[ $status == 200 && ${n:-} == "$BIGL_SIZE" && ${got:-} == "$BIGL_DIGEST" && ${cache:-} == miss ]] ||
+        { show_log trow "$TROW_LOG"; die "cold GET of the big layer: status '$status', ${n:-?} bytes, ${got:-?}, Trow-Cache ${cache:-?}; want 200, $BIGL_SIZE bytes, $BIGL_DIGEST, miss"; }
+    hwm=$(proc_kb "$TROW_PID" VmHWM)
+    stop_trow
+    BIG_LINE=$(awk -v hwm="$hwm" -v hwm0="$hwm0" -v size="$BIGL_SIZE" -v s="$(secs "$t0" "$t1")" 'BEGIN {
+        ok = hwm / 1024 < 64 ? "ok" : "MISSED"
+        printf "5 cold fill of a %.0f MiB layer, upstream unthrottled: %.2f s; trow peak RSS (VmHWM) %.1f MiB (%.1f MiB before it); target < 64 MiB  %s\n", size / 1048576, s, hwm / 1024, hwm0 / 1024, ok }')
+    log "  $BIG_LINE"
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- report
@@ -642,3 +705,7 @@ print()
 print(f"load average (1/5/15 min) before: {load0}, after: {load1}, on {ncpu} CPUs; "
       f"the benchmark took {took} s (build and set-up included)")
 PY
+if [[ -n $BIG_LINE ]]; then
+    echo
+    echo "$BIG_LINE"
+fi

@@ -6,6 +6,8 @@
 //!   configured_only: false    # proxy only the hosts listed below
 //!   revalidate_timeout: 3s    # bound on the HEAD that revalidates a tag (humantime or seconds)
 //!   fetch_timeout: 30s        # bound on a manifest, tag list or token exchange, whole
+//!   max_blob_size: 64GiB      # blobs announced bigger are refused (bytes, or B/KB/KiB/.../TiB;
+//!                             # `unlimited` for no cap)
 //!   registries:
 //!     - host: registry.example.com:5000
 //!       alias: example         # /f/example/... means this host
@@ -39,6 +41,10 @@ pub const DEFAULT_REVALIDATE_TIMEOUT: Duration = Duration::from_secs(3);
 /// for a 4 MiB manifest on a slow link, short enough that an upstream trickling bytes cannot
 /// hold a request (and its connection) for long.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// The biggest blob fetched unless configured: several times the 5–10 GiB layers of model
+/// images, far below what a lying or broken upstream may announce (a fill reserves nothing, but
+/// it does write what arrives to disk before the digest can be checked).
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = 64 << 30;
 
 /// A credential. It prints as `***` so that no `Debug` of a config, and no log line, shows it.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -93,6 +99,9 @@ pub struct ProxyConfig {
     /// response headers; a blob body must bring at least 64 KiB per `fetch_timeout` (see
     /// `upstream::min_rate`).
     pub fetch_timeout: Duration,
+    /// Blobs an upstream announces bigger than this are refused before anything is stored;
+    /// `None`: no cap.
+    pub max_blob_size: Option<u64>,
     pub registries: Vec<RegistryConfig>,
 }
 
@@ -103,6 +112,7 @@ impl Default for ProxyConfig {
             configured_only: false,
             revalidate_timeout: DEFAULT_REVALIDATE_TIMEOUT,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            max_blob_size: Some(DEFAULT_MAX_BLOB_SIZE),
             registries: Vec::new(),
         }
     }
@@ -191,6 +201,12 @@ impl ProxyConfig {
             return Err(invalid(
                 "registry_proxies.fetch_timeout",
                 "must be greater than zero",
+            ));
+        }
+        if self.max_blob_size == Some(0) {
+            return Err(invalid(
+                "registry_proxies.max_blob_size",
+                "must be greater than zero (`unlimited` for no cap)",
             ));
         }
         let mut upstreams = Vec::with_capacity(self.registries.len());
@@ -379,6 +395,11 @@ struct RawProxyConfig {
         deserialize_with = "deserialize_duration"
     )]
     fetch_timeout: Duration,
+    #[serde(
+        default = "default_max_blob_size",
+        deserialize_with = "crate::size::deserialize"
+    )]
+    max_blob_size: Option<u64>,
     #[serde(default)]
     registries: Vec<RawRegistryConfig>,
 }
@@ -412,6 +433,7 @@ impl RawProxyConfig {
             configured_only: self.configured_only,
             revalidate_timeout: self.revalidate_timeout,
             fetch_timeout: self.fetch_timeout,
+            max_blob_size: self.max_blob_size,
             registries,
         }
         .validate()
@@ -465,6 +487,10 @@ fn default_revalidate_timeout() -> Duration {
 
 fn default_fetch_timeout() -> Duration {
     DEFAULT_FETCH_TIMEOUT
+}
+
+fn default_max_blob_size() -> Option<u64> {
+    Some(DEFAULT_MAX_BLOB_SIZE)
 }
 
 /// A humantime duration (`3s`, `500ms`, `1m 30s`) or a number of seconds (`3`, `2.5`).
@@ -592,6 +618,29 @@ registries:
         assert_eq!(
             err("fetch_timeout: 0").to_string(),
             "registry_proxies.fetch_timeout: must be greater than zero"
+        );
+    }
+
+    #[test]
+    fn max_blob_size_takes_bytes_units_or_unlimited() {
+        let m = |v: &str| yaml(&format!("max_blob_size: {v}")).map(|c| c.max_blob_size);
+        assert_eq!(
+            ProxyConfig::default().max_blob_size,
+            Some(DEFAULT_MAX_BLOB_SIZE)
+        );
+        assert_eq!(m("1048576").unwrap(), Some(1 << 20));
+        assert_eq!(m("512MiB").unwrap(), Some(512 << 20));
+        assert_eq!(m("'1.5 GB'").unwrap(), Some(1_500_000_000));
+        assert_eq!(m("2tib").unwrap(), Some(2 << 40));
+        assert_eq!(m("100 B").unwrap(), Some(100));
+        assert_eq!(m("unlimited").unwrap(), None);
+        for bad in ["-1", "abc", "3x", "true", "1e999 GiB", "MiB"] {
+            let e = m(bad).unwrap_err().to_string();
+            assert!(e.starts_with("registry_proxies:"), "{bad}: {e}");
+        }
+        assert_eq!(
+            m("0").unwrap_err().to_string(),
+            "registry_proxies.max_blob_size: must be greater than zero (`unlimited` for no cap)"
         );
     }
 

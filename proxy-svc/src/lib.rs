@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: the `registry_proxies` section of the config file.
 //! - [`policy`]: the `image_validation` policy, enforced on every request before it is served.
+//! - [`config`]: the `registry_proxies` section of the config file ([`size`]: its sizes).
 //! - [`reference`]: what a client wrote (`docker.io`, an alias, `host:port`) → which upstream,
 //!   which repository there, which cached repository here.
 //! - [`ssrf`]: which addresses an unconfigured upstream may not resolve to.
@@ -20,6 +21,7 @@ pub mod policy;
 pub mod reference;
 pub mod server;
 pub mod service;
+pub mod size;
 pub mod ssrf;
 pub mod tags;
 pub mod upstream;

@@ -28,6 +28,7 @@ use crate::config::ProxyConfig;
 use crate::failures::Failures;
 use crate::policy::Enforcer;
 use crate::reference::{ResolveError, Resolver, Target};
+use crate::size;
 use crate::upstream::{MANIFEST_TYPES, UpstreamError, Upstreams, min_rate, read_limited};
 
 pub struct ProxyService {
@@ -41,6 +42,8 @@ pub struct ProxyService {
     /// Manifest fills that failed here lately, for the requests that were following them.
     failures: Failures,
     policy: Option<Enforcer>,
+    /// Blobs announced bigger are refused (`registry_proxies.max_blob_size`).
+    max_blob_size: Option<u64>,
 }
 
 impl ProxyService {
@@ -54,6 +57,7 @@ impl ProxyService {
             fetch_timeout: cfg.fetch_timeout,
             failures: Failures::default(),
             policy: None,
+            max_blob_size: cfg.max_blob_size,
         })
     }
 
@@ -446,7 +450,7 @@ impl ProxyService {
                     upload_id: state.upload_id,
                     offset: state.offset,
                 };
-                filler.start().await?;
+                filler.start(self.max_blob_size).await?;
                 Ok(false)
             }
             Role::Unspecified => Err(Status::internal("storage answered no fill role")),
@@ -467,9 +471,10 @@ struct Filler {
 
 impl Filler {
     /// Asks the upstream for the blob (from the fill's offset); once it answers, the bytes go
-    /// into storage in the background. An upstream that fails before sending anything ends the
-    /// fill at once, so its readers fail fast, and the failure goes to the caller.
-    async fn start(self) -> Result<(), Status> {
+    /// into storage in the background. An upstream that fails before sending anything, or
+    /// announces a blob over `max_blob_size`, ends the fill at once (nothing was stored), so its
+    /// readers fail fast, and the failure goes to the caller.
+    async fn start(self, max_blob_size: Option<u64>) -> Result<(), Status> {
         let t = &self.target;
         let mut headers = HeaderMap::new();
         if self.offset > 0 {
@@ -504,6 +509,13 @@ impl Filler {
                 return Err(upstream_status(&e, ErrorCode::BlobUnknown));
             }
         };
+        let (total, _) = self.extent(&resp);
+        if let Err(s) = within_cap(&t.upstream.host, &self.digest, total, max_blob_size) {
+            self.cancel().await;
+            tracing::warn!(upstream = %t.upstream.host, digest = %self.digest, total,
+                "refused a blob over max_blob_size");
+            return Err(s);
+        }
         tokio::spawn(async move {
             if let Err(e) = self.store(resp).await {
                 tracing::warn!(upstream = %self.target.upstream.host, digest = %self.digest,
@@ -513,17 +525,27 @@ impl Filler {
         Ok(())
     }
 
-    /// Appends the upstream's bytes to the fill and completes it (verifying the digest).
-    async fn store(&self, resp: reqwest::Response) -> Result<(), String> {
-        let t = &self.target;
-        let ranged = resp.status() == StatusCode::PARTIAL_CONTENT;
+    /// The blob's whole size as the upstream's answer announces it, and how many bytes of the
+    /// answer to skip (an upstream that ignores the Range sends everything: what is stored).
+    fn extent(&self, resp: &reqwest::Response) -> (u64, u64) {
         let len = resp.content_length().unwrap_or(0);
-        // An upstream that ignores the Range sends everything: skip what is stored.
-        let (total, mut skip) = if ranged {
+        if resp.status() == StatusCode::PARTIAL_CONTENT {
             (self.offset + len, 0)
         } else {
             (len, self.offset)
-        };
+        }
+    }
+
+    /// Appends the upstream's bytes to the fill and completes it (verifying the digest).
+    ///
+    /// What becomes of the stored bytes when this fails: an upstream that broke off leaves them
+    /// for the next filler to take over (storage drops the fill if nobody does, see `fills.rs`
+    /// in storage); an upstream that ended cleanly short of what it announced failed for good,
+    /// so the fill is cancelled and its bytes go at once; storage itself refuses bytes past the
+    /// announced size, and bytes that do not match the digest, and drops those fills.
+    async fn store(&self, resp: reqwest::Response) -> Result<(), String> {
+        let t = &self.target;
+        let (total, mut skip) = self.extent(&resp);
         let header = st::AppendUploadRequest {
             part: Some(st::append_upload_request::Part::Header(st::AppendHeader {
                 repository: t.cache_repository.clone(),
@@ -567,7 +589,11 @@ impl Filler {
             .map_err(|s| format!("storing the fetched bytes: {}", s.message()))?
             .into_inner();
         if appended.size != total {
-            return Err(format!("upstream sent {} of {total} bytes", appended.size));
+            self.cancel().await;
+            return Err(format!(
+                "upstream sent {} of {total} bytes; the fill is dropped",
+                appended.size
+            ));
         }
         match self
             .storage
@@ -632,43 +658,69 @@ impl Filler {
 
 /// Upstream bodies arrive in small pieces; storage flushes each chunk of a fill for its
 /// readers, so the pieces that are ready are gathered into chunks of up to 256 KiB.
+///
+/// At most one chunk (plus the piece that completes it) is held: a chunk goes out before the
+/// next piece is read, so an upstream faster than storage waits on storage (the gRPC stream's
+/// flow control stops polling this stream) instead of piling its bytes up here. Bytes that
+/// arrived before an error go out before it: they are good, and a take-over resumes after them.
 fn regroup<S>(body: S) -> impl Stream<Item = reqwest::Result<Bytes>>
 where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
 {
-    let body = Box::pin(body.ready_chunks(64));
+    enum State<S> {
+        Reading(std::pin::Pin<Box<S>>, BytesMut),
+        Failed(reqwest::Error),
+        Done,
+    }
     futures::stream::unfold(
-        (body, BytesMut::new(), false),
-        |(mut body, mut buf, ended)| async move {
-            if ended {
-                return None;
-            }
+        State::Reading(Box::pin(body), BytesMut::new()),
+        |state| async move {
+            let (mut body, mut buf) = match state {
+                State::Reading(body, buf) => (body, buf),
+                State::Failed(e) => return Some((Err(e), State::Done)),
+                State::Done => return None,
+            };
             loop {
-                match body.next().await {
-                    Some(pieces) => {
-                        for p in pieces {
-                            match p {
-                                Ok(b) => buf.extend_from_slice(&b),
-                                Err(e) => return Some((Err(e), (body, buf, true))),
-                            }
-                        }
-                        if !buf.is_empty() {
-                            let n = buf.len().min(READ_CHUNK_SIZE);
-                            let out = buf.split_to(n).freeze();
-                            return Some((Ok(out), (body, buf, false)));
+                if buf.len() >= READ_CHUNK_SIZE {
+                    let out = buf.split_to(READ_CHUNK_SIZE).freeze();
+                    return Some((Ok(out), State::Reading(body, buf)));
+                }
+                // With bytes in hand, take only pieces that are ready: when the upstream
+                // pauses, what came goes to storage (and to the fill's readers) now.
+                let next = if buf.is_empty() {
+                    body.next().await
+                } else {
+                    match futures::FutureExt::now_or_never(body.next()) {
+                        Some(next) => next,
+                        None => {
+                            let out = buf.split().freeze();
+                            return Some((Ok(out), State::Reading(body, buf)));
                         }
                     }
+                };
+                match next {
+                    Some(Ok(piece)) => buf.extend_from_slice(&piece),
+                    Some(Err(e)) if buf.is_empty() => return Some((Err(e), State::Done)),
+                    Some(Err(e)) => return Some((Ok(buf.split().freeze()), State::Failed(e))),
                     None if buf.is_empty() => return None,
-                    None => {
-                        let n = buf.len().min(READ_CHUNK_SIZE);
-                        let out = buf.split_to(n).freeze();
-                        let ended = buf.is_empty();
-                        return Some((Ok(out), (body, buf, ended)));
-                    }
+                    None => return Some((Ok(buf.split().freeze()), State::Done)),
                 }
             }
         },
     )
+}
+
+/// Refuses a blob the upstream announces as `size` bytes when that is over the cap.
+fn within_cap(host: &str, digest: &str, size: u64, cap: Option<u64>) -> Result<(), Status> {
+    match cap {
+        Some(cap) if size > cap => Err(oci_code::upstream_failed(format!(
+            "upstream {host} announced blob {digest} as {size} bytes ({}), over \
+             registry_proxies.max_blob_size ({})",
+            size::show(size),
+            size::show(cap)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> String {
@@ -786,6 +838,7 @@ impl Proxy for ProxyService {
                 t.upstream.host
             ))
         })?;
+        within_cap(&t.upstream.host, &r.digest, size, self.max_blob_size)?;
         Ok(Response::new(pb::BlobHeader {
             size,
             cache: CacheStatus::Miss.into(),
@@ -836,6 +889,33 @@ pub(crate) const RESUMES: usize = 3;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An upstream faster than storage: regroup reads at most one chunk ahead of what was
+    /// taken from it, and keeps every byte in order.
+    #[tokio::test]
+    async fn regroup_reads_at_most_a_chunk_ahead() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const PIECE: usize = 16 << 10;
+        const PIECES: usize = 1000;
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = pulled.clone();
+        let body = futures::stream::iter(0..PIECES).map(move |i| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, reqwest::Error>(Bytes::from(vec![(i % 251) as u8; PIECE]))
+        });
+        let mut chunks = Box::pin(regroup(body));
+        let mut taken = 0;
+        let mut expected = (0..PIECES).flat_map(|i| std::iter::repeat_n((i % 251) as u8, PIECE));
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() <= READ_CHUNK_SIZE);
+            taken += chunk.len();
+            let ahead = pulled.load(Ordering::SeqCst) * PIECE - taken;
+            assert!(ahead <= READ_CHUNK_SIZE, "{ahead} bytes read ahead");
+            assert!(chunk.iter().all(|b| Some(*b) == expected.next()));
+        }
+        assert_eq!(taken, PIECE * PIECES);
+    }
 
     #[test]
     fn digests() {

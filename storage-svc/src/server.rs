@@ -64,10 +64,17 @@ pub async fn open(data_dir: &Path, limits: Limits) -> Result<DataDir, OpenError>
 }
 
 impl DataDir {
-    /// Starts the periodic sweep of abandoned uploads and leftovers (once per store, however
-    /// many listeners serve it). It stops when the returned handle is aborted.
+    /// Starts the periodic sweeps of abandoned uploads and leftovers, and of failed fills (once
+    /// per store, however many listeners serve it). They stop when the returned handle is
+    /// aborted.
     pub fn spawn_janitor(&self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(sweep_periodically(self.store.clone()))
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            tokio::join!(
+                sweep_periodically(store.clone()),
+                drop_failed_fills_periodically(store)
+            );
+        })
     }
 }
 
@@ -115,6 +122,22 @@ pub use crate::store::{TMP_MAX_AGE, UPLOAD_MAX_AGE};
 
 /// How often the janitor sweeps.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Drops fills that stopped and were not taken over (see `store::fills`), once per fill timeout:
+/// their bytes are gone within three fill timeouts of the last byte, not a day later.
+async fn drop_failed_fills_periodically<B: Backend>(store: Arc<Store<B>>) {
+    let period = store.limits().fill_timeout.max(Duration::from_millis(100));
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match store.drop_failed_fills().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed failed fills"),
+            Err(e) => tracing::warn!(error = %e, "removing failed fills failed"),
+        }
+    }
+}
 
 /// Sweeps abandoned uploads and stale temp files every hour (the store already swept at open).
 async fn sweep_periodically<B: Backend>(store: Arc<Store<B>>) {

@@ -1,6 +1,6 @@
 //! Fills: one filler per blob however many callers, readers that follow the bytes as they
 //! arrive, nothing stored (and the last bytes withheld) when the digest is wrong, stalled fills
-//! taken over from the bytes already stored.
+//! taken over from the bytes already stored, failed fills deleted.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -246,5 +246,80 @@ async fn a_fill_left_by_a_stopped_process_is_removed_at_open() {
     };
     let s = open(tmp.path(), Duration::from_secs(10)).await;
     assert!(!tmp.path().join("uploads").join(&id).exists());
+    filler(s.begin_fill(REPO, &d).await.unwrap());
+}
+
+/// The scratch directories in `dir`'s `uploads/`.
+fn upload_dirs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("uploads")).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn bytes_past_the_announced_size_fail_the_fill_and_free_its_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Duration::from_secs(10)).await;
+    let blob = vec![7u8; 100_000];
+    let d = Digest::sha256_of(&blob).to_string();
+    let (id, _) = filler(s.begin_fill(REPO, &d).await.unwrap());
+    s.announce_fill_size(REPO, &id, 60_000).unwrap();
+    let (_, reader) = s.read_fill(REPO, &d, 0, 0).await.unwrap();
+    let reader = tokio::spawn(collect(reader));
+    let parts = [
+        Ok(Bytes::copy_from_slice(&blob[..50_000])),
+        Ok(Bytes::copy_from_slice(&blob[50_000..])),
+    ];
+    let appended = s
+        .append_upload(REPO, &id, Some(0), futures::stream::iter(parts))
+        .await;
+    assert!(
+        matches!(appended, Err(StorageError::UploadInvalid(_))),
+        "{appended:?}"
+    );
+    assert!(matches!(
+        reader.await.unwrap(),
+        Err(StorageError::FillFailed(_))
+    ));
+    assert_eq!(
+        upload_dirs(tmp.path()),
+        0,
+        "the failed fill's bytes are still in uploads/"
+    );
+    // The next caller starts over.
+    filler(s.begin_fill(REPO, &d).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_stopped_fill_nobody_takes_over_is_dropped_a_running_one_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_millis(300);
+    let s = open(tmp.path(), timeout).await;
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let d = Digest::sha256_of(&blob).to_string();
+
+    // A filler whose append is still open (a slow upstream) is only stalled.
+    let (id, _) = filler(s.begin_fill(REPO, &d).await.unwrap());
+    s.announce_fill_size(REPO, &id, blob.len() as u64).unwrap();
+    let (tx, stream) = fed();
+    let running = {
+        let s = s.clone();
+        let id = id.clone();
+        tokio::spawn(async move { s.append_upload(REPO, &id, Some(0), stream).await })
+    };
+    tx.send(Bytes::copy_from_slice(&blob[..70_000])).unwrap();
+    tokio::time::sleep(timeout * 3).await;
+    assert_eq!(s.drop_failed_fills().await.unwrap(), 0);
+    assert_eq!(s.upload_status(REPO, &id).await.unwrap(), 70_000);
+
+    // Its upstream breaks off: the append ends, the bytes stay for a take-over...
+    drop(tx);
+    running.await.unwrap().unwrap();
+    let (same, offset) = filler(s.begin_fill(REPO, &d).await.unwrap());
+    assert_eq!((same.as_str(), offset), (id.as_str(), 70_000));
+    assert_eq!(s.drop_failed_fills().await.unwrap(), 0, "just taken over");
+    // ...and once nobody moved it for twice the fill timeout, they go.
+    tokio::time::sleep(timeout * 2).await;
+    assert_eq!(s.drop_failed_fills().await.unwrap(), 1);
+    assert_eq!(upload_dirs(tmp.path()), 0);
+    assert!(s.upload_status(REPO, &id).await.is_err());
     filler(s.begin_fill(REPO, &d).await.unwrap());
 }

@@ -73,6 +73,19 @@ impl Proc {
         self.child.id()
     }
 
+    /// The most memory the process has held resident so far (`VmHWM` in /proc/PID/status), in
+    /// bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in {path}:\n{status}"));
+        kib * 1024
+    }
+
     /// SIGKILL: the process gets no chance to clean up, as in a crash.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -556,6 +569,25 @@ impl Trow {
     /// `127.0.0.1:PORT/` + `repo`, the image reference prefix clients use.
     pub fn image(&self, repo_and_tag: &str) -> String {
         format!("{}/{}", self.addr, repo_and_tag)
+    }
+
+    /// Every process of this Trow, named by its role (`trow`, or `gateway`, `storage`,
+    /// `proxy-0`... in the split topology).
+    pub fn processes(&self) -> Vec<(String, &Proc)> {
+        let main = match self.topology {
+            Topology::OneProcess => "trow",
+            Topology::Split => "gateway",
+        };
+        let mut all = vec![(main.to_string(), &self.main)];
+        all.extend(self.storage.iter().map(|p| ("storage".to_string(), p)));
+        all.extend(
+            self.proxies
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("proxy-{i}"), p)),
+        );
+        all.extend(self.admission.iter().map(|p| ("admission".to_string(), p)));
+        all
     }
 }
 

@@ -17,6 +17,8 @@ mod auth;
 mod counter;
 #[path = "proxy/hostile_upstream.rs"]
 mod hostile_upstream;
+#[path = "proxy/large.rs"]
+mod large;
 #[path = "proxy/modes.rs"]
 mod modes;
 #[path = "proxy/policy.rs"]
@@ -164,6 +166,21 @@ mod ns_of_the_hostname_in_capitals_is_local {
         crate::policy::ns_of_the_hostname_in_capitals_is_local(trow_tests::Topology::Split).await;
     }
 }
+both_topologies!(
+    large::a_large_layer_fills_in_bounded_memory,
+    "127.0.0.181",
+    "127.0.0.182"
+);
+both_topologies!(
+    large::a_broken_off_fill_frees_its_bytes,
+    "127.0.0.183",
+    "127.0.0.184"
+);
+both_topologies!(
+    large::a_blob_over_max_blob_size_is_refused,
+    "127.0.0.185",
+    "127.0.0.186"
+);
 // `counter::the_counting_front_counts_every_request_exactly` (127.0.0.30) checks the counting.
 
 /// A bad `--config-file` stops `trow` and `trow proxy` at start-up, naming the key.

@@ -11,6 +11,14 @@
 //! upstream hung): readers waiting on it fail, so that their proxy asks again, and the next
 //! `begin_fill` preempts the stalled append and hands the fill, with the bytes already stored,
 //! to the new caller.
+//!
+//! A fill failed, and its bytes are deleted at once, when its digest does not match, when its
+//! filler cancels it (the upstream announced too much, or ended short of what it announced), or
+//! when more bytes come than were announced. A fill whose filler stopped appending (its
+//! upstream broke off, its proxy died) stays for a take-over; once it has not moved for twice
+//! the fill timeout (readers find it stalled after one, and the next of them takes it over)
+//! with no append running, nobody will: [`Store::drop_failed_fills`] deletes it. A fill whose
+//! append is still running (a slow upstream) is only stalled, never dropped.
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +96,41 @@ impl<B: Backend> Store<B> {
             offset: upload.size.load(Ordering::Acquire),
             upload_id: id,
         }
+    }
+
+    /// Deletes the fills nobody took over (see the module docs); returns how many went.
+    pub async fn drop_failed_fills(&self) -> Result<usize> {
+        let grace = self.limits.fill_timeout * 2;
+        let fills: Vec<(String, SharedUpload)> = self
+            .fills
+            .lock()
+            .expect("fills lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut dropped = 0;
+        for (id, upload) in fills {
+            if upload.progress.borrow().at.elapsed() < grace {
+                continue;
+            }
+            // An append in progress holds the digest state: its filler is alive.
+            let Ok(idle) = upload.hasher.try_lock() else {
+                continue;
+            };
+            // A take-over moves the fill while holding that lock: look again.
+            if upload.progress.borrow().at.elapsed() < grace {
+                continue;
+            }
+            let Some(_closing) = self.close(&id, &upload) else {
+                continue;
+            };
+            drop(idle);
+            tracing::info!(upload = %id, size = upload.size.load(Ordering::Acquire),
+                "removing a fill that stopped and was not taken over");
+            self.discard(&id).await?;
+            dropped += 1;
+        }
+        Ok(dropped)
     }
 
     /// Records the whole size of a fill's blob, which its readers announce to their clients.

@@ -183,7 +183,8 @@ pub struct Limits {
     /// abandoned sessions pile up scratch files.
     pub max_uploads: usize,
     /// A fill that makes no progress this long is stalled: its readers give up and the next
-    /// caller of `begin_fill` takes it over.
+    /// caller of `begin_fill` takes it over. One whose filler stopped and that nobody took over
+    /// for twice this long failed, and is deleted (see `fills`).
     pub fill_timeout: std::time::Duration,
 }
 
@@ -237,6 +238,10 @@ impl<B: Backend> Store<B> {
 
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The critical section of a repository's manifest, tag and link writes: each sequence of

@@ -142,7 +142,7 @@ impl<B: Backend> Store<B> {
     /// Closes an upload for good: no request finds it any more. It stays in the live set (so
     /// the janitor leaves its files alone) until the returned guard, held while its bytes are
     /// committed or deleted, drops. None if it was already closed.
-    fn close<'a>(&'a self, id: &'a str, upload: &Upload) -> Option<impl Drop + 'a> {
+    pub(super) fn close<'a>(&'a self, id: &'a str, upload: &Upload) -> Option<impl Drop + 'a> {
         if upload.closed.swap(true, Ordering::AcqRel) {
             return None;
         }
@@ -152,7 +152,7 @@ impl<B: Backend> Store<B> {
 
     /// Drops a closed upload's bytes: the record first, so a crash in between leaves an orphan
     /// the janitor removes rather than an upload that comes back.
-    async fn discard(&self, id: &str) -> Result<()> {
+    pub(super) async fn discard(&self, id: &str) -> Result<()> {
         self.backend.delete(&layout::upload_repository(id)).await?;
         Ok(self.backend.delete_all(&layout::upload_dir(id)).await?)
     }
@@ -162,7 +162,8 @@ impl<B: Backend> Store<B> {
     ///
     /// A stream that fails (the client went away or stalled) keeps what arrived before: the upload
     /// stays resumable at its new size. A failed write here (a full disk) cancels the upload, so
-    /// its scratch bytes are freed at once.
+    /// its scratch bytes are freed at once; so do bytes past a fill's announced size (its upstream
+    /// sent more than it said: the fill can only be wrong).
     pub async fn append_upload<S>(
         &self,
         repository: &str,
@@ -187,6 +188,8 @@ impl<B: Backend> Store<B> {
         }
         let mut takeovers = upload.takeovers.subscribe();
         takeovers.mark_unchanged();
+        let announced = || upload.fill.as_ref().and(upload.progress.borrow().total);
+        let mut overflowed = false;
         let written = async {
             let mut file = self.backend.append(&layout::upload_data(id)).await?;
             let mut data = std::pin::pin!(data);
@@ -223,6 +226,16 @@ impl<B: Backend> Store<B> {
                         break;
                     }
                     Some(Ok(chunk)) => {
+                        let size = upload.size.load(Ordering::Acquire);
+                        if let Some(total) = announced()
+                            && size + chunk.len() as u64 > total
+                        {
+                            overflowed = true;
+                            ended = Err(StorageError::UploadInvalid(format!(
+                                "more bytes than the {total} announced for the fill"
+                            )));
+                            break;
+                        }
                         // tokio's File finishes the previous write before it takes this one:
                         // once this returns, every byte before `chunk` is in the file, and
                         // readers of a fill may read up to there.
@@ -247,6 +260,13 @@ impl<B: Backend> Store<B> {
         }
         .await;
         match written {
+            Ok(Err(e)) if overflowed => {
+                drop(guard);
+                if let Some(_closing) = self.close(id, &upload) {
+                    self.discard(id).await?;
+                }
+                Err(e)
+            }
             Ok(ended) => ended.map(|()| upload.size.load(Ordering::Acquire)),
             Err(e) => {
                 // The bytes on disk may now differ from what was hashed, and the disk may be

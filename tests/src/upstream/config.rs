@@ -14,6 +14,8 @@ pub struct ProxyConfig {
     pub revalidate_timeout: Option<String>,
     /// e.g. `2s`; Trow's default when `None`.
     pub fetch_timeout: Option<String>,
+    /// e.g. `1MiB`; Trow's default when `None`.
+    pub max_blob_size: Option<String>,
     pub registries: Vec<Entry>,
 }
 
@@ -110,6 +112,11 @@ impl ProxyConfig {
         self
     }
 
+    pub fn max_blob_size(mut self, size: &str) -> ProxyConfig {
+        self.max_blob_size = Some(size.to_string());
+        self
+    }
+
     pub fn configured_only(mut self, yes: bool) -> ProxyConfig {
         self.configured_only = yes;
         self
@@ -131,6 +138,9 @@ impl ProxyConfig {
         }
         if let Some(t) = &self.fetch_timeout {
             out.push_str(&format!("  fetch_timeout: {t}\n"));
+        }
+        if let Some(s) = &self.max_blob_size {
+            out.push_str(&format!("  max_blob_size: {s}\n"));
         }
         if self.registries.is_empty() {
             out.push_str("  registries: []\n");

@@ -29,6 +29,8 @@ pub struct Reply {
     pub delay: Option<Duration>,
     /// Sends the body one byte per this interval (the head at once).
     pub pace: Option<Duration>,
+    /// The `Content-Length` announced instead of the body's length (see [`Reply::announce`]).
+    pub announced: Option<u64>,
 }
 
 impl Reply {
@@ -41,6 +43,7 @@ impl Reply {
             tail: Vec::new(),
             delay: None,
             pace: None,
+            announced: None,
         }
     }
 
@@ -95,12 +98,29 @@ impl Reply {
         self.body.len() as u64 + pad + self.tail.len() as u64
     }
 
+    /// Announces `Content-Length: length` whatever the body: an upstream that announces more
+    /// than it sends breaks the connection off after the body, as one whose transfer died would.
+    pub fn announce(mut self, length: u64) -> Reply {
+        self.announced = Some(length);
+        self
+    }
+
+    /// The `Content-Length` sent.
+    fn length(&self) -> u64 {
+        self.announced.unwrap_or_else(|| self.len())
+    }
+
+    /// The body ends before the announced length: the connection is closed after it.
+    fn breaks_off(&self) -> bool {
+        self.length() > self.len()
+    }
+
     fn head_bytes(&self) -> Vec<u8> {
         let mut s = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (k, v) in &self.headers {
             s.push_str(&format!("{k}: {v}\r\n"));
         }
-        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.len()));
+        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.length()));
         s.into_bytes()
     }
 
@@ -261,10 +281,11 @@ async fn serve(s: TcpStream, rec: Requests, handler: Arc<Handler>, conn: usize, 
         if w.write_all(&reply.head_bytes()).await.is_err() {
             return;
         }
-        if head.method != "HEAD" && reply.write_body(&mut w).await.is_err() {
+        let body = head.method != "HEAD";
+        if body && reply.write_body(&mut w).await.is_err() {
             return;
         }
-        if head.wants_close() {
+        if head.wants_close() || (body && reply.breaks_off()) {
             return;
         }
     }
