@@ -2,14 +2,15 @@
 //! containerd's `?ns=<registry>`) from the storage service, asking the upstream only what it must
 //! and caching what it fetches while the client reads it.
 //!
-//! - [`config`]: the `registry_proxies` section of the config file.
-//! - [`policy`]: the `image_validation` policy, enforced on every request before it is served.
 //! - [`config`]: the `registry_proxies` section of the config file ([`size`]: its sizes).
+//! - [`policy`]: the `image_validation` policy, enforced on every request before it is served.
 //! - [`reference`]: what a client wrote (`docker.io`, an alias, `host:port`) → which upstream,
 //!   which repository there, which cached repository here.
 //! - [`ssrf`]: which addresses an unconfigured upstream may not resolve to.
 //! - [`upstream`]: the upstream registry API with its three ways of authenticating.
-//! - [`service`]: what to ask the upstream, what to cache, what to serve when it fails.
+//! - [`service`]: the gRPC service: resolves and judges each request, then answers it with
+//!   `manifests` (revalidate, fetch through a fill, serve stale) or `fill` (blobs: one upstream
+//!   fetch however many ask, through bounded buffers).
 //! - [`failures`]: manifest fills that failed lately, for the requests that followed them.
 //! - [`tags`]: tag lists, from the upstream or, when it fails, the cache.
 //! - [`warm`]: filling the cache with a whole image before anyone pulls it (pre-warm).
@@ -17,6 +18,8 @@
 
 pub mod config;
 pub mod failures;
+mod fill;
+mod manifests;
 pub mod policy;
 pub mod reference;
 pub mod server;
