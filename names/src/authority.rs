@@ -21,10 +21,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub const DOCKER_HUB_UPSTREAM: &str = "registry-1.docker.io";
 /// Docker Hub's cache name, the name clients know it by.
 pub const DOCKER_HUB_NAME: &str = "docker.io";
-/// Longest repository name storage accepts (as distribution does); the cache repository
-/// `f/<cache_name>/<repository>` must fit.
-pub const MAX_REPOSITORY_LEN: usize = 255;
-
 /// Whether a (lowercase, port-less) host is one of Docker Hub's names.
 pub fn is_docker_hub(host: &str) -> bool {
     matches!(
@@ -217,36 +213,6 @@ fn parse_host(h: &str) -> Result<Host, String> {
         return Err(bad());
     }
     Ok(Host::Name(h.to_string()))
-}
-
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`, any length.
-pub fn valid_repository(name: &str) -> bool {
-    !name.is_empty() && name.split('/').all(valid_component)
-}
-
-/// One repository path component: alphanumeric runs joined by `.`, `_`, `__` or `-+`.
-pub fn valid_component(c: &str) -> bool {
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let b = c.as_bytes();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
-            return false;
-        }
-    }
-    true
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 
 use std::fmt;
 
-use crate::authority::{Authority, DOCKER_HUB_NAME, is_docker_hub, valid_repository};
+use crate::authority::{Authority, DOCKER_HUB_NAME, is_docker_hub};
+use crate::grammar::{self, valid_repository};
 
 /// Longest `registry/repository` a runtime accepts (distribution's limit).
 pub const MAX_NAME_LEN: usize = 255;
@@ -234,12 +235,7 @@ pub(crate) fn parse(image: &str, default_tag: bool) -> Result<ImageRef, ImageErr
 
 /// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 fn valid_tag(t: &str) -> Result<String, ImageError> {
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let b = t.as_bytes();
-    let ok = (1..=128).contains(&b.len())
-        && word(b[0])
-        && b.iter().all(|&c| word(c) || c == b'.' || c == b'-');
-    if ok {
+    if grammar::valid_tag(t) {
         Ok(t.to_string())
     } else {
         Err(ImageError::InvalidTag(t.to_string()))

@@ -6,14 +6,16 @@
 //! `registry-1.docker.io:443/library/busybox`), or by pulling it through the cache under a name
 //! of Trow the webhook does not know. So both use this crate, which depends on neither:
 //!
+//! - [`grammar`]: the OCI grammar of repository names and tags.
 //! - [`authority`]: `host[:port]` in one canonical form (lowercase, default ports dropped,
-//!   Docker Hub's names as one), the cache's spelling of it, and the OCI repository grammar.
+//!   Docker Hub's names as one), and the cache's spelling of it.
 //! - [`image`]: image references as pods write them, normalized.
 //! - [`validation`]: the `image_validation` config section.
 //! - [`policy`]: allow or deny one image (for the webhook) or one request (for the proxy), and
 //!   why.
 
 pub mod authority;
+pub mod grammar;
 pub mod image;
 pub mod policy;
 pub mod validation;

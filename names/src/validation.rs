@@ -29,7 +29,8 @@
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use crate::authority::{Authority, DOCKER_HUB_NAME, valid_component, valid_repository};
+use crate::authority::{Authority, DOCKER_HUB_NAME};
+use crate::grammar::{valid_component, valid_repository};
 use crate::image::{self, names_registry, normalize_registry};
 
 /// A config value that was refused; the message starts with the key it is about.

@@ -24,16 +24,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use trow_names::authority::{
-    Authority, DOCKER_HUB_NAME, DOCKER_HUB_UPSTREAM, is_docker_hub, valid_component,
-    valid_repository,
-};
+pub use trow_names::authority::{Authority, DOCKER_HUB_NAME, DOCKER_HUB_UPSTREAM, is_docker_hub};
+pub use trow_names::grammar::{MAX_REPOSITORY_LEN, valid_component, valid_repository};
 
 use crate::config::{ProxyConfig, RegistryConfig};
-
-/// Longest repository name storage accepts (as distribution does); the cache repository
-/// `f/<cache_name>/<repository>` must fit.
-pub const MAX_REPOSITORY_LEN: usize = 255;
 
 /// Why a registry or repository a client named cannot be proxied. The messages are meant for
 /// the client: they say what was wrong with what it wrote and nothing about Trow's internals.
