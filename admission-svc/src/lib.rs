@@ -28,8 +28,8 @@ pub mod server;
 mod testdata;
 
 use kube_core::Status;
-use trow_proxy::config::ProxyConfig;
-use trow_proxy::reference::Resolver;
+use trow_upstreams::config::ProxyConfig;
+use trow_upstreams::reference::Resolver;
 
 pub use config::{ConfigError, Decision, MutationConfig, ValidationConfig};
 pub use image::{ImageError, ImageRef};

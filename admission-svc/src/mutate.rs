@@ -29,7 +29,7 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{Patch, PatchOperation, ReplaceOperation};
-use trow_proxy::reference::{ResolveError, Resolver};
+use trow_upstreams::reference::{ResolveError, Resolver};
 
 use crate::config::MutationConfig;
 use crate::image::{ImageRef, MAX_NAME_LEN};
@@ -249,7 +249,7 @@ fn repository_under(prefix: &str, repository: &str) -> bool {
 mod tests {
     use super::*;
     use crate::podspec::Place;
-    use trow_proxy::config::{ProxyConfig, RegistryConfig};
+    use trow_upstreams::config::{ProxyConfig, RegistryConfig};
 
     const TROW: &str = "trow.example.com";
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

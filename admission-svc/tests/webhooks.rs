@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use trow_admission::{Decision, MutationConfig, ReviewError, ValidationConfig, Webhooks};
-use trow_proxy::config::{ProxyConfig, RegistryConfig};
+use trow_upstreams::config::{ProxyConfig, RegistryConfig};
 
 const TROW: &str = "trow.example.com:8443";
 

@@ -2,10 +2,9 @@
 //! containerd's `?ns=<registry>`) from the storage service, asking the upstream only what it must
 //! and caching what it fetches while the client reads it.
 //!
-//! - [`config`]: the `registry_proxies` section of the config file ([`size`]: its sizes).
+//! - [`config`], [`reference`], [`size`]: the `registry_proxies` section and resolving a name to
+//!   an upstream and a cached repository, from `trow-upstreams` (shared with admission).
 //! - [`policy`]: the `image_validation` policy, enforced on every request before it is served.
-//! - [`reference`]: what a client wrote (`docker.io`, an alias, `host:port`) → which upstream,
-//!   which repository there, which cached repository here.
 //! - [`ssrf`]: which addresses an unconfigured upstream may not resolve to.
 //! - [`upstream`]: the upstream registry API with its three ways of authenticating.
 //! - [`service`]: the gRPC service: resolves and judges each request, then answers it with
@@ -16,15 +15,16 @@
 //! - [`warm`]: filling the cache with a whole image before anyone pulls it (pre-warm).
 //! - [`server`]: the gRPC server with health and reflection.
 
-pub mod config;
+/// The `registry_proxies` section and name resolution live in `trow-upstreams` (the admission
+/// service shares them); re-exported here under the names this crate has always used.
+pub use trow_upstreams::{config, reference, size};
+
 pub mod failures;
 mod fill;
 mod manifests;
 pub mod policy;
-pub mod reference;
 pub mod server;
 pub mod service;
-pub mod size;
 pub mod ssrf;
 pub mod tags;
 pub mod upstream;

@@ -10,37 +10,12 @@
 //! a request without a tag may reach (blobs, tag lists, manifests by digest) is
 //! [`trow_names::policy::check_request`]'s rule.
 
-use trow_names::image::{names_registry, normalize_registry};
-use trow_names::policy::{CacheOrigin, Verdict, check_request};
+use trow_names::image::normalize_registry;
+use trow_names::policy::{Verdict, check_request};
 use trow_names::validation::invalid;
 use trow_names::{ConfigError, ImageRef, ValidationConfig};
 
-use crate::reference::{Resolver, Target};
-
-/// What the cache fetches for `<trow>/f/<path>`: lets the policy judge images in Trow's cache
-/// as the images they cache.
-impl CacheOrigin for Resolver {
-    fn origin(&self, path: &str) -> Result<(String, String), String> {
-        let target = self.resolve_path(path).map_err(|e| e.to_string())?;
-        let written = path.split('/').next().unwrap_or(path);
-        Ok((policy_registry(&target, written)?, target.repository))
-    }
-}
-
-/// The registry the policy knows `target` by, `written` being how the request named it: the
-/// upstream normalized as an image's registry, except that an alias which is itself a registry
-/// name (`gcr.io` for a mirror standing in for it) is that registry, as the image was written
-/// before the mutating webhook's rewrite.
-pub fn policy_registry(target: &Target, written: &str) -> Result<String, String> {
-    let by_alias = target.registry.as_ref().and_then(|r| r.alias.as_deref()) == Some(written);
-    match &target.registry {
-        Some(_) if by_alias && names_registry(written) => {
-            normalize_registry(written).or_else(|_| normalize_registry(&target.upstream.host))
-        }
-        _ => normalize_registry(&target.upstream.host),
-    }
-    .map_err(|e| e.to_string())
-}
+use crate::reference::{Resolver, Target, policy_registry};
 
 /// A request the policy refuses.
 #[derive(Debug, thiserror::Error)]

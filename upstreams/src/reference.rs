@@ -27,6 +27,9 @@ use std::sync::Arc;
 pub use trow_names::authority::{Authority, DOCKER_HUB_NAME, DOCKER_HUB_UPSTREAM, is_docker_hub};
 pub use trow_names::grammar::{MAX_REPOSITORY_LEN, valid_component, valid_repository};
 
+use trow_names::image::{names_registry, normalize_registry};
+use trow_names::policy::CacheOrigin;
+
 use crate::config::{ProxyConfig, RegistryConfig};
 
 /// Why a registry or repository a client named cannot be proxied. The messages are meant for
@@ -257,6 +260,31 @@ impl Resolver {
         }
         best.map(|(_, c)| c).or(fallback).cloned()
     }
+}
+
+/// What the cache fetches for `<trow>/f/<path>`: lets the policy judge images in Trow's cache
+/// as the images they cache.
+impl CacheOrigin for Resolver {
+    fn origin(&self, path: &str) -> Result<(String, String), String> {
+        let target = self.resolve_path(path).map_err(|e| e.to_string())?;
+        let written = path.split('/').next().unwrap_or(path);
+        Ok((policy_registry(&target, written)?, target.repository))
+    }
+}
+
+/// The registry the policy knows `target` by, `written` being how the request named it: the
+/// upstream normalized as an image's registry, except that an alias which is itself a registry
+/// name (`gcr.io` for a mirror standing in for it) is that registry, as the image was written
+/// before the mutating webhook's rewrite.
+pub fn policy_registry(target: &Target, written: &str) -> Result<String, String> {
+    let by_alias = target.registry.as_ref().and_then(|r| r.alias.as_deref()) == Some(written);
+    match &target.registry {
+        Some(_) if by_alias && names_registry(written) => {
+            normalize_registry(written).or_else(|_| normalize_registry(&target.upstream.host))
+        }
+        _ => normalize_registry(&target.upstream.host),
+    }
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
