@@ -17,6 +17,7 @@
 //! - [`server`]: the gRPC server (`trow.admission.v1.Admission`) with health and reflection.
 
 pub mod config;
+mod error;
 pub use trow_names::image;
 pub mod mutate;
 pub mod podspec;

@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplate, ReplicationControlle
 use kube_core::DynamicObject;
 use serde::de::DeserializeOwned;
 
-use crate::review::ReviewError;
+use crate::error::ReviewError;
 
 /// The kinds whose pod spec is known: (API group, kind, where the pod spec is).
 pub const KINDS: [(&str, &str, &str); 9] = [

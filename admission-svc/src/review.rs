@@ -12,6 +12,7 @@
 //! should not send it. DELETE and CONNECT start nothing, so they are read whatever the kind
 //! (`kubectl exec` is a CONNECT of `PodExecOptions`) and have no images.
 
+pub use crate::error::ReviewError;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use kube_core::DynamicObject;
@@ -21,32 +22,6 @@ use crate::podspec::{ImageSite, KINDS, images};
 
 /// The AdmissionReview versions answered, each in its own version.
 pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
-
-/// Why a review could not be read. Every variant means 400 Bad Request: the fault is in what
-/// was sent (or in webhook rules that send what this webhook does not handle).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReviewError {
-    #[error("the body is not valid JSON: {0}")]
-    Json(String),
-    #[error("the body is not an AdmissionReview: {0}")]
-    Shape(String),
-    #[error(
-        "unsupported {kind} version {api_version:?}: expected AdmissionReview \
-         admission.k8s.io/v1 or admission.k8s.io/v1beta1"
-    )]
-    Version { kind: String, api_version: String },
-    #[error("the AdmissionReview has no request")]
-    MissingRequest,
-    #[error("the {0} request has no object")]
-    MissingObject(String),
-    #[error(
-        "kind {0} has no pod spec this webhook knows (Pod, Deployment, StatefulSet, DaemonSet, \
-         ReplicaSet, Job, CronJob, ReplicationController, PodTemplate): check the webhook's rules"
-    )]
-    UnsupportedKind(String),
-    #[error("the request's object is not a valid {kind}: {reason}")]
-    InvalidObject { kind: String, reason: String },
-}
 
 /// A parsed review.
 #[derive(Debug)]

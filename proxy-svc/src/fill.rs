@@ -9,18 +9,66 @@ use futures::{Stream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use std::sync::Arc;
-use tonic::Status;
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 use trow_proto::oci_code::{self, ErrorCode};
+use trow_proto::proxy::CacheStatus;
 use trow_proto::storage::{self as st, storage_client::StorageClient};
 use trow_proto::transport::READ_CHUNK_SIZE;
 
 use crate::reference::Target;
-use crate::service::{ProxyService, upstream_status};
+use crate::service::{ProxyService, header_str, upstream_status};
 use crate::size;
 use crate::upstream::{Upstreams, min_rate};
 
 impl ProxyService {
+    /// A blob's size and whether it is cached: from storage, else from the upstream's `HEAD`
+    /// (nothing is fetched), refused when it is over `max_blob_size`.
+    pub(crate) async fn blob_size(
+        &self,
+        t: &Target,
+        digest: &str,
+    ) -> Result<(u64, CacheStatus), Status> {
+        let cached = self
+            .storage
+            .clone()
+            .stat_blob(st::BlobRef {
+                repository: t.cache_repository.clone(),
+                digest: digest.to_string(),
+            })
+            .await;
+        match cached {
+            Ok(b) => {
+                return Ok((b.into_inner().size, CacheStatus::Hit));
+            }
+            Err(s) if s.code() != Code::NotFound || self.offline => return Err(s),
+            Err(_) => {}
+        }
+        let resp = self
+            .upstreams
+            .send(
+                t,
+                Method::HEAD,
+                &format!("blobs/{}", digest),
+                HeaderMap::new(),
+                None,
+            )
+            .await
+            .map_err(|e| upstream_status(&e, ErrorCode::BlobUnknown))?;
+        // Not `content_length()`: reqwest gives the body's length there, 0 for every HEAD.
+        let size = header_str(resp.headers(), header::CONTENT_LENGTH)
+            .parse::<u64>()
+            .ok();
+        let size = size.ok_or_else(|| {
+            oci_code::upstream_failed(format!(
+                "upstream {} did not say the blob's size",
+                t.upstream.host
+            ))
+        })?;
+        within_cap(&t.upstream.host, digest, size, self.max_blob_size)?;
+        Ok((size, CacheStatus::Miss))
+    }
+
     /// Starts filling a blob when this caller is to fill it; says whether it was cached.
     pub(crate) async fn join_fill(&self, t: &Target, digest: &str) -> Result<bool, Status> {
         use st::fill_state::Role;

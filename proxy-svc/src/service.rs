@@ -6,7 +6,6 @@
 //! client as an error naming the upstream.
 
 use bytes::Bytes;
-use reqwest::Method;
 use reqwest::header::{self, HeaderMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +13,10 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use trow_proto::oci_code::{self, ErrorCode};
 use trow_proto::proxy::{self as pb, CacheStatus, proxy_server::Proxy};
-use trow_proto::storage::{self as st, storage_client::StorageClient};
+use trow_proto::storage::storage_client::StorageClient;
 
 use crate::config::ProxyConfig;
 use crate::failures::Failures;
-use crate::fill::within_cap;
 use crate::policy::Enforcer;
 use crate::reference::{ResolveError, Resolver, Target};
 use crate::upstream::{UpstreamError, Upstreams};
@@ -145,49 +143,10 @@ impl Proxy for ProxyService {
     ) -> Result<Response<pb::BlobHeader>, Status> {
         let r = req.into_inner();
         let t = self.target(&r.registry, &r.repository)?;
-        let cached = self
-            .storage
-            .clone()
-            .stat_blob(st::BlobRef {
-                repository: t.cache_repository.clone(),
-                digest: r.digest.clone(),
-            })
-            .await;
-        match cached {
-            Ok(b) => {
-                return Ok(Response::new(pb::BlobHeader {
-                    size: b.into_inner().size,
-                    cache: CacheStatus::Hit.into(),
-                }));
-            }
-            Err(s) if s.code() != Code::NotFound || self.offline => return Err(s),
-            Err(_) => {}
-        }
-        let resp = self
-            .upstreams
-            .send(
-                &t,
-                Method::HEAD,
-                &format!("blobs/{}", r.digest),
-                HeaderMap::new(),
-                None,
-            )
-            .await
-            .map_err(|e| upstream_status(&e, ErrorCode::BlobUnknown))?;
-        // Not `content_length()`: reqwest gives the body's length there, 0 for every HEAD.
-        let size = header_str(resp.headers(), header::CONTENT_LENGTH)
-            .parse::<u64>()
-            .ok();
-        let size = size.ok_or_else(|| {
-            oci_code::upstream_failed(format!(
-                "upstream {} did not say the blob's size",
-                t.upstream.host
-            ))
-        })?;
-        within_cap(&t.upstream.host, &r.digest, size, self.max_blob_size)?;
+        let (size, cache) = self.blob_size(&t, &r.digest).await?;
         Ok(Response::new(pb::BlobHeader {
             size,
-            cache: CacheStatus::Miss.into(),
+            cache: cache.into(),
         }))
     }
 

@@ -31,7 +31,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use crate::reference::{Authority, is_docker_hub, valid_repository};
+use trow_names::authority::{Authority, is_docker_hub};
+use trow_names::grammar::valid_repository;
 
 mod raw;
 mod secret;
