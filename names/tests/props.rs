@@ -221,3 +221,122 @@ proptest! {
         prop_assert!(e.contains(&format!("unknown field `{key}`")), "{}", e);
     }
 }
+
+/// What Trow's cache fetches does not matter here: no image is under Trow's hostname.
+struct NoCache;
+
+impl trow_names::CacheOrigin for NoCache {
+    fn origin(&self, path: &str) -> Result<(String, String), String> {
+        Err(format!("{path} is not cached"))
+    }
+}
+
+/// Registries of each kind: Docker Hub, dotted names, a one-label name with a port, IPs.
+const REGISTRIES: [&str; 6] = [
+    "docker.io",
+    "quay.io",
+    "localhost:5000",
+    "myreg:443",
+    "[::1]:5000",
+    "127.0.0.1",
+];
+
+/// Another spelling of `registry` (`""` for Docker Hub written without one): the other Docker
+/// Hub names, a default port written out, any case.
+fn respell(registry: &str, variant: u8, mask: u64) -> String {
+    let spelled = match (registry, variant % 5) {
+        ("docker.io", 0) => String::new(),
+        ("docker.io", 1) => "index.docker.io".into(),
+        ("docker.io", 2) => "registry-1.docker.io:443".into(),
+        ("docker.io", 3) => "docker.io:80".into(),
+        ("quay.io" | "127.0.0.1", 1) => format!("{registry}:443"),
+        ("quay.io" | "127.0.0.1", 2) => format!("{registry}:80"),
+        _ => registry.into(),
+    };
+    recase(&spelled, mask)
+}
+
+/// `registry/repository` as written; Docker Hub's `library/` may be left out.
+fn written(registry: &str, repository: &str, short: bool) -> String {
+    match registry {
+        "" if short && repository.starts_with("library/") => repository["library/".len()..].into(),
+        "" => repository.into(),
+        r => format!("{r}/{repository}"),
+    }
+}
+
+fn image_parts() -> impl Strategy<Value = (&'static str, String, String)> {
+    (
+        prop::sample::select(&REGISTRIES[..]),
+        prop_oneof!["library/[ab]{1,2}", "[ab]{1,2}(/[ab]{1,2})?"],
+        prop_oneof![Just(String::new()), ":[12]", "@sha256:[0a]{64}"],
+    )
+}
+
+fn prefix() -> impl Strategy<Value = String> {
+    (image_parts(), 0u8..5, any::<u64>(), 0u8..3).prop_map(|((reg, repo, rf), v, mask, cut)| {
+        let reg = respell(reg, v, mask);
+        match cut {
+            0 if !reg.is_empty() => format!("{reg}/"),
+            1 => written(&reg, &repo, true),
+            _ => written(&reg, &repo, true) + &rf,
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The policy's promise: no spelling of an image gets another verdict, so a deny cannot be
+    /// written around. Requests by tag are judged as the image with that tag.
+    #[test]
+    fn every_spelling_gets_one_verdict(
+        allow in prop::collection::vec(prefix(), 0..4),
+        deny in prop::collection::vec(prefix(), 0..4),
+        default_allow: bool,
+        (registry, repository, reference) in image_parts(),
+        spellings in prop::collection::vec((0u8..5, any::<u64>(), any::<bool>()), 1..4),
+    ) {
+        use trow_names::policy::{check, check_request};
+        use trow_names::Decision;
+        let default = if default_allow { Decision::Allow } else { Decision::Deny };
+        let Ok(cfg) = ValidationConfig::new(default, allow, deny).validate() else {
+            return Ok(()); // e.g. a bare registry: refused as ambiguous
+        };
+        let canonical = format!("{}{reference}", written(registry, &repository, false));
+        let verdict = check(&cfg, &canonical, None, &NoCache);
+        prop_assert!(!matches!(verdict.reason, trow_names::policy::Reason::Invalid(_)), "{:?}", verdict);
+        for (variant, mask, short) in spellings {
+            let image = format!("{}{reference}", written(&respell(registry, variant, mask), &repository, short));
+            prop_assert_eq!(&check(&cfg, &image, None, &NoCache), &verdict, "{} vs {}", image, canonical);
+        }
+        if let Some(tag) = reference.strip_prefix(':') {
+            let r = ImageRef::parse(&canonical).unwrap();
+            let request = ImageRef::of_request(r.registry(), r.repository(), Some(tag)).unwrap();
+            prop_assert_eq!(check_request(&cfg, &request, None, &NoCache), verdict);
+        }
+    }
+
+    #[test]
+    fn prefixes_are_normalized_whatever_the_spelling(
+        (registry, repository, reference) in image_parts(),
+        variant in 0u8..5,
+        mask: u64,
+        short: bool,
+    ) {
+        let canonical = format!("{}{reference}", written(registry, &repository, false));
+        let respelled = format!("{}{reference}", written(&respell(registry, variant, mask), &repository, short));
+        // `redis:7` without a `/` could be the registry `redis:7`: refused as ambiguous
+        // (documented), like `host:5000`. Every other spelling means the one image.
+        let ambiguous = !respelled.contains('/') && names_registry(&respelled);
+        if !ambiguous {
+            prop_assert_eq!(normalize_prefix(&respelled), normalize_prefix(&canonical));
+        }
+        // As a directory, `bitnami/` is Docker Hub's namespace `bitnami`: `library/` stays.
+        let dir = |s: &str| s.to_string() + "/";
+        prop_assert_eq!(
+            normalize_prefix(&dir(&written(&respell(registry, variant, mask), &repository, false))),
+            normalize_prefix(&dir(&written(registry, &repository, false)))
+        );
+    }
+}
