@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 use regex::Regex;
 use serde::Deserialize;
+use std::sync::LazyLock;
 use trow_names::authority::{DOCKER_HUB_UPSTREAM, is_docker_hub};
 use trow_names::grammar::{valid_repository, valid_tag};
 use trow_names::image::{MAX_NAME_LEN, names_registry, normalize_registry};
@@ -21,6 +22,10 @@ const TAG_RE: &str = r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}";
 fn anchored(re: &str) -> Regex {
     Regex::new(&format!("^(?:{re})$")).unwrap()
 }
+
+/// Compiled once: a debug build spends longer compiling a regex than running a case.
+static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| anchored(REPOSITORY_RE));
+static TAG: LazyLock<Regex> = LazyLock::new(|| anchored(TAG_RE));
 
 /// Text near the grammar's edges: the characters names are made of, and a few that are not.
 fn name_like() -> impl Strategy<Value = String> {
@@ -138,10 +143,8 @@ proptest! {
 
     #[test]
     fn grammar_agrees_with_the_spec(s in prop_oneof![name_like(), REPOSITORY_RE, TAG_RE, "[a-zA-Z0-9_][a-zA-Z0-9._-]{120,135}"]) {
-        let repo = anchored(REPOSITORY_RE);
-        let tag = anchored(TAG_RE);
-        prop_assert_eq!(valid_repository(&s), repo.is_match(&s), "repository {:?}", s);
-        prop_assert_eq!(valid_tag(&s), tag.is_match(&s), "tag {:?}", s);
+        prop_assert_eq!(valid_repository(&s), REPOSITORY.is_match(&s), "repository {:?}", s);
+        prop_assert_eq!(valid_tag(&s), TAG.is_match(&s), "tag {:?}", s);
     }
 
     #[test]
