@@ -6,7 +6,8 @@
 //!   an upstream and a cached repository, from `trow-upstreams` (shared with admission).
 //! - [`policy`]: the `image_validation` policy, enforced on every request before it is served.
 //! - [`ssrf`]: which addresses an unconfigured upstream may not resolve to.
-//! - [`upstream`]: the upstream registry API with its three ways of authenticating.
+//! - [`upstream`]: the upstream registry API with its three ways of authenticating;
+//!   [`challenge`]: reading the `WWW-Authenticate` challenges it answers.
 //! - [`service`]: the gRPC service: resolves and judges each request, then answers it with
 //!   `manifests` (revalidate, fetch through a fill, serve stale) or `fill` (blobs: one upstream
 //!   fetch however many ask, through bounded buffers).
@@ -19,10 +20,13 @@
 /// service shares them); re-exported here under the names this crate has always used.
 pub use trow_upstreams::{config, reference, size};
 
+pub mod challenge;
 pub mod failures;
 mod fill;
 mod manifests;
 pub mod policy;
+#[cfg(test)]
+mod props;
 pub mod server;
 pub mod service;
 pub mod ssrf;

@@ -142,7 +142,7 @@ const MAX_TAG_LIST: usize = 4 << 20;
 
 /// The next page of an upstream tag list, from its `Link: </v2/<repo>/tags/list?...>;
 /// rel="next"` header, as a path below the repository.
-fn next_page(headers: &HeaderMap, repository: &str) -> Option<String> {
+pub(crate) fn next_page(headers: &HeaderMap, repository: &str) -> Option<String> {
     let link = headers.get(header::LINK)?.to_str().ok()?;
     let target = link
         .split(';')

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::challenge::parse_challenge;
 use crate::config::ProxyConfig;
 use crate::reference::Target;
 use crate::ssrf::{self, GuardedResolver};
@@ -385,30 +386,6 @@ fn basic(t: &Target) -> Option<HeaderValue> {
     let mut v = HeaderValue::from_str(&format!("Basic {enc}")).ok()?;
     v.set_sensitive(true);
     Some(v)
-}
-
-/// `Bearer realm="...",service="..."` → ("bearer", {realm, service}).
-fn parse_challenge(s: &str) -> (String, HashMap<String, String>) {
-    let s = s.trim();
-    let (scheme, rest) = s.split_once(' ').unwrap_or((s, ""));
-    let mut params = HashMap::new();
-    let mut rest = rest.trim();
-    while !rest.is_empty() {
-        let Some((k, after)) = rest.split_once('=') else {
-            break;
-        };
-        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        let (v, after) = if let Some(quoted) = after.strip_prefix('"') {
-            let end = quoted.find('"').unwrap_or(quoted.len());
-            (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        params.insert(k, v.to_string());
-        rest = after.trim_start_matches(',').trim();
-    }
-    (scheme.to_ascii_lowercase(), params)
 }
 
 fn check_status(

@@ -28,6 +28,9 @@ pub mod referrers;
 pub mod tags;
 pub mod uploads;
 
+#[cfg(test)]
+mod props;
+
 pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
