@@ -4,7 +4,9 @@
 //! - Storage down (split topology): the gateway answers every request that needs storage at
 //!   once with `503` and an OCI error body, while `GET /v2/` stays `200` (it needs no storage;
 //!   a liveness probe on it must not restart gateways because storage is down). Storage started
-//!   again on the same data dir and address is used again with no gateway restart.
+//!   again on the same data dir and address is used again with no gateway restart. Storage
+//!   killed while the gateway streams a blob ends the client's download at once, and its
+//!   `Range` retry gets the rest once storage is back.
 //! - The gateway killed while it streams a large blob to a slow client, or while a client
 //!   streams one to it: the client resumes against a new gateway (in one process: a new `trow`)
 //!   from where it stopped, and gets or stores the blob byte for byte.
@@ -33,6 +35,11 @@ mod support;
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_down_is_503_until_it_is_back() {
     storage_down::storage_down_is_503_until_it_is_back().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_killed_mid_pull() {
+    storage_down::storage_killed_mid_pull().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,11 +3,12 @@
 
 use trow_tests::clients::LogsOnPanic;
 use trow_tests::images;
-use trow_tests::oci::{ACCEPT_ALL, Reg, send, send_no_body, with_query};
+use trow_tests::oci::{ACCEPT_ALL, Reg, client, send, send_no_body, with_query};
 use trow_tests::{Topology, Trow, sha256_digest};
 
 use crate::support::{
-    assert_pulled, assert_storage_unavailable, guarded, signal, skopeo_copy, trow,
+    BigBlob, MIB, Partial, assert_pulled, assert_storage_unavailable, guarded, push_big, signal,
+    skopeo_copy, trow,
 };
 
 pub async fn storage_down_is_503_until_it_is_back() {
@@ -124,5 +125,22 @@ pub async fn storage_down_is_503_until_it_is_back() {
     )
     .await;
     r.assert_status(201);
+    trow_tests::fsck::stop_and_fsck(trow(&mut reg));
+}
+
+/// Storage killed while the gateway streams a blob from it: the client's download ends (cut, not
+/// whole, not hanging), and once storage is back its `Range` retry gets the rest.
+pub async fn storage_killed_mid_pull() {
+    let mut reg = Reg::with_trow(Trow::start(Topology::Split));
+    let _logs = LogsOnPanic::trow(trow(&mut reg));
+    let big = BigBlob::new(64 * MIB);
+    push_big(&reg, "faults/big", &big).await;
+    let url = reg.v2(&format!("faults/big/blobs/{}", big.digest));
+    let c = client();
+    let mut pull = Partial::start(&c, &url, 200, MIB).await;
+    tokio::task::block_in_place(|| trow(&mut reg).kill_storage());
+    pull.drain_cut(big.size(), "the pull").await;
+    tokio::task::block_in_place(|| trow(&mut reg).restart_storage());
+    pull.resume(&c, &url, big.size(), &big.digest).await;
     trow_tests::fsck::stop_and_fsck(trow(&mut reg));
 }
