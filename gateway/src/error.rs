@@ -64,6 +64,15 @@ impl Error {
     }
 }
 
+/// Whether tonic made `s` in this process from a connection that failed (refused, reset, a
+/// broken pipe), rather than a service sending it: only then does it carry the transport error
+/// as its source. A call on a connection whose service has just died fails this way, often as
+/// UNKNOWN "transport error" before the connection is known to be closed: as unavailable as a
+/// refused connection, not an internal error.
+fn transport_failure(s: &tonic::Status) -> bool {
+    std::error::Error::source(s).is_some()
+}
+
 impl From<tonic::Status> for Error {
     /// Storage errors carry their OCI code in metadata (see `trow_proto::oci_code`). Server faults
     /// are logged with their detail and answered without it.
@@ -78,7 +87,9 @@ impl From<tonic::Status> for Error {
                 tracing::warn!(status = %s, "upstream registry failed");
                 Error::new(OciCode::Unknown, s.message()).with_status(StatusCode::BAD_GATEWAY)
             }
-            (Some(OciCode::Unknown) | None, Code::Unavailable) => {
+            (Some(OciCode::Unknown) | None, grpc)
+                if grpc == Code::Unavailable || transport_failure(&s) =>
+            {
                 tracing::warn!(status = %s, "storage unavailable");
                 Error::new(OciCode::Unknown, "storage service unavailable")
                     .with_status(StatusCode::SERVICE_UNAVAILABLE)

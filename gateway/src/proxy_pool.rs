@@ -90,9 +90,14 @@ impl Target {
 }
 
 /// A replica that is not there (connection refused, reset, timed out), as opposed to a proxy's
-/// own answer, which always carries an OCI code.
+/// answer. tonic makes the status of a failed connection or call here, with the transport error
+/// as its source; a status the proxy sent has no source. Without that test, a proxy passing on
+/// its own storage call's UNAVAILABLE (storage is down: no OCI code either) looked unreachable,
+/// and every replica, which shares that storage, was tried and passed over in turn.
 fn unreachable(s: &Status) -> bool {
-    s.code() == Code::Unavailable && trow_proto::oci_code::of(s).is_none()
+    s.code() == Code::Unavailable
+        && trow_proto::oci_code::of(s).is_none()
+        && std::error::Error::source(s).is_some()
 }
 
 fn replica(url: String, source: usize, client: ProxyClient<Channel>) -> Arc<Replica> {

@@ -119,6 +119,20 @@ pub(crate) fn upstream_status(e: &UpstreamError, not_found: ErrorCode) -> Status
     }
 }
 
+/// A call to storage that failed in transport (refused, reset, a connection that closed under
+/// it) as the gateway is to see it: UNAVAILABLE, as the gateway's own storage calls are, and not
+/// the UNKNOWN "transport error" or CANCELLED tonic may give it here, which would reach the
+/// gateway as an internal error. tonic made such a status in this process, with the transport
+/// error as its source; statuses storage sent, and this service's own, have none and pass as
+/// they are.
+fn unavailable(s: Status) -> Status {
+    if std::error::Error::source(&s).is_some() {
+        Status::unavailable(format!("storage: {}", s.message()))
+    } else {
+        s
+    }
+}
+
 #[tonic::async_trait]
 impl Proxy for ProxyService {
     async fn get_manifest(
@@ -126,7 +140,7 @@ impl Proxy for ProxyService {
         req: Request<pb::ManifestRequest>,
     ) -> Result<Response<pb::Manifest>, Status> {
         let r = req.into_inner();
-        let (m, cache) = self.manifest(&r).await?;
+        let (m, cache) = self.manifest(&r).await.map_err(unavailable)?;
         let info = m.info.unwrap_or_default();
         Ok(Response::new(pb::Manifest {
             digest: info.digest,
@@ -143,7 +157,7 @@ impl Proxy for ProxyService {
     ) -> Result<Response<pb::BlobHeader>, Status> {
         let r = req.into_inner();
         let t = self.target(&r.registry, &r.repository)?;
-        let (size, cache) = self.blob_size(&t, &r.digest).await?;
+        let (size, cache) = self.blob_size(&t, &r.digest).await.map_err(unavailable)?;
         Ok(Response::new(pb::BlobHeader {
             size,
             cache: cache.into(),
@@ -156,7 +170,7 @@ impl Proxy for ProxyService {
     ) -> Result<Response<pb::BlobSource>, Status> {
         let r = req.into_inner();
         let t = self.target(&r.registry, &r.repository)?;
-        let cached = self.join_fill(&t, &r.digest).await?;
+        let cached = self.join_fill(&t, &r.digest).await.map_err(unavailable)?;
         Ok(Response::new(pb::BlobSource {
             repository: t.cache_repository,
             cache: if cached {
@@ -172,7 +186,9 @@ impl Proxy for ProxyService {
         &self,
         req: Request<pb::TagsRequest>,
     ) -> Result<Response<pb::TagList>, Status> {
-        Ok(Response::new(self.tags(&req.into_inner()).await?))
+        Ok(Response::new(
+            self.tags(&req.into_inner()).await.map_err(unavailable)?,
+        ))
     }
 
     async fn warm(&self, req: Request<pb::WarmRequest>) -> Result<Response<pb::WarmReply>, Status> {
@@ -184,7 +200,9 @@ impl Proxy for ProxyService {
                 "offline: nothing is fetched, so nothing can be warmed",
             ));
         }
-        Ok(Response::new(self.warm_image(&r).await?))
+        Ok(Response::new(
+            self.warm_image(&r).await.map_err(unavailable)?,
+        ))
     }
 }
 

@@ -5,6 +5,7 @@
 //! default or the split topology (storage and gateway as separate processes), and talk to it over
 //! HTTP or with real clients.
 
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -196,6 +197,8 @@ pub struct Trow {
     pub admission: Option<Proc>,
     /// Flags the storage service was started with, for restarts.
     storage_flags: Vec<String>,
+    /// The command line `main` was started with (program first), for [`Trow::restart_main`].
+    main_argv: Vec<OsString>,
     /// The config file and flags the proxies were started with, for [`Trow::add_proxy`].
     proxy_config: Option<PathBuf>,
     proxy_flags: Vec<String>,
@@ -347,6 +350,7 @@ impl Trow {
         let mut proxies = Vec::new();
         let mut proxy_addrs = Vec::new();
         let mut admission_proc = None;
+        let main_argv;
         let (main, storage, storage_addr) = match topology {
             Topology::OneProcess => {
                 let mut cmd = Command::new(trow_bin());
@@ -365,6 +369,7 @@ impl Trow {
                 if let Some(config) = &flags.config_file {
                     cmd.arg("--config-file").arg(config);
                 }
+                main_argv = argv(&cmd);
                 let mut main = Proc::spawn(cmd, logs.join(format!("trow-{}.log", now_ms())));
                 let storage_addr = addr_prefix(&wait_for_line(&mut main, "trow storage: gRPC on "));
                 (main, None, storage_addr)
@@ -452,6 +457,7 @@ impl Trow {
                     cmd.args(["--admission", &format!("http://{a}")]);
                 }
                 cmd.args(&flags.gateway);
+                main_argv = argv(&cmd);
                 let main = Proc::spawn(cmd, logs.join(format!("gateway-{}.log", now_ms())));
                 admission_proc = admission.map(|(_, p)| p);
                 (main, Some(storage), storage_addr)
@@ -472,6 +478,7 @@ impl Trow {
             proxy_addrs,
             admission: admission_proc,
             storage_flags: flags.storage,
+            main_argv,
             proxy_config: flags.config_file,
             proxy_flags: flags.proxy,
             _tmp: None,
@@ -566,6 +573,40 @@ impl Trow {
         self.storage = Some(p);
     }
 
+    /// SIGKILLs `main` (the gateway in the split topology, the one `trow` otherwise) and
+    /// starts it again with the same flags, on the same gateway address (and, in one process, the
+    /// same storage address and data dir); returns once `/v2/` answers 200.
+    pub fn restart_main(&mut self) {
+        self.main.kill9();
+        let logs = self
+            .data_dir
+            .parent()
+            .unwrap_or(&self.data_dir)
+            .to_path_buf();
+        let mut args = self.main_argv.clone();
+        let bound = |args: &mut Vec<OsString>, flag: &str, addr: &str| {
+            let i = args
+                .iter()
+                .position(|a| a == flag)
+                .unwrap_or_else(|| panic!("{flag} in {args:?}"));
+            args[i + 1] = addr.into();
+        };
+        bound(&mut args, "--bind", &self.addr);
+        let role = match self.topology {
+            Topology::OneProcess => {
+                bound(&mut args, "--storage-listen", &self.storage_addr);
+                "trow"
+            }
+            Topology::Split => "gateway",
+        };
+        let mut cmd = Command::new(&args[0]);
+        cmd.args(&args[1..]);
+        self.main = Proc::spawn(cmd, logs.join(format!("{role}-{}.log", now_ms())));
+        wait_for_line(&mut self.main, "trow gateway: OCI registry on ");
+        let v2 = format!("{}/v2/", self.url);
+        wait_http_ok(&v2, &mut [&mut self.main]);
+    }
+
     /// `127.0.0.1:PORT/` + `repo`, the image reference prefix clients use.
     pub fn image(&self, repo_and_tag: &str) -> String {
         format!("{}/{}", self.addr, repo_and_tag)
@@ -589,6 +630,14 @@ impl Trow {
         all.extend(self.admission.iter().map(|p| ("admission".to_string(), p)));
         all
     }
+}
+
+/// `cmd`'s program and arguments.
+fn argv(cmd: &Command) -> Vec<OsString> {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(OsString::from)
+        .collect()
 }
 
 fn now_ms() -> u128 {
