@@ -795,3 +795,25 @@ pub fn run_to_exit(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `module::scenario(topology[, ip])` in both topologies, as the tests
+/// `scenario::one_process` and `scenario::split`; with IPs (each a loopback address of its
+/// own, for upstreams), the one-process run gets the first, the split run the second.
+// `crate::` on purpose: the scenarios live in the test crate that calls the macro.
+#[allow(clippy::crate_in_macro_def)]
+#[macro_export]
+macro_rules! both_topologies {
+    ($module:ident :: $scenario:ident $(, $one:literal, $split:literal)?) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn one_process() {
+                crate::$module::$scenario($crate::Topology::OneProcess $(, $one)?).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn split() {
+                crate::$module::$scenario($crate::Topology::Split $(, $split)?).await;
+            }
+        }
+    };
+}

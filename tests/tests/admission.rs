@@ -20,23 +20,7 @@ mod tls;
 #[path = "admission/webhooks.rs"]
 mod webhooks;
 
-/// Runs `module::scenario(topology[, ip])` in both topologies, as the tests
-/// `scenario::one_process` and `scenario::split`.
-macro_rules! both_topologies {
-    ($module:ident :: $scenario:ident $(, $one:literal, $split:literal)?) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn one_process() {
-                crate::$module::$scenario(trow_tests::Topology::OneProcess $(, $one)?).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn split() {
-                crate::$module::$scenario(trow_tests::Topology::Split $(, $split)?).await;
-            }
-        }
-    };
-}
+use trow_tests::both_topologies;
 
 both_topologies!(webhooks::round_trip);
 both_topologies!(webhooks::policy_table);

@@ -47,23 +47,7 @@ async fn storage_killed_during_a_cache_fill() {
     cache::storage_killed_during_a_cache_fill("127.0.0.191").await;
 }
 
-/// Runs `module::scenario(topology)` in both topologies, as the tests `scenario::one_process`
-/// and `scenario::split`; with an IP, the one-process run gets the first, the split the second.
-macro_rules! both_topologies {
-    ($module:ident :: $scenario:ident $(, $one:literal, $split:literal)?) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn one_process() {
-                crate::$module::$scenario(trow_tests::Topology::OneProcess $(, $one)?).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn split() {
-                crate::$module::$scenario(trow_tests::Topology::Split $(, $split)?).await;
-            }
-        }
-    };
-}
+use trow_tests::both_topologies;
 
 both_topologies!(killed_gateway::gateway_killed_mid_pull);
 both_topologies!(killed_gateway::gateway_killed_mid_push);

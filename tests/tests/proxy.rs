@@ -32,23 +32,7 @@ mod refusals;
 #[path = "proxy/replicas.rs"]
 mod replicas;
 
-/// Runs `module::scenario(topology, ip)` in both topologies, each on its own loopback address,
-/// as the tests `scenario::one_process` and `scenario::split`.
-macro_rules! both_topologies {
-    ($module:ident :: $scenario:ident, $one:literal, $split:literal) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn one_process() {
-                crate::$module::$scenario(trow_tests::Topology::OneProcess, $one).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn split() {
-                crate::$module::$scenario(trow_tests::Topology::Split, $split).await;
-            }
-        }
-    };
-}
+use trow_tests::both_topologies;
 
 both_topologies!(pulls::cold_pull_then_warm, "127.0.0.21", "127.0.0.22");
 both_topologies!(
