@@ -14,6 +14,9 @@
 //!                                                     a referrer of subject <alg>:<hex> (JSON descriptor)
 //! catalog/<name, each `/` as `+`>                     the repository exists (the catalog index: one
 //!                                                     flat listing instead of a walk of repositories/)
+//! gc/blobs/<alg>-<hex>                                a collection is deciding on this blob (tombstone)
+//! gc/repositories/<name, each `/` as `+`>             a collection is deleting in this repository
+//! state/pulls                                         when each cached image was last pulled
 //! tmp/<uuid>                                          a small object being written, renamed into place
 //! .lock                                               locked by the storage service using this store
 //! ```
@@ -27,7 +30,13 @@ pub const REPOSITORIES: &str = "repositories";
 pub const UPLOADS: &str = "uploads";
 pub const CATALOG: &str = "catalog";
 pub const TMP: &str = "tmp";
+/// When cached images were last pulled, saved now and then (see `store::pulls`).
+pub const PULLS: &str = "state/pulls";
 pub const LOCK: &str = ".lock";
+/// Tombstones of blobs a garbage collection is deciding on (see `store::gc`).
+pub const GC_BLOBS: &str = "gc/blobs";
+/// Repositories a garbage collection is deleting in (see `store::gc`).
+pub const GC_REPOSITORIES: &str = "gc/repositories";
 /// Marker children that make a directory under `repositories/` a repository.
 pub const REPO_MARKERS: [&str; 3] = ["_blobs", "_manifests", "_tags"];
 
@@ -105,4 +114,36 @@ pub fn catalog_name(entry: &str) -> String {
 
 pub fn tmp(id: &str) -> String {
     format!("{TMP}/{id}")
+}
+
+/// The tombstone a collection puts before it decides on a blob's bytes; a writer that makes the
+/// blob reachable waits until it is gone (see `store::gc`).
+pub fn gc_tombstone(d: &Digest) -> String {
+    format!("{GC_BLOBS}/{}-{}", d.algorithm.name(), d.hex)
+}
+
+/// The marker of a repository a garbage collection is deleting in (the collection's cutoff).
+pub fn gc_marker(name: &str) -> String {
+    format!("{GC_REPOSITORIES}/{}", name.replace('/', "+"))
+}
+
+/// The digest string a `<alg>-<hex>` file name (a referrer entry, a tombstone) stands for.
+pub fn dashed_digest(name: &str) -> Option<String> {
+    name.split_once('-')
+        .map(|(alg, hex)| format!("{alg}:{hex}"))
+}
+
+/// The manifest records of a repository: `<prefix>/<alg>/<hex>`.
+pub fn manifests(name: &str) -> String {
+    format!("{REPOSITORIES}/{name}/_manifests")
+}
+
+/// The blob links of a repository: `<prefix>/<alg>/<hex>`.
+pub fn blob_links(name: &str) -> String {
+    format!("{REPOSITORIES}/{name}/_blobs")
+}
+
+/// The blobs whose names start with `xx`, under their algorithm.
+pub fn blob_dir(algorithm: &str, xx: &str) -> String {
+    format!("blobs/{algorithm}/{xx}")
 }

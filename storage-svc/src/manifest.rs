@@ -47,6 +47,16 @@ pub struct Parsed {
     pub annotations: HashMap<String, String>,
 }
 
+impl Parsed {
+    /// The digests of everything referenced, blobs and child manifests alike, as strings.
+    pub fn reference_digests(&self) -> Vec<String> {
+        self.references
+            .iter()
+            .map(|(Reference::Blob(d) | Reference::Manifest(d))| d.to_string())
+            .collect()
+    }
+}
+
 fn digest_of(d: &Descriptor) -> Result<Digest, StorageError> {
     Digest::parse(d.digest().as_ref())
         .map_err(|e| StorageError::ManifestInvalid(format!("descriptor digest: {e}")))

@@ -64,7 +64,8 @@ pub async fn open(data_dir: &Path, limits: Limits) -> Result<DataDir, OpenError>
 }
 
 impl DataDir {
-    /// Starts the periodic sweeps of abandoned uploads and leftovers, and of failed fills (once
+    /// Starts the periodic sweeps of abandoned uploads and leftovers, of failed fills, and the
+    /// scheduled garbage collection (once
     /// per store, however many listeners serve it). They stop when the returned handle is
     /// aborted.
     pub fn spawn_janitor(&self) -> tokio::task::JoinHandle<()> {
@@ -72,7 +73,8 @@ impl DataDir {
         tokio::spawn(async move {
             tokio::join!(
                 sweep_periodically(store.clone()),
-                drop_failed_fills_periodically(store)
+                drop_failed_fills_periodically(store.clone()),
+                collect_garbage_periodically(store)
             );
         })
     }
@@ -149,6 +151,23 @@ async fn sweep_periodically<B: Backend>(store: Arc<Store<B>>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "swept abandoned uploads and leftovers"),
             Err(e) => tracing::warn!(error = %e, "sweeping abandoned uploads failed"),
+        }
+    }
+}
+
+/// Collects garbage every `gc_every` (never when zero), the first time one period after start.
+async fn collect_garbage_periodically<B: Backend>(store: Arc<Store<B>>) {
+    let period = store.limits().gc_every;
+    if period.is_zero() {
+        return;
+    }
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if let Err(e) = store.collect_garbage(false, &mut |_| {}).await {
+            tracing::warn!(error = %e, "scheduled garbage collection failed");
         }
     }
 }

@@ -12,7 +12,7 @@ use trow_proto::transport::MAX_MESSAGE_SIZE;
 
 use crate::backend::Backend;
 use crate::error::StorageError;
-use crate::store::{FillRole, ManifestMeta, Store};
+use crate::store::{FillRole, Garbage, ManifestMeta, Store};
 
 pub struct StorageService<B> {
     store: Arc<Store<B>>,
@@ -347,6 +347,69 @@ impl<B: Backend> Storage for StorageService<B> {
         Ok(Response::new(Box::pin(
             futures::stream::once(async { Ok(header) }).chain(data),
         )))
+    }
+
+    type CollectGarbageStream = PageStream<pb::GarbageReport>;
+
+    async fn collect_garbage(
+        &self,
+        req: Request<pb::CollectGarbageRequest>,
+    ) -> Result<Response<Self::CollectGarbageStream>, Status> {
+        use pb::garbage_report::Part;
+        let dry_run = req.into_inner().dry_run;
+        let (tx, rx) = tokio::sync::mpsc::channel(GARBAGE_LISTED);
+        let store = self.store.clone();
+        // Runs to the end even if the caller goes away: every step leaves a consistent store,
+        // and a collection half done is no use to anyone.
+        tokio::spawn(async move {
+            let mut unlisted = 0u64;
+            let mut listed = |g: Garbage| {
+                if tx.try_send(Ok(garbage_item(g))).is_err() {
+                    unlisted += 1;
+                }
+            };
+            let outcome = store.collect_garbage(dry_run, &mut listed).await;
+            let last = outcome.map_err(Status::from).map(|s| pb::GarbageReport {
+                part: Some(Part::Summary(pb::GarbageSummary {
+                    repositories: s.repositories,
+                    manifests: s.manifests,
+                    links: s.links,
+                    blobs: s.blobs,
+                    bytes: s.bytes,
+                    rescued: s.rescued,
+                    elapsed_ms: s.elapsed.as_millis() as u64,
+                    unlisted,
+                    dry_run,
+                })),
+            });
+            if let Ok(s) = &last {
+                tracing::info!(dry_run, summary = ?s.part, "garbage collection finished");
+            }
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Items of a collection held for a slow reader; past that they are only counted.
+const GARBAGE_LISTED: usize = 4096;
+
+fn garbage_item(g: Garbage) -> pb::GarbageReport {
+    use pb::garbage_item::Kind;
+    let (kind, repository, digest, size) = match g {
+        Garbage::Manifest { repository, digest } => (Kind::Manifest, repository, digest, 0),
+        Garbage::Link { repository, digest } => (Kind::Link, repository, digest, 0),
+        Garbage::Blob { digest, size } => (Kind::Blob, String::new(), digest, size),
+    };
+    pb::GarbageReport {
+        part: Some(pb::garbage_report::Part::Item(pb::GarbageItem {
+            kind: kind as i32,
+            repository,
+            digest,
+            size,
+        })),
     }
 }
 

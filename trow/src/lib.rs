@@ -3,6 +3,7 @@
 //! same gRPC over in-memory pipes instead of TCP, so both topologies exercise one code path.
 
 pub mod config;
+pub mod gc;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -9,6 +9,7 @@
 //! trow gateway --bind 0.0.0.0:8000 --storage URL [--proxy URL,...] [--admission URL]
 //!                                                        the HTTP gateway alone
 //! trow fsck --data-dir DIR                               check a store, read-only
+//! trow gc --storage URL [--dry-run]                      collect garbage in a running store
 //! ```
 //!
 //! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
@@ -47,6 +48,9 @@ enum Command {
     /// Check a store for inconsistencies (read-only). Exit status: 0 clean, 1 problems found,
     /// 2 could not run.
     Fsck(FsckArgs),
+    /// Collect garbage now, in a running storage service: delete the manifests, links and blobs
+    /// no tag, manifest or referrer reaches. Exit status: 0 done, 2 could not run.
+    Gc(GcArgs),
 }
 
 /// The one-process default.
@@ -142,6 +146,13 @@ struct StorageLimits {
     /// next proxy to ask takes it over. [default: 10s]
     #[arg(long, env = "TROW_FILL_TIMEOUT", value_parser = parse_duration)]
     fill_timeout: Option<Duration>,
+    /// Garbage collection keeps what was written or used more recently than this, so that
+    /// a push in progress never loses a blob it is about to reference. [default: 1h]
+    #[arg(long, env = "TROW_GC_GRACE", value_parser = parse_duration)]
+    gc_grace: Option<Duration>,
+    /// How often storage collects garbage by itself (`0`: only on `trow gc`). [default: 1h]
+    #[arg(long, env = "TROW_GC_EVERY", value_parser = parse_duration)]
+    gc_every: Option<Duration>,
 }
 
 impl From<StorageLimits> for trow_storage::Limits {
@@ -150,6 +161,8 @@ impl From<StorageLimits> for trow_storage::Limits {
         trow_storage::Limits {
             max_uploads: l.max_uploads,
             fill_timeout: l.fill_timeout.unwrap_or(d.fill_timeout),
+            gc_grace: l.gc_grace.unwrap_or(d.gc_grace),
+            gc_every: l.gc_every.unwrap_or(d.gc_every),
         }
     }
 }
@@ -224,6 +237,17 @@ struct GatewayArgs {
     hostname: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+#[derive(Args)]
+struct GcArgs {
+    /// URL of the storage service's gRPC, e.g. http://127.0.0.1:7000 (in the one-process
+    /// default, the address it prints as `trow storage: gRPC on ...`).
+    #[arg(long, env = "TROW_STORAGE_URL")]
+    storage: String,
+    /// Delete nothing: list what would go, and how many bytes.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -314,5 +338,15 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             trow::run_gateway(a.bind, &a.storage, &a.proxy, admission, a.hostname, config).await
         }
         Some(Command::Fsck(a)) => std::process::exit(fsck(a).await),
+        Some(Command::Gc(a)) => {
+            let mut out = std::io::stdout();
+            match trow::gc::run(&a.storage, a.dry_run, &mut out).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    eprintln!("trow gc: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
     }
 }

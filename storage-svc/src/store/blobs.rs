@@ -32,15 +32,17 @@ impl<B: Backend> Store<B> {
         repository: &str,
         d: &Digest,
     ) -> Result<Option<u64>> {
-        if self
-            .backend
-            .size(&layout::blob_link(repository, d))
-            .await?
-            .is_none()
-        {
+        let link = layout::blob_link(repository, d);
+        let Some(linked) = self.backend.modified(&link).await? else {
             return Ok(None);
+        };
+        let size = self.backend.size(&layout::blob(d)).await?;
+        // Found by a client, who may reference it in a manifest instead of uploading it: a
+        // garbage collection counts it as just used (see `gc`).
+        if size.is_some() && self.needs_refresh(linked) {
+            self.backend.put(&link, Bytes::new()).await?;
         }
-        Ok(self.backend.size(&layout::blob(d)).await?)
+        Ok(size)
     }
 
     /// Streams `length` bytes (0: to the end) of a blob from `offset`.
@@ -81,11 +83,18 @@ impl<B: Backend> Store<B> {
         Ok(size)
     }
 
+    /// Links a stored blob into a repository. Fails with `BlobUnknown` (and no link) when a
+    /// garbage collection deleted the bytes meanwhile (see `gc`).
     pub(super) async fn link_blob(&self, repository: &str, d: &Digest) -> Result<()> {
         let link = layout::blob_link(repository, d);
-        if self.backend.size(&link).await?.is_none() {
+        let written = self.backend.modified(&link).await?;
+        if written.is_none_or(|t| self.needs_refresh(t)) {
             self.ensure_cataloged(repository).await?;
             self.backend.put(&link, Bytes::new()).await?;
+        }
+        if !self.settle(d).await? {
+            self.backend.delete(&link).await?;
+            return Err(StorageError::BlobUnknown(d.to_string()));
         }
         Ok(())
     }

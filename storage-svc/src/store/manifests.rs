@@ -81,12 +81,15 @@ impl<B: Backend> Store<B> {
             media_type: parsed.media_type.clone(),
             size: content.len() as u64,
             subject: parsed.subject.as_ref().map(|s| s.to_string()),
+            references: Some(parsed.reference_digests()),
         };
         // Content, then the manifest link, then what points at it: a crash in between leaves
         // at worst an unreachable blob.
         self.ensure_cataloged(repository).await?;
         // Even over existing bytes: atomic, and it repairs a damaged copy.
-        self.backend.put(&layout::blob(&digest), content).await?;
+        self.backend
+            .put(&layout::blob(&digest), content.clone())
+            .await?;
         let json = serde_json::to_vec(&meta).expect("serialize manifest meta");
         self.backend
             .put(&layout::manifest(repository, &digest), json.into())
@@ -109,10 +112,19 @@ impl<B: Backend> Store<B> {
                 .put(&layout::tag(repository, tag), meta.digest.clone().into())
                 .await?;
         }
+        // A garbage collection that decided on these bytes before the record was written may
+        // have deleted them (see `gc`): they are written again.
+        if !self.settle(&digest).await? {
+            self.backend.put(&layout::blob(&digest), content).await?;
+        }
         Ok(meta)
     }
 
-    async fn manifest_meta(&self, repository: &str, d: &Digest) -> Result<Option<ManifestMeta>> {
+    pub(super) async fn manifest_meta(
+        &self,
+        repository: &str,
+        d: &Digest,
+    ) -> Result<Option<ManifestMeta>> {
         let Some(raw) = self.backend.get(&layout::manifest(repository, d)).await? else {
             return Ok(None);
         };
@@ -125,7 +137,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// The digest a tag points to.
-    async fn resolve_tag(&self, repository: &str, tag: &str) -> Result<Option<Digest>> {
+    pub(super) async fn resolve_tag(&self, repository: &str, tag: &str) -> Result<Option<Digest>> {
         let Some(raw) = self.backend.get(&layout::tag(repository, tag)).await? else {
             return Ok(None);
         };
@@ -137,16 +149,42 @@ impl<B: Backend> Store<B> {
     pub async fn stat_manifest(&self, repository: &str, reference: &str) -> Result<ManifestMeta> {
         validate_repository(repository)?;
         let unknown = || StorageError::ManifestUnknown(reference.to_string());
-        let digest = match lookup_reference(reference)? {
+        let parsed = lookup_reference(reference)?;
+        let by_digest = matches!(parsed, ManifestReference::Digest(_));
+        let digest = match parsed {
             ManifestReference::Digest(d) => d,
             ManifestReference::Tag(t) => self
                 .resolve_tag(repository, &t)
                 .await?
                 .ok_or_else(unknown)?,
         };
-        self.manifest_meta(repository, &digest)
+        let meta = self
+            .manifest_meta(repository, &digest)
             .await?
-            .ok_or_else(unknown)
+            .ok_or_else(unknown)?;
+        if by_digest {
+            self.refresh_record(repository, &digest, &meta).await?;
+        }
+        Ok(meta)
+    }
+
+    /// A manifest found by digest may be referenced by an index a client pushes next, instead
+    /// of pushed again: its record is written again once per half grace period, so a garbage
+    /// collection counts it as just used (see `gc`).
+    async fn refresh_record(
+        &self,
+        repository: &str,
+        d: &Digest,
+        meta: &ManifestMeta,
+    ) -> Result<()> {
+        let key = layout::manifest(repository, d);
+        if let Some(t) = self.backend.modified(&key).await?
+            && self.needs_refresh(t)
+        {
+            let json = serde_json::to_vec(meta).expect("serialize manifest meta");
+            self.backend.put(&key, json.into()).await?;
+        }
+        Ok(())
     }
 
     /// A manifest's metadata and bytes by tag or digest.

@@ -32,6 +32,11 @@ pub struct ManifestMeta {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// Every blob and child manifest the manifest references, so that garbage collection follows
+    /// references without parsing every manifest. `None` in records written before they were
+    /// kept: the collection parses those once and fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references: Option<Vec<String>>,
 }
 
 /// A referrer, as the referrers API lists it (an OCI descriptor).
@@ -186,6 +191,11 @@ pub struct Limits {
     /// caller of `begin_fill` takes it over. One whose filler stopped and that nobody took over
     /// for twice this long failed, and is deleted (see `fills`).
     pub fill_timeout: std::time::Duration,
+    /// Garbage collection keeps whatever was written or used more recently than this: a push
+    /// in progress references it in a moment (see `gc`).
+    pub gc_grace: std::time::Duration,
+    /// How often the storage service collects garbage by itself; zero: only on demand.
+    pub gc_every: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -193,6 +203,8 @@ impl Default for Limits {
         Limits {
             max_uploads: 1024,
             fill_timeout: std::time::Duration::from_secs(10),
+            gc_grace: std::time::Duration::from_secs(3600),
+            gc_every: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -214,6 +226,8 @@ pub struct Store<B> {
     cataloged: Mutex<HashSet<String>>,
     /// Fills in progress by `repository@digest`: the one upload each blob is filled through.
     fills: Mutex<HashMap<String, (String, SharedUpload)>>,
+    /// Held by the one garbage collection running.
+    gc_running: tokio::sync::Mutex<()>,
 }
 
 impl<B: Backend> Store<B> {
@@ -231,6 +245,7 @@ impl<B: Backend> Store<B> {
                 .collect(),
             cataloged: Mutex::new(HashSet::new()),
             fills: Mutex::new(HashMap::new()),
+            gc_running: tokio::sync::Mutex::new(()),
         };
         store.recover().await?;
         Ok(store)
@@ -261,7 +276,9 @@ impl<B: Backend> Store<B> {
 
 mod blobs;
 mod fills;
+mod gc;
 pub use fills::{FillRole, FillStream};
+pub use gc::{Garbage, GcSummary};
 mod janitor;
 pub use janitor::{TMP_MAX_AGE, UPLOAD_MAX_AGE};
 mod listings;

@@ -320,9 +320,20 @@ impl<B: Backend> Store<B> {
             }
         };
         self.backend.delete(&layout::upload_repository(id)).await?;
+        // Not over bytes a garbage collection is deciding on (see `gc`): it might delete them.
+        self.settle(&claimed).await?;
         // Even over an existing blob: the rename is atomic, and it repairs a damaged copy.
         self.backend.commit(&data, &layout::blob(&claimed)).await?;
-        self.link_blob(repository, &claimed).await?;
+        if let Err(e) = self.link_blob(repository, &claimed).await {
+            upload.finish(Phase::Failed);
+            return Err(match e {
+                StorageError::BlobUnknown(_) => StorageError::UploadInvalid(
+                    "the blob was collected as garbage while the upload completed; upload it again"
+                        .into(),
+                ),
+                e => e,
+            });
+        }
         upload.finish(Phase::Done);
         self.backend.delete_all(&layout::upload_dir(id)).await?;
         Ok(size)
