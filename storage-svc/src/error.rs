@@ -44,6 +44,11 @@ pub enum StorageError {
     /// The fill of a blob made no progress for the fill timeout.
     #[error("the fill of {0} stalled")]
     FillStalled(String),
+    /// The data volume is under its reserve of free space: a push is refused before it writes.
+    #[error(
+        "the data volume has {free} bytes free, under the {reserve}-byte reserve kept for pushes"
+    )]
+    SpaceLow { free: u64, reserve: u64 },
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -83,6 +88,10 @@ impl From<StorageError> for Status {
             // The caller asks again (and may take a stalled fill over).
             StorageError::FillFailed(_) | StorageError::FillStalled(_) => {
                 (Code::Aborted, C::BlobUnknown)
+            }
+            StorageError::SpaceLow { .. } => {
+                tracing::error!(error = %e, "refusing a push: the data volume is nearly full");
+                (Code::ResourceExhausted, C::Unknown)
             }
             StorageError::Io(err) if e.is_full() => {
                 tracing::error!(error = %err, "storage is full");

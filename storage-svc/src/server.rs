@@ -64,8 +64,8 @@ pub async fn open(data_dir: &Path, limits: Limits) -> Result<DataDir, OpenError>
 }
 
 impl DataDir {
-    /// Starts the periodic sweeps of abandoned uploads and leftovers, of failed fills, and the
-    /// scheduled garbage collection (once
+    /// Starts the periodic sweeps of abandoned uploads and leftovers, of failed fills, the
+    /// scheduled garbage collection, the evictor and the saving of last-pull times (once
     /// per store, however many listeners serve it). They stop when the returned handle is
     /// aborted.
     pub fn spawn_janitor(&self) -> tokio::task::JoinHandle<()> {
@@ -74,7 +74,9 @@ impl DataDir {
             tokio::join!(
                 sweep_periodically(store.clone()),
                 drop_failed_fills_periodically(store.clone()),
-                collect_garbage_periodically(store)
+                collect_garbage_periodically(store.clone()),
+                evict_when_needed(store.clone()),
+                save_pulls_periodically(store)
             );
         })
     }
@@ -168,6 +170,36 @@ async fn collect_garbage_periodically<B: Backend>(store: Arc<Store<B>>) {
         every.tick().await;
         if let Err(e) = store.collect_garbage(false, &mut |_| {}).await {
             tracing::warn!(error = %e, "scheduled garbage collection failed");
+        }
+    }
+}
+
+/// How often the evictor looks at the volume's free space when no fill wakes it.
+const EVICT_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// Evicts cached images when a fill takes the cache past its size or the volume runs short of
+/// free space (see `store::evict`).
+async fn evict_when_needed<B: Backend>(store: Arc<Store<B>>) {
+    loop {
+        match store.evict_if_needed().await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "eviction failed"),
+        }
+        store.eviction_wanted(EVICT_CHECK_EVERY).await;
+    }
+}
+
+/// How often last-pull times are saved (when they changed): a crash loses at most this much.
+const SAVE_PULLS_EVERY: Duration = Duration::from_secs(60);
+
+async fn save_pulls_periodically<B: Backend>(store: Arc<Store<B>>) {
+    let mut every = tokio::time::interval(SAVE_PULLS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if let Err(e) = store.save_pulls().await {
+            tracing::warn!(error = %e, "saving last-pull times failed");
         }
     }
 }

@@ -344,8 +344,13 @@ impl Trow {
     }
 
     /// Starts Trow on an existing (or new) data dir with extra flags.
-    pub fn start_in_with(topology: Topology, data_dir: &Path, flags: Flags) -> Trow {
+    pub fn start_in_with(topology: Topology, data_dir: &Path, mut flags: Flags) -> Trow {
         std::fs::create_dir_all(data_dir).expect("create data dir");
+        if let (Topology::Split, Some(config)) = (topology, &flags.config_file) {
+            // Storage reads the cache's size bound from it.
+            flags.storage.push("--config-file".into());
+            flags.storage.push(config.display().to_string());
+        }
         let logs = data_dir.parent().unwrap_or(data_dir).to_path_buf();
         let mut proxies = Vec::new();
         let mut proxy_addrs = Vec::new();

@@ -198,8 +198,16 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     in_process.await??;
     storage.await??;
     janitor.abort();
+    save_pulls(&data.store).await;
     served?;
     Ok(())
+}
+
+/// Keeps the cache's last-pull times across the restart (see `trow_storage::store::pulls`).
+async fn save_pulls(store: &trow_storage::Store<trow_storage::backend::FsBackend>) {
+    if let Err(e) = store.save_pulls().await {
+        tracing::warn!(error = %e, "saving last-pull times failed");
+    }
 }
 
 /// The storage service alone.
@@ -220,6 +228,7 @@ pub async fn run_storage(
     );
     trow_storage::serve(grpc, store, wait(stop)).await?;
     janitor.abort();
+    save_pulls(&data.store).await;
     Ok(())
 }
 

@@ -153,16 +153,34 @@ struct StorageLimits {
     /// How often storage collects garbage by itself (`0`: only on `trow gc`). [default: 1h]
     #[arg(long, env = "TROW_GC_EVERY", value_parser = parse_duration)]
     gc_every: Option<Duration>,
+    /// Free space the data volume keeps (e.g. `2GiB`; `0`: none): below it the cache evicts its
+    /// least recently pulled images, and below half of it pushes are refused (507) before
+    /// they write. [default: 256MiB]
+    #[arg(long, env = "TROW_MIN_FREE_SPACE", value_parser = parse_size)]
+    min_free_space: Option<u64>,
+    /// A cached image pulled this recently is never evicted: its pull may be in progress.
+    /// [default: 60s]
+    #[arg(long, env = "TROW_PULL_GUARD", value_parser = parse_duration)]
+    pull_guard: Option<Duration>,
 }
 
-impl From<StorageLimits> for trow_storage::Limits {
-    fn from(l: StorageLimits) -> Self {
+/// A size: bytes, or a number with a unit (`512MiB`, `2GB`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    Ok(trow_proxy::size::parse(s)?.unwrap_or(u64::MAX))
+}
+
+impl StorageLimits {
+    /// The store's limits; the cache's size comes from the config file's `registry_proxies`.
+    fn limits(&self, config: &trow::config::FileConfig) -> trow_storage::Limits {
         let d = trow_storage::Limits::default();
         trow_storage::Limits {
-            max_uploads: l.max_uploads,
-            fill_timeout: l.fill_timeout.unwrap_or(d.fill_timeout),
-            gc_grace: l.gc_grace.unwrap_or(d.gc_grace),
-            gc_every: l.gc_every.unwrap_or(d.gc_every),
+            max_uploads: self.max_uploads,
+            fill_timeout: self.fill_timeout.unwrap_or(d.fill_timeout),
+            gc_grace: self.gc_grace.unwrap_or(d.gc_grace),
+            gc_every: self.gc_every.unwrap_or(d.gc_every),
+            cache_max_size: config.proxy().max_size,
+            min_free_space: self.min_free_space.unwrap_or(d.min_free_space),
+            pull_guard: self.pull_guard.unwrap_or(d.pull_guard),
         }
     }
 }
@@ -175,6 +193,9 @@ struct StorageArgs {
     /// Where images are stored.
     #[arg(long, env = "TROW_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// The YAML config (`registry_proxies.max_size`: the cache's bound).
+    #[arg(long, env = "TROW_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
     #[command(flatten)]
     limits: StorageLimits,
 }
@@ -312,7 +333,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 webhooks,
                 data_dir: a.data_dir,
                 hostname: a.hostname,
-                limits: a.limits.into(),
+                limits: a.limits.limits(&config),
                 server: a.server.config()?,
                 proxy: config.proxy(),
                 proxy_policy,
@@ -320,7 +341,8 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             .await
         }
         Some(Command::Storage(a)) => {
-            trow::run_storage(a.listen, &a.data_dir, a.limits.into()).await
+            let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
+            trow::run_storage(a.listen, &a.data_dir, a.limits.limits(&config)).await
         }
         Some(Command::Proxy(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;

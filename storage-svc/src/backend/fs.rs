@@ -293,4 +293,22 @@ impl Backend for FsBackend {
             drop(file);
         });
     }
+
+    /// `statvfs` of the root: the blocks an unprivileged writer may still use.
+    async fn free_space(&self) -> io::Result<Option<u64>> {
+        let root = self.root.clone();
+        blocking(move || {
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::ffi::CString::new(root.as_os_str().as_bytes())
+                .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
+            // SAFETY: `statvfs` is plain old data; all zeroes is a valid value of it.
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            // SAFETY: `path` is a valid C string and `st` a valid out-pointer for the call.
+            if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Some(st.f_bavail as u64 * st.f_frsize as u64))
+        })
+        .await
+    }
 }

@@ -67,4 +67,10 @@ pub trait Backend: Send + Sync + 'static {
     fn write_behind(&self, _appender: &Self::Appender) -> impl Future<Output = ()> + Send {
         async {}
     }
+
+    /// Bytes free for new objects, when the backend has such a limit (a filesystem does; an
+    /// object store does not: `None`).
+    fn free_space(&self) -> impl Future<Output = io::Result<Option<u64>>> + Send {
+        async { Ok(None) }
+    }
 }

@@ -56,10 +56,12 @@ impl<B: Backend> Store<B> {
         let size = self.stat_blob(repository, digest).await?;
         let end = range_end(size, offset, length)?;
         let d = Digest::parse(digest)?;
-        Ok(self
+        let stream = self
             .backend
             .read(&layout::blob(&d), offset, end - offset)
-            .await?)
+            .await?;
+        self.note_pull(repository, &d);
+        Ok(self.reading(repository, &d, stream))
     }
 
     /// Unlinks a blob from a repository; its bytes stay for other repositories.

@@ -157,6 +157,7 @@ impl<B: Backend> Store<B> {
         validate_repository(repository)?;
         let d = Digest::parse(digest)?;
         let key = fill_key(repository, &d);
+        self.note_pull(repository, &d);
         let fill = self.fills.lock().expect("fills lock").get(&key).cloned();
         let Some((id, upload)) = fill else {
             return self.read_stored(repository, digest, offset, length).await;

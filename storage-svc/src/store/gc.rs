@@ -64,9 +64,9 @@ pub struct GcSummary {
 }
 
 /// A repository's records and links as one collection saw them.
-struct RepositoryState {
-    records: HashMap<Digest, (ManifestMeta, SystemTime)>,
-    links: Vec<(Digest, SystemTime)>,
+pub(super) struct RepositoryState {
+    pub(super) records: HashMap<Digest, (ManifestMeta, SystemTime)>,
+    pub(super) links: Vec<(Digest, SystemTime)>,
     /// Records of an older version whose references were read from their manifests.
     migrated: Vec<Digest>,
 }
@@ -126,7 +126,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// Phase 2: tombstones, a second listing, then the bytes nobody named meanwhile.
-    async fn delete_blobs(
+    pub(super) async fn delete_blobs(
         &self,
         candidates: Vec<Digest>,
         cutoff: SystemTime,
@@ -296,7 +296,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// Every record and link of a repository, with when each was last written.
-    async fn repository_state(&self, repository: &str) -> Result<RepositoryState> {
+    pub(super) async fn repository_state(&self, repository: &str) -> Result<RepositoryState> {
         let mut records = HashMap::new();
         for (d, key) in self.digests_under(&layout::manifests(repository)).await? {
             let Some(t) = self.backend.modified(&key).await? else {
@@ -357,11 +357,14 @@ impl<B: Backend> Store<B> {
                 }
             }
         }
+        // A cache keeps what it holds, tagged or not (the kubelet pulls by digest), until it
+        // is evicted by last pull (see `evict`).
+        let cached = trow_proto::cache::is_cached(repository);
         stack.extend(
             state
                 .records
                 .iter()
-                .filter(|(_, (_, t))| *t > cutoff)
+                .filter(|(_, (_, t))| cached || *t > cutoff)
                 .map(|(d, _)| d.clone()),
         );
         let mut live = HashSet::new();
@@ -394,7 +397,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// The references of a manifest whose record predates them, from its bytes.
-    async fn read_references(
+    pub(super) async fn read_references(
         &self,
         d: &Digest,
         meta: &ManifestMeta,
@@ -433,7 +436,11 @@ impl<B: Backend> Store<B> {
     }
 
     /// Adds the digests a repository's links and manifest records name.
-    async fn names_of(&self, repository: &str, named: &mut HashSet<Digest>) -> Result<()> {
+    pub(super) async fn names_of(
+        &self,
+        repository: &str,
+        named: &mut HashSet<Digest>,
+    ) -> Result<()> {
         for prefix in [
             layout::manifests(repository),
             layout::blob_links(repository),
@@ -475,7 +482,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// Every repository in the catalog index.
-    async fn catalog(&self) -> Result<Vec<String>> {
+    pub(super) async fn catalog(&self) -> Result<Vec<String>> {
         Ok(self
             .backend
             .list(layout::CATALOG)

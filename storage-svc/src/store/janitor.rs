@@ -17,6 +17,7 @@ impl<B: Backend> Store<B> {
     pub(super) async fn recover(&self) -> Result<()> {
         self.sweep_tmp(Duration::ZERO).await?;
         self.recover_collection().await?;
+        self.load_pulls().await?;
         self.load_uploads().await?;
         let purged = self.purge_uploads(UPLOAD_MAX_AGE).await?;
         if purged > 0 {

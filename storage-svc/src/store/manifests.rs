@@ -165,6 +165,7 @@ impl<B: Backend> Store<B> {
         if by_digest {
             self.refresh_record(repository, &digest, &meta).await?;
         }
+        self.note_pull(repository, &digest);
         Ok(meta)
     }
 

@@ -196,6 +196,13 @@ pub struct Limits {
     pub gc_grace: std::time::Duration,
     /// How often the storage service collects garbage by itself; zero: only on demand.
     pub gc_every: std::time::Duration,
+    /// The cache's bytes at most (`registry_proxies.max_size`); `None`: no bound (see `evict`).
+    pub cache_max_size: Option<u64>,
+    /// Free space the data volume keeps: below it the cache evicts, and pushes are refused
+    /// before they write rather than failing half-written.
+    pub min_free_space: u64,
+    /// A cached image pulled this recently is never evicted: its pull may be in progress.
+    pub pull_guard: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -205,6 +212,9 @@ impl Default for Limits {
             fill_timeout: std::time::Duration::from_secs(10),
             gc_grace: std::time::Duration::from_secs(3600),
             gc_every: std::time::Duration::from_secs(3600),
+            cache_max_size: None,
+            min_free_space: 256 * 1024 * 1024,
+            pull_guard: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -226,8 +236,14 @@ pub struct Store<B> {
     cataloged: Mutex<HashSet<String>>,
     /// Fills in progress by `repository@digest`: the one upload each blob is filled through.
     fills: Mutex<HashMap<String, (String, SharedUpload)>>,
-    /// Held by the one garbage collection running.
+    /// Held by the one garbage collection or eviction running.
     gc_running: tokio::sync::Mutex<()>,
+    /// Last pulls and open reads of cached content (see `pulls`).
+    pulls: pulls::Pulls,
+    /// The cache's bytes as last counted, plus fills since; `u64::MAX` until first counted.
+    cache_estimate: AtomicU64,
+    /// Wakes the evictor: a fill took the cache past its size.
+    evict_wanted: tokio::sync::Notify,
 }
 
 impl<B: Backend> Store<B> {
@@ -246,6 +262,9 @@ impl<B: Backend> Store<B> {
             cataloged: Mutex::new(HashSet::new()),
             fills: Mutex::new(HashMap::new()),
             gc_running: tokio::sync::Mutex::new(()),
+            pulls: Default::default(),
+            cache_estimate: AtomicU64::new(u64::MAX),
+            evict_wanted: tokio::sync::Notify::new(),
         };
         store.recover().await?;
         Ok(store)
@@ -275,8 +294,11 @@ impl<B: Backend> Store<B> {
 }
 
 mod blobs;
+mod evict;
 mod fills;
 mod gc;
+mod pulls;
+pub use evict::EvictSummary;
 pub use fills::{FillRole, FillStream};
 pub use gc::{Garbage, GcSummary};
 mod janitor;

@@ -16,6 +16,7 @@ impl<B: Backend> Store<B> {
     pub async fn start_upload(&self, repository: &str, algorithm: &str) -> Result<String> {
         validate_repository(repository)?;
         let algorithm = Algorithm::parse(algorithm)?;
+        self.check_room_for_push(repository).await?;
         let (id, upload) = self.reserve_upload(repository, algorithm, None)?;
         self.write_upload(&id, &upload).await?;
         Ok(id)
@@ -175,6 +176,7 @@ impl<B: Backend> Store<B> {
         S: Stream<Item = Result<Bytes>> + Send,
     {
         let upload = self.upload(repository, id)?;
+        self.check_room_for_push(repository).await?;
         let mut guard = self.loaded_hasher(id, &upload).await?;
         let hasher = guard.as_mut().expect("loaded");
         let start = upload.size.load(Ordering::Acquire);
@@ -336,6 +338,9 @@ impl<B: Backend> Store<B> {
         }
         upload.finish(Phase::Done);
         self.backend.delete_all(&layout::upload_dir(id)).await?;
+        if upload.fill.is_some() {
+            self.cached_bytes_added(size);
+        }
         Ok(size)
     }
 

@@ -16,6 +16,8 @@ pub struct ProxyConfig {
     pub fetch_timeout: Option<String>,
     /// e.g. `1MiB`; Trow's default when `None`.
     pub max_blob_size: Option<String>,
+    /// e.g. `3MiB`: the cache's bound; none when `None`.
+    pub max_size: Option<String>,
     pub registries: Vec<Entry>,
 }
 
@@ -112,6 +114,11 @@ impl ProxyConfig {
         self
     }
 
+    pub fn max_size(mut self, size: &str) -> ProxyConfig {
+        self.max_size = Some(size.to_string());
+        self
+    }
+
     pub fn max_blob_size(mut self, size: &str) -> ProxyConfig {
         self.max_blob_size = Some(size.to_string());
         self
@@ -138,6 +145,9 @@ impl ProxyConfig {
         }
         if let Some(t) = &self.fetch_timeout {
             out.push_str(&format!("  fetch_timeout: {t}\n"));
+        }
+        if let Some(s) = &self.max_size {
+            out.push_str(&format!("  max_size: {s}\n"));
         }
         if let Some(s) = &self.max_blob_size {
             out.push_str(&format!("  max_blob_size: {s}\n"));

@@ -8,6 +8,8 @@
 //!   fetch_timeout: 30s        # bound on a manifest, tag list or token exchange, whole
 //!   max_blob_size: 64GiB      # blobs announced bigger are refused (bytes, or B/KB/KiB/.../TiB;
 //!                             # `unlimited` for no cap)
+//!   max_size: 20GiB           # the cache's bytes at most: the least recently pulled images
+//!                             # are evicted past it (default: unlimited)
 //!   registries:
 //!     - host: registry.example.com:5000
 //!       alias: example         # /f/example/... means this host
@@ -69,6 +71,9 @@ pub struct ProxyConfig {
     /// Blobs an upstream announces bigger than this are refused before anything is stored;
     /// `None`: no cap.
     pub max_blob_size: Option<u64>,
+    /// The bytes of cached content at most (blobs shared with pushed content not counted):
+    /// storage evicts the least recently pulled images past it. `None`: no bound.
+    pub max_size: Option<u64>,
     pub registries: Vec<RegistryConfig>,
 }
 
@@ -80,6 +85,7 @@ impl Default for ProxyConfig {
             revalidate_timeout: DEFAULT_REVALIDATE_TIMEOUT,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             max_blob_size: Some(DEFAULT_MAX_BLOB_SIZE),
+            max_size: None,
             registries: Vec::new(),
         }
     }
@@ -168,6 +174,12 @@ impl ProxyConfig {
             return Err(invalid(
                 "registry_proxies.fetch_timeout",
                 "must be greater than zero",
+            ));
+        }
+        if self.max_size == Some(0) {
+            return Err(invalid(
+                "registry_proxies.max_size",
+                "must be greater than zero (`unlimited` for no bound)",
             ));
         }
         if self.max_blob_size == Some(0) {

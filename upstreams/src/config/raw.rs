@@ -36,6 +36,8 @@ pub(super) struct RawProxyConfig {
         deserialize_with = "crate::size::deserialize"
     )]
     max_blob_size: Option<u64>,
+    #[serde(default, deserialize_with = "crate::size::deserialize")]
+    max_size: Option<u64>,
     #[serde(default)]
     registries: Vec<RawRegistryConfig>,
 }
@@ -70,6 +72,7 @@ impl RawProxyConfig {
             revalidate_timeout: self.revalidate_timeout,
             fetch_timeout: self.fetch_timeout,
             max_blob_size: self.max_blob_size,
+            max_size: self.max_size,
             registries,
         }
         .validate()

@@ -1,0 +1,346 @@
+//! Eviction: a cache within its size (`registry_proxies.max_size`) and a disk that keeps room
+//! for pushes (`--min-free-space`).
+//!
+//! The unit is a cached image: a manifest of a repository under `f/` that no other manifest
+//! there references, with everything it reaches (an index's platform manifests, their blobs).
+//! Its last pull is the latest pull of any of those (see `pulls`). Eviction reads the whole
+//! cache, every time, and orders all images by last pull: the oldest are evicted first,
+//! however many there are (no candidate window). A blob counts once however many images or
+//! repositories share it, and only while no pushed repository names it: pushed content is
+//! never evicted and does not count against the cache.
+//!
+//! An image is never evicted while a stream reads any of its blobs, nor within
+//! `Limits::pull_guard` of its last pull (its client may be between two blobs): eviction never
+//! breaks a pull in progress. What an evicted image's blobs held is freed with the same
+//! tombstones as a garbage collection (see `gc`), so a push or fill that names one of them
+//! meanwhile keeps it.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::gc::Garbage;
+use super::pulls::pull_key;
+use super::*;
+
+/// What an eviction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EvictSummary {
+    /// Bytes the cache held before.
+    pub cached: u64,
+    /// Images evicted.
+    pub images: u64,
+    /// Blobs deleted, and their bytes.
+    pub blobs: u64,
+    pub bytes: u64,
+    /// Images skipped because a pull of them is in progress.
+    pub busy: u64,
+    pub elapsed: Duration,
+}
+
+/// A cached image as one eviction pass sees it.
+struct Image {
+    repository: String,
+    root: Digest,
+    /// Its manifests (the root first) and blobs.
+    records: Vec<Digest>,
+    blobs: Vec<Digest>,
+    last_pull: SystemTime,
+    busy: bool,
+}
+
+/// The cache's size as last counted is unknown.
+const UNCOUNTED: u64 = u64::MAX;
+
+impl<B: Backend> Store<B> {
+    /// A fill of `size` bytes completed: the cache grew. Wakes the evictor when that takes it
+    /// past its size.
+    pub(super) fn cached_bytes_added(&self, size: u64) {
+        let before = self
+            .cache_estimate
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n != UNCOUNTED).then(|| n.saturating_add(size))
+            });
+        let over = match (before, self.limits.cache_max_size) {
+            (Ok(n), Some(max)) => n.saturating_add(size) > max,
+            (Err(_), Some(_)) => true,
+            (_, None) => false,
+        };
+        if over {
+            self.evict_wanted.notify_one();
+        }
+    }
+
+    /// Refuses a push (an upload starting or appending) while the volume is under half its
+    /// reserve: it would fail half-written. The cache is asked to give space back.
+    pub(super) async fn check_room_for_push(&self, repository: &str) -> Result<()> {
+        if trow_proto::cache::is_cached(repository) || self.limits.min_free_space == 0 {
+            return Ok(());
+        }
+        let reserve = self.limits.min_free_space / 2;
+        match self.backend.free_space().await? {
+            Some(free) if free < reserve => {
+                self.evict_wanted.notify_one();
+                Err(StorageError::SpaceLow { free, reserve })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until a fill takes the cache past its size, or `period` passes.
+    pub async fn eviction_wanted(&self, period: Duration) {
+        let _ = tokio::time::timeout(period, self.evict_wanted.notified()).await;
+    }
+
+    /// Evicts what the limits ask for, if anything: the cache past `cache_max_size`, or the
+    /// volume under `min_free_space` (then the cache gives back the difference). Counting the
+    /// cache reads it whole, so it is skipped when the last count plus fills since is within
+    /// bounds and the volume has room.
+    pub async fn evict_if_needed(&self) -> Result<Option<EvictSummary>> {
+        let max = self.limits.cache_max_size.unwrap_or(u64::MAX);
+        let free = self.backend.free_space().await?;
+        let short = free.map_or(0, |f| self.limits.min_free_space.saturating_sub(f));
+        let estimate = self.cache_estimate.load(Ordering::Acquire);
+        let counted = estimate != UNCOUNTED;
+        if short == 0 && (counted || self.limits.cache_max_size.is_none()) && estimate <= max {
+            return Ok(None);
+        }
+        if short > 0 {
+            tracing::warn!(free = ?free, reserve = self.limits.min_free_space,
+                "the data volume is short of free space: evicting cached images");
+        }
+        Ok(Some(self.evict(max, short, &mut |_| {}).await?))
+    }
+
+    /// Evicts the least recently pulled cached images until the cache holds at most `max`
+    /// bytes and, when `also_free` is not zero, at least `also_free` bytes were freed (disk
+    /// pressure). Reports each evicted image's root manifest and each freed blob.
+    pub async fn evict(
+        &self,
+        max: u64,
+        also_free: u64,
+        report: &mut (dyn FnMut(Garbage) + Send),
+    ) -> Result<EvictSummary> {
+        let _one = self.gc_running.lock().await;
+        let started = Instant::now();
+        let scanned_at = SystemTime::now();
+        let mut summary = EvictSummary::default();
+        let mut pushed = HashSet::new();
+        let mut images = Vec::new();
+        for repository in self.catalog().await? {
+            if trow_proto::cache::is_cached(&repository) {
+                images.extend(self.cached_images(&repository).await?);
+            } else {
+                self.names_of(&repository, &mut pushed).await?;
+            }
+        }
+        // How many images name each blob, and the bytes of those the cache alone holds.
+        let mut named: HashMap<Digest, usize> = HashMap::new();
+        for image in &images {
+            for d in image.records.iter().chain(&image.blobs) {
+                *named.entry(d.clone()).or_default() += 1;
+            }
+        }
+        let mut sizes: HashMap<Digest, u64> = HashMap::new();
+        for d in named.keys().filter(|d| !pushed.contains(*d)) {
+            if let Some(size) = self.backend.size(&layout::blob(d)).await? {
+                sizes.insert(d.clone(), size);
+            }
+        }
+        summary.cached = sizes.values().sum();
+        self.cache_estimate.store(summary.cached, Ordering::Release);
+        let target = max.min(summary.cached.saturating_sub(also_free));
+        if summary.cached <= target {
+            summary.elapsed = started.elapsed();
+            return Ok(summary);
+        }
+
+        images.sort_by_key(|i| i.last_pull);
+        let mut freed = 0u64;
+        let mut evicted = Vec::new();
+        for image in images {
+            if summary.cached - freed <= target {
+                break;
+            }
+            if image.busy {
+                summary.busy += 1;
+                continue;
+            }
+            for d in image.records.iter().chain(&image.blobs) {
+                let n = named.get_mut(d).expect("counted");
+                *n -= 1;
+                if *n == 0 {
+                    freed += sizes.get(d).copied().unwrap_or(0);
+                }
+            }
+            evicted.push(image);
+        }
+        let mut candidates = Vec::new();
+        for image in &evicted {
+            if !self.evict_image(image, scanned_at, &named).await? {
+                continue;
+            }
+            summary.images += 1;
+            report(Garbage::Manifest {
+                repository: image.repository.clone(),
+                digest: image.root.to_string(),
+            });
+            for d in image.records.iter().chain(&image.blobs) {
+                if named.get(d) == Some(&0) && sizes.contains_key(d) {
+                    candidates.push(d.clone());
+                }
+            }
+        }
+        candidates.sort_by_key(|d| d.to_string());
+        candidates.dedup();
+        let mut gc = GcSummary::default();
+        self.delete_blobs(candidates, scanned_at, report, &mut gc)
+            .await?;
+        summary.blobs = gc.blobs;
+        summary.bytes = gc.bytes;
+        self.cache_estimate
+            .store(summary.cached.saturating_sub(gc.bytes), Ordering::Release);
+        let gone: HashSet<String> = evicted
+            .iter()
+            .flat_map(|i| {
+                i.records
+                    .iter()
+                    .chain(&i.blobs)
+                    .map(|d| pull_key(&i.repository, d))
+            })
+            .collect();
+        self.forget_pulls(|k| !gone.contains(k));
+        summary.elapsed = started.elapsed();
+        tracing::info!(
+            cached = summary.cached,
+            images = summary.images,
+            bytes = summary.bytes,
+            busy = summary.busy,
+            "evicted the least recently pulled cached images"
+        );
+        Ok(summary)
+    }
+
+    /// The images of a cached repository, each with its last pull.
+    async fn cached_images(&self, repository: &str) -> Result<Vec<Image>> {
+        let state = self.repository_state(repository).await?;
+        let mut references: HashMap<Digest, Vec<Digest>> = HashMap::new();
+        for (d, (meta, _)) in &state.records {
+            let refs = match &meta.references {
+                Some(r) => r.clone(),
+                None => self.read_references(d, meta).await?.unwrap_or_default(),
+            };
+            references.insert(
+                d.clone(),
+                refs.iter().filter_map(|r| Digest::parse(r).ok()).collect(),
+            );
+        }
+        let children: HashSet<&Digest> = references.values().flatten().collect();
+        let linked: HashMap<&Digest, SystemTime> =
+            state.links.iter().map(|(d, t)| (d, *t)).collect();
+        let guard = self.limits.pull_guard;
+        let mut images = Vec::new();
+        for root in state.records.keys().filter(|d| !children.contains(d)) {
+            let (mut records, mut blobs) = (Vec::new(), Vec::new());
+            let mut stack = vec![root.clone()];
+            let mut seen = HashSet::new();
+            while let Some(d) = stack.pop() {
+                if !seen.insert(d.clone()) {
+                    continue;
+                }
+                if let Some(refs) = references.get(&d) {
+                    records.push(d);
+                    stack.extend(refs.iter().cloned());
+                } else if linked.contains_key(&d) {
+                    blobs.push(d);
+                }
+            }
+            // Never pulled since the store kept track: as old as when it was cached.
+            let mut last_pull = SystemTime::UNIX_EPOCH;
+            let mut busy = false;
+            for d in records.iter().chain(&blobs) {
+                let written = state
+                    .records
+                    .get(d)
+                    .map(|(_, t)| *t)
+                    .or_else(|| linked.get(d).copied());
+                let pulled = self.last_pull(repository, d).or(written);
+                last_pull = last_pull.max(pulled.unwrap_or(SystemTime::UNIX_EPOCH));
+                busy |= self.being_read(repository, d);
+            }
+            busy |=
+                last_pull.elapsed().is_ok_and(|age| age < guard) || last_pull > SystemTime::now();
+            images.push(Image {
+                repository: repository.to_string(),
+                root: root.clone(),
+                records,
+                blobs,
+                last_pull,
+                busy,
+            });
+        }
+        Ok(images)
+    }
+
+    /// Deletes an image's tags, and its records and links no image left in the cache names, in
+    /// its repository's critical section. Skips it (false) when it was pulled or written again
+    /// since the pass read the cache.
+    async fn evict_image(
+        &self,
+        image: &Image,
+        scanned_at: SystemTime,
+        named: &HashMap<Digest, usize>,
+    ) -> Result<bool> {
+        let repository = &image.repository;
+        let _turn = self.repo_lock(repository).await;
+        for d in image.records.iter().chain(&image.blobs) {
+            let again = self
+                .last_pull(repository, d)
+                .is_some_and(|t| t > image.last_pull);
+            if again || self.being_read(repository, d) {
+                return Ok(false);
+            }
+        }
+        let root_key = layout::manifest(repository, &image.root);
+        if self
+            .backend
+            .modified(&root_key)
+            .await?
+            .is_none_or(|t| t > scanned_at)
+        {
+            return Ok(false);
+        }
+        for tag in self.backend.list(&layout::tags(repository)).await? {
+            if self
+                .resolve_tag(repository, &tag)
+                .await
+                .ok()
+                .flatten()
+                .as_ref()
+                == Some(&image.root)
+            {
+                self.backend.delete(&layout::tag(repository, &tag)).await?;
+            }
+        }
+        // Another image of the same repository may share a platform manifest or a blob.
+        let unnamed = |d: &Digest| named.get(d) == Some(&0);
+        for d in image.records.iter().filter(|d| unnamed(d)) {
+            let meta = self.manifest_meta(repository, d).await?;
+            self.backend
+                .delete(&layout::manifest(repository, d))
+                .await?;
+            if let Some(subject) = meta
+                .and_then(|m| m.subject)
+                .and_then(|s| Digest::parse(&s).ok())
+            {
+                self.backend
+                    .delete(&layout::referrer(repository, &subject, d))
+                    .await?;
+            }
+        }
+        for d in image.blobs.iter().filter(|d| unnamed(d)) {
+            self.backend
+                .delete(&layout::blob_link(repository, d))
+                .await?;
+        }
+        Ok(true)
+    }
+}
