@@ -177,11 +177,17 @@ async fn collect_garbage_periodically<B: Backend>(store: Arc<Store<B>>) {
 /// How often the evictor looks at the volume's free space when no fill wakes it.
 const EVICT_CHECK_EVERY: Duration = Duration::from_secs(30);
 
+/// How long the evictor rests after a pass that found nothing to evict.
+const EVICT_IDLE: Duration = Duration::from_secs(5);
+
 /// Evicts cached images when a fill takes the cache past its size or the volume runs short of
 /// free space (see `store::evict`).
 async fn evict_when_needed<B: Backend>(store: Arc<Store<B>>) {
     loop {
         match store.evict_if_needed().await {
+            // Nothing left to give back: the volume is full of pushed content. Reading the
+            // cache again at every write would not change that.
+            Ok(Some(s)) if s.images == 0 => tokio::time::sleep(EVICT_IDLE).await,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "eviction failed"),
         }

@@ -15,7 +15,7 @@ use trow_tests::fsck::stop_and_fsck;
 use trow_tests::oci::{
     self, OCI_MANIFEST, Reg, Resp, desc, parse_next_link, send, to_bytes, with_query,
 };
-use trow_tests::{Topology, Trow, free_port, sha256_digest, trow_bin};
+use trow_tests::{Flags, Topology, Trow, free_port, sha256_digest, trow_bin};
 
 const MIB: usize = 1024 * 1024;
 
@@ -278,7 +278,12 @@ fn du(dir: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_frees_the_failed_push_and_recovers() {
     let fs = Tmpfs::mount("8m");
-    let mut t = Trow::start_in(Topology::OneProcess, &fs.dir);
+    // No reserve: this is about a disk that does fill (the reserve is tested with the cache).
+    let mut t = Trow::start_in_with(
+        Topology::OneProcess,
+        &fs.dir,
+        Flags::storage(&["--min-free-space", "0"]),
+    );
     let _logs = LogsOnPanic::trow(&t);
     let client = oci::client();
     let repo = "full/disk";

@@ -15,6 +15,8 @@ mod support;
 mod auth;
 #[path = "proxy/counter.rs"]
 mod counter;
+#[path = "proxy/evict.rs"]
+mod evict;
 #[path = "proxy/hostile_upstream.rs"]
 mod hostile_upstream;
 #[path = "proxy/large.rs"]
@@ -33,6 +35,17 @@ mod refusals;
 mod replicas;
 
 use trow_tests::both_topologies;
+
+both_topologies!(
+    evict::the_least_recently_pulled_image_is_evicted,
+    "127.0.0.211",
+    "127.0.0.212"
+);
+both_topologies!(
+    evict::disk_pressure_evicts_the_cache_before_pushes_fail,
+    "127.0.0.213",
+    "127.0.0.214"
+);
 
 both_topologies!(pulls::cold_pull_then_warm, "127.0.0.21", "127.0.0.22");
 both_topologies!(

@@ -155,7 +155,7 @@ struct StorageLimits {
     gc_every: Option<Duration>,
     /// Free space the data volume keeps (e.g. `2GiB`; `0`: none): below it the cache evicts its
     /// least recently pulled images, and below half of it pushes are refused (507) before
-    /// they write. [default: 256MiB]
+    /// they write. [default: 5% of the volume, at most 256MiB]
     #[arg(long, env = "TROW_MIN_FREE_SPACE", value_parser = parse_size)]
     min_free_space: Option<u64>,
     /// A cached image pulled this recently is never evicted: its pull may be in progress.
@@ -179,7 +179,7 @@ impl StorageLimits {
             gc_grace: self.gc_grace.unwrap_or(d.gc_grace),
             gc_every: self.gc_every.unwrap_or(d.gc_every),
             cache_max_size: config.proxy().max_size,
-            min_free_space: self.min_free_space.unwrap_or(d.min_free_space),
+            min_free_space: self.min_free_space.or(d.min_free_space),
             pull_guard: self.pull_guard.unwrap_or(d.pull_guard),
         }
     }

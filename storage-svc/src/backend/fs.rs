@@ -10,7 +10,7 @@ use futures::StreamExt;
 use std::io::{self, ErrorKind, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Backend, ByteStream, CHUNK_SIZE};
+use super::{Backend, ByteStream, CHUNK_SIZE, Space};
 use crate::layout;
 
 #[derive(Clone, Debug)]
@@ -294,8 +294,8 @@ impl Backend for FsBackend {
         });
     }
 
-    /// `statvfs` of the root: the blocks an unprivileged writer may still use.
-    async fn free_space(&self) -> io::Result<Option<u64>> {
+    /// `statvfs` of the root: the blocks an unprivileged writer may still use, of all.
+    async fn space(&self) -> io::Result<Option<Space>> {
         let root = self.root.clone();
         blocking(move || {
             use std::os::unix::ffi::OsStrExt;
@@ -307,7 +307,11 @@ impl Backend for FsBackend {
             if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(Some(st.f_bavail as u64 * st.f_frsize as u64))
+            let block = st.f_frsize as u64;
+            Ok(Some(Space {
+                free: st.f_bavail as u64 * block,
+                total: st.f_blocks as u64 * block,
+            }))
         })
         .await
     }

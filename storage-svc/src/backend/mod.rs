@@ -21,6 +21,13 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 /// Largest chunk a read yields: one gRPC data message.
 pub const CHUNK_SIZE: usize = trow_proto::transport::READ_CHUNK_SIZE;
 
+/// A volume's size and what is left of it, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    pub free: u64,
+    pub total: u64,
+}
+
 pub trait Backend: Send + Sync + 'static {
     /// Where appends to an upload go.
     type Appender: AsyncWrite + Send + Unpin + 'static;
@@ -68,9 +75,9 @@ pub trait Backend: Send + Sync + 'static {
         async {}
     }
 
-    /// Bytes free for new objects, when the backend has such a limit (a filesystem does; an
-    /// object store does not: `None`).
-    fn free_space(&self) -> impl Future<Output = io::Result<Option<u64>>> + Send {
+    /// The room left for new objects, when the backend has such a limit (a filesystem does;
+    /// an object store does not: `None`).
+    fn space(&self) -> impl Future<Output = io::Result<Option<Space>>> + Send {
         async { Ok(None) }
     }
 }

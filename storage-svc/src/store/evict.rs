@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::gc::Garbage;
 use super::pulls::pull_key;
 use super::*;
+use crate::backend::Space;
 
 /// What an eviction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,6 +51,9 @@ struct Image {
 /// The cache's size as last counted is unknown.
 const UNCOUNTED: u64 = u64::MAX;
 
+/// The free space a volume keeps by default, at most (5% of it on a smaller one).
+const DEFAULT_RESERVE: u64 = 256 << 20;
+
 impl<B: Backend> Store<B> {
     /// A fill of `size` bytes completed: the cache grew. Wakes the evictor when that takes it
     /// past its size.
@@ -69,19 +73,40 @@ impl<B: Backend> Store<B> {
         }
     }
 
+    /// The free space the volume keeps (see `Limits::min_free_space`).
+    fn reserve(&self, space: Space) -> u64 {
+        self.limits
+            .min_free_space
+            .unwrap_or((space.total / 20).min(DEFAULT_RESERVE))
+    }
+
     /// Refuses a push (an upload starting or appending) while the volume is under half its
     /// reserve: it would fail half-written. The cache is asked to give space back.
     pub(super) async fn check_room_for_push(&self, repository: &str) -> Result<()> {
-        if trow_proto::cache::is_cached(repository) || self.limits.min_free_space == 0 {
+        if trow_proto::cache::is_cached(repository) {
             return Ok(());
         }
-        let reserve = self.limits.min_free_space / 2;
-        match self.backend.free_space().await? {
-            Some(free) if free < reserve => {
-                self.evict_wanted.notify_one();
-                Err(StorageError::SpaceLow { free, reserve })
-            }
-            _ => Ok(()),
+        let Some(space) = self.backend.space().await? else {
+            return Ok(());
+        };
+        let reserve = self.reserve(space) / 2;
+        if space.free < reserve {
+            self.evict_wanted.notify_one();
+            return Err(StorageError::SpaceLow {
+                free: space.free,
+                reserve,
+            });
+        }
+        Ok(())
+    }
+
+    /// A blob was stored: wakes the evictor when the volume went under its reserve, so the
+    /// cache gives space back before pushes are refused.
+    pub(super) async fn check_space_after_write(&self) {
+        if let Ok(Some(space)) = self.backend.space().await
+            && space.free < self.reserve(space)
+        {
+            self.evict_wanted.notify_one();
         }
     }
 
@@ -96,15 +121,15 @@ impl<B: Backend> Store<B> {
     /// bounds and the volume has room.
     pub async fn evict_if_needed(&self) -> Result<Option<EvictSummary>> {
         let max = self.limits.cache_max_size.unwrap_or(u64::MAX);
-        let free = self.backend.free_space().await?;
-        let short = free.map_or(0, |f| self.limits.min_free_space.saturating_sub(f));
+        let space = self.backend.space().await?;
+        let short = space.map_or(0, |s| self.reserve(s).saturating_sub(s.free));
         let estimate = self.cache_estimate.load(Ordering::Acquire);
         let counted = estimate != UNCOUNTED;
         if short == 0 && (counted || self.limits.cache_max_size.is_none()) && estimate <= max {
             return Ok(None);
         }
         if short > 0 {
-            tracing::warn!(free = ?free, reserve = self.limits.min_free_space,
+            tracing::warn!(free = ?space.map(|s| s.free), short,
                 "the data volume is short of free space: evicting cached images");
         }
         Ok(Some(self.evict(max, short, &mut |_| {}).await?))

@@ -198,9 +198,10 @@ pub struct Limits {
     pub gc_every: std::time::Duration,
     /// The cache's bytes at most (`registry_proxies.max_size`); `None`: no bound (see `evict`).
     pub cache_max_size: Option<u64>,
-    /// Free space the data volume keeps: below it the cache evicts, and pushes are refused
-    /// before they write rather than failing half-written.
-    pub min_free_space: u64,
+    /// Free space the data volume keeps: below it the cache evicts, and below half of it
+    /// pushes are refused before they write rather than failing half-written. `None`: 5% of
+    /// the volume, at most 256 MiB.
+    pub min_free_space: Option<u64>,
     /// A cached image pulled this recently is never evicted: its pull may be in progress.
     pub pull_guard: std::time::Duration,
 }
@@ -213,7 +214,7 @@ impl Default for Limits {
             gc_grace: std::time::Duration::from_secs(3600),
             gc_every: std::time::Duration::from_secs(3600),
             cache_max_size: None,
-            min_free_space: 256 * 1024 * 1024,
+            min_free_space: None,
             pull_guard: std::time::Duration::from_secs(60),
         }
     }

@@ -341,6 +341,7 @@ impl<B: Backend> Store<B> {
         if upload.fill.is_some() {
             self.cached_bytes_added(size);
         }
+        self.check_space_after_write().await;
         Ok(size)
     }
 

@@ -47,6 +47,29 @@ impl Proxy {
         }
     }
 
+    /// As [`Proxy::start_with`], on the data dir `data` (a tmpfs, or one that outlives it).
+    pub fn start_in(
+        topology: Topology,
+        config: &ProxyConfig,
+        dir: &Path,
+        data: &Path,
+        flags: Flags,
+    ) -> Proxy {
+        let path = config.write(&dir.join("config.yml"));
+        let trow = Trow::start_in_with(
+            topology,
+            data,
+            Flags {
+                config_file: Some(path),
+                ..flags
+            },
+        );
+        Proxy {
+            _logs: LogsOnPanic::trow(&trow),
+            reg: Reg::with_trow(trow),
+        }
+    }
+
     pub fn trow(&self) -> &Trow {
         self.reg.trow.as_ref().expect("a Trow the test started")
     }
