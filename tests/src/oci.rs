@@ -80,6 +80,17 @@ impl Reg {
         }
     }
 
+    /// Another client of a registry already running at `url` (e.g. one a test's other task
+    /// owns): repository names are used as given.
+    pub fn with_url(url: &str) -> Reg {
+        Reg {
+            url: url.trim_end_matches('/').to_string(),
+            client: client(),
+            trow: None,
+            nonce: String::new(),
+        }
+    }
+
     /// True when running against an external, shared registry rather than a fresh Trow.
     pub fn external(&self) -> bool {
         self.trow.is_none()

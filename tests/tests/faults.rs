@@ -15,16 +15,21 @@
 //!   blob again from the upstream, and the killed fill leaves no scratch behind.
 //! - An upstream that accepts requests and never answers: cached tags are served stale, what was
 //!   never cached is a `502`, within the configured timeouts.
+//! - Storage killed while it evicts cached images: the store checks clean as the crash left it,
+//!   and every image pulls whole after a restart. (Storage killed during a garbage collection:
+//!   tests/tests/gc.rs.)
 //!
 //! Where a process must meet a dead connection before it has noticed the close (as a busy one
 //! does), it is paused with SIGSTOP while storage dies and requests queue, then resumed.
 //!
 //! Every test ends with `trow fsck`. Timeouts here are hang guards, never speed assertions.
-//! Pull-through scenarios use `127.0.0.191`–`127.0.0.199`.
+//! Pull-through scenarios use `127.0.0.191`–`127.0.0.199` and `127.0.0.215`.
 
 // The scenarios live in faults/ (this file's own name is taken by the test crate).
 #[path = "faults/cache.rs"]
 mod cache;
+#[path = "faults/eviction.rs"]
+mod eviction;
 #[path = "faults/killed_gateway.rs"]
 mod killed_gateway;
 #[path = "faults/storage_down.rs"]
@@ -45,6 +50,11 @@ async fn storage_killed_mid_pull() {
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_killed_during_a_cache_fill() {
     cache::storage_killed_during_a_cache_fill("127.0.0.191").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_killed_during_an_eviction() {
+    eviction::storage_killed_during_an_eviction("127.0.0.215").await;
 }
 
 use trow_tests::both_topologies;
