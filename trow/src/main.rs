@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! trow [--bind 0.0.0.0:8000] [--data-dir ./data]        everything in one process
-//! trow storage --listen 0.0.0.0:7000 --data-dir DIR      the storage service alone (gRPC)
+//! trow storage --listen 0.0.0.0:7000 --data-dir DIR [--config-file F]
+//!                                                        the storage service alone (gRPC)
 //! trow proxy --listen 0.0.0.0:7001 --storage URL [--hostname NAME]
 //!                                                        the pull-through cache alone (gRPC)
 //! trow admission --listen 0.0.0.0:7002 [--proxy URL]     the admission webhooks alone (gRPC)
