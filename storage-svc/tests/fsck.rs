@@ -467,6 +467,30 @@ async fn a_corrupt_manifest_record() {
     );
 }
 
+/// Garbage collection follows a record's references: a record that forgot one would let it go.
+#[tokio::test]
+async fn a_manifest_record_whose_references_differ_from_its_bytes() {
+    let f = fixture().await;
+    let record = f.dir.join(trow_storage::layout::manifest("app", &f.image));
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(meta["references"].as_array().unwrap().len(), 2, "{meta}");
+    meta["references"].as_array_mut().unwrap().pop();
+    std::fs::write(&record, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let r = check(&f, SystemTime::now()).await;
+    assert_problems(
+        &r,
+        &[Problem::ManifestReferencesMismatch {
+            repository: "app".into(),
+            digest: f.image.clone(),
+        }],
+    );
+    // A record of an older version, without references, is fine.
+    meta.as_object_mut().unwrap().remove("references");
+    std::fs::write(&record, serde_json::to_vec(&meta).unwrap()).unwrap();
+    assert!(check(&f, SystemTime::now()).await.is_clean());
+}
+
 #[tokio::test]
 async fn the_lock_of_a_running_store_is_seen_not_taken() {
     let tmp = tempfile::tempdir().unwrap();

@@ -75,6 +75,12 @@ pub enum Problem {
         recorded: Option<String>,
         parsed: Option<String>,
     },
+    /// A record whose kept references differ from its bytes': garbage collection, which
+    /// follows the record, would delete what the manifest needs.
+    ManifestReferencesMismatch {
+        repository: String,
+        digest: Digest,
+    },
     ManifestBlobNotLinked {
         repository: String,
         manifest: Digest,
@@ -155,6 +161,10 @@ impl fmt::Display for Problem {
             Unreadable { key, error } => write!(f, "{key}: unreadable: {error}"),
             BlobCorrupt { key, actual } => write!(f, "{key}: blob content hashes to {actual}"),
             BlobMisplaced { key } => write!(f, "{key}: blob in the wrong directory"),
+            ManifestReferencesMismatch { repository, digest } => write!(
+                f,
+                "{repository}@{digest}: manifest record's references differ from its bytes'"
+            ),
             TagInvalid {
                 repository,
                 tag,

@@ -147,6 +147,18 @@ impl<B: Backend> Checker<'_, B> {
                 parsed: subject,
             });
         }
+        if let Some(recorded) = &info.meta.references {
+            let mut recorded = recorded.clone();
+            let mut parsed = parsed.reference_digests();
+            recorded.sort();
+            parsed.sort();
+            if recorded != parsed {
+                self.problem(Problem::ManifestReferencesMismatch {
+                    repository: repository.clone(),
+                    digest: d.clone(),
+                });
+            }
+        }
         // A cached manifest's blobs and children are filled when clients ask for them.
         let cached = trow_proto::cache::is_cached(repo);
         for r in parsed.references.iter().filter(|_| !cached) {
