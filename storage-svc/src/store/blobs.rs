@@ -39,8 +39,12 @@ impl<B: Backend> Store<B> {
         let size = self.backend.size(&layout::blob(d)).await?;
         // Found by a client, who may reference it in a manifest instead of uploading it: a
         // garbage collection counts it as just used (see `gc`).
-        if size.is_some() && self.needs_refresh(linked) {
-            self.backend.put(&link, Bytes::new()).await?;
+        // Best effort: a pull must not fail because a full disk refused the refresh.
+        if size.is_some()
+            && self.needs_refresh(linked)
+            && let Err(e) = self.backend.put(&link, Bytes::new()).await
+        {
+            tracing::warn!(error = %e, %link, "could not mark a blob link as used");
         }
         Ok(size)
     }

@@ -183,7 +183,10 @@ impl<B: Backend> Store<B> {
             && self.needs_refresh(t)
         {
             let json = serde_json::to_vec(meta).expect("serialize manifest meta");
-            self.backend.put(&key, json.into()).await?;
+            // Best effort: a pull must not fail because a full disk refused the refresh.
+            if let Err(e) = self.backend.put(&key, json.into()).await {
+                tracing::warn!(error = %e, %key, "could not mark a manifest as used");
+            }
         }
         Ok(())
     }
