@@ -221,6 +221,42 @@ async fn the_grace_period_keeps_what_a_push_in_progress_uploaded() {
     assert_clean(tmp2.path()).await;
 }
 
+/// A client that finds a blob or a manifest by `HEAD` may reference it instead of pushing it:
+/// finding it marks it as used, so a collection within the grace period keeps it.
+#[tokio::test]
+async fn what_a_client_finds_counts_as_just_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Duration::from_secs(4)).await;
+    let found = push_blob(&s, "r", b"found by HEAD").await.unwrap();
+    let ignored = push_blob(&s, "r", b"never asked for").await.unwrap();
+    let cfg = push_blob(&s, "r", b"cfg").await.unwrap();
+    let child = image_manifest(&cfg, &[&found], None);
+    let child_d = Digest::sha256_of(&child);
+    s.put_manifest("r", &child_d.to_string(), OCI_MANIFEST, Bytes::from(child))
+        .await
+        .unwrap();
+    // Past half the grace period, the client looks: HEAD of the blob and of the manifest.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.stat_blob("r", &found.to_string()).await.unwrap();
+    s.stat_manifest("r", &child_d.to_string()).await.unwrap();
+    // Past the grace period since they were written, within it since they were found.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (_, items) = collect(&s, false).await;
+    assert!(
+        items.contains(&Garbage::Link {
+            repository: "r".into(),
+            digest: ignored.to_string()
+        }),
+        "{items:#?}"
+    );
+    // The index the client pushes next finds its child, and the child its blobs.
+    s.put_manifest("r", "multi", OCI_INDEX, Bytes::from(index(&[&child_d])))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&s, "r", &found).await.unwrap(), b"found by HEAD");
+    assert_clean(tmp.path()).await;
+}
+
 #[tokio::test]
 async fn an_index_keeps_its_children_and_referrers_live_as_long_as_their_subject() {
     let tmp = tempfile::tempdir().unwrap();
