@@ -4,6 +4,7 @@
 //! - [`store`] is the registry logic: uploads verified by digest before they become visible,
 //!   repository links, manifests, tags and the referrers index.
 //! - [`service`] and [`server`] put it behind the gRPC contract in `trow-proto`.
+//! - [`retention`] is the config of which tags and untagged manifests each repository keeps.
 //! - [`fsck`] checks a whole store for inconsistencies (`trow fsck`).
 
 pub mod backend;
@@ -13,6 +14,7 @@ pub mod fsck;
 pub mod layout;
 pub mod manifest;
 pub mod names;
+pub mod retention;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -372,6 +372,7 @@ impl<B: Backend> Storage for StorageService<B> {
             let last = outcome.map_err(Status::from).map(|s| pb::GarbageReport {
                 part: Some(Part::Summary(pb::GarbageSummary {
                     repositories: s.repositories,
+                    tags: s.tags,
                     manifests: s.manifests,
                     links: s.links,
                     blobs: s.blobs,
@@ -398,18 +399,39 @@ const GARBAGE_LISTED: usize = 4096;
 
 fn garbage_item(g: Garbage) -> pb::GarbageReport {
     use pb::garbage_item::Kind;
-    let (kind, repository, digest, size) = match g {
-        Garbage::Manifest { repository, digest } => (Kind::Manifest, repository, digest, 0),
-        Garbage::Link { repository, digest } => (Kind::Link, repository, digest, 0),
-        Garbage::Blob { digest, size } => (Kind::Blob, String::new(), digest, size),
-    };
-    pb::GarbageReport {
-        part: Some(pb::garbage_report::Part::Item(pb::GarbageItem {
-            kind: kind as i32,
+    let item = match g {
+        Garbage::Manifest { repository, digest } => pb::GarbageItem {
+            kind: Kind::Manifest as i32,
             repository,
             digest,
+            ..Default::default()
+        },
+        Garbage::Link { repository, digest } => pb::GarbageItem {
+            kind: Kind::Link as i32,
+            repository,
+            digest,
+            ..Default::default()
+        },
+        Garbage::Blob { digest, size } => pb::GarbageItem {
+            kind: Kind::Blob as i32,
+            digest,
             size,
-        })),
+            ..Default::default()
+        },
+        Garbage::Tag {
+            repository,
+            tag,
+            rule,
+        } => pb::GarbageItem {
+            kind: Kind::Tag as i32,
+            repository,
+            tag,
+            rule,
+            ..Default::default()
+        },
+    };
+    pb::GarbageReport {
+        part: Some(pb::garbage_report::Part::Item(item)),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The `--config-file` YAML: one section per service (the proxy's `registry_proxies`,
 //! admission's `image_validation` and `image_mutation`; the proxy enforces `image_validation`
-//! too), in the format of the original Trow. Unknown keys and
+//! too; storage's `retention`), in the format of the original Trow. Unknown keys and
 //! bad values stop the start-up with the key named, rather than running with a silent default.
 
 use std::path::Path;
@@ -17,6 +17,9 @@ pub struct FileConfig {
     /// Which images the mutating webhook rewrites to pull through the cache.
     #[serde(default)]
     pub image_mutation: Option<trow_admission::MutationConfig>,
+    /// Which tags and untagged manifests each repository keeps (see `trow_storage::retention`).
+    #[serde(default)]
+    pub retention: Option<trow_storage::retention::Retention>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,17 @@ impl FileConfig {
         }
     }
 
+    /// The retention rules for a store whose garbage collection has grace period `gc_grace`,
+    /// which no rule may undercut (see `trow_storage::retention`).
+    pub fn retention(
+        &self,
+        gc_grace: std::time::Duration,
+    ) -> Result<trow_storage::retention::Retention, trow_storage::retention::RetentionError> {
+        let retention = self.retention.clone().unwrap_or_default();
+        retention.check_grace(gc_grace)?;
+        Ok(retention)
+    }
+
     /// The admission webhooks, for Trow known to the kubelet as `hostname`.
     pub fn webhooks(
         &self,
@@ -98,6 +112,27 @@ mod tests {
         assert!(p.offline);
         assert_eq!(p.registries[0].host, "a.example:5000");
         assert!(FileConfig::parse("").unwrap().registry_proxies.is_none());
+    }
+
+    #[test]
+    fn retention_is_checked_at_load_and_against_the_grace_period() {
+        use std::time::Duration;
+        let e = FileConfig::parse("retention:\n  - repositories: a/\n    keep_tags: [\"[\"]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("retention[0].keep_tags[0]"), "{e}");
+        let e =
+            FileConfig::parse("retention:\n  - repositories: a/\n    keep_las: 1\n").unwrap_err();
+        assert!(e.to_string().contains("keep_las"), "{e}");
+        let c = FileConfig::parse(
+            "retention:\n  - repositories: team/\n    keep_last: 2\n    untagged_older_than: 2h\n",
+        )
+        .unwrap();
+        let r = c.retention(Duration::from_secs(3600)).unwrap();
+        assert_eq!(r.rule_for("team/app").unwrap().keep_last, Some(2));
+        let e = c.retention(Duration::from_secs(3 * 3600)).unwrap_err();
+        assert_eq!(e.key, "retention[0].untagged_older_than");
+        let none = FileConfig::parse("").unwrap();
+        assert!(none.retention(Duration::ZERO).unwrap().rules().is_empty());
     }
 
     #[test]

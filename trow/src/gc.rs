@@ -40,12 +40,14 @@ fn item(i: &pb::GarbageItem) -> String {
         Kind::Manifest => format!("manifest {}@{}", i.repository, i.digest),
         Kind::Link => format!("link {}@{}", i.repository, i.digest),
         Kind::Blob => format!("blob {} ({} bytes)", i.digest, i.size),
+        Kind::Tag => format!("tag {}:{} (rule {:?})", i.repository, i.tag, i.rule),
         Kind::Unspecified => format!("{} {}", i.repository, i.digest),
     }
 }
 
 /// `gc: 2 manifests, 5 links, 4 blobs (1234 bytes) deleted in 12 ms (3 repositories; 0 kept
-/// for a push in progress)`.
+/// for a push in progress)`, then `; 3 tags removed by retention rules` when there were some
+/// (at the end, so the numbers before keep their places).
 fn summary(s: &pb::GarbageSummary) -> String {
     let verb = if s.dry_run {
         "would be deleted"
@@ -56,6 +58,14 @@ fn summary(s: &pb::GarbageSummary) -> String {
         "gc: {} manifests, {} links, {} blobs ({} bytes) {verb} in {} ms ({} repositories; {} kept for a push in progress)",
         s.manifests, s.links, s.blobs, s.bytes, s.elapsed_ms, s.repositories, s.rescued
     );
+    if s.tags > 0 {
+        let removed = if s.dry_run {
+            "would be removed"
+        } else {
+            "removed"
+        };
+        line.push_str(&format!("; {} tags {removed} by retention rules", s.tags));
+    }
     if s.unlisted > 0 {
         line.push_str(&format!("; {} items not listed", s.unlisted));
     }

@@ -80,7 +80,8 @@ struct AllInOne {
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
     /// The YAML config (`registry_proxies`: upstreams and their credentials;
-    /// `image_validation` and `image_mutation`: the admission webhooks).
+    /// `image_validation` and `image_mutation`: the admission webhooks; `retention`: which tags
+    /// and untagged manifests garbage collection removes).
     #[arg(long, env = "TROW_CONFIG_FILE")]
     config_file: Option<PathBuf>,
     #[command(flatten)]
@@ -171,18 +172,24 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl StorageLimits {
-    /// The store's limits; the cache's size comes from the config file's `registry_proxies`.
-    fn limits(&self, config: &trow::config::FileConfig) -> trow_storage::Limits {
+    /// The store's limits; the cache's size comes from the config file's `registry_proxies`,
+    /// the retention rules from its `retention` (checked against the grace period here).
+    fn limits(
+        &self,
+        config: &trow::config::FileConfig,
+    ) -> Result<trow_storage::Limits, trow_storage::retention::RetentionError> {
         let d = trow_storage::Limits::default();
-        trow_storage::Limits {
+        let gc_grace = self.gc_grace.unwrap_or(d.gc_grace);
+        Ok(trow_storage::Limits {
             max_uploads: self.max_uploads,
             fill_timeout: self.fill_timeout.unwrap_or(d.fill_timeout),
-            gc_grace: self.gc_grace.unwrap_or(d.gc_grace),
+            gc_grace,
             gc_every: self.gc_every.unwrap_or(d.gc_every),
             cache_max_size: config.proxy().max_size,
             min_free_space: self.min_free_space.or(d.min_free_space),
             pull_guard: self.pull_guard.unwrap_or(d.pull_guard),
-        }
+            retention: config.retention(gc_grace)?,
+        })
     }
 }
 
@@ -194,7 +201,8 @@ struct StorageArgs {
     /// Where images are stored.
     #[arg(long, env = "TROW_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// The YAML config (`registry_proxies.max_size`: the cache's bound).
+    /// The YAML config (`registry_proxies.max_size`: the cache's bound; `retention`: which tags
+    /// and untagged manifests garbage collection removes).
     #[arg(long, env = "TROW_CONFIG_FILE")]
     config_file: Option<PathBuf>,
     #[command(flatten)]
@@ -334,7 +342,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 webhooks,
                 data_dir: a.data_dir,
                 hostname: a.hostname,
-                limits: a.limits.limits(&config),
+                limits: a.limits.limits(&config)?,
                 server: a.server.config()?,
                 proxy: config.proxy(),
                 proxy_policy,
@@ -343,7 +351,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
         }
         Some(Command::Storage(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
-            trow::run_storage(a.listen, &a.data_dir, a.limits.limits(&config)).await
+            trow::run_storage(a.listen, &a.data_dir, a.limits.limits(&config)?).await
         }
         Some(Command::Proxy(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;

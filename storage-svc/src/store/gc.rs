@@ -3,11 +3,16 @@
 //!
 //! A collection runs in two phases.
 //!
-//! 1. **Each repository, in its critical section** (the one a manifest put runs in): the roots
-//!    are the tags and every record or link written (or refreshed) within the grace period; a
+//! 1. **Each repository, in its critical section** (the one a manifest put runs in): first the
+//!    repository's retention rule (see [`crate::retention`]) picks the tags it removes; the
+//!    roots are the other tags, every record or link written (or refreshed) within the grace
+//!    period, and, under a rule with `untagged_older_than`, the untagged manifests (neither
+//!    referrers nor referenced by another manifest) written or used within that time; a
 //!    live manifest keeps what it references (blobs and child manifests, read from the
 //!    references its record keeps), and a manifest with a `subject` lives exactly as long as its
-//!    subject. Dead manifest records go (record first, then the referrer entry: a crash leaves at
+//!    subject. The removed tags go first (in a dry run they are only listed, but the live set
+//!    is computed without them either way, so a dry run lists what a collection deletes).
+//!    Dead manifest records go (record first, then the referrer entry: a crash leaves at
 //!    worst an entry without a record, which the next collection of the repository removes,
 //!    and a marker under `gc/repositories/` makes the restart finish the repository first), then
 //!    dead links.
@@ -33,6 +38,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
+use crate::retention::TagAge;
 
 /// How long a writer waits for a collection's tombstone before it gives up (a collection holds
 /// one for one listing of the store).
@@ -47,12 +53,20 @@ pub enum Garbage {
     Link { repository: String, digest: String },
     /// A blob's bytes.
     Blob { digest: String, size: u64 },
+    /// A tag a retention rule removed; `rule` is the rule's `repositories` prefix.
+    Tag {
+        repository: String,
+        tag: String,
+        rule: String,
+    },
 }
 
 /// What a collection did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcSummary {
     pub repositories: u64,
+    /// Tags removed by retention rules.
+    pub tags: u64,
     pub manifests: u64,
     pub links: u64,
     pub blobs: u64,
@@ -190,12 +204,57 @@ impl<B: Backend> Store<B> {
     ) -> Result<Vec<Digest>> {
         let _turn = self.repo_lock(repository).await;
         let mut state = self.repository_state(repository).await?;
-        let Some(live) = self.live_in(repository, &mut state, cutoff).await? else {
+        // The cache is bounded by its size and evicted by last pull (see `evict`), not by rules.
+        let rule = Some(&self.limits.retention)
+            .filter(|_| !trow_proto::cache::is_cached(repository))
+            .and_then(|r| r.rule_for(repository));
+        let live = match self.tags_in(repository).await? {
+            Some(tags) => {
+                let removed = rule.map_or_else(Vec::new, |r| {
+                    let ages: Vec<TagAge> = tags
+                        .iter()
+                        .map(|(name, _, moved)| TagAge {
+                            name: name.clone(),
+                            moved: *moved,
+                        })
+                        .collect();
+                    r.tags_to_remove(&ages)
+                });
+                let tagged: Vec<Digest> = tags
+                    .into_iter()
+                    .filter(|(name, _, _)| !removed.contains(name))
+                    .map(|(_, d, _)| d)
+                    .collect();
+                // The grace period protects pushes in progress: no rule shortens it.
+                let untagged_cutoff = rule
+                    .and_then(|r| r.untagged_older_than)
+                    .and_then(|age| SystemTime::now().checked_sub(age))
+                    .filter(|t| *t < cutoff);
+                self.live_in(repository, &mut state, tagged, cutoff, untagged_cutoff)
+                    .await?
+                    .map(|live| (live, removed))
+            }
+            None => None,
+        };
+        let Some((live, removed_tags)) = live else {
             let records = state.records.into_keys();
             return Ok(records
                 .chain(state.links.into_iter().map(|(d, _)| d))
                 .collect());
         };
+        // Tags first: a crash after this leaves manifests untagged, which the next collection
+        // finds dead, never a tag naming a deleted manifest.
+        for tag in removed_tags {
+            if !dry_run {
+                self.backend.delete(&layout::tag(repository, &tag)).await?;
+            }
+            summary.tags += 1;
+            report(Garbage::Tag {
+                repository: repository.to_string(),
+                tag,
+                rule: rule.map(|r| r.repositories.clone()).unwrap_or_default(),
+            });
+        }
         // What stays named here: the blobs these records and links name are not garbage.
         let mut kept: Vec<Digest> = state
             .records
@@ -320,14 +379,40 @@ impl<B: Backend> Store<B> {
         })
     }
 
+    /// A repository's tags: name, the digest it points to, when it was last moved. `None` when
+    /// a tag cannot be read: then nothing in the repository is deleted.
+    async fn tags_in(&self, repository: &str) -> Result<Option<Vec<(String, Digest, SystemTime)>>> {
+        let mut tags = Vec::new();
+        for tag in self.backend.list(&layout::tags(repository)).await? {
+            let moved = self
+                .backend
+                .modified(&layout::tag(repository, &tag))
+                .await?;
+            match (self.resolve_tag(repository, &tag).await, moved) {
+                (Ok(Some(d)), Some(moved)) => tags.push((tag, d, moved)),
+                (Ok(_), _) => {}
+                (Err(_), _) => {
+                    tracing::warn!(%repository, %tag, "unreadable tag; collecting nothing in this repository");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(tags))
+    }
+
     /// What lives in a repository: the digests of its live manifests and of everything they
-    /// reference. `None` when a record's references cannot be read: then nothing in the
-    /// repository is deleted.
+    /// reference. The roots are `tagged`, the records written after `cutoff`, and with
+    /// `untagged_cutoff` (a retention rule's, earlier than `cutoff`) the records written after
+    /// it that are neither referrers nor referenced by another record: those live by their
+    /// subject or parent. `None` when a record's references cannot be read: then nothing in
+    /// the repository is deleted.
     async fn live_in(
         &self,
         repository: &str,
         state: &mut RepositoryState,
+        tagged: Vec<Digest>,
         cutoff: SystemTime,
+        untagged_cutoff: Option<SystemTime>,
     ) -> Result<Option<HashSet<Digest>>> {
         // Records of older versions learn their references once.
         let unknown: Vec<Digest> = state
@@ -346,20 +431,10 @@ impl<B: Backend> Store<B> {
             meta.references = Some(references);
             state.migrated.push(d);
         }
-        let mut stack: Vec<Digest> = Vec::new();
-        for tag in self.backend.list(&layout::tags(repository)).await? {
-            match self.resolve_tag(repository, &tag).await {
-                Ok(Some(d)) => stack.push(d),
-                Ok(None) => {}
-                Err(_) => {
-                    tracing::warn!(%repository, %tag, "unreadable tag; collecting nothing in this repository");
-                    return Ok(None);
-                }
-            }
-        }
         // A cache keeps what it holds, tagged or not (the kubelet pulls by digest), until it
         // is evicted by last pull (see `evict`).
         let cached = trow_proto::cache::is_cached(repository);
+        let mut stack = tagged;
         stack.extend(
             state
                 .records
@@ -367,6 +442,25 @@ impl<B: Backend> Store<B> {
                 .filter(|(_, (_, t))| cached || *t > cutoff)
                 .map(|(d, _)| d.clone()),
         );
+        if let Some(untagged_cutoff) = untagged_cutoff {
+            let referenced: HashSet<&str> = state
+                .records
+                .values()
+                .flat_map(|(m, _)| m.references.iter().flatten())
+                .map(String::as_str)
+                .collect();
+            stack.extend(
+                state
+                    .records
+                    .iter()
+                    .filter(|(d, (m, t))| {
+                        *t > untagged_cutoff
+                            && m.subject.is_none()
+                            && !referenced.contains(d.to_string().as_str())
+                    })
+                    .map(|(d, _)| d.clone()),
+            );
+        }
         let mut live = HashSet::new();
         loop {
             while let Some(d) = stack.pop() {

@@ -204,6 +204,8 @@ pub struct Limits {
     pub min_free_space: Option<u64>,
     /// A cached image pulled this recently is never evicted: its pull may be in progress.
     pub pull_guard: std::time::Duration,
+    /// Which tags and untagged manifests each repository keeps, applied by every collection.
+    pub retention: crate::retention::Retention,
 }
 
 impl Default for Limits {
@@ -216,6 +218,7 @@ impl Default for Limits {
             cache_max_size: None,
             min_free_space: None,
             pull_guard: std::time::Duration::from_secs(60),
+            retention: Default::default(),
         }
     }
 }
