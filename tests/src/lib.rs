@@ -347,7 +347,7 @@ impl Trow {
     pub fn start_in_with(topology: Topology, data_dir: &Path, mut flags: Flags) -> Trow {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         if let (Topology::Split, Some(config)) = (topology, &flags.config_file) {
-            // Storage reads the cache's size bound from it.
+            // Storage reads the cache's size bound and the retention rules from it.
             flags.storage.push("--config-file".into());
             flags.storage.push(config.display().to_string());
         }

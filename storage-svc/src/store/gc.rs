@@ -225,11 +225,11 @@ impl<B: Backend> Store<B> {
                     .filter(|(name, _, _)| !removed.contains(name))
                     .map(|(_, d, _)| d)
                     .collect();
-                // The grace period protects pushes in progress: no rule shortens it.
+                // More roots, never fewer: what the grace period keeps (a push in progress)
+                // stays whatever the rule's age.
                 let untagged_cutoff = rule
                     .and_then(|r| r.untagged_older_than)
-                    .and_then(|age| SystemTime::now().checked_sub(age))
-                    .filter(|t| *t < cutoff);
+                    .and_then(|age| SystemTime::now().checked_sub(age));
                 self.live_in(repository, &mut state, tagged, cutoff, untagged_cutoff)
                     .await?
                     .map(|live| (live, removed))
@@ -402,9 +402,8 @@ impl<B: Backend> Store<B> {
 
     /// What lives in a repository: the digests of its live manifests and of everything they
     /// reference. The roots are `tagged`, the records written after `cutoff`, and with
-    /// `untagged_cutoff` (a retention rule's, earlier than `cutoff`) the records written after
-    /// it that are neither referrers nor referenced by another record: those live by their
-    /// subject or parent. `None` when a record's references cannot be read: then nothing in
+    /// `untagged_cutoff` (a retention rule's) the records written after it that are neither
+    /// referrers nor referenced by another record: those live by their subject or parent. `None` when a record's references cannot be read: then nothing in
     /// the repository is deleted.
     async fn live_in(
         &self,
