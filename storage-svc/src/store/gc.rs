@@ -244,15 +244,18 @@ impl<B: Backend> Store<B> {
         };
         // Tags first: a crash after this leaves manifests untagged, which the next collection
         // finds dead, never a tag naming a deleted manifest.
+        let rule_name = rule.map(|r| r.repositories.clone()).unwrap_or_default();
         for tag in removed_tags {
             if !dry_run {
                 self.backend.delete(&layout::tag(repository, &tag)).await?;
+                // A scheduled collection lists its items to no one: this is their record.
+                tracing::info!(%repository, %tag, rule = %rule_name, "retention rule removed a tag");
             }
             summary.tags += 1;
             report(Garbage::Tag {
                 repository: repository.to_string(),
                 tag,
-                rule: rule.map(|r| r.repositories.clone()).unwrap_or_default(),
+                rule: rule_name.clone(),
             });
         }
         // What stays named here: the blobs these records and links name are not garbage.
