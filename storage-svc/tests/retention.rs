@@ -491,6 +491,33 @@ async fn the_first_rule_matching_a_repository_applies() {
 }
 
 #[tokio::test]
+async fn rules_leave_the_cache_to_eviction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(
+        tmp.path(),
+        Duration::ZERO,
+        rules("- repositories: \"\"\n  keep_last: 1\n"),
+    )
+    .await;
+    let cached = "f/docker.io/library/nginx";
+    for t in ["1.26", "1.27"] {
+        let cfg = Digest::sha256_of(format!("cfg {t}").as_bytes());
+        let m = image_manifest(&cfg, &[], None);
+        s.put_cached_manifest(cached, t, OCI_MANIFEST, Bytes::from(m))
+            .await
+            .unwrap();
+        push_image(&s, "mine", Some(t), t).await;
+        tick().await;
+    }
+    let (_, items) = collect(&s, false).await;
+    assert_eq!(
+        removed_tags(&items),
+        BTreeSet::from(["mine:1.26".to_string()])
+    );
+    assert_eq!(tags(&s, cached).await, ["1.26", "1.27"]);
+}
+
+#[tokio::test]
 async fn an_age_below_the_grace_period_never_shortens_it() {
     // The config check refuses this (see below); a store handed it anyway keeps the grace.
     let tmp = tempfile::tempdir().unwrap();
