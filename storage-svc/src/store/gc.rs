@@ -406,8 +406,9 @@ impl<B: Backend> Store<B> {
     /// What lives in a repository: the digests of its live manifests and of everything they
     /// reference. The roots are `tagged`, the records written after `cutoff`, and with
     /// `untagged_cutoff` (a retention rule's) the records written after it that are neither
-    /// referrers nor referenced by another record: those live by their subject or parent. `None` when a record's references cannot be read: then nothing in
-    /// the repository is deleted.
+    /// referrers nor referenced by another record: those live by their subject or parent.
+    /// `None` when a record's references cannot be read: then nothing in the repository is
+    /// deleted.
     async fn live_in(
         &self,
         repository: &str,
