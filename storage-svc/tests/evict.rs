@@ -11,7 +11,8 @@ use trow_storage::digest::Digest;
 use trow_storage::store::{FillRole, Garbage};
 use trow_storage::{Limits, Store};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+mod support;
+use support::*;
 
 async fn open(dir: &std::path::Path, max: Option<u64>) -> Arc<Store<FsBackend>> {
     let limits = Limits {
@@ -46,18 +47,6 @@ async fn fill(s: &Store<FsBackend>, repo: &str, content: &[u8]) -> Digest {
     d
 }
 
-fn manifest(config: &Digest, layers: &[&Digest]) -> Vec<u8> {
-    let layers: Vec<String> = layers
-        .iter()
-        .map(|l| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{l}","size":1}}"#))
-        .collect();
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":1}},"layers":[{}]}}"#,
-        layers.join(",")
-    )
-    .into_bytes()
-}
-
 /// A cached image: its manifest stored, its blobs filled. Returns (manifest digest, blobs).
 async fn cache_image(
     s: &Store<FsBackend>,
@@ -70,31 +59,12 @@ async fn cache_image(
         blobs.push(fill(s, repo, p).await);
     }
     let layers: Vec<&Digest> = blobs[1..].iter().collect();
-    let m = manifest(&blobs[0], &layers);
+    let m = image_manifest(&blobs[0], &layers, None);
     let meta = s
         .put_cached_manifest(repo, tag, OCI_MANIFEST, Bytes::from(m))
         .await
         .unwrap();
     (Digest::parse(&meta.digest).unwrap(), blobs)
-}
-
-/// A scratch dir on tmpfs when there is one: hundreds of fills cost hundreds of fsyncs.
-fn scratch() -> tempfile::TempDir {
-    match std::path::Path::new("/dev/shm").is_dir() {
-        true => tempfile::tempdir_in("/dev/shm").unwrap(),
-        false => tempfile::tempdir().unwrap(),
-    }
-}
-
-fn blob_path(dir: &std::path::Path, d: &Digest) -> std::path::PathBuf {
-    dir.join(format!("blobs/sha256/{}/{}", &d.hex[..2], d.hex))
-}
-
-async fn assert_clean(dir: &std::path::Path) {
-    let report = trow_storage::fsck::check_dir(dir, SystemTime::now())
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{:#?}", report.problems);
 }
 
 /// More images than any candidate window (the original Trow looked at 500), pulled in the

@@ -2,18 +2,17 @@
 //! records, a crash in the middle, and collections racing pushes.
 
 use bytes::Bytes;
-use futures::StreamExt;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use trow_storage::backend::{Backend, ByteStream, FsBackend};
 use trow_storage::digest::Digest;
 use trow_storage::error::StorageError;
-use trow_storage::store::{Garbage, GcSummary};
+use trow_storage::store::Garbage;
 use trow_storage::{Limits, Store};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+mod support;
+use support::*;
 
 async fn open(dir: &std::path::Path, grace: Duration) -> Arc<Store<FsBackend>> {
     let limits = Limits {
@@ -28,49 +27,6 @@ async fn open(dir: &std::path::Path, grace: Duration) -> Arc<Store<FsBackend>> {
     )
 }
 
-async fn push_blob<B: Backend>(
-    s: &Store<B>,
-    repo: &str,
-    content: &[u8],
-) -> Result<Digest, StorageError> {
-    let d = Digest::sha256_of(content);
-    let id = s.start_upload(repo, "").await?;
-    let data = Bytes::copy_from_slice(content);
-    s.append_upload(repo, &id, Some(0), futures::stream::iter([Ok(data)]))
-        .await?;
-    s.complete_upload(repo, &id, &d.to_string()).await?;
-    Ok(d)
-}
-
-fn image_manifest(config: &Digest, layers: &[&Digest], subject: Option<&Digest>) -> Vec<u8> {
-    let layers: Vec<String> = layers
-        .iter()
-        .map(|l| {
-            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{l}","size":1}}"#)
-        })
-        .collect();
-    let subject = subject
-        .map(|s| format!(r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{s}","size":1}}"#))
-        .unwrap_or_default();
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":1}},"layers":[{}]{subject}}}"#,
-        layers.join(",")
-    )
-    .into_bytes()
-}
-
-fn index(children: &[&Digest]) -> Vec<u8> {
-    let m: Vec<String> = children
-        .iter()
-        .map(|c| format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{c}","size":1}}"#))
-        .collect();
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
-        m.join(",")
-    )
-    .into_bytes()
-}
-
 /// Pushes an image of a config and one layer per name: (manifest digest, blob digests).
 async fn push_image<B: Backend>(
     s: &Store<B>,
@@ -80,7 +36,7 @@ async fn push_image<B: Backend>(
 ) -> Result<(Digest, Vec<Digest>), StorageError> {
     let mut blobs = Vec::new();
     for p in parts {
-        blobs.push(push_blob(s, repo, p.as_bytes()).await?);
+        blobs.push(try_push_blob(s, repo, p.as_bytes()).await?);
     }
     let layers: Vec<&Digest> = blobs[1..].iter().collect();
     let m = image_manifest(&blobs[0], &layers, None);
@@ -88,39 +44,6 @@ async fn push_image<B: Backend>(
         .put_manifest(repo, tag, OCI_MANIFEST, Bytes::from(m))
         .await?;
     Ok((Digest::parse(&meta.digest).unwrap(), blobs))
-}
-
-async fn collect<B: Backend>(s: &Store<B>, dry_run: bool) -> (GcSummary, Vec<Garbage>) {
-    let mut items = Vec::new();
-    let summary = s
-        .collect_garbage(dry_run, &mut |g| items.push(g))
-        .await
-        .unwrap();
-    (summary, items)
-}
-
-async fn read_all<B: Backend>(
-    s: &Store<B>,
-    repo: &str,
-    d: &Digest,
-) -> Result<Vec<u8>, StorageError> {
-    let mut out = Vec::new();
-    let mut st = s.read_blob(repo, &d.to_string(), 0, 0).await?;
-    while let Some(c) = st.next().await {
-        out.extend_from_slice(&c?);
-    }
-    Ok(out)
-}
-
-fn blob_file(dir: &std::path::Path, d: &Digest) -> std::path::PathBuf {
-    dir.join(format!("blobs/sha256/{}/{}", &d.hex[..2], d.hex))
-}
-
-async fn assert_clean(dir: &std::path::Path) {
-    let report = trow_storage::fsck::check_dir(dir, SystemTime::now())
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{:#?}", report.problems);
 }
 
 #[tokio::test]
@@ -145,7 +68,7 @@ async fn a_deleted_image_frees_its_bytes_and_shared_blobs_stay() {
         (0, 2, 3),
         "{listed:#?}"
     );
-    assert!(blob_file(tmp.path(), &gone_blobs[0]).exists());
+    assert!(blob_path(tmp.path(), &gone_blobs[0]).exists());
 
     let (done, items) = collect(&s, false).await;
     assert_eq!(
@@ -161,7 +84,7 @@ async fn a_deleted_image_frees_its_bytes_and_shared_blobs_stay() {
         }
     );
     for d in [&gone, &gone_blobs[0], &gone_blobs[2]] {
-        assert!(!blob_file(tmp.path(), d).exists(), "{d} should be gone");
+        assert!(!blob_path(tmp.path(), d).exists(), "{d} should be gone");
     }
     // The tagged image, with the layer both shared, is whole.
     let (meta, _) = s.get_manifest("team/app", "v1").await.unwrap();
@@ -183,8 +106,8 @@ async fn the_grace_period_keeps_what_a_push_in_progress_uploaded() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path(), Duration::from_secs(3600)).await;
     // Layers uploaded, manifest not yet pushed.
-    let a = push_blob(&s, "team/app", b"layer-a").await.unwrap();
-    let cfg = push_blob(&s, "team/app", b"cfg").await.unwrap();
+    let a = try_push_blob(&s, "team/app", b"layer-a").await.unwrap();
+    let cfg = try_push_blob(&s, "team/app", b"cfg").await.unwrap();
     // A child manifest pushed by digest, its index not yet.
     let child = image_manifest(&cfg, &[&a], None);
     let child_d = Digest::sha256_of(&child);
@@ -213,10 +136,10 @@ async fn the_grace_period_keeps_what_a_push_in_progress_uploaded() {
     // With no grace, the same leftovers of an abandoned push go.
     let tmp2 = tempfile::tempdir().unwrap();
     let s2 = open(tmp2.path(), Duration::ZERO).await;
-    let b = push_blob(&s2, "team/app", b"layer-b").await.unwrap();
+    let b = try_push_blob(&s2, "team/app", b"layer-b").await.unwrap();
     let (summary, _) = collect(&s2, false).await;
     assert_eq!((summary.links, summary.blobs), (1, 1));
-    assert!(!blob_file(tmp2.path(), &b).exists());
+    assert!(!blob_path(tmp2.path(), &b).exists());
     assert_clean(tmp.path()).await;
     assert_clean(tmp2.path()).await;
 }
@@ -227,9 +150,9 @@ async fn the_grace_period_keeps_what_a_push_in_progress_uploaded() {
 async fn what_a_client_finds_counts_as_just_used() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path(), Duration::from_secs(4)).await;
-    let found = push_blob(&s, "r", b"found by HEAD").await.unwrap();
-    let ignored = push_blob(&s, "r", b"never asked for").await.unwrap();
-    let cfg = push_blob(&s, "r", b"cfg").await.unwrap();
+    let found = try_push_blob(&s, "r", b"found by HEAD").await.unwrap();
+    let ignored = try_push_blob(&s, "r", b"never asked for").await.unwrap();
+    let cfg = try_push_blob(&s, "r", b"cfg").await.unwrap();
     let child = image_manifest(&cfg, &[&found], None);
     let child_d = Digest::sha256_of(&child);
     s.put_manifest("r", &child_d.to_string(), OCI_MANIFEST, Bytes::from(child))
@@ -261,9 +184,9 @@ async fn what_a_client_finds_counts_as_just_used() {
 async fn an_index_keeps_its_children_and_referrers_live_as_long_as_their_subject() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path(), Duration::ZERO).await;
-    let cfg = push_blob(&s, "r", b"cfg").await.unwrap();
-    let l1 = push_blob(&s, "r", b"amd64").await.unwrap();
-    let l2 = push_blob(&s, "r", b"arm64").await.unwrap();
+    let cfg = try_push_blob(&s, "r", b"cfg").await.unwrap();
+    let l1 = try_push_blob(&s, "r", b"amd64").await.unwrap();
+    let l2 = try_push_blob(&s, "r", b"arm64").await.unwrap();
     let m1 = image_manifest(&cfg, &[&l1], None);
     let m2 = image_manifest(&cfg, &[&l2], None);
     let (d1, d2) = (Digest::sha256_of(&m1), Digest::sha256_of(&m2));
@@ -278,7 +201,7 @@ async fn an_index_keeps_its_children_and_referrers_live_as_long_as_their_subject
         .unwrap();
     let idx_d = Digest::parse(&idx.digest).unwrap();
     // A signature of the index, untagged: it lives as long as the index does.
-    let sig_cfg = push_blob(&s, "r", b"sig-cfg").await.unwrap();
+    let sig_cfg = try_push_blob(&s, "r", b"sig-cfg").await.unwrap();
     let sig = image_manifest(&sig_cfg, &[], Some(&idx_d));
     let sig_d = Digest::sha256_of(&sig);
     s.put_manifest("r", &sig_d.to_string(), OCI_MANIFEST, Bytes::from(sig))
@@ -356,7 +279,7 @@ async fn a_collection_a_crash_interrupted_is_finished_at_the_next_open() {
     let tmp = tempfile::tempdir().unwrap();
     {
         let s = open(tmp.path(), Duration::ZERO).await;
-        let cfg = push_blob(&s, "r", b"cfg").await.unwrap();
+        let cfg = try_push_blob(&s, "r", b"cfg").await.unwrap();
         let subject = push_image(&s, "r", "v1", &["c1", "l1"]).await.unwrap().0;
         let sig = image_manifest(&cfg, &[], Some(&subject));
         let sig_d = Digest::sha256_of(&sig);
@@ -386,7 +309,7 @@ async fn a_collection_a_crash_interrupted_is_finished_at_the_next_open() {
     );
     assert_clean(tmp.path()).await;
     // A push of the tombstoned blob does not wait for a collection that is gone.
-    tokio::time::timeout(Duration::from_secs(5), push_blob(&s, "r2", b"cfg"))
+    tokio::time::timeout(Duration::from_secs(5), try_push_blob(&s, "r2", b"cfg"))
         .await
         .unwrap()
         .unwrap();

@@ -11,11 +11,11 @@ use trow_storage::backend::{Backend, FsBackend};
 use trow_storage::digest::Digest;
 use trow_storage::error::StorageError;
 use trow_storage::retention::Retention;
-use trow_storage::store::{Garbage, GcSummary};
+use trow_storage::store::Garbage;
 use trow_storage::{Limits, Store};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+mod support;
+use support::*;
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86400);
 
@@ -35,46 +35,6 @@ async fn open(dir: &Path, grace: Duration, retention: Retention) -> Arc<Store<Fs
             .await
             .unwrap(),
     )
-}
-
-async fn push_blob<B: Backend>(s: &Store<B>, repo: &str, content: &[u8]) -> Digest {
-    let d = Digest::sha256_of(content);
-    let id = s.start_upload(repo, "").await.unwrap();
-    let data = Bytes::copy_from_slice(content);
-    s.append_upload(repo, &id, Some(0), futures::stream::iter([Ok(data)]))
-        .await
-        .unwrap();
-    s.complete_upload(repo, &id, &d.to_string()).await.unwrap();
-    d
-}
-
-fn image_manifest(config: &Digest, layers: &[&Digest], subject: Option<&Digest>) -> Vec<u8> {
-    let layers: Vec<String> = layers
-        .iter()
-        .map(|l| {
-            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{l}","size":1}}"#)
-        })
-        .collect();
-    let subject = subject
-        .map(|s| format!(r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{s}","size":1}}"#))
-        .unwrap_or_default();
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":1}},"layers":[{}]{subject}}}"#,
-        layers.join(",")
-    )
-    .into_bytes()
-}
-
-fn index(children: &[&Digest]) -> Vec<u8> {
-    let m: Vec<String> = children
-        .iter()
-        .map(|c| format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{c}","size":1}}"#))
-        .collect();
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
-        m.join(",")
-    )
-    .into_bytes()
 }
 
 /// Pushes an image of a shared base layer and a layer and config of its own under `reference`
@@ -103,15 +63,6 @@ async fn tag<B: Backend>(s: &Store<B>, repo: &str, tag: &str, d: &Digest) {
     s.put_manifest(repo, tag, &meta.media_type, bytes)
         .await
         .unwrap();
-}
-
-async fn collect<B: Backend>(s: &Store<B>, dry_run: bool) -> (GcSummary, Vec<Garbage>) {
-    let mut items = Vec::new();
-    let summary = s
-        .collect_garbage(dry_run, &mut |g| items.push(g))
-        .await
-        .unwrap();
-    (summary, items)
 }
 
 /// The tags the collection reported removing, as `repo:tag`.
@@ -156,10 +107,6 @@ async fn exists<B: Backend>(s: &Store<B>, repo: &str, d: &Digest) -> bool {
     }
 }
 
-fn blob_file(dir: &Path, d: &Digest) -> std::path::PathBuf {
-    dir.join(format!("blobs/sha256/{}/{}", &d.hex[..2], d.hex))
-}
-
 fn record_file(dir: &Path, repo: &str, d: &Digest) -> std::path::PathBuf {
     dir.join(format!("repositories/{repo}/_manifests/sha256/{}", d.hex))
 }
@@ -179,13 +126,6 @@ fn backdate(path: &Path, age: Duration) {
             .set_modified(when)
             .unwrap();
     }
-}
-
-async fn assert_clean(dir: &Path) {
-    let report = trow_storage::fsck::check_dir(dir, SystemTime::now())
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{:#?}", report.problems);
 }
 
 /// Distinct tag write times, whatever the filesystem's timestamp resolution.
@@ -221,7 +161,7 @@ async fn keep_last_keeps_the_tags_moved_most_recently() {
     // Its image went with the tag, in the same collection, and its own bytes with it.
     assert!(!exists(&s, "team/app", &two).await);
     for d in two_own.iter().chain([&two]) {
-        assert!(!blob_file(tmp.path(), d).exists(), "{d} should be gone");
+        assert!(!blob_path(tmp.path(), d).exists(), "{d} should be gone");
     }
     assert!(exists(&s, "team/app", &one).await && exists(&s, "team/app", &three).await);
     // Two tags are within the rule now: nothing more goes.
@@ -318,7 +258,7 @@ async fn untagged_manifests_stay_until_they_were_not_written_or_used_for_the_age
     );
     assert!(exists(&s, "ci/app", &recent).await && exists(&s, "ci/app", &used).await);
     for d in stale_own.iter().chain([&stale]) {
-        assert!(!blob_file(tmp.path(), d).exists(), "{d} should be gone");
+        assert!(!blob_path(tmp.path(), d).exists(), "{d} should be gone");
     }
     assert_clean(tmp.path()).await;
 }
@@ -415,7 +355,7 @@ async fn a_dry_run_lists_exactly_what_the_collection_deletes() {
     assert_eq!(tags(&s, "dry/app").await, ["a", "b", "c"]);
     for (d, own) in &pushed {
         assert!(exists(&s, "dry/app", d).await);
-        assert!(own.iter().all(|b| blob_file(tmp.path(), b).exists()));
+        assert!(own.iter().all(|b| blob_path(tmp.path(), b).exists()));
     }
     // The tags, and what goes because of them: the images' records, links and bytes.
     assert_eq!(dry.tags, 2);

@@ -766,6 +766,7 @@ impl Distribution {
     }
 }
 pub mod oci;
+pub mod tmpfs;
 pub mod tools;
 
 /// Runs `cmd` until it exits (failing the test if it runs longer than `limit`); its status,

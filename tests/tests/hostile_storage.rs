@@ -15,6 +15,7 @@ use trow_tests::fsck::stop_and_fsck;
 use trow_tests::oci::{
     self, OCI_MANIFEST, Reg, Resp, desc, parse_next_link, send, to_bytes, with_query,
 };
+use trow_tests::tmpfs::Tmpfs;
 use trow_tests::{Flags, Topology, Trow, free_port, sha256_digest, trow_bin};
 
 const MIB: usize = 1024 * 1024;
@@ -204,33 +205,6 @@ async fn a_completed_upload_cannot_be_revived() {
         reg.get(loc).await.assert_error(404, "BLOB_UPLOAD_UNKNOWN");
     }
     finish(reg);
-}
-
-/// A tmpfs mounted for one test (tests run as root); unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(&dir).expect("mount point");
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mount -t tmpfs failed (tests run as root)");
-        Tmpfs { dir, _tmp: tmp }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
 }
 
 /// Pushes `data` to `repo` of the registry at `base` with POST then PUT; the PUT's response, or

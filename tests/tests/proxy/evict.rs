@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::support::{Proxy, assert_layout_holds, skopeo_pull};
 use trow_tests::images::{Image, build_image_sized};
 use trow_tests::oci::{Reg, bytes, send, with_query};
+use trow_tests::tmpfs::Tmpfs;
 use trow_tests::upstream::{ProxyConfig, Upstream};
 use trow_tests::{Flags, Topology, Trow, sha256_digest};
 
@@ -113,36 +114,6 @@ pub async fn the_least_recently_pulled_image_is_evicted(topology: Topology, ip: 
     pull(&t, &imgs[1], "again-b");
     assert_eq!(layer_gets(&imgs[1]), 2, "b is fetched again");
     trow_tests::fsck::stop_and_fsck(&mut t);
-}
-
-/// A tmpfs mounted for one test (tests run as root); unmounted on drop.
-struct Tmpfs {
-    dir: std::path::PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(&dir).expect("mount point");
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mount -t tmpfs failed (tests run as root)");
-        Tmpfs { dir, _tmp: tmp }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-    }
 }
 
 /// Pushes `data` to `repo` with POST then PUT; the PUT's response, or the POST's when it failed.
