@@ -357,22 +357,24 @@ impl Backend for SlowBlobDeletes {
     }
 }
 
+/// A store with no grace period on [`SlowBlobDeletes`].
+async fn open_slow(dir: &std::path::Path, delay: Duration) -> Arc<Store<SlowBlobDeletes>> {
+    let limits = Limits {
+        gc_grace: Duration::ZERO,
+        gc_every: Duration::ZERO,
+        ..Limits::default()
+    };
+    let backend = SlowBlobDeletes(FsBackend::new(dir).unwrap(), delay);
+    Arc::new(Store::open(backend, limits).await.unwrap())
+}
+
 /// The window the tombstones close: an upload of bytes that are garbage, its data sent before
 /// the collection began (so the committed file looks old), completes while the collection is
 /// deleting. Without the rule, the new link would point at deleted bytes.
 #[tokio::test]
 async fn an_upload_completing_while_its_bytes_are_collected_keeps_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        gc_grace: Duration::ZERO,
-        gc_every: Duration::ZERO,
-        ..Limits::default()
-    };
-    let backend = SlowBlobDeletes(
-        FsBackend::new(tmp.path()).unwrap(),
-        Duration::from_millis(300),
-    );
-    let s = Arc::new(Store::open(backend, limits).await.unwrap());
+    let s = open_slow(tmp.path(), Duration::from_millis(300)).await;
     let (m, blobs) = push_image(&s, "a", "v1", &["cfg", "shared-layer"])
         .await
         .unwrap();
@@ -418,16 +420,7 @@ type Pushed = (String, String, Vec<(Digest, String)>);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn collections_racing_pushes_never_lose_what_a_push_kept() {
     let tmp = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        gc_grace: Duration::ZERO,
-        gc_every: Duration::ZERO,
-        ..Limits::default()
-    };
-    let backend = SlowBlobDeletes(
-        FsBackend::new(tmp.path()).unwrap(),
-        Duration::from_millis(20),
-    );
-    let s = Arc::new(Store::open(backend, limits).await.unwrap());
+    let s = open_slow(tmp.path(), Duration::from_millis(20)).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let gc = {
         let (s, stop) = (s.clone(), stop.clone());

@@ -765,6 +765,20 @@ impl Distribution {
         format!("{}/{}", self.addr, repo_and_tag)
     }
 }
+/// `trow gc` against the storage service at `storage_addr` (`HOST:PORT`): whether it succeeded,
+/// and its stdout then stderr.
+pub fn trow_gc(storage_addr: &str, dry_run: bool) -> (bool, String) {
+    let mut cmd = Command::new(trow_bin());
+    cmd.args(["gc", "--storage", &format!("http://{storage_addr}")]);
+    if dry_run {
+        cmd.arg("--dry-run");
+    }
+    let out = cmd.output().expect("run trow gc");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), format!("{text}{err}"))
+}
+
 pub mod oci;
 pub mod tmpfs;
 pub mod tools;

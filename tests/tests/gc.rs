@@ -16,17 +16,9 @@ use trow_tests::oci::{
 };
 use trow_tests::{Flags, Topology, Trow, both_topologies, sha256_digest, trow_bin};
 
-/// `trow gc` against `trow`'s storage service; its status and stdout.
+/// `trow gc` against `trow`'s storage service; its status and output.
 fn trow_gc(trow: &Trow, dry_run: bool) -> (bool, String) {
-    let mut cmd = Command::new(trow_bin());
-    cmd.args(["gc", "--storage", &format!("http://{}", trow.storage_addr)]);
-    if dry_run {
-        cmd.arg("--dry-run");
-    }
-    let out = cmd.output().expect("run trow gc");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let err = String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), format!("{text}{err}"))
+    trow_tests::trow_gc(&trow.storage_addr, dry_run)
 }
 
 /// The numbers of a `gc: ... blobs (N bytes) ...` summary line: (manifests, links, blobs, bytes).
@@ -280,16 +272,8 @@ mod race {
             std::thread::spawn(move || {
                 let (mut runs, mut bytes) = (0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
-                    let out = Command::new(trow_bin())
-                        .args(["gc", "--storage", &format!("http://{trow_addr}")])
-                        .output()
-                        .unwrap();
-                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                    assert!(
-                        out.status.success(),
-                        "trow gc: {text}{}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
+                    let (ok, text) = trow_tests::trow_gc(&trow_addr, false);
+                    assert!(ok, "trow gc: {text}");
                     bytes += summary(&text).3;
                     runs += 1;
                 }

@@ -22,20 +22,10 @@ retention:
     keep_tags: ["^stable$"]
 "#;
 
-/// `trow gc` against `trow`'s storage service; panics unless it succeeds; its stdout.
+/// `trow gc` against `trow`'s storage service; panics unless it succeeds; its output.
 fn trow_gc(trow: &Trow, dry_run: bool) -> String {
-    let mut cmd = Command::new(trow_bin());
-    cmd.args(["gc", "--storage", &format!("http://{}", trow.storage_addr)]);
-    if dry_run {
-        cmd.arg("--dry-run");
-    }
-    let out = cmd.output().expect("run trow gc");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "trow gc: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = trow_tests::trow_gc(&trow.storage_addr, dry_run);
+    assert!(ok, "trow gc: {text}");
     text
 }
 

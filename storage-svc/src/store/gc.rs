@@ -306,18 +306,13 @@ impl<B: Backend> Store<B> {
         }
         for (d, meta) in dead {
             if !dry_run {
-                let key = layout::manifest(repository, &d);
-                // Refreshed by a HEAD since it was read: a client is about to use it.
-                if self
-                    .backend
-                    .modified(&key)
+                if !self
+                    .delete_unless_used(&layout::manifest(repository, &d), cutoff)
                     .await?
-                    .is_some_and(|t| t > cutoff)
                 {
                     kept.push(d);
                     continue;
                 }
-                self.backend.delete(&key).await?;
                 if let Some(subject) = meta.subject.as_deref().map(Digest::parse).transpose()? {
                     self.backend
                         .delete(&layout::referrer(repository, &subject, &d))
@@ -331,18 +326,13 @@ impl<B: Backend> Store<B> {
             });
         }
         for d in dead_links {
-            if !dry_run {
-                let key = layout::blob_link(repository, &d);
-                if self
-                    .backend
-                    .modified(&key)
+            if !dry_run
+                && !self
+                    .delete_unless_used(&layout::blob_link(repository, &d), cutoff)
                     .await?
-                    .is_some_and(|t| t > cutoff)
-                {
-                    kept.push(d);
-                    continue;
-                }
-                self.backend.delete(&key).await?;
+            {
+                kept.push(d);
+                continue;
             }
             summary.links += 1;
             report(Garbage::Link {
@@ -355,6 +345,21 @@ impl<B: Backend> Store<B> {
             self.backend.delete(&marker).await?;
         }
         Ok(kept)
+    }
+
+    /// Deletes a record or link the collection found dead, unless it was written since the
+    /// cutoff (refreshed by a `HEAD`: a client is about to use it). Whether it went.
+    async fn delete_unless_used(&self, key: &str, cutoff: SystemTime) -> Result<bool> {
+        if self
+            .backend
+            .modified(key)
+            .await?
+            .is_some_and(|t| t > cutoff)
+        {
+            return Ok(false);
+        }
+        self.backend.delete(key).await?;
+        Ok(true)
     }
 
     /// Every record and link of a repository, with when each was last written.
