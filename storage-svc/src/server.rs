@@ -185,9 +185,9 @@ const EVICT_IDLE: Duration = Duration::from_secs(5);
 async fn evict_when_needed<B: Backend>(store: Arc<Store<B>>) {
     loop {
         match store.evict_if_needed().await {
-            // Nothing left to give back: the volume is full of pushed content. Reading the
-            // cache again at every write would not change that.
-            Ok(Some(s)) if s.images == 0 => tokio::time::sleep(EVICT_IDLE).await,
+            // Short of space with nothing left to give back: the volume is full of pushed
+            // content. Reading the cache again at every write would not change that.
+            Ok(Some(s)) if s.images == 0 && s.short > 0 => tokio::time::sleep(EVICT_IDLE).await,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "eviction failed"),
         }

@@ -259,3 +259,21 @@ async fn a_pull_makes_an_image_recent_again() {
     let _ = b;
     assert_clean(tmp.path()).await;
 }
+
+/// A client may fetch a manifest's bytes as a blob, which links them: evicting the image
+/// frees them too, rather than leaving bytes that still count against the disk.
+#[tokio::test]
+async fn an_evicted_image_takes_its_manifest_bytes_fetched_as_a_blob() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), None).await;
+    let (m, blobs) = cache_image(&s, "f/up/m", "1", &[b"cfg m", &[4u8; 3000]]).await;
+    let (_, bytes) = s.get_manifest("f/up/m", "1").await.unwrap();
+    assert_eq!(fill(&s, "f/up/m", &bytes).await, m);
+    let summary = s.evict(0, 0, &mut |_| {}).await.unwrap();
+    assert_eq!(summary.images, 1, "{summary:?}");
+    for d in std::iter::once(&m).chain(&blobs) {
+        assert!(!blob_path(tmp.path(), d).exists(), "{d} is still stored");
+    }
+    assert!(s.stat_blob("f/up/m", &m.to_string()).await.is_err());
+    assert_clean(tmp.path()).await;
+}

@@ -202,6 +202,18 @@ impl Backend for FsBackend {
         blocking(move || put_blocking(&root, &path, &data)).await
     }
 
+    /// A plain create: no temp file, no fsync (an empty file is whole or absent).
+    async fn put_marker(&self, key: &str) -> io::Result<()> {
+        let path = self.path(key);
+        blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::File::create(&path).map(drop)
+        })
+        .await
+    }
+
     async fn get(&self, key: &str) -> io::Result<Option<Bytes>> {
         none_if_missing(tokio::fs::read(self.path(key)).await).map(|o| o.map(Bytes::from))
     }

@@ -35,6 +35,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Stores a small object atomically and durably, replacing any old one.
     fn put(&self, key: &str, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// Stores an empty marker object that only needs to be seen, not to survive a crash (a
+    /// collection's tombstone: a restart removes them all). Cheaper than [`Backend::put`]
+    /// where durability costs a flush; the default is `put`.
+    fn put_marker(&self, key: &str) -> impl Future<Output = io::Result<()>> + Send {
+        self.put(key, Bytes::new())
+    }
+
     /// A small object's bytes, or None.
     fn get(&self, key: &str) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
 

@@ -34,6 +34,8 @@ pub struct EvictSummary {
     pub bytes: u64,
     /// Images skipped because a pull of them is in progress.
     pub busy: u64,
+    /// Bytes the volume was short of its reserve when the pass began (0: no disk pressure).
+    pub short: u64,
     pub elapsed: Duration,
 }
 
@@ -58,6 +60,7 @@ impl<B: Backend> Store<B> {
     /// A fill of `size` bytes completed: the cache grew. Wakes the evictor when that takes it
     /// past its size.
     pub(super) fn cached_bytes_added(&self, size: u64) {
+        self.cache_filled.fetch_add(size, Ordering::AcqRel);
         let before = self
             .cache_estimate
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -147,7 +150,12 @@ impl<B: Backend> Store<B> {
         let _one = self.gc_running.lock().await;
         let started = Instant::now();
         let scanned_at = SystemTime::now();
-        let mut summary = EvictSummary::default();
+        // Fills that complete while this pass runs are not in its count; they are added after.
+        let filled_before = self.cache_filled.load(Ordering::Acquire);
+        let mut summary = EvictSummary {
+            short: also_free,
+            ..EvictSummary::default()
+        };
         let mut pushed = HashSet::new();
         let mut images = Vec::new();
         for repository in self.catalog().await? {
@@ -171,9 +179,9 @@ impl<B: Backend> Store<B> {
             }
         }
         summary.cached = sizes.values().sum();
-        self.cache_estimate.store(summary.cached, Ordering::Release);
         let target = max.min(summary.cached.saturating_sub(also_free));
         if summary.cached <= target {
+            self.set_cache_estimate(summary.cached, filled_before);
             summary.elapsed = started.elapsed();
             return Ok(summary);
         }
@@ -221,8 +229,7 @@ impl<B: Backend> Store<B> {
             .await?;
         summary.blobs = gc.blobs;
         summary.bytes = gc.bytes;
-        self.cache_estimate
-            .store(summary.cached.saturating_sub(gc.bytes), Ordering::Release);
+        self.set_cache_estimate(summary.cached.saturating_sub(gc.bytes), filled_before);
         let gone: HashSet<String> = evicted
             .iter()
             .flat_map(|i| {
@@ -242,6 +249,20 @@ impl<B: Backend> Store<B> {
             "evicted the least recently pulled cached images"
         );
         Ok(summary)
+    }
+
+    /// Records what a pass counted, plus what was filled since it began (`filled_before`),
+    /// and wakes the evictor again when that is still over the cache's size.
+    fn set_cache_estimate(&self, counted: u64, filled_before: u64) {
+        let since = self
+            .cache_filled
+            .load(Ordering::Acquire)
+            .saturating_sub(filled_before);
+        let estimate = counted.saturating_add(since);
+        self.cache_estimate.store(estimate, Ordering::Release);
+        if self.limits.cache_max_size.is_some_and(|max| estimate > max) {
+            self.evict_wanted.notify_one();
+        }
     }
 
     /// The images of a cached repository, each with its last pull.
@@ -271,11 +292,13 @@ impl<B: Backend> Store<B> {
                 if !seen.insert(d.clone()) {
                     continue;
                 }
+                if linked.contains_key(&d) {
+                    // A manifest's bytes may be linked too (fetched as a blob): they go with it.
+                    blobs.push(d.clone());
+                }
                 if let Some(refs) = references.get(&d) {
                     records.push(d);
                     stack.extend(refs.iter().cloned());
-                } else if linked.contains_key(&d) {
-                    blobs.push(d);
                 }
             }
             // Never pulled since the store kept track: as old as when it was cached.

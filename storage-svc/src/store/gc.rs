@@ -151,9 +151,7 @@ impl<B: Backend> Store<B> {
             return Ok(());
         }
         for d in &candidates {
-            self.backend
-                .put(&layout::gc_tombstone(d), Bytes::new())
-                .await?;
+            self.backend.put_marker(&layout::gc_tombstone(d)).await?;
         }
         let deleted = async {
             let mut named = HashSet::new();

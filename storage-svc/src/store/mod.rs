@@ -246,6 +246,9 @@ pub struct Store<B> {
     pulls: pulls::Pulls,
     /// The cache's bytes as last counted, plus fills since; `u64::MAX` until first counted.
     cache_estimate: AtomicU64,
+    /// Bytes filled into the cache since the store opened: what an eviction pass adds to its
+    /// count for the fills that completed while it ran.
+    cache_filled: AtomicU64,
     /// Wakes the evictor: a fill took the cache past its size.
     evict_wanted: tokio::sync::Notify,
 }
@@ -268,6 +271,7 @@ impl<B: Backend> Store<B> {
             gc_running: tokio::sync::Mutex::new(()),
             pulls: Default::default(),
             cache_estimate: AtomicU64::new(u64::MAX),
+            cache_filled: AtomicU64::new(0),
             evict_wanted: tokio::sync::Notify::new(),
         };
         store.recover().await?;
