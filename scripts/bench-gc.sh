@@ -10,8 +10,11 @@
 #
 # Environment:
 #   TROW_BIN             path to a trow binary (skips `cargo build --release -p trow`)
-#   BENCH_ONLY           comma list of: one, split, distribution (dist), evict; trow = one,split;
-#                        gc = one,split,distribution. Default: all four.
+#   BENCH_ONLY           comma list of: one, split, idle, distribution (dist), evict;
+#                        trow = one,idle,split; gc = one,idle,split,distribution. Default: all.
+#                        one / split: trow's GC under load, one process / storage + gateway;
+#                        idle: one process, the same collection with no load (what
+#                        distribution's offline GC compares with, time for time).
 #   BENCH_RUNS           repetitions of every measurement; the table shows the median (default 3)
 #   BENCH_GC_IMAGES      images pushed before a collection, half of them then deleted (default 200)
 #   BENCH_GC_REPOS       repositories they are spread over, round-robin (default 10)
@@ -20,16 +23,21 @@
 #                        i mod BENCH_GC_BASES (default 4; 0: none)
 #   BENCH_GC_GRACE       trow --gc-grace, seconds (default 5). The benchmark waits this long after
 #                        the deletes before it collects, so the deleted images are all garbage.
-#                        Not 0: with no grace, a blob a concurrent push uploaded a moment ago and
-#                        has not referenced yet is garbage too, and that push fails (the grace
-#                        period is what keeps a push in progress safe; docs/ARCHITECTURE.md).
-#                        BENCH_GC_GRACE=0 shows it.
+#                        Not 0 by default: with no grace, a blob a concurrent push uploaded just
+#                        before the collection started, and has not referenced by its manifest
+#                        yet, is garbage too, and that push may fail (rarely: the window is the
+#                        gap between its last blob and its manifest). The grace period is what
+#                        keeps a push in progress safe (docs/ARCHITECTURE.md).
 #   BENCH_GC_PULLERS     threads pulling a kept image (manifest + layer, each checked against its
 #                        digest) while Trow collects (default 4)
 #   BENCH_EVICT_IMAGES   images in the upstream for the eviction run (default 60)
 #   BENCH_EVICT_LAYER    bytes of each one's own layer, random (default 1048576)
 #   BENCH_EVICT_MAX      registry_proxies.max_size in bytes (default: half of all the images' bytes)
 #   BENCH_EVICT_WAIT     seconds the cache may stay over max_size after the last pull (default 60)
+#   BENCH_EVICT_SETTLE   seconds between trow's start and the first pull (default 6): at start-up
+#                        trow's evictor counts the (empty) cache, then rests 5 s before it looks
+#                        again, so pulls in those first seconds are not evicted before it wakes;
+#                        waiting shows the steady state. 0: a cold start.
 #   BENCH_KEEP           1: keep the temp dir (logs, data, gc output) instead of deleting it
 #   BENCH_START_TIMEOUT  seconds to wait for GET /v2/ == 200 (default 60)
 #   DIST_BIN             CNCF distribution binary (default /usr/bin/docker-registry)
@@ -54,6 +62,7 @@
 #      dir (before + bytes the pusher added - after; they must match), pulls served while the
 #      collection ran (requests that overlapped it) and their errors (must be 0), pushes
 #      completed while it ran (every push must succeed), the storage process's VmHWM.
+#      "trow, no load" (BENCH_ONLY idle): the same on a fresh one-process trow, `trow gc` alone.
 #      distribution: the same data and deletes; it is stopped (its GC requires that), then
 #      `docker-registry garbage-collect --dry-run --delete-untagged` and
 #      `docker-registry garbage-collect --delete-untagged` are timed, then it is started again.
@@ -68,8 +77,9 @@
 # Eviction, once per run, on a fresh trow:
 #   an upstream distribution holding BENCH_EVICT_IMAGES images (config + own layer, no shared
 #   base); trow with the upstream configured as alias `up` and registry_proxies.max_size =
-#   BENCH_EVICT_MAX, --pull-guard 0s, --min-free-space 0 (so only max_size evicts); every image
-#   pulled through /v2/f/up/... in sequence (manifest + blobs, checked). Reported: time of the
+#   BENCH_EVICT_MAX, --pull-guard 0s, --min-free-space 0 (so only max_size evicts); after
+#   BENCH_EVICT_SETTLE seconds, every image pulled through /v2/f/up/... in sequence (manifest +
+#   blobs, checked). Reported: time of the
 #   pulls, peak cache bytes during them (sampled every 50 ms), the time from the end of the last
 #   pull until the cache is <= max_size (polled every 50 ms; must happen within BENCH_EVICT_WAIT
 #   seconds), the final cache bytes (1 s later), images evicted (own layer file gone) and whether
@@ -79,7 +89,7 @@
 
 set -euo pipefail
 
-BENCH_ONLY=${BENCH_ONLY:-one,split,distribution,evict}
+BENCH_ONLY=${BENCH_ONLY:-all}
 BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_GC_IMAGES=${BENCH_GC_IMAGES:-200}
 BENCH_GC_REPOS=${BENCH_GC_REPOS:-10}
@@ -91,6 +101,7 @@ BENCH_EVICT_IMAGES=${BENCH_EVICT_IMAGES:-60}
 BENCH_EVICT_LAYER=${BENCH_EVICT_LAYER:-1048576}
 BENCH_EVICT_MAX=${BENCH_EVICT_MAX:-}
 BENCH_EVICT_WAIT=${BENCH_EVICT_WAIT:-60}
+BENCH_EVICT_SETTLE=${BENCH_EVICT_SETTLE:-6}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_START_TIMEOUT=${BENCH_START_TIMEOUT:-60}
 DIST_BIN=${DIST_BIN:-/usr/bin/docker-registry}
@@ -112,6 +123,7 @@ posint BENCH_EVICT_IMAGES "$BENCH_EVICT_IMAGES"
 posint BENCH_EVICT_LAYER "$BENCH_EVICT_LAYER"
 posint BENCH_EVICT_WAIT "$BENCH_EVICT_WAIT"
 [[ $BENCH_GC_BASES =~ ^[0-9]+$ ]] || die "BENCH_GC_BASES must be a non-negative integer (got '$BENCH_GC_BASES')"
+[[ $BENCH_EVICT_SETTLE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "BENCH_EVICT_SETTLE must be a number of seconds (got '$BENCH_EVICT_SETTLE')"
 [[ $BENCH_GC_GRACE =~ ^[0-9]+$ ]] || die "BENCH_GC_GRACE must be a number of seconds (got '$BENCH_GC_GRACE')"
 [[ -z $BENCH_EVICT_MAX || $BENCH_EVICT_MAX =~ ^[1-9][0-9]*$ ]] || die "BENCH_EVICT_MAX must be a number of bytes (got '$BENCH_EVICT_MAX')"
 ((BENCH_GC_IMAGES >= 2)) || die "BENCH_GC_IMAGES must be at least 2 (half of them are deleted)"
@@ -119,22 +131,23 @@ for tool in curl python3 find awk date; do
     command -v "$tool" >/dev/null || die "'$tool' is required but not on PATH"
 done
 
-DO_ONE=0 DO_SPLIT=0 DO_DIST=0 DO_EVICT=0
+DO_ONE=0 DO_IDLE=0 DO_SPLIT=0 DO_DIST=0 DO_EVICT=0
 IFS=',' read -r -a _only <<<"$BENCH_ONLY"
 for w in "${_only[@]}"; do
     case "${w// /}" in
         one | trow-one) DO_ONE=1 ;;
+        idle | one-idle) DO_IDLE=1 ;;
         split | trow-split) DO_SPLIT=1 ;;
-        trow) DO_ONE=1 DO_SPLIT=1 ;;
+        trow) DO_ONE=1 DO_IDLE=1 DO_SPLIT=1 ;;
         dist | distribution) DO_DIST=1 ;;
-        gc) DO_ONE=1 DO_SPLIT=1 DO_DIST=1 ;;
+        gc) DO_ONE=1 DO_IDLE=1 DO_SPLIT=1 DO_DIST=1 ;;
         evict | eviction) DO_EVICT=1 ;;
-        all) DO_ONE=1 DO_SPLIT=1 DO_DIST=1 DO_EVICT=1 ;;
+        all) DO_ONE=1 DO_IDLE=1 DO_SPLIT=1 DO_DIST=1 DO_EVICT=1 ;;
         '') ;;
-        *) die "unknown BENCH_ONLY entry '$w' (use one, split, trow, distribution, gc, evict, all)" ;;
+        *) die "unknown BENCH_ONLY entry '$w' (use one, idle, split, trow, distribution, gc, evict, all)" ;;
     esac
 done
-((DO_ONE + DO_SPLIT + DO_DIST + DO_EVICT > 0)) || die "BENCH_ONLY selects nothing"
+((DO_ONE + DO_IDLE + DO_SPLIT + DO_DIST + DO_EVICT > 0)) || die "BENCH_ONLY selects nothing"
 if ((DO_DIST || DO_EVICT)); then
     [[ -x $DIST_BIN ]] || die "$DIST_BIN not found (apt-get install docker-registry, or set DIST_BIN)"
 fi
@@ -678,7 +691,7 @@ PY
 
 # ---------------------------------------------------------------- trow binary
 TROW=""
-if ((DO_ONE || DO_SPLIT || DO_EVICT)); then
+if ((DO_ONE || DO_IDLE || DO_SPLIT || DO_EVICT)); then
     if [[ -n ${TROW_BIN:-} ]]; then
         TROW=$TROW_BIN
         [[ -x $TROW ]] || die "TROW_BIN=$TROW_BIN is not an executable file"
@@ -743,8 +756,9 @@ gc_trow() {
     sport=$(free_port)
     while [[ $sport == "$port" ]]; do sport=$(free_port); done
     local gcflags=(--gc-grace "${BENCH_GC_GRACE}s" --gc-every 0)
-    if [[ $KEY == one ]]; then
+    if [[ $KEY == one || $KEY == idle ]]; then
         name="trow (one process)"
+        [[ $KEY == one ]] || name="trow (one process, no load)"
         start_server "$name" "$dir/trow.log" "$TROW" --bind "127.0.0.1:$port" --data-dir "$dir/data" \
             --storage-listen "127.0.0.1:$sport" "${gcflags[@]}"
         spid=$LAST_PID pids=("$LAST_PID") logs="$dir/trow.log"
@@ -778,20 +792,26 @@ gc_trow() {
     rec dry_bytes "$KEY" "${s:-0}"
     [[ $(file_bytes "$blobs") == "$before" ]] || fail "$name: trow gc --dry-run changed the blob dir"
 
-    # the collection, under pulls and pushes
-    local lpid ppid
-    start_client "$dir/load.log" python3 "$RT" load "$base" "$dir/kept.tsv" "$dir/load.tsv" "$BENCH_GC_PULLERS"
-    lpid=$LAST_PID
-    start_client "$dir/pusher.log" python3 "$RT" pusher "$base" "$dir/pushed.tsv" "$BENCH_GC_REPOS" "$BENCH_GC_LAYER" gc/r
-    ppid=$LAST_PID
-    sleep 1 # both are under way
-    local gc_rc=0
+    # the collection, under pulls and pushes (idle: alone)
+    local lpid="" ppid="" gc_rc=0
+    if [[ $KEY != idle ]]; then
+        start_client "$dir/load.log" python3 "$RT" load "$base" "$dir/kept.tsv" "$dir/load.tsv" "$BENCH_GC_PULLERS"
+        lpid=$LAST_PID
+        start_client "$dir/pusher.log" python3 "$RT" pusher "$base" "$dir/pushed.tsv" "$BENCH_GC_REPOS" "$BENCH_GC_LAYER" gc/r
+        ppid=$LAST_PID
+        sleep 1 # both are under way
+    fi
     t0=$(now)
     "$TROW" gc --storage "$surl" >"$dir/gc.out" 2>&1 || gc_rc=$?
     t1=$(now)
-    sleep 0.5 # some traffic after it too
-    stop_client "$ppid" || fail "$name: the pusher exited with an error ($(tail -n 3 "$dir/pusher.log"))"
-    stop_client "$lpid" || fail "$name: the pull load exited with an error ($(tail -n 3 "$dir/load.log"))"
+    if [[ $KEY != idle ]]; then
+        sleep 0.5 # some traffic after it too
+        stop_client "$ppid" || fail "$name: the pusher exited with an error ($(tail -n 3 "$dir/pusher.log"))"
+        stop_client "$lpid" || fail "$name: the pull load exited with an error ($(tail -n 3 "$dir/load.log"))"
+    else
+        : >"$dir/load.tsv"
+        : >"$dir/pushed.tsv"
+    fi
     ((gc_rc == 0)) || { cat "$dir/gc.out" >&2; show_log "$name" "$logs"; die "$name: trow gc failed (status $gc_rc)"; }
     local after m l b bytes ms
     after=$(file_bytes "$blobs")
@@ -815,25 +835,29 @@ gc_trow() {
         { n++; if (!$4) e++
           if ($1 < b && $2 > a) { d++; if (!$4) de++; if ($3 == "layer") dl++ } }
         END { print n + 0, e + 0, d + 0, de + 0, dl + 0 }' "$dir/load.tsv")
-    rec pulls_during "$KEY" "$d"
-    rec layer_pulls_during "$KEY" "$dl"
-    rec pull_rate "$KEY" "$(awk -v d="$d" -v w="$wall" 'BEGIN{printf "%.1f\n", d / w}')"
-    rec pulls_total "$KEY" "$n"
-    rec pull_errors "$KEY" "$e"
+    if [[ $KEY != idle ]]; then
+        rec pulls_during "$KEY" "$d"
+        rec layer_pulls_during "$KEY" "$dl"
+        rec pull_rate "$KEY" "$(awk -v d="$d" -v w="$wall" 'BEGIN{printf "%.1f\n", d / w}')"
+        rec pulls_total "$KEY" "$n"
+        rec pull_errors "$KEY" "$e"
+        ((n > 0)) || fail "$name: the pull load made no request"
+    fi
     if ((e > 0)); then
         awk -F'\t' '!$4' "$dir/load.tsv" | head -n 5 >&2
         fail "$name: $e of $n pulls failed during the load ($de while the collection ran)"
     fi
-    ((n > 0)) || fail "$name: the pull load made no request"
 
     # pushes: completed (successfully) while the collection ran; failures over the whole loop
     local pushed pf pd pbytes
     read -r pushed pf pd pbytes < <(awk -F'\t' -v a="$t0" -v b="$t1" '
         { if ($3 == 1) { ok++; bytes += $7 + $9 + $13; if ($1 < b && $2 > a) d++ } else f++ }
         END { printf "%d %d %d %d\n", ok, f, d, bytes }' "$dir/pushed.tsv")
-    rec pushes_during "$KEY" "$pd"
-    rec pushes_total "$KEY" "$pushed"
-    rec push_failures "$KEY" "$pf"
+    if [[ $KEY != idle ]]; then
+        rec pushes_during "$KEY" "$pd"
+        rec pushes_total "$KEY" "$pushed"
+        rec push_failures "$KEY" "$pf"
+    fi
     if ((pf > 0)); then
         awk -F'\t' '$3 != 1 { print $NF }' "$dir/pushed.tsv" | head -n 5 >&2
         fail "$name: $pf of $((pushed + pf)) pushes failed during the load"
@@ -846,7 +870,11 @@ gc_trow() {
     awk -F'\t' '$3 == 1' "$dir/pushed.tsv" | cut -f4-13 >"$dir/pushed-ok.tsv"
     cat "$dir/kept.tsv" "$dir/pushed-ok.tsv" >"$dir/verify.tsv"
     after_gc_checks "$name" "$base" "$dir" trow "$blobs" "$logs" "$dir/verify.tsv"
-    log "  $name: gc ${wall}s (${ms} ms reported), freed $bytes bytes; $d pulls ($e errors) and $pd pushes ($pf failed) during it"
+    if [[ $KEY == idle ]]; then
+        log "  $name: gc ${wall}s (${ms} ms reported), freed $bytes bytes"
+    else
+        log "  $name: gc ${wall}s (${ms} ms reported), freed $bytes bytes; $d pulls ($e errors) and $pd pushes ($pf failed) during it"
+    fi
 
     for p in "${pids[@]}"; do
         kill -0 "$p" 2>/dev/null || { show_log "$name" "$logs"; die "$name (pid $p) died during the run"; }
@@ -973,6 +1001,7 @@ evict_run() {
         --min-free-space 0 --gc-every 0 --gc-grace 0s
     pid=$LAST_PID
     wait_v2 "$name" "$dir/trow.log" "$base" "$pid"
+    sleep "$BENCH_EVICT_SETTLE"
 
     local spid t0 t1 out cache
     python3 "$WORK/sampler.py" "$dir/peak" 0.05 "$blobs" "$pid" &
@@ -1038,6 +1067,7 @@ if ((DO_EVICT)); then evict_setup; fi
 for ((RUN = 1; RUN <= BENCH_RUNS; RUN++)); do
     log "run $RUN/$BENCH_RUNS"
     if ((DO_ONE)); then gc_trow one; fi
+    if ((DO_IDLE)); then gc_trow idle; fi
     if ((DO_SPLIT)); then gc_trow split; fi
     if ((DO_DIST)); then gc_dist; fi
     if ((DO_EVICT)); then evict_run; fi
@@ -1047,10 +1077,10 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------- report
 python3 - "$RESULTS" "$BENCH_RUNS" "$BENCH_GC_IMAGES" "$BENCH_GC_REPOS" "$BENCH_GC_LAYER" "$BENCH_GC_BASES" \
     "$BENCH_GC_GRACE" "$BENCH_GC_PULLERS" "$BENCH_EVICT_IMAGES" "$BENCH_EVICT_LAYER" "$EVICT_TOTAL" "$EVICT_MAX" \
-    "$LOAD_BEFORE" "$LOAD_AFTER" "$(nproc)" "$((SECONDS - BENCH_T0))" "$("$DIST_BIN" --version 2>/dev/null | head -n 1 || echo '?')" <<'PY'
+    "$BENCH_EVICT_SETTLE" "$LOAD_BEFORE" "$LOAD_AFTER" "$(nproc)" "$((SECONDS - BENCH_T0))" "$("$DIST_BIN" --version 2>/dev/null | head -n 1 || echo '?')" <<'PY'
 import statistics, sys
 
-(results, runs, images, repos, layer, bases, grace, pullers, ev_images, ev_layer, ev_total, ev_max,
+(results, runs, images, repos, layer, bases, grace, pullers, ev_images, ev_layer, ev_total, ev_max, settle,
  load0, load1, ncpu, took, dist_version) = sys.argv[1:]
 vals = {}
 for line in open(results):
@@ -1058,8 +1088,8 @@ for line in open(results):
     vals.setdefault((metric, key), []).append(float(v))
 MiB = 1048576
 med = lambda m, k: statistics.median(vals[(m, k)]) if (m, k) in vals else None
-keys = [k for k in ("one", "split", "dist") if ("wall", k) in vals]
-names = {"one": "trow (one proc)", "split": "trow (split)", "dist": "distribution"}
+keys = [k for k in ("one", "split", "idle", "dist") if ("wall", k) in vals]
+names = {"one": "trow (one proc)", "split": "trow (split)", "idle": "trow, no load", "dist": "distribution"}
 
 
 def fmt(v, kind):
@@ -1125,8 +1155,8 @@ if ("final", "evict") in vals or ("pull_wall", "evict") in vals:
     print()
     print(f"eviction: {ev_images} images (config + own layer of {int(ev_layer)} bytes) in an upstream distribution, "
           f"{ev_total / MiB:.1f} MiB in all; trow one process, registry_proxies.max_size = {ev_max} bytes "
-          f"({ev_max / MiB:.1f} MiB), --pull-guard 0s --min-free-space 0; each image pulled once through "
-          f"/v2/f/up/..., in order")
+          f"({ev_max / MiB:.1f} MiB), --pull-guard 0s --min-free-space 0; {settle} s after its start, each image "
+          f"pulled once through /v2/f/up/..., in order")
     W = 56
     hdr = f"{'eviction':<{W}}{'unit':<6}{'trow':>12}"
     print()
