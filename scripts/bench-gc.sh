@@ -1178,6 +1178,8 @@ if ("final", "evict") in vals or ("pull_wall", "evict") in vals:
     for label, unit, metric, kind in rows:
         v = ev_max if metric is None else med(metric, k)
         print(f"{label:<{W}}{unit:<6}{fmt(v, kind):>12}")
+        if metric == "peak_cache" and v is not None:
+            print(f"{'  peak / max_size':<{W}}{'x':<6}{v / ev_max:>12.2f}")
     for metric, what in (("under", "blob dir"), ("under_images", "cached images' bytes")):
         if (metric, k) in vals:
             print(f"per run, last pull -> {what} <= max_size, s: " + ", ".join(f"{x:.3f}" for x in vals[(metric, k)]))
