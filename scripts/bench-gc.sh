@@ -79,11 +79,13 @@
 #   base); trow with the upstream configured as alias `up` and registry_proxies.max_size =
 #   BENCH_EVICT_MAX, --pull-guard 0s, --min-free-space 0 (so only max_size evicts); after
 #   BENCH_EVICT_SETTLE seconds, every image pulled through /v2/f/up/... in sequence (manifest +
-#   blobs, checked). Reported: time of the
-#   pulls, peak cache bytes during them (sampled every 50 ms), the time from the end of the last
-#   pull until the cache is <= max_size (polled every 50 ms; must happen within BENCH_EVICT_WAIT
-#   seconds), the final cache bytes (1 s later), images evicted (own layer file gone) and whether
-#   they are the least recently pulled ones, trow's VmHWM.
+#   blobs, checked). Reported: time of the pulls, peak cache bytes during them (sampled every
+#   50 ms), the time from the end of the last pull until the blob dir is <= max_size (polled
+#   every 50 ms; must happen within BENCH_EVICT_WAIT seconds) and until the bytes of the images
+#   still cached are, the final cache bytes (1 s later; must be <= max_size) and how much of
+#   them `trow gc --dry-run` lists (left behind by eviction), images evicted (own layer file
+#   gone), whether they are the least recently pulled ones and whether the image pulled last is
+#   still cached (must be), trow's VmHWM.
 # Registries run one after another, never at the same time. Other load on the machine (see the
 # load average printed) makes the numbers noisy: that is what the medians are for.
 
@@ -1180,6 +1182,8 @@ if ("final", "evict") in vals or ("pull_wall", "evict") in vals:
         print(f"{label:<{W}}{unit:<6}{fmt(v, kind):>12}")
         if metric == "peak_cache" and v is not None:
             print(f"{'  peak / max_size':<{W}}{'x':<6}{v / ev_max:>12.2f}")
+    print("per run, final cache bytes (images evicted): " + ", ".join(
+        f"{int(b)} ({int(e)})" for b, e in zip(vals.get(("final", k), []), vals.get(("evicted", k), []))))
     for metric, what in (("under", "blob dir"), ("under_images", "cached images' bytes")):
         if (metric, k) in vals:
             print(f"per run, last pull -> {what} <= max_size, s: " + ", ".join(f"{x:.3f}" for x in vals[(metric, k)]))
