@@ -125,4 +125,15 @@ impl IntoResponse for Error {
     }
 }
 
+impl From<crate::auth::Refusal> for Error {
+    /// `401 UNAUTHORIZED` with the challenge that says how to authenticate. The message says
+    /// why (missing, wrong password, expired token, scope not granted), never with a secret.
+    fn from(r: crate::auth::Refusal) -> Error {
+        let challenge = HeaderValue::from_str(&r.challenge)
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+        Error::new(OciCode::Unauthorized, r.error.to_string())
+            .with_header(header::WWW_AUTHENTICATE, challenge)
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

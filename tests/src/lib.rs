@@ -199,6 +199,8 @@ pub struct Trow {
     storage_flags: Vec<String>,
     /// The command line `main` was started with (program first), for [`Trow::restart_main`].
     main_argv: Vec<OsString>,
+    /// What an anonymous `GET /v2/` answers once Trow is up: `200`, or `401` with users.
+    ready: &'static str,
     /// The config file and flags the proxies were started with, for [`Trow::add_proxy`].
     proxy_config: Option<PathBuf>,
     proxy_flags: Vec<String>,
@@ -227,6 +229,8 @@ pub struct Flags {
     /// first proxy for pre-warming) and give the gateway `--admission`. In one process these
     /// flags go to the one `trow`, which always runs the admission service.
     pub admission: Option<Vec<String>>,
+    /// Environment variables for the gateway (or the one `trow`) and storage, e.g. `RUST_LOG`.
+    pub env: Vec<(String, String)>,
 }
 
 /// One host name for several proxy replicas, as a Kubernetes headless Service gives: replica
@@ -279,6 +283,21 @@ impl Flags {
     pub fn with_admission(mut self, args: &[&str]) -> Flags {
         self.admission = Some(args.iter().map(|a| a.to_string()).collect());
         self
+    }
+
+    /// The same flags, with `var=value` in the gateway's and storage's environment.
+    pub fn with_env(mut self, var: &str, value: &str) -> Flags {
+        self.env.push((var.to_string(), value.to_string()));
+        self
+    }
+
+    /// Whether these gateway flags configure users: then `/v2/` answers 401 once Trow is up.
+    pub fn requires_auth(&self) -> bool {
+        self.gateway.iter().any(|a| {
+            ["-U", "--user", "--htpasswd"].contains(&a.as_str())
+                || a.starts_with("--user=")
+                || a.starts_with("--htpasswd=")
+        })
     }
 
     /// The same flags, with `n` proxy replicas in the split topology.
@@ -352,6 +371,7 @@ impl Trow {
             flags.storage.push(config.display().to_string());
         }
         let logs = data_dir.parent().unwrap_or(data_dir).to_path_buf();
+        let ready = if flags.requires_auth() { "401" } else { "200" };
         let mut proxies = Vec::new();
         let mut proxy_addrs = Vec::new();
         let mut admission_proc = None;
@@ -370,7 +390,8 @@ impl Trow {
                 .args(&flags.gateway)
                 .args(&flags.storage)
                 .args(&flags.proxy)
-                .args(flags.admission.iter().flatten());
+                .args(flags.admission.iter().flatten())
+                .envs(flags.env.iter().map(|(k, v)| (k, v)));
                 if let Some(config) = &flags.config_file {
                     cmd.arg("--config-file").arg(config);
                 }
@@ -381,7 +402,7 @@ impl Trow {
             }
             Topology::Split => {
                 let mut storage =
-                    Trow::spawn_storage("127.0.0.1:0", data_dir, &logs, &flags.storage);
+                    Trow::spawn_storage("127.0.0.1:0", data_dir, &logs, &flags.storage, &flags.env);
                 let storage_addr =
                     addr_prefix(&wait_for_line(&mut storage, "trow storage: gRPC on "));
                 let named = flags.proxy_name.as_ref();
@@ -461,7 +482,8 @@ impl Trow {
                 if let Some((a, _)) = &admission {
                     cmd.args(["--admission", &format!("http://{a}")]);
                 }
-                cmd.args(&flags.gateway);
+                cmd.args(&flags.gateway)
+                    .envs(flags.env.iter().map(|(k, v)| (k, v)));
                 main_argv = argv(&cmd);
                 let main = Proc::spawn(cmd, logs.join(format!("gateway-{}.log", now_ms())));
                 admission_proc = admission.map(|(_, p)| p);
@@ -484,6 +506,7 @@ impl Trow {
             admission: admission_proc,
             storage_flags: flags.storage,
             main_argv,
+            ready,
             proxy_config: flags.config_file,
             proxy_flags: flags.proxy,
             _tmp: None,
@@ -493,7 +516,7 @@ impl Trow {
         procs.extend(trow.storage.as_mut());
         procs.extend(trow.proxies.iter_mut());
         procs.extend(trow.admission.as_mut());
-        wait_http_ok(&v2, &mut procs);
+        wait_http_status(&v2, ready, &mut procs);
         trow
     }
 
@@ -547,11 +570,18 @@ impl Trow {
         Proc::spawn(cmd, logs.join(format!("proxy-{replica}-{}.log", now_ms())))
     }
 
-    fn spawn_storage(storage_addr: &str, data_dir: &Path, logs: &Path, flags: &[String]) -> Proc {
+    fn spawn_storage(
+        storage_addr: &str,
+        data_dir: &Path,
+        logs: &Path,
+        flags: &[String],
+        env: &[(String, String)],
+    ) -> Proc {
         let mut cmd = Command::new(trow_bin());
         cmd.args(["storage", "--listen", storage_addr, "--data-dir"])
             .arg(data_dir)
-            .args(flags);
+            .args(flags)
+            .envs(env.iter().map(|(k, v)| (k, v)));
         Proc::spawn(cmd, logs.join(format!("storage-{}.log", now_ms())))
     }
 
@@ -573,6 +603,7 @@ impl Trow {
             &self.data_dir,
             &logs,
             &self.storage_flags,
+            &[],
         );
         wait_tcp(&self.storage_addr, &mut p);
         self.storage = Some(p);
@@ -580,7 +611,7 @@ impl Trow {
 
     /// SIGKILLs `main` (the gateway in the split topology, the one `trow` otherwise) and
     /// starts it again with the same flags, on the same gateway address (and, in one process, the
-    /// same storage address and data dir); returns once `/v2/` answers 200.
+    /// same storage address and data dir); returns once `/v2/` answers 200 (401 with users).
     pub fn restart_main(&mut self) {
         self.main.kill9();
         let logs = self
@@ -609,7 +640,7 @@ impl Trow {
         self.main = Proc::spawn(cmd, logs.join(format!("{role}-{}.log", now_ms())));
         wait_for_line(&mut self.main, "trow gateway: OCI registry on ");
         let v2 = format!("{}/v2/", self.url);
-        wait_http_ok(&v2, &mut [&mut self.main]);
+        wait_http_status(&v2, self.ready, &mut [&mut self.main]);
     }
 
     /// `127.0.0.1:PORT/` + `repo`, the image reference prefix clients use.

@@ -65,6 +65,24 @@ pub struct AllInOne {
     /// `image_validation` as the proxy enforces it; `None`: the proxy serves every image.
     pub proxy_policy: Option<trow_proxy::policy::Enforcer>,
     pub webhooks: trow_admission::Webhooks,
+    /// Authentication at the gateway; None: none (no users configured).
+    pub auth: Option<trow_gateway::auth::AuthConfig>,
+}
+
+/// Says at start-up whether the gateway authenticates, and how (never with a secret).
+fn auth(config: Option<trow_gateway::auth::AuthConfig>) -> Option<Arc<trow_gateway::auth::Auth>> {
+    let Some(c) = config else {
+        tracing::info!("authentication is off: anyone who reaches the gateway may push and pull");
+        return None;
+    };
+    tracing::info!(
+        users = c.users.len(),
+        anonymous_pull = c.anonymous_pull,
+        token_lifetime = ?c.token_lifetime,
+        service = %c.service,
+        "authentication is on: the token endpoint is /v2/token"
+    );
+    Some(Arc::new(trow_gateway::auth::Auth::new(c)))
 }
 
 /// In-memory pipes to a service in this process: the client half's sender, the server's
@@ -188,6 +206,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         admission: Some(trow_gateway::admission(trow_gateway::in_process_channel(
             admission_pipes,
         ))),
+        auth: auth(a.auth),
     };
     let served = trow_gateway::serve(http, state, wait(stop), a.server).await;
     let _ = gateway_done.send(true);
@@ -285,17 +304,32 @@ pub async fn run_admission(
     Ok(())
 }
 
-/// The HTTP gateway alone, calling storage at `storage_url`, the proxies at `proxy_urls`
-/// (calls spread over them; none: `f/` and `?ns=` reads are refused) and the admission service
-/// at `admission_url` (none: the webhook paths answer 404).
-pub async fn run_gateway(
-    bind_addr: SocketAddr,
-    storage_url: &str,
-    proxy_urls: &[String],
-    admission_url: Option<&str>,
-    hostname: Option<String>,
-    server: trow_gateway::ServerConfig,
-) -> Result<(), Error> {
+/// What the HTTP gateway alone runs with.
+pub struct Gateway<'a> {
+    pub bind: SocketAddr,
+    /// The storage service.
+    pub storage_url: &'a str,
+    /// The proxies (calls spread over them; none: `f/` and `?ns=` reads are refused).
+    pub proxy_urls: &'a [String],
+    /// The admission service (none: the webhook paths answer 404).
+    pub admission_url: Option<&'a str>,
+    pub hostname: Option<String>,
+    pub server: trow_gateway::ServerConfig,
+    /// Authentication; None: none (no users configured).
+    pub auth: Option<trow_gateway::auth::AuthConfig>,
+}
+
+/// The HTTP gateway alone, calling the services `g` names.
+pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
+    let Gateway {
+        bind: bind_addr,
+        storage_url,
+        proxy_urls,
+        admission_url,
+        hostname,
+        server,
+        auth: auth_config,
+    } = g;
     let stop = shutdown_signal();
     let storage = trow_gateway::storage_client(storage_url)
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
@@ -325,6 +359,7 @@ pub async fn run_gateway(
         proxy,
         hostname,
         admission,
+        auth: auth(auth_config),
     };
     trow_gateway::serve(http, state, wait(stop), server).await?;
     Ok(())

@@ -14,7 +14,9 @@
 //! ```
 //!
 //! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
-//! `--header-timeout`, `--idle-timeout`, `--body-timeout`, `--send-timeout`, and `--tls=CERT,KEY`.
+//! `--header-timeout`, `--idle-timeout`, `--body-timeout`, `--send-timeout`, and `--tls=CERT,KEY`;
+//! and authentication: `--user`/`--password`, `--htpasswd`, `--anonymous-pull`,
+//! `--token-lifetime`, `--token-key-file`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -45,7 +47,7 @@ enum Command {
     /// Run only the admission webhooks' service (gRPC), pre-warming through a proxy service.
     Admission(AdmissionArgs),
     /// Run only the HTTP gateway, calling a storage service over gRPC.
-    Gateway(GatewayArgs),
+    Gateway(Box<GatewayArgs>),
     /// Check a store for inconsistencies (read-only). Exit status: 0 clean, 1 problems found,
     /// 2 could not run.
     Fsck(FsckArgs),
@@ -88,6 +90,84 @@ struct AllInOne {
     limits: StorageLimits,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// Who may use the registry (gateway and default mode). Without a user, there is no
+/// authentication at all.
+#[derive(Args)]
+struct AuthArgs {
+    /// A user who may log in (with --password); clients then need credentials, through the
+    /// Docker token protocol (`podman login`, `oras login`, ...).
+    #[arg(short = 'U', long, env = "TROW_USER", requires = "password")]
+    user: Option<String>,
+    /// The user's password, or `file:///path` to read it from that file at start-up.
+    #[arg(
+        short = 'P',
+        long,
+        env = "TROW_PASSWORD",
+        requires = "user",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// An htpasswd file of more users (bcrypt entries only: `htpasswd -B`), read at start-up.
+    #[arg(long, env = "TROW_HTPASSWD")]
+    htpasswd: Option<PathBuf>,
+    /// With users configured: let clients without credentials pull (manifests, blobs, tags,
+    /// referrers, catalog); pushes and deletes still need a login.
+    #[arg(long, env = "TROW_ANONYMOUS_PULL")]
+    anonymous_pull: bool,
+    /// How long a token from `/v2/token` is valid. [default: 5m]
+    #[arg(long, env = "TROW_TOKEN_LIFETIME", value_parser = parse_duration)]
+    token_lifetime: Option<Duration>,
+    /// The key tokens are signed with (at least 32 bytes): give every gateway replica the same
+    /// file so each accepts the others' tokens. Without it, a random key per process.
+    #[arg(long, env = "TROW_TOKEN_KEY_FILE")]
+    token_key_file: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    /// The gateway's authentication; None when no user is configured. `service` is the name in
+    /// challenges and tokens; `https`: the realm is an https URL.
+    fn config(
+        &self,
+        service: Option<&str>,
+        https: bool,
+    ) -> Result<Option<trow_gateway::auth::AuthConfig>, trow::Error> {
+        use trow_gateway::auth::{token, users::Users};
+        let mut users = Users::default();
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            users.add(user, password)?;
+        }
+        if let Some(path) = &self.htpasswd {
+            users.load_htpasswd(path)?;
+        }
+        if users.is_empty() {
+            if self.anonymous_pull || self.token_key_file.is_some() {
+                tracing::warn!(
+                    "--anonymous-pull and --token-key-file have no effect without users: \
+                     authentication is off"
+                );
+            }
+            return Ok(None);
+        }
+        let token_key = match &self.token_key_file {
+            Some(path) => token::key_from_file(path)?,
+            None => token::random_key()?,
+        };
+        Ok(Some(trow_gateway::auth::AuthConfig {
+            users,
+            token_key,
+            token_lifetime: self
+                .token_lifetime
+                .unwrap_or(Duration::from_secs(5 * 60))
+                .max(Duration::from_secs(1)),
+            anonymous_pull: self.anonymous_pull,
+            service: service.unwrap_or("trow").to_string(),
+            https,
+        }))
+    }
 }
 
 /// The HTTP server's limits against slow, stalled and hostile clients (gateway and default mode).
@@ -267,6 +347,8 @@ struct GatewayArgs {
     hostname: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 #[derive(Args)]
@@ -334,6 +416,8 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
             let webhooks = config.webhooks(a.hostname.clone())?;
             let proxy_policy = config.proxy_policy(a.hostname.as_deref())?;
+            let server = a.server.config()?;
+            let auth = a.auth.config(a.hostname.as_deref(), server.tls.is_some())?;
             trow::run_all(trow::AllInOne {
                 bind: a.bind,
                 storage_listen: a.storage_listen,
@@ -343,9 +427,10 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 data_dir: a.data_dir,
                 hostname: a.hostname,
                 limits: a.limits.limits(&config)?,
-                server: a.server.config()?,
+                server,
                 proxy: config.proxy(),
                 proxy_policy,
+                auth,
             })
             .await
         }
@@ -365,8 +450,18 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
         }
         Some(Command::Gateway(a)) => {
             let config = a.server.config()?;
+            let auth = a.auth.config(a.hostname.as_deref(), config.tls.is_some())?;
             let admission = a.admission.as_deref();
-            trow::run_gateway(a.bind, &a.storage, &a.proxy, admission, a.hostname, config).await
+            trow::run_gateway(trow::Gateway {
+                bind: a.bind,
+                storage_url: &a.storage,
+                proxy_urls: &a.proxy,
+                admission_url: admission,
+                hostname: a.hostname,
+                server: config,
+                auth,
+            })
+            .await
         }
         Some(Command::Fsck(a)) => std::process::exit(fsck(a).await),
         Some(Command::Gc(a)) => {

@@ -26,6 +26,7 @@ pub mod manifests;
 pub mod proxied;
 pub mod referrers;
 pub mod tags;
+pub mod token;
 pub mod uploads;
 
 #[cfg(test)]
@@ -72,12 +73,33 @@ pub fn parse(path: &str) -> Option<(String, Resource)> {
     (!repo.is_empty()).then_some((repo, res))
 }
 
+/// The repository and resource of a request path after `/v2/`; `/v2/<name>/blobs/uploads/`
+/// ends in a slash, and is `.../uploads`.
+pub fn parse_request_path(path: &str) -> Option<(String, Resource)> {
+    match path.strip_suffix('/') {
+        Some(p) if p.ends_with("/blobs/uploads") => parse(p),
+        _ => parse(path),
+    }
+}
+
+/// The routes. With authentication configured, every `/v2/` route but the token endpoint is
+/// behind [`crate::auth::layer::guard`]; the webhooks never are (the API server calls them).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let v2 = Router::new()
         .route("/v2", get(base::check))
         .route("/v2/", get(base::check))
         .route("/v2/_catalog", get(catalog::list))
-        .route("/v2/{*path}", any(dispatch))
+        .route("/v2/{*path}", any(dispatch));
+    let v2 = match &state.auth {
+        Some(auth) => v2.route_layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            crate::auth::layer::guard,
+        )),
+        None => v2,
+    };
+    Router::new()
+        .merge(v2)
+        .route("/v2/token", get(token::issue))
         .route("/validate-image", post(admission::validate))
         .route("/mutate-image", post(admission::mutate))
         .fallback(|| async { Error::new(OciCode::NameUnknown, "no such endpoint") })
@@ -102,12 +124,7 @@ impl Req {
 async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().trim_start_matches("/v2/").to_string();
-    // `/v2/<name>/blobs/uploads/` ends in a slash: treat it as `.../uploads`.
-    let parsed = match path.strip_suffix('/') {
-        Some(p) if p.ends_with("/blobs/uploads") => parse(p),
-        _ => parse(&path),
-    };
-    let Some((repo, resource)) = parsed else {
+    let Some((repo, resource)) = parse_request_path(&path) else {
         return Error::new(
             OciCode::NameUnknown,
             format!("no such endpoint: /v2/{path}"),

@@ -1,0 +1,39 @@
+//! The middleware in front of every `/v2/` route (not the token endpoint, not the webhooks):
+//! works out what the request needs ([`super::scope::needed`]), checks its credentials
+//! ([`Auth::check`]), and answers a refusal with `401 UNAUTHORIZED` and the challenge that
+//! tells the client where to get a token.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+use super::{Auth, Refusal};
+use crate::error::Error;
+
+pub async fn guard(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let repository = path
+        .strip_prefix("/v2/")
+        .and_then(crate::routes::parse_request_path)
+        .map(|(name, _)| name);
+    let need = super::scope::needed(req.method(), path, repository.as_deref());
+    let Err(error) = auth.check(req.headers(), &need).await else {
+        return next.run(req).await;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let challenge = auth.challenge(host, &need, &error);
+    tracing::debug!(method = %req.method(), path, %error, "request refused");
+    let mut resp = Error::from(Refusal { error, challenge }).into_response();
+    if req.method() == Method::HEAD {
+        *resp.body_mut() = Body::empty();
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    resp
+}

@@ -1,0 +1,288 @@
+//! Authentication at the gateway, by the Docker token protocol that podman, skopeo, oras,
+//! crane, containerd and docker speak:
+//!
+//! 1. a request without valid credentials gets `401 UNAUTHORIZED` and
+//!    `WWW-Authenticate: Bearer realm="<scheme>://<host>/v2/token",service="<name>",scope="..."`;
+//! 2. the client asks the realm (`GET /v2/token?service=..&scope=..`, see [`Auth::token`]) with
+//!    Basic credentials (or none, for anonymous pulls) for a token;
+//! 3. it sends the token as `Authorization: Bearer` on its requests, which [`layer`] checks.
+//!
+//! `Authorization: Basic` is accepted on `/v2/` routes too (curl, some scripts). The accounts
+//! are in [`users`]; tokens in [`token`]; scopes and what a request needs in [`scope`].
+//!
+//! Who may do what is not decided here yet: an authenticated user is granted every scope it
+//! asks for; an anonymous client, only pulls, and only with anonymous pull on. The webhooks
+//! (`/validate-image`, `/mutate-image`) are not behind authentication: the API server calls
+//! them, over their own TLS.
+
+pub mod layer;
+pub mod scope;
+pub mod token;
+pub mod users;
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use std::time::Duration;
+
+use scope::{Access, Need};
+use token::{TokenError, Tokens};
+use users::Users;
+
+/// What authentication runs with.
+pub struct AuthConfig {
+    /// Who may log in; at least one.
+    pub users: Users,
+    /// The tokens' HMAC key (see [`token::key_from_file`], [`token::random_key`]).
+    pub token_key: Vec<u8>,
+    pub token_lifetime: Duration,
+    /// Reads without credentials are allowed.
+    pub anonymous_pull: bool,
+    /// The name in challenges and tokens (`service`, a token's `aud`).
+    pub service: String,
+    /// The gateway serves HTTPS: the realm is an `https` URL.
+    pub https: bool,
+}
+
+/// Why a request or a token request is refused. Never carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication required")]
+    Missing,
+    #[error("malformed Authorization header")]
+    Malformed,
+    #[error("invalid username or password")]
+    BadCredentials,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("the token does not grant {0}")]
+    InsufficientScope(String),
+    #[error("cannot issue a token")]
+    Issue,
+}
+
+/// A refusal and the `WWW-Authenticate` challenge that goes with it; `crate::error` makes it
+/// the 401 answer.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: AuthError,
+    pub challenge: String,
+}
+
+/// The token endpoint's answer (distribution's shape: `token` and its OAuth2 name
+/// `access_token`, `expires_in` seconds, `issued_at` RFC 3339).
+#[derive(Debug, serde::Serialize)]
+pub struct TokenAnswer {
+    pub token: String,
+    pub access_token: String,
+    pub expires_in: u64,
+    pub issued_at: String,
+}
+
+/// What the `Authorization` header says.
+enum Credentials {
+    None,
+    Basic(String, String),
+    Bearer(String),
+    Malformed,
+}
+
+fn credentials(headers: &HeaderMap) -> Credentials {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Credentials::None;
+    };
+    let Ok(value) = value.to_str() else {
+        return Credentials::Malformed;
+    };
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+        return Credentials::Bearer(rest.to_string());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Credentials::Malformed;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    match decoded.as_deref().and_then(|s| s.split_once(':')) {
+        Some((user, password)) => Credentials::Basic(user.to_string(), password.to_string()),
+        None => Credentials::Malformed,
+    }
+}
+
+/// Authentication for one gateway.
+pub struct Auth {
+    users: Users,
+    tokens: Tokens,
+    anonymous_pull: bool,
+    scheme: &'static str,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("users", &self.users)
+            .field("tokens", &self.tokens)
+            .field("anonymous_pull", &self.anonymous_pull)
+            .finish()
+    }
+}
+
+impl Auth {
+    pub fn new(c: AuthConfig) -> Auth {
+        Auth {
+            users: c.users,
+            tokens: Tokens::new(c.token_key, c.token_lifetime, c.service),
+            anonymous_pull: c.anonymous_pull,
+            scheme: if c.https { "https" } else { "http" },
+        }
+    }
+
+    /// Whether a request with `headers` may do what `need` says.
+    pub async fn check(&self, headers: &HeaderMap, need: &Need) -> Result<(), AuthError> {
+        match credentials(headers) {
+            Credentials::None if self.anonymous_pull && need.read => Ok(()),
+            Credentials::None => Err(AuthError::Missing),
+            Credentials::Malformed => Err(AuthError::Malformed),
+            Credentials::Basic(user, password) => {
+                if self.users.verify(&user, &password).await {
+                    Ok(())
+                } else {
+                    Err(AuthError::BadCredentials)
+                }
+            }
+            Credentials::Bearer(t) => {
+                let claims = self.tokens.verify(&t)?;
+                match &need.access {
+                    None => Ok(()),
+                    Some(a) if claims.access.iter().any(|g| g.covers(a)) => Ok(()),
+                    Some(a) => Err(AuthError::InsufficientScope(a.scope())),
+                }
+            }
+        }
+    }
+
+    /// The Bearer challenge for a request to `host` that needs `need`, refused for `error`.
+    pub fn challenge(&self, host: Option<&str>, need: &Need, error: &AuthError) -> String {
+        let mut c = format!(
+            "Bearer realm=\"{}://{}/v2/token\",service=\"{}\"",
+            self.scheme,
+            realm_host(host, self.tokens.service()),
+            self.tokens.service()
+        );
+        if let Some(a) = &need.access {
+            c.push_str(&format!(",scope=\"{}\"", a.scope()));
+        }
+        match error {
+            AuthError::InsufficientScope(_) => c.push_str(",error=\"insufficient_scope\""),
+            AuthError::Token(_) => c.push_str(",error=\"invalid_token\""),
+            _ => {}
+        }
+        c
+    }
+
+    /// The token endpoint: a token for the caller of `headers` granting what the `scope`
+    /// parameters of `query` ask for, as far as it may have it. Basic credentials must be
+    /// right; without any, the caller is anonymous and gets pulls only, and only with anonymous
+    /// pull on.
+    pub async fn token(&self, headers: &HeaderMap, query: &str) -> Result<TokenAnswer, Refusal> {
+        let refuse = |error| Refusal {
+            challenge: format!("Basic realm=\"{}\"", self.tokens.service()),
+            error,
+        };
+        let requested = scopes(query);
+        let (subject, access) = match credentials(headers) {
+            Credentials::Basic(user, password) => {
+                if !self.users.verify(&user, &password).await {
+                    tracing::debug!("token request refused: invalid username or password");
+                    return Err(refuse(AuthError::BadCredentials));
+                }
+                (user, requested)
+            }
+            Credentials::None if self.anonymous_pull => (
+                String::new(),
+                requested
+                    .into_iter()
+                    .filter_map(Access::anonymous)
+                    .collect(),
+            ),
+            Credentials::None => return Err(refuse(AuthError::Missing)),
+            Credentials::Bearer(_) | Credentials::Malformed => {
+                return Err(refuse(AuthError::Malformed));
+            }
+        };
+        let issued = self
+            .tokens
+            .issue(&subject, access)
+            .map_err(|_| refuse(AuthError::Issue))?;
+        Ok(TokenAnswer {
+            access_token: issued.token.clone(),
+            token: issued.token,
+            expires_in: issued.expires_in,
+            issued_at: humantime::format_rfc3339_seconds(issued.issued_at).to_string(),
+        })
+    }
+}
+
+/// The host of the realm: the one the client reached us by, if it is a plain `host[:port]`
+/// (anything else could break out of the quoted challenge), else the service name.
+fn realm_host<'a>(host: Option<&'a str>, service: &'a str) -> &'a str {
+    match host {
+        Some(h)
+            if !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)) =>
+        {
+            h
+        }
+        _ => service,
+    }
+}
+
+/// The scopes a token request asks for: every `scope` parameter, each possibly several
+/// space-separated scopes (form encoding: `+` is a space). Unparseable scopes are ignored.
+fn scopes(query: &str) -> Vec<Access> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "scope")
+        .filter_map(|(_, v)| {
+            let v = v.replace('+', " ");
+            percent_encoding::percent_decode_str(&v)
+                .decode_utf8()
+                .ok()
+                .map(|s| s.into_owned())
+        })
+        .flat_map(|v| v.split(' ').filter_map(Access::parse).collect::<Vec<_>>())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_scope_parameter() {
+        let q = "service=trow&scope=repository%3Aa%2Fb%3Apull%2Cpush&scope=repository:c:pull+registry:catalog:*&scope=bad";
+        assert_eq!(
+            scopes(q),
+            vec![
+                Access::repository("a/b", &["pull", "push"]),
+                Access::repository("c", &["pull"]),
+                Access::catalog(),
+            ]
+        );
+    }
+
+    #[test]
+    fn realm_hosts_cannot_break_the_challenge() {
+        assert_eq!(
+            realm_host(Some("reg.example:8000"), "trow"),
+            "reg.example:8000"
+        );
+        assert_eq!(realm_host(Some("[::1]:8000"), "trow"), "[::1]:8000");
+        assert_eq!(realm_host(Some("a\",x=\"y"), "trow"), "trow");
+        assert_eq!(realm_host(None, "trow"), "trow");
+    }
+}

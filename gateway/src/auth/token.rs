@@ -1,0 +1,301 @@
+//! Short-lived signed tokens: JWTs signed with HMAC-SHA256 whose claims say who (`sub`, empty
+//! for an anonymous client), for which registry (`aud` and `iss`: the service name), until when
+//! (`exp`) and what they grant (`access`, distribution's shape: `[{type, name, actions}]`).
+//!
+//! The key is shared by every gateway that must accept the others' tokens (`--token-key-file`);
+//! without one each process draws its own, and tokens die with it. Signing and verifying go
+//! through jsonwebtoken with a provider of our own on ring's HMAC (see [`provider`]).
+
+use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::scope::Access;
+
+/// Bytes a key must have at least: HMAC-SHA256's block security needs 256 bits.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// Why a token key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read the token key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the token key file {0} holds fewer than {MIN_KEY_LEN} bytes (e.g. `head -c 48 /dev/urandom | base64 > FILE`)"
+    )]
+    TooShort(PathBuf),
+    #[error("the system's random generator failed")]
+    Random,
+    #[error("signing a token failed")]
+    Sign,
+}
+
+/// Why a token was refused. Says nothing of the token itself.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is invalid")]
+    Invalid,
+}
+
+/// The claims of a Trow token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    pub jti: String,
+    pub access: Vec<Access>,
+}
+
+/// A token handed out, with what the token endpoint says of it.
+pub struct Issued {
+    pub token: String,
+    pub expires_in: u64,
+    pub issued_at: SystemTime,
+}
+
+/// Issues and verifies tokens for one service name with one key.
+pub struct Tokens {
+    key: Vec<u8>,
+    lifetime: Duration,
+    service: String,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("lifetime", &self.lifetime)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key in `path`: its bytes, without trailing whitespace (a newline an editor added must not
+/// make two replicas disagree).
+pub fn key_from_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let mut key = std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    while key.last().is_some_and(u8::is_ascii_whitespace) {
+        key.pop();
+    }
+    if key.len() < MIN_KEY_LEN {
+        return Err(KeyError::TooShort(path.to_path_buf()));
+    }
+    Ok(key)
+}
+
+/// A fresh random key, for a gateway whose tokens only it verifies.
+pub fn random_key() -> Result<Vec<u8>, KeyError> {
+    random_bytes::<64>().map(Vec::from)
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], KeyError> {
+    let mut b = [0u8; N];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| KeyError::Random)?;
+    Ok(b)
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Tokens {
+    pub fn new(key: Vec<u8>, lifetime: Duration, service: String) -> Tokens {
+        provider();
+        Tokens {
+            key,
+            lifetime,
+            service,
+        }
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// A token for `subject` (empty: anonymous) granting `access`.
+    pub fn issue(&self, subject: &str, access: Vec<Access>) -> Result<Issued, KeyError> {
+        let now = SystemTime::now();
+        let lifetime = self.lifetime.as_secs().max(1);
+        let iat = unix(now);
+        let claims = Claims {
+            iss: self.service.clone(),
+            sub: subject.to_string(),
+            aud: self.service.clone(),
+            exp: iat + lifetime,
+            nbf: iat,
+            iat,
+            jti: hex(&random_bytes::<16>()?),
+            access,
+        };
+        let key = EncodingKey::from_secret(&self.key).map_err(|_| KeyError::Sign)?;
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+            .map_err(|_| KeyError::Sign)?;
+        Ok(Issued {
+            token,
+            expires_in: lifetime,
+            issued_at: now,
+        })
+    }
+
+    /// The claims of `token`, if this service's key signed it, it is for this service, and it
+    /// has not expired (no leeway: replicas share a clock within the second, and a token lives
+    /// minutes).
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = 0;
+        v.set_audience(&[&self.service]);
+        v.set_issuer(&[&self.service]);
+        v.set_required_spec_claims(&["exp", "aud", "iss"]);
+        let key = DecodingKey::from_secret(&self.key).map_err(|_| TokenError::Invalid)?;
+        match jsonwebtoken::decode::<Claims>(token, &key, &v) {
+            Ok(data) => Ok(data.claims),
+            Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => Err(TokenError::Expired),
+            Err(_) => Err(TokenError::Invalid),
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// HMAC-SHA256 on ring, as jsonwebtoken's signer and verifier.
+struct Hs256(ring::hmac::Key);
+
+impl signature::Signer<Vec<u8>> for Hs256 {
+    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+        Ok(ring::hmac::sign(&self.0, msg).as_ref().to_vec())
+    }
+}
+
+impl signature::Verifier<Vec<u8>> for Hs256 {
+    fn verify(&self, msg: &[u8], tag: &Vec<u8>) -> Result<(), signature::Error> {
+        // Constant time, by ring.
+        ring::hmac::verify(&self.0, msg, tag).map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtSigner for Hs256 {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::HS256
+    }
+}
+
+impl JwtVerifier for Hs256 {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::HS256
+    }
+}
+
+fn hs256(secret: &[u8]) -> Hs256 {
+    Hs256(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret))
+}
+
+/// HS256 only: a token of any other algorithm is refused before its signature is looked at.
+static PROVIDER: CryptoProvider = CryptoProvider {
+    signer_factory: |alg, key| match alg {
+        Algorithm::HS256 => Ok(Box::new(hs256(key.as_bytes()))),
+        _ => Err(ErrorKind::InvalidAlgorithm.into()),
+    },
+    verifier_factory: |alg, key| match alg {
+        Algorithm::HS256 => Ok(Box::new(hs256(key.try_get_as_bytes()?))),
+        _ => Err(ErrorKind::InvalidAlgorithm.into()),
+    },
+    key_utils: KeyUtils::new_unimplemented(),
+};
+
+/// Installs [`PROVIDER`] as jsonwebtoken's process-wide provider, once. Should another part of
+/// the process have installed one first, that one's HS256 is used: same algorithm, same tokens.
+fn provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = PROVIDER.install_default();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(key: &[u8], lifetime: u64) -> Tokens {
+        Tokens::new(key.to_vec(), Duration::from_secs(lifetime), "trow".into())
+    }
+
+    #[test]
+    fn a_token_carries_its_grant() {
+        let t = tokens(&[7; 32], 300);
+        let issued = t
+            .issue("alice", vec![Access::repository("a", &["pull"])])
+            .unwrap();
+        assert_eq!(issued.expires_in, 300);
+        let c = t.verify(&issued.token).unwrap();
+        assert_eq!(c.sub, "alice");
+        assert_eq!(c.aud, "trow");
+        assert_eq!(c.access, vec![Access::repository("a", &["pull"])]);
+        assert_eq!(c.exp, c.iat + 300);
+    }
+
+    #[test]
+    fn foreign_expired_and_tampered_tokens_are_refused() {
+        let t = tokens(&[7; 32], 300);
+        let other = tokens(&[8; 32], 300);
+        let theirs = other.issue("alice", vec![]).unwrap().token;
+        assert_eq!(t.verify(&theirs).unwrap_err(), TokenError::Invalid);
+
+        let other_service = Tokens::new(vec![7; 32], Duration::from_secs(300), "x".into());
+        let theirs = other_service.issue("alice", vec![]).unwrap().token;
+        assert_eq!(t.verify(&theirs).unwrap_err(), TokenError::Invalid);
+
+        // Claims edited after signing.
+        let ours = t.issue("anon", vec![]).unwrap().token;
+        let parts: Vec<&str> = ours.split('.').collect();
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        claims["sub"] = "admin".into();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64.encode(claims.to_string()),
+            parts[2]
+        );
+        assert_eq!(t.verify(&forged).unwrap_err(), TokenError::Invalid);
+
+        // `alg: none` is not an algorithm we know.
+        let none = format!("{}.{}.", b64.encode(r#"{"alg":"none"}"#), parts[1]);
+        assert_eq!(t.verify(&none).unwrap_err(), TokenError::Invalid);
+        assert_eq!(t.verify("garbage").unwrap_err(), TokenError::Invalid);
+
+        let short = tokens(&[7; 32], 1);
+        let token = short.issue("alice", vec![]).unwrap().token;
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(short.verify(&token).unwrap_err(), TokenError::Expired);
+    }
+
+    #[test]
+    fn key_files_need_enough_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "short\n").unwrap();
+        assert!(matches!(key_from_file(&p), Err(KeyError::TooShort(_))));
+        std::fs::write(&p, format!("{}\n", "k".repeat(40))).unwrap();
+        assert_eq!(key_from_file(&p).unwrap(), b"k".repeat(40));
+        assert_ne!(random_key().unwrap(), random_key().unwrap());
+    }
+}
