@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use trow_tests::clients::{LogsOnPanic, Podman, describe, output, run, skopeo};
+use trow_tests::clients::{Containerd, LogsOnPanic, Podman, describe, output, run, skopeo};
 use trow_tests::oci::{Reg, Resp, client, send, unique};
 use trow_tests::tools::Workdir;
 use trow_tests::{Flags, Proc, Topology, Trow, addr_prefix, images, wait_for_line};
@@ -370,6 +370,31 @@ pub async fn clients_log_in_and_push(topology: Topology) {
     );
     let out = output(&mut cmd);
     assert!(!out.status.success(), "{}", describe(&cmd, &out));
+
+    // containerd (ctr with credentials, as the CRI passes a node's registry credentials).
+    // Without credentials, refused.
+    let ctd = Containerd::start();
+    let image = format!("{addr}/auth/skopeo:v1");
+    let user = format!("alice:{}", s.alice);
+    ctd.run(["images", "pull", "--plain-http", "--user", &user, &image]);
+    assert_eq!(ctd.image(&image).digest, simg.manifest_digest);
+    let mut cmd = ctd.ctr([
+        "images",
+        "pull",
+        "--plain-http",
+        &format!("{addr}/auth/podman:v1"),
+    ]);
+    let out = output(&mut cmd);
+    assert!(!out.status.success(), "{}", describe(&cmd, &out));
+
+    // A refused HEAD carries the challenge and no body.
+    let r = send(client().head(s.url("/v2/auth/skopeo/manifests/v1"))).await;
+    r.assert_status(401);
+    assert!(r.body.is_empty(), "{r}");
+    assert_eq!(
+        r.must_header("www-authenticate"),
+        challenge(t, ",scope=\"repository:auth/skopeo:pull\"")
+    );
 
     s.assert_no_secrets();
 }
