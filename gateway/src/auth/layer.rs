@@ -15,10 +15,9 @@ use crate::error::Error;
 
 pub async fn guard(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let repository = path
-        .strip_prefix("/v2/")
-        .and_then(crate::routes::parse_request_path)
-        .map(|(name, _)| name);
+    // The repository exactly as the handlers will read it: what is checked is what is served.
+    let repository =
+        crate::routes::parse_request_path(crate::routes::after_v2(path)).map(|(name, _)| name);
     let need = super::scope::needed(req.method(), path, repository.as_deref());
     let Err(error) = auth.check(req.headers(), &need).await else {
         return next.run(req).await;

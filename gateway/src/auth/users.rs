@@ -3,7 +3,9 @@
 //!
 //! A password is never kept in the clear: the `--password` one as its SHA-256 (compared in
 //! constant time), htpasswd ones as their bcrypt hash. bcrypt is slow on purpose (tens of
-//! milliseconds at the usual cost), so it runs on the blocking pool, never on a runtime thread.
+//! milliseconds at the usual cost), so it runs on the blocking pool, never on a runtime thread;
+//! a name that does not exist costs a bcrypt check too (against an existing hash, whose result
+//! is thrown away), so the time an answer takes does not tell which names exist.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +52,8 @@ enum Secret {
 #[derive(Default)]
 pub struct Users {
     accounts: BTreeMap<String, Secret>,
+    /// A bcrypt hash of the file, checked for names that do not exist.
+    decoy: Option<String>,
 }
 
 impl std::fmt::Debug for Users {
@@ -146,6 +150,7 @@ impl Users {
             }
             self.insert(name, Secret::Bcrypt(hash.to_string()))
                 .map_err(|e| bad(i + 1, &e.to_string()))?;
+            self.decoy.get_or_insert_with(|| hash.to_string());
         }
         Ok(())
     }
@@ -153,18 +158,26 @@ impl Users {
     /// Whether `name` exists and `password` is its password.
     pub async fn verify(&self, name: &str, password: &str) -> bool {
         match self.accounts.get(name) {
-            None => false,
-            Some(Secret::Sha256(want)) => sha256(password.as_bytes()).ct_eq(want).into(),
-            Some(Secret::Bcrypt(hash)) => {
-                let (password, hash) = (password.to_string(), hash.clone());
-                tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or(false)
+            None => {
+                if let Some(decoy) = &self.decoy {
+                    bcrypt_check(password, decoy).await;
+                }
+                false
             }
+            Some(Secret::Sha256(want)) => sha256(password.as_bytes()).ct_eq(want).into(),
+            Some(Secret::Bcrypt(hash)) => bcrypt_check(password, hash).await,
         }
     }
+}
+
+/// Whether `password` matches the bcrypt `hash`, checked on the blocking pool.
+async fn bcrypt_check(password: &str, hash: &str) -> bool {
+    let (password, hash) = (password.to_string(), hash.to_string());
+    tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -210,6 +223,8 @@ mod tests {
         u.load_htpasswd(&p).unwrap();
         assert!(u.verify("carol", "pa:ss").await);
         assert!(!u.verify("carol", "pa").await);
+        // Another name with carol's password: the decoy check never lets it in.
+        assert!(!u.verify("dave", "pa:ss").await);
 
         for (text, line) in [
             ("a:$apr1$abc$0123456789abcdef012345\n", 1),

@@ -73,6 +73,12 @@ pub fn parse(path: &str) -> Option<(String, Resource)> {
     (!repo.is_empty()).then_some((repo, res))
 }
 
+/// The part of a request path after `/v2/`, as [`dispatch`] reads it; the auth layer reads it
+/// with this too, so both agree on the repository a request addresses.
+pub fn after_v2(path: &str) -> &str {
+    path.trim_start_matches("/v2/")
+}
+
 /// The repository and resource of a request path after `/v2/`; `/v2/<name>/blobs/uploads/`
 /// ends in a slash, and is `.../uploads`.
 pub fn parse_request_path(path: &str) -> Option<(String, Resource)> {
@@ -123,7 +129,7 @@ impl Req {
 
 async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Request) -> Response {
     let method = req.method().clone();
-    let path = req.uri().path().trim_start_matches("/v2/").to_string();
+    let path = after_v2(req.uri().path()).to_string();
     let Some((repo, resource)) = parse_request_path(&path) else {
         return Error::new(
             OciCode::NameUnknown,
@@ -266,6 +272,10 @@ mod tests {
             ("blobs/uploads".into(), Resource::Blob("sha256:x".into()))
         );
         assert!(parse("manifests/latest").is_none());
+        assert_eq!(
+            parse_request_path(after_v2("/v2//v2/a/blobs/uploads/")),
+            Some(("a".into(), Resource::Uploads))
+        );
         assert!(parse("a/unknown/x").is_none());
     }
 }
