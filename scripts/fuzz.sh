@@ -77,11 +77,14 @@ if ((build)); then
   build_start=$(date +%s)
   # All targets at once (they share every dependency): -O release, -a debug assertions
   # (overflow checks), -s none coverage instrumentation only. Versions: fuzz/Cargo.lock.
-  # --codegen-units 16: cargo-fuzz's default of 1 leaves a core idle on the big crates.
-  (cd fuzz && "${cargo[@]}" fuzz build -O -a -s none --codegen-units 16)
+  (cd fuzz && "${cargo[@]}" fuzz build -O -a -s none)
   log "built in $(($(date +%s) - build_start))s"
 fi
 ((run)) || exit 0
+if ((seconds == 0)); then
+  log "0 seconds per target: nothing to run" # (libFuzzer would read 0 as no limit)
+  exit 0
+fi
 
 failed=0
 results=()
