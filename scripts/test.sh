@@ -4,13 +4,18 @@
 #   2. builds the pinned Go tools (OCI conformance suite, oras, crane, grpcurl) with
 #      scripts/go-tools.sh, cached by version, and puts them on PATH; needs Go and the Go module
 #      proxy, and fails if either is missing;
-#   3. builds the workspace once (dev profile), including the `trow` binary the tests start;
+#   3. builds the workspace once (dev profile), including the `trow` binary the tests start, and
+#      the fuzz targets (`scripts/fuzz.sh --build-only`: installs the pinned cargo-fuzz, builds
+#      fuzz/ with `cargo +nightly`, or with stable, said loudly, if there is no nightly);
 #   4. runs every test with cargo-nextest (or `cargo test` if nextest is not installed), under a
 #      time limit ($TROW_TEST_TIMEOUT seconds, default 3600) so a hang cannot eat CI's budget,
 #      inside a network namespace with only loopback up (`unshare -n`, cargo `--offline`): a test
 #      that reaches or resolves anything outside the machine fails loudly instead of leaking a
 #      DNS query. (Needs root or `sudo`; TROW_TEST_NETNS=0 runs without it, e.g. in a container
 #      that forbids unshare.)
+#   5. fuzzes every parser of hostile input for $TROW_FUZZ_SECONDS seconds per target (default
+#      15; 8 targets) in the same namespace (`scripts/fuzz.sh --no-build`): a crash fails the run
+#      and leaves its input in fuzz/artifacts/. TROW_FUZZ_SECONDS=0 skips the fuzz build and run.
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,6 +54,14 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
 fi
 log "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
+# The fuzz targets need crates.io (and cargo-fuzz) to build: before the network goes.
+fuzz_seconds=${TROW_FUZZ_SECONDS:-15}
+if [[ $fuzz_seconds != 0 ]]; then
+  log "scripts/fuzz.sh --build-only (cargo-fuzz targets in fuzz/)"
+  scripts/fuzz.sh --build-only
+else
+  log "TROW_FUZZ_SECONDS=0: no fuzzing"
+fi
 
 # --- 4. test ---------------------------------------------------------------------------------
 limit=${TROW_TEST_TIMEOUT:-3600}
@@ -84,6 +97,17 @@ else
 fi
 if ((status == 124 || status == 137)); then
   log "the tests did not finish within ${limit}s (TROW_TEST_TIMEOUT): killed"
+fi
+
+# --- 5. fuzz ---------------------------------------------------------------------------------
+fuzz_status=0
+if [[ $fuzz_seconds != 0 ]]; then
+  log "scripts/fuzz.sh --no-build ${fuzz_seconds} (seconds per target)"
+  "${isolated[@]}" scripts/fuzz.sh --no-build "$fuzz_seconds" || fuzz_status=$?
+  if ((fuzz_status)); then
+    log "fuzzing failed (exit $fuzz_status): inputs in fuzz/artifacts/, see scripts/fuzz.sh"
+    if ((status == 0)); then status=$fuzz_status; fi
+  fi
 fi
 
 if compgen -G "$target/conformance-*.txt" >/dev/null; then

@@ -33,6 +33,25 @@ pub mod tls;
 
 pub use server::ServerConfig;
 
+/// The request-header parsers the routes keep to themselves, reachable by the fuzz targets in
+/// `fuzz/` (docs/RELIABILITY.md) and nothing else: not part of the gateway's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use crate::error::Result;
+
+    /// `GET /v2/<name>/blobs/<digest>`'s `Range` header against a blob of `size` bytes.
+    pub fn parse_range(value: &HeaderValue, size: u64) -> Result<Option<(u64, u64)>> {
+        crate::routes::blobs::parse_range(value, size)
+    }
+
+    /// The start offset of an upload chunk's `Content-Range` (checked against Content-Length).
+    pub fn content_range_of(headers: &HeaderMap) -> Result<Option<u64>> {
+        crate::routes::uploads::content_range_of(headers)
+    }
+}
+
 /// What every handler shares: the service clients (cheap to clone; one HTTP/2 connection each).
 #[derive(Clone)]
 pub struct AppState {

@@ -96,21 +96,14 @@ impl Authority {
     pub fn from_cache_name(s: &str) -> Option<Authority> {
         if let Some(rest) = s.strip_prefix("ipv6-") {
             let (groups, port) = match rest.split_once('_') {
-                Some((g, p)) => (g, Some(parse_port(p).ok()?)),
+                Some((g, p)) => (g, Some(p)),
                 None => (rest, None),
             };
-            let mut segments = [0u16; 8];
-            let mut n = 0;
-            for g in groups.split('-') {
-                let ok = (1..=4).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_hexdigit());
-                if !ok || n == 8 {
-                    return None;
-                }
-                segments[n] = u16::from_str_radix(g, 16).ok()?;
-                n += 1;
+            if let Some(ip) = ipv6_of_groups(groups) {
+                let port = port.map(parse_port).transpose().ok()?;
+                return Some(Authority::canonical(Host::V6(ip), port));
             }
-            return (n == 8)
-                .then(|| Authority::canonical(Host::V6(Ipv6Addr::from(segments)), port));
+            // Not eight groups: a host name that begins with `ipv6-`, read below.
         }
         let (host, port) = s.split_once('_')?;
         Some(Authority::canonical(
@@ -174,6 +167,21 @@ impl fmt::Display for Authority {
     }
 }
 
+/// The address the cache spells `ipv6-<8 hex groups joined by '-'>` (the part after `ipv6-`).
+fn ipv6_of_groups(groups: &str) -> Option<Ipv6Addr> {
+    let mut segments = [0u16; 8];
+    let mut n = 0;
+    for g in groups.split('-') {
+        let ok = (1..=4).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_hexdigit());
+        if !ok || n == 8 {
+            return None;
+        }
+        segments[n] = u16::from_str_radix(g, 16).ok()?;
+        n += 1;
+    }
+    (n == 8).then(|| Ipv6Addr::from(segments))
+}
+
 /// A decimal port, 1..=65535.
 fn parse_port(p: &str) -> Result<u16, String> {
     let ok = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
@@ -211,6 +219,13 @@ fn parse_host(h: &str) -> Result<Host, String> {
         .is_some_and(|x| x.bytes().all(|b| b.is_ascii_hexdigit()));
     if hex || last.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
+    }
+    // The cache spells `[1:2::8]` as `ipv6-1-2-0-0-0-0-0-8`: a host of that name would share
+    // its cached repositories.
+    if let Some(ip) = h.strip_prefix("ipv6-").and_then(ipv6_of_groups) {
+        return Err(format!(
+            "{h:?} is how the cache spells the IPv6 address {ip}; write [{ip}]"
+        ));
     }
     Ok(Host::Name(h.to_string()))
 }
@@ -291,5 +306,23 @@ mod tests {
             assert_eq!(a.upstream_host(), DOCKER_HUB_UPSTREAM, "{s}");
         }
         assert!(!one("docker.io:5000").is_docker_hub());
+    }
+
+    /// Found by the fuzz target `names_reference`: a host named `ipv6-...` with a port got the
+    /// cache name `ipv6-..._4`, which did not read back (`f/ipv6-fv6cker8io_4/...` resolved to
+    /// nothing), and a host named like the cache's spelling of an IPv6 address shared that
+    /// address's cached repositories.
+    #[test]
+    fn host_names_beginning_with_ipv6_read_back() {
+        let a = Authority::parse("ipv6-fv6cker8io:4").unwrap();
+        assert_eq!(a.cache_name(), "ipv6-fv6cker8io_4");
+        assert_eq!(Authority::from_cache_name(&a.cache_name()), Some(a));
+        let e = Authority::parse("ipv6-1-2-3-4-5-6-7-8:5000").unwrap_err();
+        assert!(e.contains("[1:2:3:4:5:6:7:8]"), "{e}");
+        let v6 = Authority::parse("[1:2:3:4:5:6:7:8]:5000").unwrap();
+        assert_eq!(Authority::from_cache_name(&v6.cache_name()), Some(v6));
+        // Not eight groups, or with a dot: a name like any other.
+        assert!(Authority::parse("ipv6-1-2-3:5000").is_ok());
+        assert!(Authority::parse("ipv6-1-2-3-4-5-6-7-8.example.com").is_ok());
     }
 }

@@ -36,3 +36,16 @@ pub mod warm;
 
 pub use server::{serve, serve_incoming};
 pub use service::ProxyService;
+
+/// The upstream-header parsers this crate keeps to itself, reachable by the fuzz targets in
+/// `fuzz/` (docs/RELIABILITY.md) and nothing else: not part of the proxy's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use reqwest::header::HeaderMap;
+
+    /// The next page of an upstream tag list, from its `Link` header, if it lies under
+    /// `repository`.
+    pub fn next_page(headers: &HeaderMap, repository: &str) -> Option<String> {
+        crate::tags::next_page(headers, repository)
+    }
+}

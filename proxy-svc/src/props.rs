@@ -72,7 +72,7 @@ proptest! {
         let mut h = HeaderMap::new();
         h.insert(header::LINK, HeaderValue::from_str(&link).unwrap());
         if let Some(rest) = next_page(&h, &repository) {
-            prop_assert!(rest.starts_with("tags/list"));
+            prop_assert!(rest == "tags/list" || rest.starts_with("tags/list?"), "{}", rest);
             let under = format!("/v2/{repository}/{rest}>");
             prop_assert!(link.contains(&under), "{} from {}", rest, link);
         }

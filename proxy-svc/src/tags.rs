@@ -153,7 +153,9 @@ pub(crate) fn next_page(headers: &HeaderMap, repository: &str) -> Option<String>
     // Absolute or not, the page lies under the repository's path.
     let path = target.split_once("/v2/").map(|(_, p)| p)?;
     let rest = path.strip_prefix(repository)?.strip_prefix('/')?;
-    rest.starts_with("tags/list").then(|| rest.to_string())
+    // Exactly the tag list, with a query or not: `tags/list50` is another path, and
+    // `tags/list/../../other/tags/list` resolves to another repository's list.
+    (rest == "tags/list" || rest.starts_with("tags/list?")).then(|| rest.to_string())
 }
 
 #[cfg(test)]
@@ -174,5 +176,26 @@ mod tests {
             Some("tags/list?last=1.27&n=100")
         );
         assert_eq!(next_page(&h, "library/other"), None);
+    }
+
+    /// Found by the fuzz target `tag_list_link`: a link whose path only began with `tags/list`
+    /// was followed, to `/v2/a/b/tags/list50&last=v2`, or, with `..`, out of the repository.
+    #[test]
+    fn only_the_tag_list_itself_is_a_next_page() {
+        for link in [
+            "<https://registry/registryexample.com/v2/a/b/tags/list50&last=v2>;xt\"",
+            "</v2/a/b/tags/list/../../../c/tags/list?n=1>; rel=\"next\"",
+            "</v2/a/b/tags/lists>",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::LINK, HeaderValue::from_static(link));
+            assert_eq!(next_page(&h, "a/b"), None, "{link}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LINK,
+            HeaderValue::from_static("</v2/a/b/tags/list>"),
+        );
+        assert_eq!(next_page(&h, "a/b").as_deref(), Some("tags/list"));
     }
 }
