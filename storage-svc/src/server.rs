@@ -185,9 +185,12 @@ const EVICT_IDLE: Duration = Duration::from_secs(5);
 async fn evict_when_needed<B: Backend>(store: Arc<Store<B>>) {
     loop {
         match store.evict_if_needed().await {
-            // Short of space with nothing left to give back: the volume is full of pushed
-            // content. Reading the cache again at every write would not change that.
-            Ok(Some(s)) if s.images == 0 && s.short > 0 => tokio::time::sleep(EVICT_IDLE).await,
+            // Over the bound with nothing evictable (the volume full of pushed content, or
+            // every cached image being pulled): reading the cache again at once would not
+            // change that.
+            Ok(Some(s)) if s.images == 0 && (s.short > 0 || s.busy > 0) => {
+                tokio::time::sleep(EVICT_IDLE).await
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "eviction failed"),
         }

@@ -277,3 +277,63 @@ async fn an_evicted_image_takes_its_manifest_bytes_fetched_as_a_blob() {
     assert!(s.stat_blob("f/up/m", &m.to_string()).await.is_err());
     assert_clean(tmp.path()).await;
 }
+
+/// Links belong to one repository: evicting an image drops its repository's link to a layer
+/// another cached repository shares, whose bytes stay until that one goes too.
+#[tokio::test]
+async fn a_layer_shared_across_cached_repositories_goes_with_the_last_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), None).await;
+    let shared = vec![9u8; 8000];
+    let a = cache_image(&s, "f/up/a", "1", &[b"cfg a", &shared]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.stat_manifest("f/up/a", "1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let b = cache_image(&s, "f/up/b", "1", &[b"cfg b", &shared]).await;
+    s.stat_manifest("f/up/b", "1").await.unwrap();
+    let cached = s.evict(u64::MAX, 0, &mut |_| {}).await.unwrap().cached;
+    let summary = s.evict(cached - 1, 0, &mut |_| {}).await.unwrap();
+    assert_eq!(summary.images, 1, "{summary:?}");
+    assert!(
+        s.stat_blob("f/up/a", &a.1[1].to_string()).await.is_err(),
+        "f/up/a's link stays"
+    );
+    assert!(
+        blob_path(tmp.path(), &shared_digest(&shared)).exists(),
+        "b still needs the bytes"
+    );
+    s.stat_blob("f/up/b", &b.1[1].to_string()).await.unwrap();
+    let summary = s.evict(0, 0, &mut |_| {}).await.unwrap();
+    assert_eq!(summary.images, 1, "{summary:?}");
+    assert!(!blob_path(tmp.path(), &shared_digest(&shared)).exists());
+    assert_clean(tmp.path()).await;
+}
+
+fn shared_digest(content: &[u8]) -> Digest {
+    Digest::sha256_of(content)
+}
+
+/// An index cached with a tag on one of its platform manifests too: evicting the index takes
+/// that tag with the manifest, leaving no tag pointing at nothing.
+#[tokio::test]
+async fn evicting_an_index_takes_the_tags_of_its_platform_manifests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), None).await;
+    let repo = "f/up/multi";
+    let (child, _) = cache_image(&s, repo, "v1-amd64", &[b"cfg amd64", &[5u8; 4000]]).await;
+    s.put_cached_manifest(repo, "v1", OCI_INDEX, Bytes::from(index(&[&child])))
+        .await
+        .unwrap();
+    let summary = s.evict(0, 0, &mut |_| {}).await.unwrap();
+    assert_eq!(
+        summary.images, 1,
+        "one image: the index with its platform manifest"
+    );
+    for tag in ["v1", "v1-amd64"] {
+        assert!(
+            s.stat_manifest(repo, tag).await.is_err(),
+            "{tag} still resolves"
+        );
+    }
+    assert_clean(tmp.path()).await;
+}

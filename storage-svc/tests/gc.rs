@@ -180,6 +180,35 @@ async fn what_a_client_finds_counts_as_just_used() {
     assert_clean(tmp.path()).await;
 }
 
+/// One unreadable record (fsck names it) stops the collection from deleting in its
+/// repository, where it could not tell what the record keeps alive, and only there.
+#[tokio::test]
+async fn an_unreadable_record_keeps_its_repository_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Duration::ZERO).await;
+    let (bad, _) = push_image(&s, "bad", "v1", &["cfg", "layer"])
+        .await
+        .unwrap();
+    let orphan = try_push_blob(&s, "bad", b"orphan").await.unwrap();
+    try_push_blob(&s, "good", b"orphan elsewhere")
+        .await
+        .unwrap();
+    std::fs::write(
+        tmp.path()
+            .join(format!("repositories/bad/_manifests/sha256/{}", bad.hex)),
+        b"{",
+    )
+    .unwrap();
+    let (summary, items) = collect(&s, false).await;
+    assert_eq!((summary.links, summary.blobs), (1, 1), "{items:#?}");
+    assert!(blob_path(tmp.path(), &orphan).exists());
+    assert!(
+        items
+            .iter()
+            .all(|g| !matches!(g, Garbage::Link { repository, .. } if repository == "bad"))
+    );
+}
+
 #[tokio::test]
 async fn an_index_keeps_its_children_and_referrers_live_as_long_as_their_subject() {
     let tmp = tempfile::tempdir().unwrap();

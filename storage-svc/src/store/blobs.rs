@@ -18,35 +18,59 @@ pub(super) fn range_end(size: u64, offset: u64, length: u64) -> Result<u64> {
 }
 
 impl<B: Backend> Store<B> {
-    /// The size of a blob linked into `repository`.
+    /// The size of a blob linked into `repository`. A client that finds it may reference it in
+    /// a manifest instead of uploading it: a garbage collection counts it as just used.
     pub async fn stat_blob(&self, repository: &str, digest: &str) -> Result<u64> {
         validate_repository(repository)?;
         let d = Digest::parse(digest)?;
-        self.linked_blob_size(repository, &d)
+        let link = layout::blob_link(repository, &d);
+        let Some(linked) = self.backend.modified(&link).await? else {
+            return Err(StorageError::BlobUnknown(digest.to_string()));
+        };
+        let size = self
+            .backend
+            .size(&layout::blob(&d))
             .await?
-            .ok_or_else(|| StorageError::BlobUnknown(digest.to_string()))
+            .ok_or_else(|| StorageError::BlobUnknown(digest.to_string()))?;
+        if self.needs_refresh(linked) {
+            self.mark_used(repository, &link).await;
+        }
+        Ok(size)
     }
 
+    /// The size of a blob linked into `repository`, or None. Reads only: callable in the
+    /// repository's critical section.
     pub(super) async fn linked_blob_size(
         &self,
         repository: &str,
         d: &Digest,
     ) -> Result<Option<u64>> {
-        let link = layout::blob_link(repository, d);
-        let Some(linked) = self.backend.modified(&link).await? else {
-            return Ok(None);
-        };
-        let size = self.backend.size(&layout::blob(d)).await?;
-        // Found by a client, who may reference it in a manifest instead of uploading it: a
-        // garbage collection counts it as just used (see `gc`).
-        // Best effort: a pull must not fail because a full disk refused the refresh.
-        if size.is_some()
-            && self.needs_refresh(linked)
-            && let Err(e) = self.backend.put(&link, Bytes::new()).await
+        if self
+            .backend
+            .size(&layout::blob_link(repository, d))
+            .await?
+            .is_none()
         {
-            tracing::warn!(error = %e, %link, "could not mark a blob link as used");
+            return Ok(None);
         }
-        Ok(size)
+        Ok(self.backend.size(&layout::blob(d)).await?)
+    }
+
+    /// Writes a link or manifest record again so that a garbage collection counts it as just
+    /// used (see `gc`). In the repository's critical section, where a collection decides, and
+    /// only if it still exists (a collection may have just deleted it). Best effort: a pull
+    /// must not fail because a full disk refused it.
+    pub(super) async fn mark_used(&self, repository: &str, key: &str) {
+        let _turn = self.repo_lock(repository).await;
+        let rewrite = async {
+            if let Some(bytes) = self.backend.get(key).await? {
+                self.backend.put(key, bytes).await?;
+            }
+            std::io::Result::Ok(())
+        };
+        if let Err(e) = rewrite.await {
+            tracing::warn!(error = %e, %key, "could not mark an object as used");
+        }
     }
 
     /// Streams `length` bytes (0: to the end) of a blob from `offset`.
@@ -71,9 +95,12 @@ impl<B: Backend> Store<B> {
     /// Unlinks a blob from a repository; its bytes stay for other repositories.
     pub async fn delete_blob(&self, repository: &str, digest: &str) -> Result<()> {
         // Not while a manifest put checks that its blobs are linked.
-        let _turn = self.repo_lock(repository).await;
-        self.stat_blob(repository, digest).await?;
+        validate_repository(repository)?;
         let d = Digest::parse(digest)?;
+        let _turn = self.repo_lock(repository).await;
+        self.linked_blob_size(repository, &d)
+            .await?
+            .ok_or_else(|| StorageError::BlobUnknown(digest.to_string()))?;
         Ok(self
             .backend
             .delete(&layout::blob_link(repository, &d))
@@ -93,10 +120,14 @@ impl<B: Backend> Store<B> {
     /// garbage collection deleted the bytes meanwhile (see `gc`).
     pub(super) async fn link_blob(&self, repository: &str, d: &Digest) -> Result<()> {
         let link = layout::blob_link(repository, d);
-        let written = self.backend.modified(&link).await?;
-        if written.is_none_or(|t| self.needs_refresh(t)) {
-            self.ensure_cataloged(repository).await?;
-            self.backend.put(&link, Bytes::new()).await?;
+        {
+            // Not between a collection's decision on this repository and its deletes.
+            let _turn = self.repo_lock(repository).await;
+            let written = self.backend.modified(&link).await?;
+            if written.is_none_or(|t| self.needs_refresh(t)) {
+                self.ensure_cataloged(repository).await?;
+                self.backend.put(&link, Bytes::new()).await?;
+            }
         }
         if !self.settle(d).await? {
             self.backend.delete(&link).await?;

@@ -186,10 +186,11 @@ impl<B: Backend> Store<B> {
             return Ok(summary);
         }
 
+        // Choose, oldest pull first, until what the chosen alone name is enough.
         images.sort_by_key(|i| i.last_pull);
         let mut freed = 0u64;
-        let mut evicted = Vec::new();
-        for image in images {
+        let mut chosen = vec![false; images.len()];
+        for (n, image) in images.iter().enumerate() {
             if summary.cached - freed <= target {
                 break;
             }
@@ -197,31 +198,40 @@ impl<B: Backend> Store<B> {
                 summary.busy += 1;
                 continue;
             }
+            chosen[n] = true;
             for d in image.records.iter().chain(&image.blobs) {
-                let n = named.get_mut(d).expect("counted");
-                *n -= 1;
-                if *n == 0 {
+                let left = named.get_mut(d).expect("counted");
+                *left -= 1;
+                if *left == 0 {
                     freed += sizes.get(d).copied().unwrap_or(0);
                 }
             }
-            evicted.push(image);
+        }
+        // Then evict, one repository at a time, in its critical section.
+        let mut by_repository: HashMap<&str, Vec<(&Image, bool)>> = HashMap::new();
+        for (image, chosen) in images.iter().zip(chosen) {
+            by_repository
+                .entry(&image.repository)
+                .or_default()
+                .push((image, chosen));
         }
         let mut candidates = Vec::new();
-        for image in &evicted {
-            if !self.evict_image(image, scanned_at, &named).await? {
+        let mut gone = HashSet::new();
+        for (repository, images) in by_repository {
+            if !images.iter().any(|(_, chosen)| *chosen) {
                 continue;
             }
-            summary.images += 1;
-            report(Garbage::Manifest {
-                repository: image.repository.clone(),
-                digest: image.root.to_string(),
-            });
-            for d in image.records.iter().chain(&image.blobs) {
-                if named.get(d) == Some(&0) && sizes.contains_key(d) {
-                    candidates.push(d.clone());
-                }
+            let evicted = self
+                .evict_from(repository, &images, scanned_at, report)
+                .await?;
+            for (image, deleted) in evicted {
+                summary.images += 1;
+                candidates.extend(deleted.iter().cloned());
+                gone.extend(deleted.iter().map(|d| pull_key(&image.repository, d)));
             }
         }
+        // Bytes no repository links any more go, under the collection's tombstones.
+        candidates.retain(|d| sizes.contains_key(d));
         candidates.sort_by_key(|d| d.to_string());
         candidates.dedup();
         let mut gc = GcSummary::default();
@@ -230,15 +240,6 @@ impl<B: Backend> Store<B> {
         summary.blobs = gc.blobs;
         summary.bytes = gc.bytes;
         self.set_cache_estimate(summary.cached.saturating_sub(gc.bytes), filled_before);
-        let gone: HashSet<String> = evicted
-            .iter()
-            .flat_map(|i| {
-                i.records
-                    .iter()
-                    .chain(&i.blobs)
-                    .map(|d| pull_key(&i.repository, d))
-            })
-            .collect();
         self.forget_pulls(|k| !gone.contains(k));
         summary.elapsed = started.elapsed();
         tracing::info!(
@@ -268,6 +269,10 @@ impl<B: Backend> Store<B> {
     /// The images of a cached repository, each with its last pull.
     async fn cached_images(&self, repository: &str) -> Result<Vec<Image>> {
         let state = self.repository_state(repository).await?;
+        if state.unreadable {
+            // fsck names the record; evicting around it could delete what it references.
+            return Ok(Vec::new());
+        }
         let mut references: HashMap<Digest, Vec<Digest>> = HashMap::new();
         for (d, (meta, _)) in &state.records {
             let refs = match &meta.references {
@@ -328,50 +333,61 @@ impl<B: Backend> Store<B> {
         Ok(images)
     }
 
-    /// Deletes an image's tags, and its records and links no image left in the cache names, in
-    /// its repository's critical section. Skips it (false) when it was pulled or written again
-    /// since the pass read the cache.
-    async fn evict_image(
+    /// Evicts the chosen images of one repository in its critical section: an image pulled or
+    /// read since the pass read the cache stays (and keeps everything it names). Deletes the
+    /// records and links no image left in the repository names, and every tag pointing at a
+    /// deleted record. Returns the images evicted, each with the digests deleted.
+    async fn evict_from<'a>(
         &self,
-        image: &Image,
+        repository: &str,
+        images: &[(&'a Image, bool)],
         scanned_at: SystemTime,
-        named: &HashMap<Digest, usize>,
-    ) -> Result<bool> {
-        let repository = &image.repository;
+        report: &mut (dyn FnMut(Garbage) + Send),
+    ) -> Result<Vec<(&'a Image, Vec<Digest>)>> {
         let _turn = self.repo_lock(repository).await;
-        for d in image.records.iter().chain(&image.blobs) {
-            let again = self
-                .last_pull(repository, d)
-                .is_some_and(|t| t > image.last_pull);
-            if again || self.being_read(repository, d) {
-                return Ok(false);
+        let mut evicted = Vec::new();
+        let mut staying = Vec::new();
+        for (image, chosen) in images {
+            if *chosen && self.still_evictable(image, scanned_at).await? {
+                evicted.push(*image);
+            } else {
+                staying.push(*image);
             }
         }
-        let root_key = layout::manifest(repository, &image.root);
-        if self
-            .backend
-            .modified(&root_key)
-            .await?
-            .is_none_or(|t| t > scanned_at)
-        {
-            return Ok(false);
+        if evicted.is_empty() {
+            return Ok(Vec::new());
         }
+        let kept: HashSet<&Digest> = staying
+            .iter()
+            .flat_map(|i| i.records.iter().chain(&i.blobs))
+            .collect();
+        let records: HashSet<&Digest> = evicted
+            .iter()
+            .flat_map(|i| &i.records)
+            .filter(|d| !kept.contains(d))
+            .collect();
+        let links: HashSet<&Digest> = evicted
+            .iter()
+            .flat_map(|i| &i.blobs)
+            .filter(|d| !kept.contains(d))
+            .collect();
+        // As a collection does: a marker, so that a crash between a record and its referrer
+        // entry is finished at the next start.
+        let marker = layout::gc_marker(repository);
+        let since = scanned_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.backend.put(&marker, since.to_string().into()).await?;
+        // Tags first: a crash leaves untagged records, never a tag naming a deleted one.
         for tag in self.backend.list(&layout::tags(repository)).await? {
-            if self
-                .resolve_tag(repository, &tag)
-                .await
-                .ok()
-                .flatten()
-                .as_ref()
-                == Some(&image.root)
-            {
+            let target = self.resolve_tag(repository, &tag).await.ok().flatten();
+            if target.as_ref().is_some_and(|d| records.contains(d)) {
                 self.backend.delete(&layout::tag(repository, &tag)).await?;
             }
         }
-        // Another image of the same repository may share a platform manifest or a blob.
-        let unnamed = |d: &Digest| named.get(d) == Some(&0);
-        for d in image.records.iter().filter(|d| unnamed(d)) {
-            let meta = self.manifest_meta(repository, d).await?;
+        for d in &records {
+            let meta = self.manifest_meta(repository, d).await.ok().flatten();
             self.backend
                 .delete(&layout::manifest(repository, d))
                 .await?;
@@ -384,11 +400,47 @@ impl<B: Backend> Store<B> {
                     .await?;
             }
         }
-        for d in image.blobs.iter().filter(|d| unnamed(d)) {
+        for d in &links {
             self.backend
                 .delete(&layout::blob_link(repository, d))
                 .await?;
         }
-        Ok(true)
+        self.backend.delete(&marker).await?;
+        Ok(evicted
+            .into_iter()
+            .map(|image| {
+                report(Garbage::Manifest {
+                    repository: repository.to_string(),
+                    digest: image.root.to_string(),
+                });
+                let deleted = image
+                    .records
+                    .iter()
+                    .chain(&image.blobs)
+                    .filter(|d| records.contains(d) || links.contains(d))
+                    .cloned()
+                    .collect();
+                (image, deleted)
+            })
+            .collect())
+    }
+
+    /// Whether a chosen image may still go: nobody pulled or read any of it since the pass
+    /// chose it, and its root record was not written again.
+    async fn still_evictable(&self, image: &Image, scanned_at: SystemTime) -> Result<bool> {
+        for d in image.records.iter().chain(&image.blobs) {
+            let again = self
+                .last_pull(&image.repository, d)
+                .is_some_and(|t| t > image.last_pull);
+            if again || self.being_read(&image.repository, d) {
+                return Ok(false);
+            }
+        }
+        let root = layout::manifest(&image.repository, &image.root);
+        Ok(self
+            .backend
+            .modified(&root)
+            .await?
+            .is_some_and(|t| t <= scanned_at))
     }
 }

@@ -188,6 +188,8 @@ impl<B: Backend> Store<B> {
             timeout,
             verified: false,
         };
+        // Never evicted under a reader that follows the fill to its end (see `evict`).
+        let guard = self.read_guard(repository, &d);
         let stream = futures::stream::unfold(Some(reader), |reader| async move {
             let mut reader = reader?;
             match reader.next().await {
@@ -195,6 +197,10 @@ impl<B: Backend> Store<B> {
                 Some(Err(e)) => Some((Err(e), None)),
                 None => None,
             }
+        })
+        .map(move |chunk| {
+            let _held = &guard;
+            chunk
         });
         Ok((size, Box::pin(stream)))
     }

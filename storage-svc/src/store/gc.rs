@@ -77,12 +77,38 @@ pub struct GcSummary {
     pub elapsed: Duration,
 }
 
+/// Dead manifests in the order they may go: none before a dead manifest that references it (an
+/// index before its platform manifests), so a crash never leaves a manifest missing a child.
+fn parents_first(dead: Vec<(Digest, ManifestMeta)>) -> Vec<(Digest, ManifestMeta)> {
+    let mut pending = dead;
+    let mut ordered = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let referenced: HashSet<String> = pending
+            .iter()
+            .flat_map(|(_, m)| m.references.iter().flatten().cloned())
+            .collect();
+        let (free, held): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|(d, _)| !referenced.contains(&d.to_string()));
+        if free.is_empty() {
+            // A cycle cannot be pushed (a digest cannot reference itself); go in any order.
+            ordered.extend(held);
+            break;
+        }
+        ordered.extend(free);
+        pending = held;
+    }
+    ordered
+}
+
 /// A repository's records and links as one collection saw them.
 pub(super) struct RepositoryState {
     pub(super) records: HashMap<Digest, (ManifestMeta, SystemTime)>,
     pub(super) links: Vec<(Digest, SystemTime)>,
     /// Records of an older version whose references were read from their manifests.
     migrated: Vec<Digest>,
+    /// A record could not be read: nothing in the repository may be deleted.
+    pub(super) unreadable: bool,
 }
 
 impl<B: Backend> Store<B> {
@@ -184,11 +210,16 @@ impl<B: Backend> Store<B> {
             Result::Ok(())
         }
         .await;
-        // Even after a failure: a tombstone left behind would hold writers up.
+        // Even after a failure, and every one even if one fails: a tombstone left behind would
+        // hold writers up.
+        let mut cleared = Ok(());
         for d in &candidates {
-            self.backend.delete(&layout::gc_tombstone(d)).await?;
+            if let Err(e) = self.backend.delete(&layout::gc_tombstone(d)).await {
+                tracing::error!(error = %e, digest = %d, "could not remove a collection's tombstone");
+                cleared = Err(e.into());
+            }
         }
-        deleted
+        deleted.and(cleared)
     }
 
     /// Phase 1 for one repository, in its critical section.
@@ -206,7 +237,11 @@ impl<B: Backend> Store<B> {
         let rule = Some(&self.limits.retention)
             .filter(|_| !trow_proto::cache::is_cached(repository))
             .and_then(|r| r.rule_for(repository));
-        let live = match self.tags_in(repository).await? {
+        let tags = match state.unreadable {
+            true => None,
+            false => self.tags_in(repository).await?,
+        };
+        let live = match tags {
             Some(tags) => {
                 let removed = rule.map_or_else(Vec::new, |r| {
                     let ages: Vec<TagAge> = tags
@@ -302,15 +337,13 @@ impl<B: Backend> Store<B> {
                 .as_secs();
             self.backend.put(&marker, since.to_string().into()).await?;
         }
-        for (d, meta) in dead {
+        for (d, meta) in parents_first(dead) {
             if !dry_run {
-                if !self
-                    .delete_unless_used(&layout::manifest(repository, &d), cutoff)
-                    .await?
-                {
-                    kept.push(d);
-                    continue;
-                }
+                // The record first: a crash leaves at worst a referrer entry without it, which
+                // `drop_dangling_referrers` removes.
+                self.backend
+                    .delete(&layout::manifest(repository, &d))
+                    .await?;
                 if let Some(subject) = meta.subject.as_deref().map(Digest::parse).transpose()? {
                     self.backend
                         .delete(&layout::referrer(repository, &subject, &d))
@@ -324,13 +357,10 @@ impl<B: Backend> Store<B> {
             });
         }
         for d in dead_links {
-            if !dry_run
-                && !self
-                    .delete_unless_used(&layout::blob_link(repository, &d), cutoff)
-                    .await?
-            {
-                kept.push(d);
-                continue;
+            if !dry_run {
+                self.backend
+                    .delete(&layout::blob_link(repository, &d))
+                    .await?;
             }
             summary.links += 1;
             report(Garbage::Link {
@@ -345,32 +375,27 @@ impl<B: Backend> Store<B> {
         Ok(kept)
     }
 
-    /// Deletes a record or link the collection found dead, unless it was written since the
-    /// cutoff (refreshed by a `HEAD`: a client is about to use it). Whether it went.
-    async fn delete_unless_used(&self, key: &str, cutoff: SystemTime) -> Result<bool> {
-        if self
-            .backend
-            .modified(key)
-            .await?
-            .is_some_and(|t| t > cutoff)
-        {
-            return Ok(false);
-        }
-        self.backend.delete(key).await?;
-        Ok(true)
-    }
-
     /// Every record and link of a repository, with when each was last written.
     pub(super) async fn repository_state(&self, repository: &str) -> Result<RepositoryState> {
         let mut records = HashMap::new();
+        let mut unreadable = false;
         for (d, key) in self.digests_under(&layout::manifests(repository)).await? {
             let Some(t) = self.backend.modified(&key).await? else {
                 continue;
             };
-            let Some(meta) = self.manifest_meta(repository, &d).await? else {
-                continue;
-            };
-            records.insert(d, (meta, t));
+            match self.manifest_meta(repository, &d).await {
+                Ok(Some(meta)) => {
+                    records.insert(d, (meta, t));
+                }
+                Ok(None) => {}
+                // fsck names it; collecting around it could delete what it references.
+                Err(StorageError::Io(e)) if e.kind() == std::io::ErrorKind::Other => {
+                    tracing::warn!(%repository, digest = %d, error = %e,
+                        "unreadable manifest record; collecting nothing in this repository");
+                    unreadable = true;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let mut links = Vec::new();
         for (d, key) in self.digests_under(&layout::blob_links(repository)).await? {
@@ -382,6 +407,7 @@ impl<B: Backend> Store<B> {
             records,
             links,
             migrated: Vec::new(),
+            unreadable,
         })
     }
 

@@ -94,6 +94,13 @@ impl<B: Backend> Store<B> {
         self.backend
             .put(&layout::manifest(repository, &digest), json.into())
             .await?;
+        // A garbage collection that decided on these bytes before the record was written may
+        // have deleted them (see `gc`): they are written again, before anything points here.
+        if !self.settle(&digest).await? {
+            self.backend
+                .put(&layout::blob(&digest), content.clone())
+                .await?;
+        }
         if let Some(subject) = &parsed.subject {
             let descriptor = ReferrerDescriptor {
                 media_type: parsed.media_type,
@@ -111,11 +118,6 @@ impl<B: Backend> Store<B> {
             self.backend
                 .put(&layout::tag(repository, tag), meta.digest.clone().into())
                 .await?;
-        }
-        // A garbage collection that decided on these bytes before the record was written may
-        // have deleted them (see `gc`): they are written again.
-        if !self.settle(&digest).await? {
-            self.backend.put(&layout::blob(&digest), content).await?;
         }
         Ok(meta)
     }
@@ -163,7 +165,7 @@ impl<B: Backend> Store<B> {
             .await?
             .ok_or_else(unknown)?;
         if by_digest {
-            self.refresh_record(repository, &digest, &meta).await?;
+            self.refresh_record(repository, &digest).await?;
         }
         self.note_pull(repository, &digest);
         Ok(meta)
@@ -172,21 +174,12 @@ impl<B: Backend> Store<B> {
     /// A manifest found by digest may be referenced by an index a client pushes next, instead
     /// of pushed again: its record is written again once per half grace period, so a garbage
     /// collection counts it as just used (see `gc`).
-    async fn refresh_record(
-        &self,
-        repository: &str,
-        d: &Digest,
-        meta: &ManifestMeta,
-    ) -> Result<()> {
+    async fn refresh_record(&self, repository: &str, d: &Digest) -> Result<()> {
         let key = layout::manifest(repository, d);
         if let Some(t) = self.backend.modified(&key).await?
             && self.needs_refresh(t)
         {
-            let json = serde_json::to_vec(meta).expect("serialize manifest meta");
-            // Best effort: a pull must not fail because a full disk refused the refresh.
-            if let Err(e) = self.backend.put(&key, json.into()).await {
-                tracing::warn!(error = %e, %key, "could not mark a manifest as used");
-            }
+            self.mark_used(repository, &key).await;
         }
         Ok(())
     }

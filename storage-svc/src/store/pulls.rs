@@ -67,8 +67,23 @@ impl<B: Backend> Store<B> {
 
     /// A cached blob's stream, counted as read until it drops.
     pub(super) fn reading(&self, repository: &str, d: &Digest, stream: ByteStream) -> ByteStream {
+        match self.read_guard(repository, d) {
+            None => stream,
+            Some(guard) => Box::pin(stream.map(move |chunk| {
+                let _held = &guard;
+                chunk
+            })),
+        }
+    }
+
+    /// Counts a read of a cached blob until the value drops (None: not cached content).
+    pub(super) fn read_guard(
+        &self,
+        repository: &str,
+        d: &Digest,
+    ) -> Option<impl Drop + Send + 'static> {
         if !trow_proto::cache::is_cached(repository) {
-            return stream;
+            return None;
         }
         let key = pull_key(repository, d);
         *self
@@ -78,14 +93,10 @@ impl<B: Backend> Store<B> {
             .expect("reading lock")
             .entry(key.clone())
             .or_default() += 1;
-        let guard = Reading {
+        Some(Reading {
             reading: self.pulls.reading.clone(),
             key,
-        };
-        Box::pin(stream.map(move |chunk| {
-            let _held = &guard;
-            chunk
-        }))
+        })
     }
 
     /// Whether a stream reads `repository@d` now.
