@@ -114,6 +114,8 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 
 die() { echo "bench-gc: error: $*" >&2; exit 1; }
 log() { echo "bench-gc: $*" >&2; }
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 posint() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer (got '$2')"; }
 posint BENCH_RUNS "$BENCH_RUNS"
@@ -184,30 +186,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
-# start_server NAME LOGFILE CMD... ; sets LAST_PID
-start_server() {
-    local name=$1 logf=$2
-    shift 2
-    "$@" >"$logf" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-    log "started $name (pid $LAST_PID)"
-}
 
-stop_server() {
-    local pid=$1
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    local keep=()
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]+"${keep[@]}"}")
-}
 
 # start_client LOGFILE CMD... : a background client (load, pusher); sets LAST_PID
 start_client() {
@@ -230,30 +210,8 @@ stop_client() {
     return "$rc"
 }
 
-show_log() { # NAME LOGFILE[|LOGFILE...]
-    local f files
-    IFS='|' read -r -a files <<<"$2"
-    for f in "${files[@]}"; do
-        echo "----- log of $1: $f (last 60 lines) -----" >&2
-        tail -n 60 "$f" >&2 || true
-    done
-    echo "----- end of log -----" >&2
-}
 
-exit_status() { local rc=0; wait "$1" 2>/dev/null || rc=$?; echo "$rc"; }
 
-# wait_tcp NAME PID LOG PORT : wait for 127.0.0.1:PORT to accept TCP connections
-wait_tcp() {
-    local name=$1 pid=$2 logf=$3 port=$4 deadline=$((SECONDS + BENCH_START_TIMEOUT))
-    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            show_log "$name" "$logf"
-            die "$name (pid $pid) exited with status $(exit_status "$pid") before listening on 127.0.0.1:$port"
-        fi
-        ((SECONDS < deadline)) || { show_log "$name" "$logf"; die "$name did not listen on 127.0.0.1:$port within ${BENCH_START_TIMEOUT}s"; }
-        sleep 0.05
-    done
-}
 
 # wait_v2 NAME LOG BASEURL PID... : poll GET /v2/ until 200, all PIDs must stay alive
 wait_v2() {
@@ -277,13 +235,6 @@ wait_v2() {
     done
 }
 
-proc_kb() { # PID FIELD -> value in kB of FIELD (VmRSS, VmHWM) from /proc/PID/status
-    local k v _
-    while read -r k v _; do
-        [[ $k == "$2:" ]] && { echo "$v"; return; }
-    done <"/proc/$1/status"
-    echo 0
-}
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.6f\n", b - a}'; } # T0 T1 -> seconds

@@ -72,6 +72,8 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 
 die() { echo "bench-proxy: error: $*" >&2; exit 1; }
 log() { echo "bench-proxy: $*" >&2; }
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 [[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer (got '$BENCH_RUNS')"
 [[ $BENCH_RATE_MIB =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "BENCH_RATE_MIB must be a number (got '$BENCH_RATE_MIB')"
@@ -120,51 +122,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
-free_port() { # HOST
-    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1]); s.close()' "$1"
-}
 
-# start_server NAME LOGFILE CMD... ; sets LAST_PID
-start_server() {
-    local name=$1 logf=$2
-    shift 2
-    "$@" >"$logf" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-    log "started $name (pid $LAST_PID)"
-}
 
-stop_server() {
-    local pid=$1
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    local keep=()
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]+"${keep[@]}"}")
-}
 
-show_log() { # NAME LOGFILE
-    echo "----- log of $1: $2 (last 60 lines) -----" >&2
-    tail -n 60 "$2" >&2 || true
-    echo "----- end of log -----" >&2
-}
 
-exit_status() { local rc=0; wait "$1" 2>/dev/null || rc=$?; echo "$rc"; }
 
-# wait_tcp NAME PID LOG HOST PORT : wait for HOST:PORT to accept TCP connections
-wait_tcp() {
-    local name=$1 pid=$2 logf=$3 host=$4 port=$5 deadline=$((SECONDS + BENCH_START_TIMEOUT))
-    while ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            show_log "$name" "$logf"
-            die "$name (pid $pid) exited with status $(exit_status "$pid") before listening on $host:$port"
-        fi
-        ((SECONDS < deadline)) || { show_log "$name" "$logf"; die "$name did not listen on $host:$port within ${BENCH_START_TIMEOUT}s"; }
-        sleep 0.1
-    done
-}
 
 # wait_v2 NAME LOG BASEURL PID : poll GET /v2/ until 200, PID must stay alive
 wait_v2() {
@@ -184,13 +146,6 @@ wait_v2() {
     done
 }
 
-proc_kb() { # PID FIELD -> value in kB of FIELD (VmRSS, VmHWM) from /proc/PID/status
-    local k v _
-    while read -r k v _; do
-        [[ $k == "$2:" ]] && { echo "$v"; return; }
-    done <"/proc/$1/status"
-    echo 0
-}
 
 cpu_ticks() { # PID -> utime + stime of the whole process (all threads), in clock ticks
     local stat f
@@ -401,7 +356,7 @@ CTL_PORT=$(free_port 127.0.0.1)
 start_server "relay ($BENCH_RATE_MIB MiB/s)" "$WORK/relay.log" \
     python3 "$WORK/relay.py" "$RELAY_HOST" "$RELAY_PORT" 127.0.0.1 "$DIST_PORT" "$BENCH_RATE_MIB" "$CTL_PORT"
 RELAY_PID=$LAST_PID
-wait_tcp relay "$RELAY_PID" "$WORK/relay.log" 127.0.0.1 "$CTL_PORT"
+wait_tcp_on relay "$RELAY_PID" "$WORK/relay.log" 127.0.0.1 "$CTL_PORT"
 wait_v2 "relay" "$WORK/relay.log" "http://$RELAY_HOST:$RELAY_PORT" "$RELAY_PID"
 
 relay_down() { # -> bytes the relay has sent towards clients so far

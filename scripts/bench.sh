@@ -60,6 +60,8 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 
 die() { echo "bench: error: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
+# shellcheck source=scripts/bench-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 
 [[ $BENCH_MB =~ ^[1-9][0-9]*$ ]] || die "BENCH_MB must be a positive integer (got '$BENCH_MB')"
 [[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer (got '$BENCH_RUNS')"
@@ -113,55 +115,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
-# start_server NAME LOGFILE CMD... ; sets LAST_PID
-start_server() {
-    local name=$1 logf=$2
-    shift 2
-    "$@" >"$logf" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-    log "started $name (pid $LAST_PID): $*"
-}
 
-stop_server() {
-    local pid=$1
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    local keep=()
-    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]+"${keep[@]}"}")
-}
 
-show_log() { # name logfile[|logfile...]
-    local f files
-    IFS='|' read -r -a files <<<"$2"
-    for f in "${files[@]}"; do
-        echo "----- log of $1: $f (last 60 lines) -----" >&2
-        tail -n 60 "$f" >&2 || true
-    done
-    echo "----- end of log -----" >&2
-}
 
-exit_status() { local rc=0; wait "$1" 2>/dev/null || rc=$?; echo "$rc"; }
 
-# wait_tcp NAME PID LOG PORT : wait for the port to accept TCP connections
-wait_tcp() {
-    local name=$1 pid=$2 logf=$3 port=$4 deadline=$((SECONDS + BENCH_START_TIMEOUT))
-    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            show_log "$name" "$logf"
-            die "$name (pid $pid) exited with status $(exit_status "$pid") before listening on 127.0.0.1:$port"
-        fi
-        ((SECONDS < deadline)) || { show_log "$name" "$logf"; die "$name did not listen on 127.0.0.1:$port within ${BENCH_START_TIMEOUT}s"; }
-        sleep 0.1
-    done
-}
 
 # wait_v2 NAME LOG BASEURL PID... : poll GET /v2/ until 200, all PIDs must stay alive
 wait_v2() {

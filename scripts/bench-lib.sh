@@ -1,0 +1,71 @@
+# shellcheck shell=bash
+# Helpers the benchmark scripts share (sourced by bench.sh, bench-proxy.sh, bench-gc.sh):
+# starting and stopping servers by PID, waiting for them to listen, showing their logs, free
+# ports and /proc readings. The sourcing script defines `die` and `log`, the array `PIDS`
+# (every server it started, which its exit trap stops) and BENCH_START_TIMEOUT (seconds).
+
+# free_port [HOST] : a free TCP port on HOST (default 127.0.0.1)
+free_port() {
+    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1]); s.close()' "${1:-127.0.0.1}"
+}
+
+# start_server NAME LOGFILE CMD... : starts CMD in the background; sets LAST_PID
+start_server() {
+    local name=$1 logf=$2
+    shift 2
+    "$@" >"$logf" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+    log "started $name (pid $LAST_PID)"
+}
+
+# stop_server PID : SIGTERM, then SIGKILL after 5 s; forgets the PID
+stop_server() {
+    local pid=$1
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local keep=()
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+# show_log NAME LOGFILE[|LOGFILE...] : the last 60 lines of each, on stderr
+show_log() {
+    local f files
+    IFS='|' read -r -a files <<<"$2"
+    for f in "${files[@]}"; do
+        echo "----- log of $1: $f (last 60 lines) -----" >&2
+        tail -n 60 "$f" >&2 || true
+    done
+    echo "----- end of log -----" >&2
+}
+
+exit_status() { local rc=0; wait "$1" 2>/dev/null || rc=$?; echo "$rc"; }
+
+# wait_tcp_on NAME PID LOG HOST PORT : wait for HOST:PORT to accept TCP connections; dies
+# (showing LOG) if PID exits first or BENCH_START_TIMEOUT passes
+wait_tcp_on() {
+    local name=$1 pid=$2 logf=$3 host=$4 port=$5 deadline=$((SECONDS + BENCH_START_TIMEOUT))
+    while ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            show_log "$name" "$logf"
+            die "$name (pid $pid) exited with status $(exit_status "$pid") before listening on $host:$port"
+        fi
+        ((SECONDS < deadline)) || { show_log "$name" "$logf"; die "$name did not listen on $host:$port within ${BENCH_START_TIMEOUT}s"; }
+        sleep 0.05
+    done
+}
+
+# wait_tcp NAME PID LOG PORT : wait_tcp_on on 127.0.0.1
+wait_tcp() { wait_tcp_on "$1" "$2" "$3" 127.0.0.1 "$4"; }
+
+# proc_kb PID FIELD : the value in kB of FIELD (VmRSS, VmHWM) from /proc/PID/status
+proc_kb() {
+    local k v _
+    while read -r k v _; do
+        [[ $k == "$2:" ]] && { echo "$v"; return; }
+    done <"/proc/$1/status"
+    echo 0
+}
