@@ -187,8 +187,6 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
 
-
-
 # start_client LOGFILE CMD... : a background client (load, pusher); sets LAST_PID
 start_client() {
     local logf=$1
@@ -209,32 +207,6 @@ stop_client() {
     CLIENT_PIDS=("${keep[@]+"${keep[@]}"}")
     return "$rc"
 }
-
-
-
-
-# wait_v2 NAME LOG BASEURL PID... : poll GET /v2/ until 200, all PIDs must stay alive
-wait_v2() {
-    local name=$1 logf=$2 base=$3
-    shift 3
-    local deadline=$((SECONDS + BENCH_START_TIMEOUT)) code=000 pid
-    while :; do
-        for pid in "$@"; do
-            if ! kill -0 "$pid" 2>/dev/null; then
-                show_log "$name" "$logf"
-                die "$name (pid $pid) exited with status $(exit_status "$pid") during startup"
-            fi
-        done
-        code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$base/v2/" || true)
-        [[ $code == 200 ]] && return 0
-        if ((SECONDS >= deadline)); then
-            show_log "$name" "$logf"
-            die "$name: GET $base/v2/ did not return 200 within ${BENCH_START_TIMEOUT}s (last status $code)"
-        fi
-        sleep 0.05
-    done
-}
-
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.6f\n", b - a}'; } # T0 T1 -> seconds
@@ -288,10 +260,8 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 LAYER = "application/vnd.oci.image.layer.v1.tar"
 ACCEPT = OCI_MANIFEST + ", application/vnd.docker.distribution.manifest.v2+json"
 
-
 def sha(b):
     return "sha256:" + hashlib.sha256(b).hexdigest()
-
 
 class Client:
     def __init__(self, base):
@@ -349,11 +319,9 @@ class Client:
         st, h, data = self.req("GET", path, None, {"Accept": ACCEPT})
         return st, data
 
-
 def config_bytes(ident, diff_ids):
     return json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"bench": ident}},
                        "rootfs": {"type": "layers", "diff_ids": diff_ids}}, separators=(",", ":")).encode()
-
 
 def push_manifest_for(c, repo, tag, descs, ident):
     """Pushes a unique config and the manifest of descs (layers already pushed)."""
@@ -366,13 +334,11 @@ def push_manifest_for(c, repo, tag, descs, ident):
     md = c.push_manifest(repo, tag, m)
     return md, len(m), cd, len(cfg)
 
-
 def push_image(c, repo, tag, layers, ident):
     """Uploads every layer (bytes), a unique config and the manifest."""
     descs = [{"mediaType": LAYER, "digest": c.push_blob(repo, d), "size": len(d)} for d in layers]
     md, msize, cd, csize = push_manifest_for(c, repo, tag, descs, ident)
     return md, msize, cd, csize, descs
-
 
 def image_line(repo, tag, md, msize, cd, csize, descs):
     base = descs[0] if len(descs) > 1 else {"digest": "-", "size": 0}
@@ -380,14 +346,12 @@ def image_line(repo, tag, md, msize, cd, csize, descs):
     return "\t".join(map(str, [repo, tag, md, msize, cd, csize, base["digest"], base["size"],
                                own["digest"], own["size"]]))
 
-
 def read_tsv(path):
     out = []
     for line in open(path):
         if line.strip():
             out.append(dict(zip(FIELDS, line.rstrip("\n").split("\t"))))
     return out
-
 
 def cmd_seed(base, out, repos, images, size, bases, prefix):
     repos, images, size, bases = int(repos), int(images), int(size), int(bases)
@@ -410,7 +374,6 @@ def cmd_seed(base, out, repos, images, size, bases, prefix):
             md, msize, cd, csize = push_manifest_for(c, repo, f"v{i}", descs, f"{run}-{i}")
             f.write(image_line(repo, f"v{i}", md, msize, cd, csize, descs) + "\n")
 
-
 def cmd_delete(base, all_tsv, kept, deleted):
     c = Client(base)
     imgs = read_tsv(all_tsv)
@@ -424,7 +387,6 @@ def cmd_delete(base, all_tsv, kept, deleted):
                 fd.write(line)
             else:
                 fk.write(line)
-
 
 def check_image(c, im, prefix=""):
     """Pulls one image whole; returns (blobs, bytes) or raises."""
@@ -445,7 +407,6 @@ def check_image(c, im, prefix=""):
         total += len(b)
     return n, total
 
-
 def cmd_verify(base, tsv, prefix=""):
     c = Client(base)
     t0 = time.time()
@@ -457,7 +418,6 @@ def cmd_verify(base, tsv, prefix=""):
         b += y
     print(len(imgs), n, b, f"{time.time() - t0:.3f}")
 
-
 def cmd_gone(base, tsv):
     """Every manifest of TSV answers 404 by digest (it was deleted)."""
     c = Client(base)
@@ -466,7 +426,6 @@ def cmd_gone(base, tsv):
         if st != 404:
             raise RuntimeError(f"deleted {im['repo']}@{im['manifest']} answers {st}, want 404")
 
-
 def cmd_pullseq(base, tsv, prefix):
     c = Client(base)
     t0 = time.time()
@@ -474,7 +433,6 @@ def cmd_pullseq(base, tsv, prefix):
         check_image(c, im, prefix)
     t1 = time.time()
     print(f"{t0:.6f} {t1:.6f}")
-
 
 def cmd_watch(blobs, tsv, limit, t_last, wait):
     """After the last pull through the cache: polls the blob dir every 50 ms until its files
@@ -521,13 +479,10 @@ def cmd_watch(blobs, tsv, limit, t_last, wait):
     f = lambda x: "-" if x is None else f"{x:.3f}"
     print(f(under_dir), f(under_img), total, img)
 
-
 STOP = threading.Event()
-
 
 def on_term(*_):
     STOP.set()
-
 
 def cmd_load(base, tsv, out, threads):
     im = read_tsv(tsv)[0]
@@ -563,7 +518,6 @@ def cmd_load(base, tsv, out, threads):
         for r in sorted(recs):
             f.write(f"{r[0]:.6f}\t{r[1]:.6f}\t{r[2]}\t{r[3]}\t{r[4]}\n")
 
-
 def cmd_pusher(base, out, repos, size, prefix):
     signal.signal(signal.SIGTERM, on_term)
     c = Client(base)
@@ -585,7 +539,6 @@ def cmd_pusher(base, out, repos, size, prefix):
             f.flush()
             i += 1
 
-
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"seed": cmd_seed, "delete": cmd_delete, "verify": cmd_verify, "load": cmd_load,
@@ -600,14 +553,11 @@ import os, signal, sys, time
 out, interval, root, pid = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
 stop = False
 
-
 def on_term(*_):
     global stop
     stop = True
 
-
 signal.signal(signal.SIGTERM, on_term)
-
 
 def dir_bytes():
     total = 0
@@ -619,7 +569,6 @@ def dir_bytes():
                 pass  # deleted while we walked
     return total
 
-
 def rss():
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -629,7 +578,6 @@ def rss():
     except OSError:
         pass
     return 0
-
 
 peak_b = peak_r = 0
 while True:
@@ -1044,7 +992,6 @@ med = lambda m, k: statistics.median(vals[(m, k)]) if (m, k) in vals else None
 keys = [k for k in ("one", "split", "idle", "dist") if ("wall", k) in vals]
 names = {"one": "trow (one proc)", "split": "trow (split)", "idle": "trow, no load", "dist": "distribution"}
 
-
 def fmt(v, kind):
     if v is None:
         return "-"
@@ -1059,7 +1006,6 @@ def fmt(v, kind):
     if kind == "yes":
         return "yes" if v >= 1 else "no"
     return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
-
 
 print()
 print(f"parameters: {runs} run(s), every number the median over runs; {ncpu} CPUs, load average "

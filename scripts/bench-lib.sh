@@ -61,6 +61,28 @@ wait_tcp_on() {
 # wait_tcp NAME PID LOG PORT : wait_tcp_on on 127.0.0.1
 wait_tcp() { wait_tcp_on "$1" "$2" "$3" 127.0.0.1 "$4"; }
 
+# wait_v2 NAME LOG BASEURL PID... : poll GET /v2/ until 200, all PIDs must stay alive
+wait_v2() {
+    local name=$1 logf=$2 base=$3
+    shift 3
+    local deadline=$((SECONDS + BENCH_START_TIMEOUT)) code=000 pid
+    while :; do
+        for pid in "$@"; do
+            if ! kill -0 "$pid" 2>/dev/null; then
+                show_log "$name" "$logf"
+                die "$name (pid $pid) exited with status $(exit_status "$pid") during startup"
+            fi
+        done
+        code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$base/v2/" || true)
+        [[ $code == 200 ]] && return 0
+        if ((SECONDS >= deadline)); then
+            show_log "$name" "$logf"
+            die "$name: GET $base/v2/ did not return 200 within ${BENCH_START_TIMEOUT}s (last status $code)"
+        fi
+        sleep 0.05
+    done
+}
+
 # proc_kb PID FIELD : the value in kB of FIELD (VmRSS, VmHWM) from /proc/PID/status
 proc_kb() {
     local k v _

@@ -123,30 +123,6 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
 
-
-
-
-
-
-# wait_v2 NAME LOG BASEURL PID : poll GET /v2/ until 200, PID must stay alive
-wait_v2() {
-    local name=$1 logf=$2 base=$3 pid=$4 deadline=$((SECONDS + BENCH_START_TIMEOUT)) code=000
-    while :; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            show_log "$name" "$logf"
-            die "$name (pid $pid) exited with status $(exit_status "$pid") during startup"
-        fi
-        code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$base/v2/" || true)
-        [[ $code == 200 ]] && return 0
-        if ((SECONDS >= deadline)); then
-            show_log "$name" "$logf"
-            die "$name: GET $base/v2/ did not return 200 within ${BENCH_START_TIMEOUT}s (last status $code)"
-        fi
-        sleep 0.1
-    done
-}
-
-
 cpu_ticks() { # PID -> utime + stime of the whole process (all threads), in clock ticks
     local stat f
     stat=$(<"/proc/$1/stat")
@@ -209,7 +185,6 @@ BURST = 0.005
 stats = {"down": 0, "up": 0, "conns": 0}
 next_free = 0.0
 
-
 async def pace(n):
     global next_free
     if rate <= 0:
@@ -219,7 +194,6 @@ async def pace(n):
     delay = next_free - now - BURST
     if delay > 0:
         await asyncio.sleep(delay)
-
 
 async def pipe(reader, writer, key, paced):
     try:
@@ -241,7 +215,6 @@ async def pipe(reader, writer, key, paced):
         except (ConnectionError, OSError, RuntimeError):
             pass
 
-
 async def handle(cr, cw):
     stats["conns"] += 1
     try:
@@ -259,14 +232,12 @@ async def handle(cr, cw):
         for w in (cw, uw):
             w.close()
 
-
 async def control(r, w):
     w.write(f"{stats['down']} {stats['up']} {stats['conns']}\n".encode())
     try:
         await w.drain()
     finally:
         w.close()
-
 
 async def main():
     stop = asyncio.Event()
@@ -277,7 +248,6 @@ async def main():
     await asyncio.start_server(control, "127.0.0.1", ctl_port, reuse_address=True)
     print(f"relay {lhost}:{lport} -> {thost}:{tport} at {sys.argv[5]} MiB/s", flush=True)
     await stop.wait()
-
 
 asyncio.run(main())
 PY
@@ -593,10 +563,8 @@ for line in open(results):
 med = lambda m, p: statistics.median(vals[(m, p)])
 MiB = 1048576
 
-
 def size(b):
     return f"{b / MiB:.1f} MiB" if b >= MiB / 10 else f"{b / 1024:.1f} KiB"
-
 
 rate_s = "no cap (BENCH_RATE_MIB=0)" if float(rate) == 0 else f"a cap of {float(rate):g} MiB/s"
 print()
@@ -612,15 +580,12 @@ hdr = f"{'':<{W[0]}}{'':<{W[1]}}{'trow':>{W[2]}}{'direct':>{W[3]}}{'trow/direct'
 print(hdr)
 print("-" * (len(hdr) + 24))
 
-
 def row(label, unit, t, d, ratio=None, note=""):
     r = "" if ratio is None else f"{ratio:.2f}x"
     print(f"{label:<{W[0]}}{unit:<{W[1]}}{t:>{W[2]}}{d:>{W[3]}}{r:>{W[4]}}  {note}".rstrip())
 
-
 def check(ok):
     return "ok" if ok else "MISSED"
-
 
 t, d = med("cold", "trow"), med("cold", "direct")
 row("1 cold pull, whole image", "s", f"{t:.3f}", f"{d:.3f}", t / d, f"<= 1.10x  {check(t / d <= 1.10)}")

@@ -116,33 +116,6 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
 
-
-
-
-
-
-# wait_v2 NAME LOG BASEURL PID... : poll GET /v2/ until 200, all PIDs must stay alive
-wait_v2() {
-    local name=$1 logf=$2 base=$3
-    shift 3
-    local deadline=$((SECONDS + BENCH_START_TIMEOUT)) code=000 pid
-    while :; do
-        for pid in "$@"; do
-            if ! kill -0 "$pid" 2>/dev/null; then
-                show_log "$name" "$logf"
-                die "$name (pid $pid) exited with status $(exit_status "$pid") during startup"
-            fi
-        done
-        code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$base/v2/" || true)
-        [[ $code == 200 ]] && return 0
-        if ((SECONDS >= deadline)); then
-            show_log "$name" "$logf"
-            die "$name: GET $base/v2/ did not return 200 within ${BENCH_START_TIMEOUT}s (last status $code)"
-        fi
-        sleep 0.1
-    done
-}
-
 rss_kb() { # pid -> VmRSS in kB
     local k v _
     while read -r k v _; do
