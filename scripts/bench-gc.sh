@@ -168,18 +168,8 @@ cleanup() {
     set +e
     for pid in "${CLIENT_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for pid in "${CLIENT_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do
-        # give it 5s to exit gracefully, then SIGKILL
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    if [[ $BENCH_KEEP == 1 ]]; then
-        log "kept temp dir $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    stop_all_servers
+    remove_work
     exit "$rc"
 }
 trap cleanup EXIT

@@ -31,6 +31,27 @@ stop_server() {
     PIDS=("${keep[@]+"${keep[@]}"}")
 }
 
+# stop_all_servers : what an exit trap does: SIGTERM to every server in PIDS at once, then
+# up to 5 s for each to exit before SIGKILL
+stop_all_servers() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+}
+
+# remove_work : deletes the temp dir WORK, or keeps it (and says where) when BENCH_KEEP=1
+remove_work() {
+    if [[ $BENCH_KEEP == 1 ]]; then
+        log "kept temp dir $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+
 # show_log NAME LOGFILE[|LOGFILE...] : the last 60 lines of each, on stderr
 show_log() {
     local f files
