@@ -1,6 +1,6 @@
 //! The middleware in front of every `/v2/` route (not the token endpoint, not the webhooks):
 //! works out what the request needs ([`super::scope::needed`]), checks its credentials
-//! ([`Auth::check`]), and answers a refusal with `401 UNAUTHORIZED` and the challenge that
+//! ([`Auth::check`]), hands the request on with the caller's [`super::Identity`], or answers a refusal with `401 UNAUTHORIZED` and the challenge that
 //! tells the client where to get a token.
 
 use axum::body::Body;
@@ -13,14 +13,18 @@ use std::sync::Arc;
 use super::{Auth, Refusal};
 use crate::error::Error;
 
-pub async fn guard(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     // The repository exactly as the handlers will read it: what is checked is what is served.
     let repository =
         crate::routes::parse_request_path(crate::routes::after_v2(path)).map(|(name, _)| name);
     let need = super::scope::needed(req.method(), path, repository.as_deref());
-    let Err(error) = auth.check(req.headers(), &need).await else {
-        return next.run(req).await;
+    let error = match auth.check(req.headers(), &need).await {
+        Ok(identity) => {
+            req.extensions_mut().insert(identity);
+            return next.run(req).await;
+        }
+        Err(error) => error,
     };
     let host = req
         .headers()

@@ -43,6 +43,25 @@ pub struct AuthConfig {
     pub https: bool,
 }
 
+/// Who made a request, as the guard found it. The guard puts it in the request's extensions,
+/// where rules, handlers and the audit log read it; it is absent when authentication is off.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The user's name; None: anonymous (no credentials, with anonymous pull on).
+    pub user: Option<String>,
+}
+
+impl Identity {
+    /// The identity of a request that went through the guard, if any.
+    pub fn of(extensions: &axum::http::Extensions) -> Option<&Identity> {
+        extensions.get::<Identity>()
+    }
+
+    fn user(name: String) -> Identity {
+        Identity { user: Some(name) }
+    }
+}
+
 /// Why a request or a token request is refused. Never carries a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -139,24 +158,28 @@ impl Auth {
         }
     }
 
-    /// Whether a request with `headers` may do what `need` says.
-    pub async fn check(&self, headers: &HeaderMap, need: &Need) -> Result<(), AuthError> {
+    /// Who sent a request with `headers`, if it may do what `need` says.
+    pub async fn check(&self, headers: &HeaderMap, need: &Need) -> Result<Identity, AuthError> {
         match credentials(headers) {
-            Credentials::None if self.anonymous_pull && need.read => Ok(()),
+            Credentials::None if self.anonymous_pull && need.read => Ok(Identity::default()),
             Credentials::None => Err(AuthError::Missing),
             Credentials::Malformed => Err(AuthError::Malformed),
             Credentials::Basic(user, password) => {
                 if self.users.verify(&user, &password).await {
-                    Ok(())
+                    Ok(Identity::user(user))
                 } else {
                     Err(AuthError::BadCredentials)
                 }
             }
             Credentials::Bearer(t) => {
                 let claims = self.tokens.verify(&t)?;
+                let identity = match claims.sub.is_empty() {
+                    true => Identity::default(),
+                    false => Identity::user(claims.sub),
+                };
                 match &need.access {
-                    None => Ok(()),
-                    Some(a) if claims.access.iter().any(|g| g.covers(a)) => Ok(()),
+                    None => Ok(identity),
+                    Some(a) if claims.access.iter().any(|g| g.covers(a)) => Ok(identity),
                     Some(a) => Err(AuthError::InsufficientScope(a.scope())),
                 }
             }
