@@ -128,7 +128,12 @@ impl IntoResponse for Error {
 impl From<crate::auth::Refusal> for Error {
     /// `401 UNAUTHORIZED` with the challenge that says how to authenticate. The message says
     /// why (missing, wrong password, expired token, scope not granted), never with a secret.
+    /// A caller the rules do not allow gets `403 DENIED` and no challenge: logging in again
+    /// would not help.
     fn from(r: crate::auth::Refusal) -> Error {
+        if let crate::auth::AuthError::Denied(_) = r.error {
+            return Error::new(OciCode::Denied, r.error.to_string());
+        }
         let challenge = HeaderValue::from_str(&r.challenge)
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
         Error::new(OciCode::Unauthorized, r.error.to_string())

@@ -467,6 +467,10 @@ impl Trow {
                     "--storage",
                     &format!("http://{storage_addr}"),
                 ]);
+                if let Some(config) = &flags.config_file {
+                    // The gateway reads the authorization rules from it.
+                    cmd.arg("--config-file").arg(config);
+                }
                 match (named, proxy_addrs.first()) {
                     (Some(n), Some(first)) => {
                         let port = first.rsplit_once(':').expect("HOST:PORT").1;

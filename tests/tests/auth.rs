@@ -5,6 +5,8 @@
 //! anonymous pull lets reads through and nothing else; replicas sharing `--token-key-file`
 //! accept each other's tokens; and no password or token ever appears in a log.
 
+#[path = "auth/rules.rs"]
+mod rules;
 #[path = "auth/scenarios.rs"]
 mod scenarios;
 
@@ -14,6 +16,12 @@ both_topologies!(scenarios::clients_log_in_and_push);
 both_topologies!(scenarios::tokens_are_checked);
 both_topologies!(scenarios::anonymous_pull);
 both_topologies!(scenarios::no_users_no_auth);
+both_topologies!(rules::rules_decide);
+
+#[test]
+fn bad_rule_sets_stop_the_start() {
+    rules::bad_rule_sets_stop_the_start();
+}
 
 /// Start-up refuses an htpasswd file with a hash that is not bcrypt, naming the line; `--help`
 /// never shows a password given in the environment.

@@ -1,6 +1,6 @@
 //! The `--config-file` YAML: one section per service (the proxy's `registry_proxies`,
 //! admission's `image_validation` and `image_mutation`; the proxy enforces `image_validation`
-//! too; storage's `retention`), in the format of the original Trow. Unknown keys and
+//! too; storage's `retention`; the gateway's `authorization`), in the format of the original Trow. Unknown keys and
 //! bad values stop the start-up with the key named, rather than running with a silent default.
 
 use std::path::Path;
@@ -20,6 +20,9 @@ pub struct FileConfig {
     /// Which tags and untagged manifests each repository keeps (see `trow_storage::retention`).
     #[serde(default)]
     pub retention: Option<trow_storage::retention::Retention>,
+    /// Who may pull, push, delete and read the audit log (see `trow_gateway::auth::rules`).
+    #[serde(default)]
+    pub authorization: Option<trow_gateway::auth::rules::AuthorizationConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]

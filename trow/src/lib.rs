@@ -77,7 +77,7 @@ fn auth(config: Option<trow_gateway::auth::AuthConfig>) -> Option<Arc<trow_gatew
     };
     tracing::info!(
         users = c.users.len(),
-        anonymous_pull = c.anonymous_pull,
+        rules = ?c.rules,
         token_lifetime = ?c.token_lifetime,
         service = %c.service,
         "authentication is on: the token endpoint is /v2/token"

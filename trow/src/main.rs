@@ -7,7 +7,7 @@
 //! trow proxy --listen 0.0.0.0:7001 --storage URL [--hostname NAME]
 //!                                                        the pull-through cache alone (gRPC)
 //! trow admission --listen 0.0.0.0:7002 [--proxy URL]     the admission webhooks alone (gRPC)
-//! trow gateway --bind 0.0.0.0:8000 --storage URL [--proxy URL,...] [--admission URL]
+//! trow gateway --bind 0.0.0.0:8000 --storage URL [--proxy URL,...] [--admission URL] [--config-file F]
 //!                                                        the HTTP gateway alone
 //! trow fsck --data-dir DIR                               check a store, read-only
 //! trow gc --storage URL [--dry-run]                      collect garbage in a running store
@@ -128,14 +128,16 @@ struct AuthArgs {
 }
 
 impl AuthArgs {
-    /// The gateway's authentication; None when no user is configured. `service` is the name in
-    /// challenges and tokens; `https`: the realm is an https URL.
+    /// The gateway's authentication; None when no user is configured. `hostname` is the name
+    /// in challenges and tokens; `https`: the realm is an https URL; `file`: the config file,
+    /// whose `authorization` section holds the rules.
     fn config(
         &self,
-        service: Option<&str>,
+        hostname: Option<&str>,
         https: bool,
+        file: &trow::config::FileConfig,
     ) -> Result<Option<trow_gateway::auth::AuthConfig>, trow::Error> {
-        use trow_gateway::auth::{token, users::Users};
+        use trow_gateway::auth::{rules::Rules, token, users::Users};
         let mut users = Users::default();
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
             users.add(user, password)?;
@@ -150,8 +152,18 @@ impl AuthArgs {
                      authentication is off"
                 );
             }
+            if file.authorization.is_some() {
+                return Err("the config file has `authorization` rules but no user is \
+                            configured (--user/--password or --htpasswd): rules need \
+                            authentication"
+                    .into());
+            }
             return Ok(None);
         }
+        let rules = match &file.authorization {
+            Some(section) => Rules::new(section, self.anonymous_pull)?,
+            None => Rules::authenticated_only(self.anonymous_pull),
+        };
         let token_key = match &self.token_key_file {
             Some(path) => token::key_from_file(path)?,
             None => token::random_key()?,
@@ -163,8 +175,9 @@ impl AuthArgs {
                 .token_lifetime
                 .unwrap_or(Duration::from_secs(5 * 60))
                 .max(Duration::from_secs(1)),
-            anonymous_pull: self.anonymous_pull,
-            service: service.unwrap_or("trow").to_string(),
+            rules,
+            service: hostname.unwrap_or("trow").to_string(),
+            hostname: hostname.map(str::to_string),
             https,
         }))
     }
@@ -345,6 +358,9 @@ struct GatewayArgs {
     /// The name clients use to reach this registry: `?ns=<hostname>` reads are local.
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
+    /// The YAML config; the gateway reads its `authorization` section (who may do what).
+    #[arg(long, env = "TROW_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
     #[command(flatten)]
     server: ServerArgs,
     #[command(flatten)]
@@ -417,7 +433,9 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             let webhooks = config.webhooks(a.hostname.clone())?;
             let proxy_policy = config.proxy_policy(a.hostname.as_deref())?;
             let server = a.server.config()?;
-            let auth = a.auth.config(a.hostname.as_deref(), server.tls.is_some())?;
+            let auth = a
+                .auth
+                .config(a.hostname.as_deref(), server.tls.is_some(), &config)?;
             trow::run_all(trow::AllInOne {
                 bind: a.bind,
                 storage_listen: a.storage_listen,
@@ -449,8 +467,11 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             trow::run_admission(a.listen, webhooks, a.proxy.as_deref()).await
         }
         Some(Command::Gateway(a)) => {
+            let file = trow::config::FileConfig::load(a.config_file.as_deref())?;
             let config = a.server.config()?;
-            let auth = a.auth.config(a.hostname.as_deref(), config.tls.is_some())?;
+            let auth = a
+                .auth
+                .config(a.hostname.as_deref(), config.tls.is_some(), &file)?;
             let admission = a.admission.as_deref();
             trow::run_gateway(trow::Gateway {
                 bind: a.bind,

@@ -18,7 +18,8 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
     // The repository exactly as the handlers will read it: what is checked is what is served.
     let repository =
         crate::routes::parse_request_path(crate::routes::after_v2(path)).map(|(name, _)| name);
-    let need = super::scope::needed(req.method(), path, repository.as_deref());
+    let mut need = super::scope::needed(req.method(), path, repository.as_deref());
+    need.target = repository.and_then(|r| cache_name(&r, req.uri().query(), auth.hostname()));
     let error = match auth.check(req.headers(), &need).await {
         Ok(identity) => {
             req.extensions_mut().insert(identity);
@@ -39,4 +40,60 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
         resp.headers_mut().remove(header::CONTENT_LENGTH);
     }
     resp
+}
+
+/// The cache's name for what a request under `repository` reads, when it reads another
+/// registry: `f/<registry in its cache spelling>/<repository>` for `f/...` (any spelling of
+/// the registry) and for `?ns=<registry>`, so the rules judge one name however it is written.
+fn cache_name(repository: &str, query: Option<&str>, hostname: Option<&str>) -> Option<String> {
+    let ns = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "ns")
+            .and_then(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8().ok())
+            .map(|v| v.into_owned())
+    });
+    let up = crate::routes::proxied::Upstream::of(repository, ns.as_deref(), hostname)?;
+    let authority = match up.ns {
+        true => trow_names::Authority::parse(&up.registry).ok(),
+        false => trow_names::Authority::from_cache_name(&up.registry)
+            .or_else(|| trow_names::Authority::parse(&up.registry).ok()),
+    };
+    let registry = authority.map(|a| a.cache_name()).unwrap_or(up.registry);
+    Some(format!(
+        "{}/{registry}/{}",
+        trow_proto::cache::NAMESPACE,
+        up.repository
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_name;
+
+    #[test]
+    fn cache_reads_are_judged_by_their_cache_name() {
+        assert_eq!(cache_name("team/app", None, None), None);
+        assert_eq!(
+            cache_name("library/nginx", Some("ns=docker.io"), None).as_deref(),
+            Some("f/docker.io/library/nginx")
+        );
+        assert_eq!(
+            cache_name("library/nginx", Some("x=1&ns=Quay.IO%3A443"), None).as_deref(),
+            Some("f/quay.io/library/nginx")
+        );
+        assert_eq!(
+            cache_name("f/QUAY.io:443/a/b", None, None).as_deref(),
+            Some("f/quay.io/a/b")
+        );
+        assert_eq!(
+            cache_name("f/reg.example_5000/a", None, None).as_deref(),
+            Some("f/reg.example_5000/a")
+        );
+        assert_eq!(
+            cache_name("team/app", Some("ns=trow.local"), Some("trow.local")),
+            None,
+            "?ns= of this registry is a local read"
+        );
+    }
 }

@@ -10,12 +10,15 @@
 //! `Authorization: Basic` is accepted on `/v2/` routes too (curl, some scripts). The accounts
 //! are in [`users`]; tokens in [`token`]; scopes and what a request needs in [`scope`].
 //!
-//! Who may do what is not decided here yet: an authenticated user is granted every scope it
-//! asks for; an anonymous client, only pulls, and only with anonymous pull on. The webhooks
-//! (`/validate-image`, `/mutate-image`) are not behind authentication: the API server calls
-//! them, over their own TLS.
+//! Who may do what is decided by [`rules`], on every request (so a change of rules applies to
+//! tokens already issued): a caller who is not allowed gets `401 UNAUTHORIZED` and the
+//! challenge when it sent no credentials (it may log in), `403 DENIED` when it did. A token
+//! still has to grant the scope a request needs. The webhooks (`/validate-image`,
+//! `/mutate-image`) and the health endpoints are not behind authentication: the API server and
+//! the kubelet call them.
 
 pub mod layer;
+pub mod rules;
 pub mod scope;
 pub mod token;
 pub mod users;
@@ -24,6 +27,7 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use std::time::Duration;
 
+use rules::{Action, Rules};
 use scope::{Access, Need};
 use token::{TokenError, Tokens};
 use users::Users;
@@ -35,12 +39,14 @@ pub struct AuthConfig {
     /// The tokens' HMAC key (see [`token::key_from_file`], [`token::random_key`]).
     pub token_key: Vec<u8>,
     pub token_lifetime: Duration,
-    /// Reads without credentials are allowed.
-    pub anonymous_pull: bool,
+    /// Who may do what (see [`rules`]).
+    pub rules: Rules,
     /// The name in challenges and tokens (`service`, a token's `aud`).
     pub service: String,
     /// The gateway serves HTTPS: the realm is an `https` URL.
     pub https: bool,
+    /// The name clients use for this registry (`?ns=<hostname>` is a local read).
+    pub hostname: Option<String>,
 }
 
 /// Who made a request, as the guard found it. The guard puts it in the request's extensions,
@@ -49,6 +55,8 @@ pub struct AuthConfig {
 pub struct Identity {
     /// The user's name; None: anonymous (no credentials, with anonymous pull on).
     pub user: Option<String>,
+    /// Groups the user is in besides those the rules define (a TokenReview's).
+    pub groups: Vec<String>,
 }
 
 impl Identity {
@@ -58,7 +66,10 @@ impl Identity {
     }
 
     fn user(name: String) -> Identity {
-        Identity { user: Some(name) }
+        Identity {
+            user: Some(name),
+            groups: Vec::new(),
+        }
     }
 }
 
@@ -75,6 +86,9 @@ pub enum AuthError {
     Token(#[from] TokenError),
     #[error("the token does not grant {0}")]
     InsufficientScope(String),
+    /// Authenticated, but the rules do not allow it: `403 DENIED`, no challenge.
+    #[error("{0} is not allowed")]
+    Denied(String),
     #[error("cannot issue a token")]
     Issue,
 }
@@ -134,8 +148,9 @@ fn credentials(headers: &HeaderMap) -> Credentials {
 pub struct Auth {
     users: Users,
     tokens: Tokens,
-    anonymous_pull: bool,
+    rules: Rules,
     scheme: &'static str,
+    hostname: Option<String>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -143,7 +158,7 @@ impl std::fmt::Debug for Auth {
         f.debug_struct("Auth")
             .field("users", &self.users)
             .field("tokens", &self.tokens)
-            .field("anonymous_pull", &self.anonymous_pull)
+            .field("rules", &self.rules)
             .finish()
     }
 }
@@ -153,37 +168,98 @@ impl Auth {
         Auth {
             users: c.users,
             tokens: Tokens::new(c.token_key, c.token_lifetime, c.service),
-            anonymous_pull: c.anonymous_pull,
+            rules: c.rules,
+            hostname: c.hostname,
             scheme: if c.https { "https" } else { "http" },
         }
     }
 
+    /// The name clients use for this registry.
+    pub fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref()
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
     /// Who sent a request with `headers`, if it may do what `need` says.
     pub async fn check(&self, headers: &HeaderMap, need: &Need) -> Result<Identity, AuthError> {
-        match credentials(headers) {
-            Credentials::None if self.anonymous_pull && need.read => Ok(Identity::default()),
-            Credentials::None => Err(AuthError::Missing),
-            Credentials::Malformed => Err(AuthError::Malformed),
+        let (identity, claims) = match credentials(headers) {
+            // `/v2/` challenges callers without credentials, so clients learn to log in.
+            Credentials::None if need.access.is_some() && self.rules.grants_anonymous() => {
+                (Identity::default(), None)
+            }
+            Credentials::None => return Err(AuthError::Missing),
+            Credentials::Malformed => return Err(AuthError::Malformed),
             Credentials::Basic(user, password) => {
-                if self.users.verify(&user, &password).await {
-                    Ok(Identity::user(user))
-                } else {
-                    Err(AuthError::BadCredentials)
+                if !self.users.verify(&user, &password).await {
+                    return Err(AuthError::BadCredentials);
                 }
+                (Identity::user(user), None)
             }
             Credentials::Bearer(t) => {
                 let claims = self.tokens.verify(&t)?;
                 let identity = match claims.sub.is_empty() {
                     true => Identity::default(),
-                    false => Identity::user(claims.sub),
+                    false => Identity::user(claims.sub.clone()),
                 };
-                match &need.access {
-                    None => Ok(identity),
-                    Some(a) if claims.access.iter().any(|g| g.covers(a)) => Ok(identity),
-                    Some(a) => Err(AuthError::InsufficientScope(a.scope())),
-                }
+                (identity, Some(claims))
             }
+        };
+        let Some(access) = &need.access else {
+            return Ok(identity);
+        };
+        if !self.allowed(&identity, access, need.target.as_deref()) {
+            return Err(match identity.user {
+                None => AuthError::Missing,
+                Some(_) => AuthError::Denied(access.scope()),
+            });
         }
+        match claims {
+            Some(c) if !c.access.iter().any(|g| g.covers(access)) => {
+                Err(AuthError::InsufficientScope(access.scope()))
+            }
+            _ => Ok(identity),
+        }
+    }
+
+    /// Whether the rules let `who` have `access`; `target` is the repository the rules judge
+    /// (the cache's `f/<registry>/...` for a `?ns=` read), when it is not the scope's own name.
+    fn allowed(&self, who: &Identity, access: &Access, target: Option<&str>) -> bool {
+        match (access.kind.as_str(), access.name.as_str()) {
+            ("registry", "catalog") => true,
+            ("registry", "audit") => self.rules.allows_audit(who),
+            ("repository", name) => access.actions.iter().all(|a| {
+                Action::from_scope(a)
+                    .is_some_and(|a| self.rules.allows(who, target.unwrap_or(name), a))
+            }),
+            _ => false,
+        }
+    }
+
+    /// The part of `requested` a token for `who` grants. Pull is granted on any name the caller
+    /// could pull through the cache as well, since a containerd mirror read (`?ns=`) asks for
+    /// the upstream's name; each request is judged by the rules again anyway.
+    fn grant(&self, who: &Identity, requested: Vec<Access>) -> Vec<Access> {
+        let cache_pull = self.rules.allows_some_cache_pull(who);
+        requested
+            .into_iter()
+            .filter_map(|mut a| {
+                if a.kind == "repository" {
+                    let name = a.name.clone();
+                    a.actions.retain(|x| match Action::from_scope(x) {
+                        Some(Action::Pull) if cache_pull => true,
+                        Some(action) => self.rules.allows(who, &name, action),
+                        None => false,
+                    });
+                } else if !self.allowed(who, &a, None) {
+                    a.actions.clear();
+                }
+                (!a.actions.is_empty()).then_some(a)
+            })
+            .collect()
     }
 
     /// The Bearer challenge for a request to `host` that needs `need`, refused for `error`.
@@ -215,26 +291,22 @@ impl Auth {
             error,
         };
         let requested = scopes(query);
-        let (subject, access) = match credentials(headers) {
+        let identity = match credentials(headers) {
             Credentials::Basic(user, password) => {
                 if !self.users.verify(&user, &password).await {
                     tracing::debug!("token request refused: invalid username or password");
                     return Err(refuse(AuthError::BadCredentials));
                 }
-                (user, requested)
+                Identity::user(user)
             }
-            Credentials::None if self.anonymous_pull => (
-                String::new(),
-                requested
-                    .into_iter()
-                    .filter_map(Access::anonymous)
-                    .collect(),
-            ),
+            Credentials::None if self.rules.grants_anonymous() => Identity::default(),
             Credentials::None => return Err(refuse(AuthError::Missing)),
             Credentials::Bearer(_) | Credentials::Malformed => {
                 return Err(refuse(AuthError::Malformed));
             }
         };
+        let access = self.grant(&identity, requested);
+        let subject = identity.user.unwrap_or_default();
         let issued = self
             .tokens
             .issue(&subject, access)

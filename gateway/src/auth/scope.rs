@@ -71,16 +71,6 @@ impl Access {
                 .iter()
                 .all(|a| self.actions.iter().any(|g| g == a || g == "*"))
     }
-
-    /// Only what an anonymous client may have: pulls, and the catalog (a listing is a read).
-    pub fn anonymous(mut self) -> Option<Access> {
-        match self.kind.as_str() {
-            "repository" => self.actions.retain(|a| a == PULL),
-            "registry" if self.name == "catalog" => {}
-            _ => self.actions.clear(),
-        }
-        (!self.actions.is_empty()).then_some(self)
-    }
 }
 
 /// What a request needs.
@@ -88,8 +78,18 @@ impl Access {
 pub struct Need {
     /// The resource and actions; None: any valid credentials (the version check `/v2/`).
     pub access: Option<Access>,
-    /// A read that anonymous clients may make when anonymous pull is on.
-    pub read: bool,
+    /// The repository the rules judge, when it is not the scope's: the cache's
+    /// `f/<registry>/<repository>` for a `?ns=<registry>` read (see `layer`).
+    pub target: Option<String>,
+}
+
+impl Need {
+    fn new(access: Option<Access>) -> Need {
+        Need {
+            access,
+            target: None,
+        }
+    }
 }
 
 /// What `method` on `path` (under `/v2`) needs. `repository` is the name the path addresses,
@@ -98,16 +98,10 @@ pub fn needed(method: &Method, path: &str, repository: Option<&str>) -> Need {
     let read = method == Method::GET || method == Method::HEAD;
     if path == "/v2" || path == "/v2/" {
         // Clients expect the version check to challenge them when the registry has auth.
-        return Need {
-            access: None,
-            read: false,
-        };
+        return Need::new(None);
     }
     if path == "/v2/_catalog" {
-        return Need {
-            access: Some(Access::catalog()),
-            read,
-        };
+        return Need::new(Some(Access::catalog()));
     }
     let actions: &[&str] = if read {
         &[PULL]
@@ -116,10 +110,7 @@ pub fn needed(method: &Method, path: &str, repository: Option<&str>) -> Need {
     } else {
         &[PULL, "push"]
     };
-    Need {
-        access: repository.map(|name| Access::repository(name, actions)),
-        read,
-    }
+    Need::new(repository.map(|name| Access::repository(name, actions)))
 }
 
 #[cfg(test)]
@@ -152,28 +143,17 @@ mod tests {
     }
 
     #[test]
-    fn anonymous_clients_only_pull() {
-        assert_eq!(
-            Access::repository("a", &["pull", "push"]).anonymous(),
-            Some(Access::repository("a", &["pull"]))
-        );
-        assert_eq!(Access::repository("a", &["push"]).anonymous(), None);
-        assert_eq!(Access::catalog().anonymous(), Some(Access::catalog()));
-    }
-
-    #[test]
     fn requests_need_distributions_actions() {
         let need = |m: Method, p: &str, r: Option<&str>| needed(&m, p, r);
         let repo = |actions: &[&str]| Some(Access::repository("a/b", actions));
         assert_eq!(need(Method::GET, "/v2/", None).access, None);
-        assert!(!need(Method::GET, "/v2/", None).read);
         let n = need(Method::HEAD, "/v2/a/b/blobs/sha256:x", Some("a/b"));
-        assert_eq!((n.access, n.read), (repo(&["pull"]), true));
+        assert_eq!(n.access, repo(&["pull"]));
         let n = need(Method::PATCH, "/v2/a/b/blobs/uploads/x", Some("a/b"));
-        assert_eq!((n.access, n.read), (repo(&["pull", "push"]), false));
+        assert_eq!(n.access, repo(&["pull", "push"]));
         let n = need(Method::DELETE, "/v2/a/b/manifests/x", Some("a/b"));
-        assert_eq!((n.access, n.read), (repo(&["delete"]), false));
+        assert_eq!(n.access, repo(&["delete"]));
         let n = need(Method::GET, "/v2/_catalog", None);
-        assert_eq!((n.access, n.read), (Some(Access::catalog()), true));
+        assert_eq!(n.access, Some(Access::catalog()));
     }
 }

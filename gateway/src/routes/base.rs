@@ -6,3 +6,9 @@ use axum::response::IntoResponse;
 pub async fn check() -> impl IntoResponse {
     Json(serde_json::json!({}))
 }
+
+/// `GET /healthz`: the gateway is up and serving HTTP. Never behind authentication, so the
+/// kubelet's probes and load balancers need no credentials; it says nothing about the store.
+pub async fn healthz() -> impl IntoResponse {
+    "ok\n"
+}

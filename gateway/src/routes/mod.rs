@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v2)
         .route("/v2/token", get(token::issue))
+        .route("/healthz", get(base::healthz))
         .route("/validate-image", post(admission::validate))
         .route("/mutate-image", post(admission::mutate))
         .fallback(|| async { Error::new(OciCode::NameUnknown, "no such endpoint") })
@@ -119,11 +120,32 @@ pub struct Req {
     pub params: HashMap<String, String>,
     pub headers: HeaderMap,
     pub body: Body,
+    /// Who is calling; None when authentication is off.
+    pub identity: Option<crate::auth::Identity>,
 }
 
 impl Req {
     pub fn param(&self, k: &str) -> Option<&str> {
         self.params.get(k).map(String::as_str)
+    }
+
+    /// Whether the caller may pull from `repository` (a mount's source): always, without
+    /// authentication.
+    pub fn may_pull(&self, repository: &str) -> bool {
+        may_pull(&self.state, self.identity.as_ref(), repository)
+    }
+}
+
+/// Whether `who` may pull from `repository` under the gateway's rules; always without
+/// authentication.
+pub fn may_pull(state: &AppState, who: Option<&crate::auth::Identity>, repository: &str) -> bool {
+    match (&state.auth, who) {
+        (None, _) => true,
+        (Some(auth), Some(who)) => {
+            auth.rules()
+                .allows(who, repository, crate::auth::rules::Action::Pull)
+        }
+        (Some(_), None) => false,
     }
 }
 
@@ -138,7 +160,8 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
         .with_status(axum::http::StatusCode::NOT_FOUND)
         .into_response();
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let identity = parts.extensions.remove::<crate::auth::Identity>();
     let upstream = proxied::Upstream::of(
         &repo,
         params.get("ns").map(String::as_str),
@@ -150,6 +173,7 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
         params,
         headers: parts.headers,
         body,
+        identity,
     };
     let m = &method;
     let cached = trow_proto::cache::is_cached(&r.repo);

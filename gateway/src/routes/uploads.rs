@@ -155,7 +155,13 @@ async fn with_upload_position(e: Error, state: &AppState, repo: &str, id: &str) 
 
 pub async fn start(r: Req) -> Result<Response> {
     let mut storage = r.state.storage.clone();
-    if let (Some(digest), Some(from)) = (r.param("mount"), r.param("from")) {
+    // A mount from a repository the caller may not pull would hand it that repository's
+    // blob: it becomes an ordinary upload instead, as for a blob the source does not have.
+    let mount = match (r.param("mount"), r.param("from")) {
+        (Some(digest), Some(from)) if r.may_pull(from) => Some((digest, from)),
+        _ => None,
+    };
+    if let Some((digest, from)) = mount {
         let mount = MountBlobRequest {
             repository: r.repo.clone(),
             digest: digest.to_string(),

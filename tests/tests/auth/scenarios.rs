@@ -31,6 +31,11 @@ pub struct Setup {
 
 impl Setup {
     pub fn start(topology: Topology, extra: &[&str]) -> Setup {
+        Setup::start_with_config(topology, extra, None)
+    }
+
+    /// [`Setup::start`] with `config` (YAML) as the `--config-file`.
+    pub fn start_with_config(topology: Topology, extra: &[&str], config: Option<&str>) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let alice = format!("alice-pw-{}", unique());
         let bob = format!("bob-pw-{}", unique());
@@ -53,7 +58,12 @@ impl Setup {
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let flags = Flags::gateway(&args).with_env("RUST_LOG", "debug");
+        let mut flags = Flags::gateway(&args).with_env("RUST_LOG", "debug");
+        if let Some(yaml) = config {
+            let path = dir.path().join("config.yaml");
+            std::fs::write(&path, yaml).unwrap();
+            flags.config_file = Some(path);
+        }
         let trow = Trow::start_with(topology, flags);
         Setup {
             trow,
@@ -134,7 +144,7 @@ impl Setup {
 }
 
 /// The challenge a request to `url` gets: `Bearer realm=...,service="trow"` plus `rest`.
-fn challenge(t: &Trow, rest: &str) -> String {
+pub fn challenge(t: &Trow, rest: &str) -> String {
     format!("Bearer realm=\"{}/v2/token\",service=\"trow\"{rest}", t.url)
 }
 
@@ -165,7 +175,7 @@ fn jwt(key: &[u8], sub: &str, exp: u64, access: Value) -> String {
 }
 
 /// The claims of a token (not verified: what Trow wrote in it).
-fn claims(token: &str) -> Value {
+pub fn claims(token: &str) -> Value {
     let part = token.split('.').nth(1).expect("a JWT");
     serde_json::from_slice(&B64URL.decode(part).unwrap()).unwrap()
 }
