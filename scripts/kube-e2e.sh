@@ -43,7 +43,11 @@
 #      with 403, the message naming both images and their reasons; nothing is stored;
 #   3. Deployment with a denied image is refused with 403 (validating webhook on apps/v1);
 #   4. a dryRun=All Pod create answers with the rewritten image and stores nothing;
-#   5. an UPDATE of Pod web to a denied image is refused with 403 (validating webhook on UPDATE).
+#   5. an UPDATE of Pod web to a denied image is refused with 403 (validating webhook on UPDATE);
+#   6. a second trow with `authorization.kubernetes` (TokenReview and SubjectAccessReview through
+#      KUBECONFIG): a service account's token (TokenRequest) is its password; rules name its
+#      group; a ClusterRole's `pull` on repositories.trow.dev/team/rbac lets it read that one
+#      repository; refusals are 403, a forged token 401; the token never reaches the log.
 
 set -euo pipefail
 
@@ -412,6 +416,84 @@ expect_refused "PATCH pods/web" "$code" 'docker.io/library/busybox:1.36' 'denied
 code=$(kapi GET /api/v1/namespaces/demo/pods/web)
 got=$(jq -r '.spec.containers[0].image' "$W/answer.json")
 if [[ $got == "$WANT" ]]; then pass "Pod web still runs $got"; else fail "Pod web's image is now $got"; fi
+
+log "6. Kubernetes identities: a service-account token as the password (TokenReview), RBAC (SubjectAccessReview)"
+code=$(kapi POST /api/v1/namespaces '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"builds"}}')
+[[ $code == 201 ]] || die "namespace builds: HTTP $code: $(cat "$W/answer.json")"
+code=$(kapi POST /api/v1/namespaces/builds/serviceaccounts \
+  '{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"ci"}}')
+[[ $code == 201 ]] || die "serviceaccount builds/ci: HTTP $code: $(cat "$W/answer.json")"
+code=$(kapi POST /api/v1/namespaces/builds/serviceaccounts/ci/token \
+  '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":600}}')
+[[ $code == 201 ]] || die "TokenRequest builds/ci: HTTP $code: $(cat "$W/answer.json")"
+SA_TOKEN=$(jq -r .status.token "$W/answer.json")
+info "TokenRequest for builds/ci: 201 (a ${#SA_TOKEN}-byte JWT)"
+code=$(kapi POST /apis/rbac.authorization.k8s.io/v1/clusterroles "$(jq -cn '{apiVersion: "rbac.authorization.k8s.io/v1",
+  kind: "ClusterRole", metadata: {name: "trow-pull-team-rbac"},
+  rules: [{apiGroups: ["trow.dev"], resources: ["repositories"], verbs: ["pull"], resourceNames: ["team/rbac"]}]}')")
+[[ $code == 201 ]] || die "ClusterRole: HTTP $code: $(cat "$W/answer.json")"
+code=$(kapi POST /apis/rbac.authorization.k8s.io/v1/clusterrolebindings "$(jq -cn '{apiVersion: "rbac.authorization.k8s.io/v1",
+  kind: "ClusterRoleBinding", metadata: {name: "trow-pull-team-rbac"},
+  roleRef: {apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "trow-pull-team-rbac"},
+  subjects: [{kind: "ServiceAccount", name: "ci", namespace: "builds"}]}')")
+[[ $code == 201 ]] || die "ClusterRoleBinding: HTTP $code: $(cat "$W/answer.json")"
+info "ClusterRole trow-pull-team-rbac (verb pull on repositories.trow.dev team/rbac), bound to builds/ci"
+
+TROW2_PORT=$(free_port)
+ADMIN_PW=$(openssl rand -hex 12)
+jq -n --arg server "$KUBE" --arg ca "$P/ca.crt" --arg token "$TOKEN" '{apiVersion: "v1", kind: "Config",
+  clusters: [{name: "e2e", cluster: {server: $server, "certificate-authority": $ca}}],
+  users: [{name: "admin", user: {token: $token}}],
+  contexts: [{name: "e2e", context: {cluster: "e2e", user: "admin"}}], "current-context": "e2e"}' >"$W/kubeconfig"
+cat >"$W/trow-auth.yaml" <<'EOF'
+authorization:
+  rules:
+    - subjects: [user:admin]
+      repositories: ["*"]
+      actions: ["*"]
+    - subjects: ["group:system:serviceaccounts:builds"]
+      repositories: [builds/]
+      actions: [pull, push]
+  kubernetes:
+    token_review: true
+    rbac: {}
+EOF
+sed 's/^/    | /' "$W/trow-auth.yaml"
+KUBECONFIG=$W/kubeconfig "$TROW_BIN" --bind "127.0.0.1:$TROW2_PORT" --data-dir "$W/trow2-data" \
+  --user admin --password "$ADMIN_PW" --config-file "$W/trow-auth.yaml" >"$W/trow-auth.log" 2>&1 &
+PIDS+=($!)
+T2=http://127.0.0.1:$TROW2_PORT
+wait_for trow-auth "${PIDS[-1]}" curl -sf --noproxy '*' "$T2/healthz"
+info "a second trow on $T2: users from TokenReview, RBAC by SubjectAccessReview (KUBECONFIG as e2e-admin)"
+# t2 METHOD PATH CREDENTIALS: Trow's answer in $W/t2.json, its status on stdout.
+t2() {
+  curl -s --noproxy '*' -o "$W/t2.json" -w '%{http_code}' -X "$1" -u "$3" "$T2$2"
+}
+expect_t2() {
+  local what=$1 want=$2 code=$3 oci
+  oci=$(jq -r '.errors[0].code // empty' "$W/t2.json" 2>/dev/null || true)
+  if [[ $code == "$want" ]]; then pass "$what: HTTP $code ${oci}"; else fail "$what: HTTP $code ${oci}, want $want: $(head -c 300 "$W/t2.json")"; fi
+}
+expect_t2 "service-account token as password, push to builds/ (rules by its group)" 202 \
+  "$(t2 POST /v2/builds/app/blobs/uploads/ "ci:$SA_TOKEN")"
+code=$(t2 GET '/v2/token?service=trow&scope=repository:builds/app:pull,push' "ci:$SA_TOKEN")
+granted=$(jq -r '.token | split(".")[1] | @base64d | fromjson | [.sub, (.access[0].actions | join(",")), (.groups | index("system:serviceaccounts:builds") != null)] | map(tostring) | join(" ")' "$W/t2.json" 2>/dev/null || true)
+if [[ $code == 200 && $granted == "system:serviceaccount:builds:ci pull,push true" ]]; then
+  pass "token endpoint: HTTP 200, token for $granted"
+else
+  fail "token endpoint: HTTP $code, token says '$granted'"
+fi
+BEARER=$(jq -r .token "$W/t2.json")
+code=$(curl -s --noproxy '*' -o "$W/t2.json" -w '%{http_code}' -X POST -H "Authorization: Bearer $BEARER" "$T2/v2/builds/app/blobs/uploads/")
+expect_t2 "push with Trow's token for the service account" 202 "$code"
+expect_t2 "service account pushes outside builds/" 403 "$(t2 POST /v2/other/app/blobs/uploads/ "ci:$SA_TOKEN")"
+expect_t2 "RBAC grants pull on team/rbac (the read reaches the store: unknown repository)" 404 \
+  "$(t2 GET /v2/team/rbac/tags/list "ci:$SA_TOKEN")"
+expect_t2 "RBAC grants no pull on team/other" 403 "$(t2 GET /v2/team/other/tags/list "ci:$SA_TOKEN")"
+expect_t2 "RBAC grants no push on team/rbac" 403 "$(t2 POST /v2/team/rbac/blobs/uploads/ "ci:$SA_TOKEN")"
+expect_t2 "a forged token as password" 401 "$(t2 GET /v2/builds/app/tags/list "ci:${SA_TOKEN%?????}xxxxx")"
+expect_t2 "Trow's own user still logs in" 202 "$(t2 POST /v2/team/rbac/blobs/uploads/ "admin:$ADMIN_PW")"
+if grep -qF "${SA_TOKEN##*.}" "$W/trow-auth.log"; then fail "the service-account token is in trow's log"; else pass "the service-account token is not in trow's log"; fi
 
 # --- what Trow saw -----------------------------------------------------------------------------
 log "trow's log: $(grep -c . "$W/trow.log") lines, $(grep -ciE '\b(error|panic)' "$W/trow.log" || true) with error/panic"

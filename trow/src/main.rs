@@ -131,7 +131,7 @@ impl AuthArgs {
     /// The gateway's authentication; None when no user is configured. `hostname` is the name
     /// in challenges and tokens; `https`: the realm is an https URL; `file`: the config file,
     /// whose `authorization` section holds the rules.
-    fn config(
+    async fn config(
         &self,
         hostname: Option<&str>,
         https: bool,
@@ -164,6 +164,16 @@ impl AuthArgs {
             Some(section) => Rules::new(section, self.anonymous_pull)?,
             None => Rules::authenticated_only(self.anonymous_pull),
         };
+        let kubernetes = match file
+            .authorization
+            .as_ref()
+            .and_then(|a| a.kubernetes.clone())
+        {
+            Some(k) => Some(std::sync::Arc::new(
+                trow_gateway::auth::kubernetes::Kubernetes::connect(k).await?,
+            )),
+            None => None,
+        };
         let token_key = match &self.token_key_file {
             Some(path) => token::key_from_file(path)?,
             None => token::random_key()?,
@@ -178,6 +188,7 @@ impl AuthArgs {
             rules,
             service: hostname.unwrap_or("trow").to_string(),
             hostname: hostname.map(str::to_string),
+            kubernetes,
             https,
         }))
     }
@@ -435,7 +446,8 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             let server = a.server.config()?;
             let auth = a
                 .auth
-                .config(a.hostname.as_deref(), server.tls.is_some(), &config)?;
+                .config(a.hostname.as_deref(), server.tls.is_some(), &config)
+                .await?;
             trow::run_all(trow::AllInOne {
                 bind: a.bind,
                 storage_listen: a.storage_listen,
@@ -471,7 +483,8 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             let config = a.server.config()?;
             let auth = a
                 .auth
-                .config(a.hostname.as_deref(), config.tls.is_some(), &file)?;
+                .config(a.hostname.as_deref(), config.tls.is_some(), &file)
+                .await?;
             let admission = a.admission.as_deref();
             trow::run_gateway(trow::Gateway {
                 bind: a.bind,

@@ -17,6 +17,7 @@
 //! `/mutate-image`) and the health endpoints are not behind authentication: the API server and
 //! the kubelet call them.
 
+pub mod kubernetes;
 pub mod layer;
 pub mod rules;
 pub mod scope;
@@ -27,8 +28,10 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use std::time::Duration;
 
+use kubernetes::Kubernetes;
 use rules::{Action, Rules};
 use scope::{Access, Need};
+use std::sync::Arc;
 use token::{TokenError, Tokens};
 use users::Users;
 
@@ -47,6 +50,8 @@ pub struct AuthConfig {
     pub https: bool,
     /// The name clients use for this registry (`?ns=<hostname>` is a local read).
     pub hostname: Option<String>,
+    /// The cluster's TokenReview and SubjectAccessReview, when the rules ask for them.
+    pub kubernetes: Option<Arc<Kubernetes>>,
 }
 
 /// Who made a request, as the guard found it. The guard puts it in the request's extensions,
@@ -149,6 +154,7 @@ pub struct Auth {
     users: Users,
     tokens: Tokens,
     rules: Rules,
+    kubernetes: Option<Arc<Kubernetes>>,
     scheme: &'static str,
     hostname: Option<String>,
 }
@@ -159,6 +165,7 @@ impl std::fmt::Debug for Auth {
             .field("users", &self.users)
             .field("tokens", &self.tokens)
             .field("rules", &self.rules)
+            .field("kubernetes", &self.kubernetes)
             .finish()
     }
 }
@@ -169,6 +176,7 @@ impl Auth {
             users: c.users,
             tokens: Tokens::new(c.token_key, c.token_lifetime, c.service),
             rules: c.rules,
+            kubernetes: c.kubernetes,
             hostname: c.hostname,
             scheme: if c.https { "https" } else { "http" },
         }
@@ -193,17 +201,15 @@ impl Auth {
             }
             Credentials::None => return Err(AuthError::Missing),
             Credentials::Malformed => return Err(AuthError::Malformed),
-            Credentials::Basic(user, password) => {
-                if !self.users.verify(&user, &password).await {
-                    return Err(AuthError::BadCredentials);
-                }
-                (Identity::user(user), None)
-            }
+            Credentials::Basic(user, password) => (self.login(user, &password).await?, None),
             Credentials::Bearer(t) => {
                 let claims = self.tokens.verify(&t)?;
                 let identity = match claims.sub.is_empty() {
                     true => Identity::default(),
-                    false => Identity::user(claims.sub.clone()),
+                    false => Identity {
+                        user: Some(claims.sub.clone()),
+                        groups: claims.groups.clone(),
+                    },
                 };
                 (identity, Some(claims))
             }
@@ -211,7 +217,10 @@ impl Auth {
         let Some(access) = &need.access else {
             return Ok(identity);
         };
-        if !self.allowed(&identity, access, need.target.as_deref()) {
+        if !self
+            .allowed(&identity, access, need.target.as_deref())
+            .await
+        {
             return Err(match identity.user {
                 None => AuthError::Missing,
                 Some(_) => AuthError::Denied(access.scope()),
@@ -225,16 +234,67 @@ impl Auth {
         }
     }
 
-    /// Whether the rules let `who` have `access`; `target` is the repository the rules judge
-    /// (the cache's `f/<registry>/...` for a `?ns=` read), when it is not the scope's own name.
-    fn allowed(&self, who: &Identity, access: &Access, target: Option<&str>) -> bool {
+    /// Who logs in with `user` and `password`: one of Trow's users, or, with TokenReview on, the
+    /// owner of a Kubernetes token given as the password (the user name is then ignored, as
+    /// docker's credential helpers fill it with anything).
+    async fn login(&self, user: String, password: &str) -> Result<Identity, AuthError> {
+        if self.users.verify(&user, password).await {
+            return Ok(Identity::user(user));
+        }
+        if let Some(k) = self.kubernetes.as_ref().filter(|k| k.token_review())
+            && let Some(identity) = k.review(password).await
+        {
+            return Ok(identity);
+        }
+        Err(AuthError::BadCredentials)
+    }
+
+    /// Whether `who` may `action` on `repository`: the rules, or the cluster's RBAC.
+    pub async fn may(&self, who: &Identity, repository: &str, action: Action) -> bool {
+        if self.rules.allows(who, repository, action) {
+            return true;
+        }
+        match &self.kubernetes {
+            // The cache's own rules are not RBAC's to widen: `cache_pull` decides them.
+            Some(k) if !trow_proto::cache::is_cached(repository) => {
+                k.allows(who, Some(repository), action).await
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `who` may pull every repository (RBAC's `pull` on the resource with no name):
+    /// then the catalog needs no filter.
+    pub async fn may_pull_all(&self, who: &Identity) -> bool {
+        match &self.kubernetes {
+            Some(k) => k.allows(who, None, Action::Pull).await,
+            None => false,
+        }
+    }
+
+    /// Whether `who` may have `access`; `target` is the repository judged (the cache's
+    /// `f/<registry>/...` for a `?ns=` read), when it is not the scope's own name.
+    async fn allowed(&self, who: &Identity, access: &Access, target: Option<&str>) -> bool {
         match (access.kind.as_str(), access.name.as_str()) {
             ("registry", "catalog") => true,
-            ("registry", "audit") => self.rules.allows_audit(who),
-            ("repository", name) => access.actions.iter().all(|a| {
-                Action::from_scope(a)
-                    .is_some_and(|a| self.rules.allows(who, target.unwrap_or(name), a))
-            }),
+            ("registry", "audit") => {
+                self.rules.allows_audit(who)
+                    || match &self.kubernetes {
+                        Some(k) => k.allows(who, None, Action::Audit).await,
+                        None => false,
+                    }
+            }
+            ("repository", name) => {
+                for a in &access.actions {
+                    let Some(a) = Action::from_scope(a) else {
+                        return false;
+                    };
+                    if !self.may(who, target.unwrap_or(name), a).await {
+                        return false;
+                    }
+                }
+                true
+            }
             _ => false,
         }
     }
@@ -242,24 +302,31 @@ impl Auth {
     /// The part of `requested` a token for `who` grants. Pull is granted on any name the caller
     /// could pull through the cache as well, since a containerd mirror read (`?ns=`) asks for
     /// the upstream's name; each request is judged by the rules again anyway.
-    fn grant(&self, who: &Identity, requested: Vec<Access>) -> Vec<Access> {
+    async fn grant(&self, who: &Identity, requested: Vec<Access>) -> Vec<Access> {
         let cache_pull = self.rules.allows_some_cache_pull(who);
-        requested
-            .into_iter()
-            .filter_map(|mut a| {
-                if a.kind == "repository" {
-                    let name = a.name.clone();
-                    a.actions.retain(|x| match Action::from_scope(x) {
+        let mut granted = Vec::new();
+        for mut a in requested {
+            if a.kind == "repository" {
+                let mut kept = Vec::new();
+                for x in std::mem::take(&mut a.actions) {
+                    let ok = match Action::from_scope(&x) {
                         Some(Action::Pull) if cache_pull => true,
-                        Some(action) => self.rules.allows(who, &name, action),
+                        Some(action) => self.may(who, &a.name, action).await,
                         None => false,
-                    });
-                } else if !self.allowed(who, &a, None) {
-                    a.actions.clear();
+                    };
+                    if ok {
+                        kept.push(x);
+                    }
                 }
-                (!a.actions.is_empty()).then_some(a)
-            })
-            .collect()
+                a.actions = kept;
+            } else if !self.allowed(who, &a, None).await {
+                a.actions.clear();
+            }
+            if !a.actions.is_empty() {
+                granted.push(a);
+            }
+        }
+        granted
     }
 
     /// The Bearer challenge for a request to `host` that needs `need`, refused for `error`.
@@ -292,24 +359,24 @@ impl Auth {
         };
         let requested = scopes(query);
         let identity = match credentials(headers) {
-            Credentials::Basic(user, password) => {
-                if !self.users.verify(&user, &password).await {
+            Credentials::Basic(user, password) => match self.login(user, &password).await {
+                Ok(identity) => identity,
+                Err(e) => {
                     tracing::debug!("token request refused: invalid username or password");
-                    return Err(refuse(AuthError::BadCredentials));
+                    return Err(refuse(e));
                 }
-                Identity::user(user)
-            }
+            },
             Credentials::None if self.rules.grants_anonymous() => Identity::default(),
             Credentials::None => return Err(refuse(AuthError::Missing)),
             Credentials::Bearer(_) | Credentials::Malformed => {
                 return Err(refuse(AuthError::Malformed));
             }
         };
-        let access = self.grant(&identity, requested);
+        let access = self.grant(&identity, requested).await;
         let subject = identity.user.unwrap_or_default();
         let issued = self
             .tokens
-            .issue(&subject, access)
+            .issue(&subject, identity.groups, access)
             .map_err(|_| refuse(AuthError::Issue))?;
         Ok(TokenAnswer {
             access_token: issued.token.clone(),

@@ -75,6 +75,9 @@ pub struct AuthorizationConfig {
     pub rules: Vec<RuleConfig>,
     #[serde(default)]
     pub cache_pull: CachePull,
+    /// Kubernetes tokens as passwords, and the cluster's RBAC (see `super::kubernetes`).
+    #[serde(default)]
+    pub kubernetes: Option<super::kubernetes::KubernetesConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -183,6 +186,7 @@ impl Rules {
             }
             groups.insert(name.clone(), users.iter().cloned().collect());
         }
+        let reviewed = c.kubernetes.as_ref().is_some_and(|k| k.token_review);
         let mut rules = Vec::new();
         for (i, r) in c.rules.iter().enumerate() {
             let err = |field: &str, reason: String| RulesError {
@@ -199,7 +203,10 @@ impl Rules {
             for s in &r.subjects {
                 subjects.push(match s.split_once(':') {
                     Some(("user", u)) if !u.is_empty() => Subject::User(u.into()),
-                    Some(("group", g)) if groups.contains_key(g) => Subject::Group(g.into()),
+                    // With TokenReview, groups also come from the cluster.
+                    Some(("group", g)) if groups.contains_key(g) || reviewed => {
+                        Subject::Group(g.into())
+                    }
                     Some(("group", g)) => {
                         return Err(err("subjects", format!("no group {g:?} is defined")));
                     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use trow_proto::storage::ListRequest;
 
 use super::listing::{self, collect, json_strings, streamed_json};
-use super::{may_pull, next_link, page_params};
+use super::{next_link, page_params};
 use crate::AppState;
 use crate::auth::Identity;
 use crate::error::Result;
@@ -24,8 +24,21 @@ pub async fn list(
         return Ok(Json(serde_json::json!({ "repositories": [] })).into_response());
     }
     let who = Identity::of(&extensions).cloned();
-    if state.auth.is_some() {
-        return filtered(state, who, n, last).await;
+    if let Some(auth) = &state.auth {
+        let open = match &who {
+            Some(who) => auth.may_pull_all(who).await,
+            None => false,
+        };
+        if !open {
+            let auth = auth.clone();
+            let visible = move |name: &String| match &who {
+                Some(who) => auth
+                    .rules()
+                    .allows(who, name, crate::auth::rules::Action::Pull),
+                None => false,
+            };
+            return filtered(state, visible, n, last).await;
+        }
     }
     let pages = state
         .storage
@@ -58,19 +71,16 @@ fn page(names: Vec<String>, n: u32, truncated: bool) -> Result<Response> {
     }
 }
 
-/// The catalog of what `who` may pull. Unpaginated, it streams like the open catalog; a page
-/// of `n` reads on through storage's listing until it holds `n` names the caller may see, so
-/// pages are full and `last` carries on where the caller's view left off.
+/// The catalog of the names `visible` lets through: what the caller may pull by the rules
+/// (RBAC is asked once, for every repository, not per name). Unpaginated, it streams like the
+/// open catalog; a page of `n` reads on through storage's listing until it holds `n` names the
+/// caller may see, so pages are full and `last` carries on where the caller's view left off.
 async fn filtered(
     state: AppState,
-    who: Option<Identity>,
+    visible: impl Fn(&String) -> bool + Send + 'static,
     n: Option<u32>,
     mut last: String,
 ) -> Result<Response> {
-    let visible = {
-        let state = state.clone();
-        move |name: &String| may_pull(&state, who.as_ref(), name)
-    };
     let Some(n) = n else {
         let pages = state
             .storage

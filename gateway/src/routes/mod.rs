@@ -130,22 +130,22 @@ impl Req {
     }
 
     /// Whether the caller may pull from `repository` (a mount's source): always, without
-    /// authentication.
-    pub fn may_pull(&self, repository: &str) -> bool {
-        may_pull(&self.state, self.identity.as_ref(), repository)
-    }
-}
-
-/// Whether `who` may pull from `repository` under the gateway's rules; always without
-/// authentication.
-pub fn may_pull(state: &AppState, who: Option<&crate::auth::Identity>, repository: &str) -> bool {
-    match (&state.auth, who) {
-        (None, _) => true,
-        (Some(auth), Some(who)) => {
-            auth.rules()
-                .allows(who, repository, crate::auth::rules::Action::Pull)
+    /// authentication. (Not a borrow of the whole request across the await: its body is not
+    /// `Sync`.)
+    pub fn may_pull(&self, repository: &str) -> impl Future<Output = bool> + Send + 'static {
+        let auth = self.state.auth.clone();
+        let who = self.identity.clone();
+        let repository = repository.to_string();
+        async move {
+            match (auth, who) {
+                (None, _) => true,
+                (Some(auth), Some(who)) => {
+                    auth.may(&who, &repository, crate::auth::rules::Action::Pull)
+                        .await
+                }
+                (Some(_), None) => false,
+            }
         }
-        (Some(_), None) => false,
     }
 }
 

@@ -158,7 +158,10 @@ pub async fn start(r: Req) -> Result<Response> {
     // A mount from a repository the caller may not pull would hand it that repository's
     // blob: it becomes an ordinary upload instead, as for a blob the source does not have.
     let mount = match (r.param("mount"), r.param("from")) {
-        (Some(digest), Some(from)) if r.may_pull(from) => Some((digest, from)),
+        (Some(digest), Some(from)) => {
+            let readable = r.may_pull(from).await;
+            readable.then_some((digest, from))
+        }
         _ => None,
     };
     if let Some((digest, from)) = mount {
