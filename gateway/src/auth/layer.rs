@@ -27,12 +27,19 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
         }
         Err(error) => error,
     };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
+    let header = |name| req.headers().get(name).and_then(|h| h.to_str().ok());
+    // Behind an ingress that ends TLS, the client reached `https://<its host>`: the realm must
+    // say so, or the client would send its password to a URL it never meant to use. A client
+    // can only point its own challenge elsewhere with these, so they need no trust.
+    let host = header("x-forwarded-host")
+        .and_then(|h| h.split(',').next())
+        .map(str::trim)
+        .or_else(|| header(header::HOST.as_str()))
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    let challenge = auth.challenge(host, &need, &error);
+    let https = header("x-forwarded-proto")
+        .and_then(|p| p.split(',').next())
+        .map(|p| p.trim().eq_ignore_ascii_case("https"));
+    let challenge = auth.challenge(host, https, &need, &error);
     tracing::debug!(method = %req.method(), path, %error, "request refused");
     let mut resp = Error::from(Refusal { error, challenge }).into_response();
     if req.method() == Method::HEAD {

@@ -330,10 +330,22 @@ impl Auth {
     }
 
     /// The Bearer challenge for a request to `host` that needs `need`, refused for `error`.
-    pub fn challenge(&self, host: Option<&str>, need: &Need, error: &AuthError) -> String {
+    /// `https`: what `X-Forwarded-Proto` says the client used, if anything.
+    pub fn challenge(
+        &self,
+        host: Option<&str>,
+        https: Option<bool>,
+        need: &Need,
+        error: &AuthError,
+    ) -> String {
+        let scheme = match https {
+            Some(true) => "https",
+            Some(false) => "http",
+            None => self.scheme,
+        };
         let mut c = format!(
             "Bearer realm=\"{}://{}/v2/token\",service=\"{}\"",
-            self.scheme,
+            scheme,
             realm_host(host, self.tokens.service()),
             self.tokens.service()
         );

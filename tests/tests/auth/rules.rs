@@ -112,6 +112,18 @@ pub async fn rules_decide(topology: Topology) {
         r.must_header("www-authenticate"),
         challenge(&s.trow, ",scope=\"repository:team/app:pull\"")
     );
+    // Behind an ingress that ends TLS, the realm is the URL the client used.
+    let r = send(
+        anon.client
+            .get(anon.v2("team/app/manifests/v1"))
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "registry.example.com"),
+    )
+    .await;
+    assert_eq!(
+        r.must_header("www-authenticate"),
+        "Bearer realm=\"https://registry.example.com/v2/token\",service=\"trow\",scope=\"repository:team/app:pull\""
+    );
 
     // Deletes: alice may push to team but not delete there; bob deletes his own.
     denied(
