@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 use trow_proto::admission::admission_client::AdmissionClient;
 use trow_proto::proxy::proxy_client::ProxyClient;
 use trow_proto::storage::storage_client::StorageClient;
+use trow_proto::trace::Channel as Traced;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
 
 pub mod auth;
@@ -55,14 +56,14 @@ pub mod fuzzing {
 /// What every handler shares: the service clients (cheap to clone; one HTTP/2 connection each).
 #[derive(Clone)]
 pub struct AppState {
-    pub storage: StorageClient<Channel>,
+    pub storage: StorageClient<Traced>,
     /// The pull-through cache's replicas; None when this gateway proxies nothing (`f/` reads
     /// are refused).
     pub proxy: Option<proxy_pool::ProxyPool>,
     /// The name clients use for this registry: `?ns=<hostname>` is an ordinary local read.
     pub hostname: Option<String>,
     /// The admission webhooks' service; None: `/validate-image` and `/mutate-image` answer 404.
-    pub admission: Option<AdmissionClient<Channel>>,
+    pub admission: Option<AdmissionClient<Traced>>,
     /// Authentication; None: every request is allowed (no users configured).
     pub auth: Option<std::sync::Arc<auth::Auth>>,
 }
@@ -74,7 +75,7 @@ pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
 }
 
 /// A client for the storage service at `url` (see [`channel`]).
-pub fn storage_client(url: &str) -> Result<StorageClient<Channel>, tonic::transport::Error> {
+pub fn storage_client(url: &str) -> Result<StorageClient<Traced>, tonic::transport::Error> {
     Ok(storage(channel(url)?))
 }
 
@@ -101,7 +102,7 @@ pub fn in_process_channel(
 /// A client for a storage service in the same process (see [`in_process_channel`]).
 pub fn in_process_storage_client(
     server: tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>,
-) -> StorageClient<Channel> {
+) -> StorageClient<Traced> {
     storage(in_process_channel(server))
 }
 
@@ -117,23 +118,24 @@ fn endpoint(e: Endpoint) -> Endpoint {
         .http2_keep_alive_interval(Duration::from_secs(30))
 }
 
-/// A storage client on `channel`, with Trow's message size limits.
-pub fn storage(channel: Channel) -> StorageClient<Channel> {
-    StorageClient::new(channel)
+/// A storage client on `channel`, with Trow's message size limits; its calls carry the trace
+/// context (as do the proxy's and admission's below).
+pub fn storage(channel: Channel) -> StorageClient<Traced> {
+    StorageClient::new(trow_proto::trace::channel(channel))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
 /// A proxy client on `channel`, with Trow's message size limits.
-pub fn proxy(channel: Channel) -> ProxyClient<Channel> {
-    ProxyClient::new(channel)
+pub fn proxy(channel: Channel) -> ProxyClient<Traced> {
+    ProxyClient::new(trow_proto::trace::channel(channel))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
 /// An admission client on `channel`, with Trow's message size limits.
-pub fn admission(channel: Channel) -> AdmissionClient<Channel> {
-    AdmissionClient::new(channel)
+pub fn admission(channel: Channel) -> AdmissionClient<Traced> {
+    AdmissionClient::new(trow_proto::trace::channel(channel))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
