@@ -9,6 +9,7 @@
 //! - [`server`]: the accept loop, with its connection cap and timeouts for hostile clients.
 //! - [`tls`]: HTTPS from certificate files, reloaded when they change.
 //! - [`auth`]: who is calling: users, the Docker token protocol, the middleware on `/v2/`.
+//! - [`trace`]: the span of each HTTP request, when traces are on.
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
@@ -31,6 +32,7 @@ pub mod proxy_pool;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod trace;
 
 pub use server::ServerConfig;
 
@@ -140,14 +142,19 @@ pub fn admission(channel: Channel) -> AdmissionClient<Traced> {
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
-/// The whole HTTP API with its cross-cutting layers.
+/// The whole HTTP API with its cross-cutting layers; the request span only when traces are on.
 pub fn app(state: AppState) -> Router {
-    routes::router(state)
+    let app = routes::router(state)
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("docker-distribution-api-version"),
             HeaderValue::from_static("registry/2.0"),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http());
+    if trow_proto::trace::enabled() {
+        app.layer(axum::middleware::from_fn(trace::http_span))
+    } else {
+        app
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish;
