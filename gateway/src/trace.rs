@@ -43,8 +43,8 @@ pub async fn http_span(req: Request, next: Next) -> Response {
 /// axum matches those paths with a wildcard), else the path axum matched.
 fn route(req: &Request) -> Cow<'static, str> {
     let path = req.uri().path();
-    if let Some((_, resource)) = routes::parse(routes::after_v2(path))
-        && path.starts_with("/v2/")
+    if path.starts_with("/v2/")
+        && let Some((_, resource)) = routes::parse(routes::after_v2(path))
     {
         return Cow::Borrowed(match resource {
             Resource::Blob(_) => "/v2/{name}/blobs/{digest}",

@@ -42,9 +42,11 @@ fn traced(flags: Flags, receiver: &Receiver, protocol: &str) -> Flags {
 
 fn skopeo_pull(trow: &Trow, dir: &Path) {
     let layout = dir.join("pulled");
-    run(skopeo(["copy", "--src-tls-verify=false", "--retry-times=0"])
-        .arg(format!("docker://{}", trow.image("f/up/team/app:1.0")))
-        .arg(format!("oci:{}:1.0", layout.display())));
+    run(
+        skopeo(["copy", "--src-tls-verify=false", "--retry-times=0"])
+            .arg(format!("docker://{}", trow.image("f/up/team/app:1.0")))
+            .arg(format!("oci:{}:1.0", layout.display())),
+    );
 }
 
 /// The spans of one trace, by span id.
@@ -101,13 +103,12 @@ fn manifest_get<'a>(spans: &'a [Span], service: &str) -> Option<&'a Span> {
 /// What every span of a cache-filling manifest pull must show, `gateway`, `proxy`, `storage`
 /// being the services' names: the gateway's request span, the proxy's `GetManifest` span as its
 /// child across the gRPC hop, the upstream fetch under that, and storage calls made by the proxy
-/// parented on the proxy's spans across the second hop. Returns the trace id.
-fn assert_one_trace(spans: &[Span], gateway: &str, proxy: &str, storage: &str) -> String {
-    let all = || format!("{spans:#?}");
-    let g = manifest_get(spans, gateway)
-        .unwrap_or_else(|| panic!("no span of the gateway's manifest GET:\n{}", all()));
-    assert_eq!(g.kind, 2, "the gateway's span is a server span: {g:#?}");
-    assert_eq!(g.attr("http.response.status_code"), Some("200"), "{g:#?}");
+/// parented on the proxy's spans across the second hop. The trace id, or what is missing.
+fn one_trace(spans: &[Span], gateway: &str, proxy: &str, storage: &str) -> Result<String, String> {
+    let g = manifest_get(spans, gateway).ok_or("no span of the gateway's manifest GET")?;
+    if g.kind != 2 || g.attr("http.response.status_code") != Some("200") {
+        return Err(format!("the gateway's span is no 200 server span: {g:#?}"));
+    }
     let t = Trace::of(spans, &g.trace_id);
     let p = t
         .find(|s| {
@@ -117,35 +118,52 @@ fn assert_one_trace(spans: &[Span], gateway: &str, proxy: &str, storage: &str) -
         })
         .into_iter()
         .next()
-        .unwrap_or_else(|| {
-            panic!(
-                "no proxy GetManifest span child of the gateway's span {}:\n{}",
-                g.span_id,
-                all()
+        .ok_or_else(|| {
+            format!(
+                "no proxy GetManifest span child of the gateway's {}",
+                g.span_id
             )
-        });
-    assert_eq!(p.kind, 2, "{p:#?}");
-    assert_eq!(p.attr("rpc.system"), Some("grpc"), "{p:#?}");
+        })?;
+    if p.kind != 2 || p.attr("rpc.system") != Some("grpc") {
+        return Err(format!("the proxy's span is no gRPC server span: {p:#?}"));
+    }
     let fetch = t.find(|s| s.service == proxy && s.name == "upstream.request");
-    assert!(
-        fetch.iter().any(|f| t.descends(f, p)
-            && f.kind == 3
-            && f.attr("upstream.path") == Some("manifests/1.0")),
-        "no upstream fetch of the manifest under the proxy's span:\n{}",
-        all()
-    );
+    if !fetch.iter().any(|f| {
+        t.descends(f, p) && f.kind == 3 && f.attr("upstream.path") == Some("manifests/1.0")
+    }) {
+        return Err("no upstream fetch of the manifest under the proxy's span".into());
+    }
     let by_proxy = t.find(|s| {
         s.service == storage
             && s.name.starts_with("trow.storage.v1.Storage/")
             && t.parent(s).is_some_and(|parent| parent.service == proxy)
     });
-    assert!(
-        !by_proxy.is_empty(),
-        "no storage call parented on a proxy span in trace {}:\n{}",
-        g.trace_id,
-        all()
-    );
-    g.trace_id.clone()
+    if by_proxy.is_empty() {
+        return Err(format!(
+            "no storage call parented on a proxy span in trace {}",
+            g.trace_id
+        ));
+    }
+    Ok(g.trace_id.clone())
+}
+
+/// Waits (spans are sent as they end, by each process on its own) until `spans` show
+/// [`one_trace`]; panics with what is missing if they never do.
+async fn assert_one_trace(
+    receiver: &Receiver,
+    gateway: &str,
+    proxy: &str,
+    storage: &str,
+) -> (Vec<Span>, String) {
+    let spans = receiver
+        .wait_until(Duration::from_secs(30), |spans| {
+            one_trace(spans, gateway, proxy, storage).is_ok()
+        })
+        .await;
+    match one_trace(&spans, gateway, proxy, storage) {
+        Ok(trace) => (spans, trace),
+        Err(e) => panic!("{e}:\n{spans:#?}"),
+    }
 }
 
 /// No span carries a query string or a credential.
@@ -188,22 +206,30 @@ async fn a_proxied_pull_is_one_trace_across_the_split_services() {
 
     skopeo_pull(&trow, tmp.path());
     let services = ["trow-gateway", "trow-proxy", "trow-storage"];
-    let spans = receiver
-        .wait_until(Duration::from_secs(30), |spans| {
-            manifest_get(spans, "trow-gateway").is_some_and(|g| {
-                let t = Trace::of(spans, &g.trace_id);
-                services.iter().all(|s| t.services().contains(s))
-            })
-        })
-        .await;
-    let trace = assert_one_trace(&spans, "trow-gateway", "trow-proxy", "trow-storage");
+    let (spans, trace) =
+        assert_one_trace(&receiver, "trow-gateway", "trow-proxy", "trow-storage").await;
     let t = Trace::of(&spans, &trace);
     assert!(
         services.iter().all(|s| t.services().contains(s)),
         "trace {trace} has spans of {:?} only",
         t.services()
     );
-    // The blobs' fills write into storage within the traces of the pulls that started them.
+    // The blobs' fills write into storage within the traces of the pulls that started them
+    // (spans are sent as they end: the fill's and the gateway's after the write's).
+    let rooted = |spans: &[Span], w: &Span| {
+        let t = Trace::of(spans, &w.trace_id);
+        t.find(|s| s.service == "trow-gateway" && s.parent_span_id.is_empty())
+            .iter()
+            .any(|root| t.descends(w, root))
+    };
+    let spans = receiver
+        .wait_until(Duration::from_secs(30), |spans| {
+            spans
+                .iter()
+                .filter(|s| s.name == "storage.blob.write")
+                .all(|w| rooted(spans, w))
+        })
+        .await;
     let writes: Vec<&Span> = spans
         .iter()
         .filter(|s| s.name == "storage.blob.write")
@@ -240,7 +266,10 @@ async fn a_proxied_pull_is_one_trace_across_the_split_services() {
     let spans = receiver
         .wait_until(Duration::from_secs(30), |spans| {
             let t = Trace::of(spans, CLIENT_TRACE);
-            t.services().contains("trow-gateway") && t.services().contains("trow-proxy")
+            t.find(|s| s.service == "trow-gateway").iter().any(|g| {
+                !t.find(|s| s.service == "trow-proxy" && s.parent_span_id == g.span_id)
+                    .is_empty()
+            })
         })
         .await;
     let t = Trace::of(&spans, CLIENT_TRACE);
@@ -272,24 +301,15 @@ async fn one_process_traces_over_grpc_under_its_service_name() {
     let _logs = LogsOnPanic::trow(&trow);
 
     skopeo_pull(&trow, tmp.path());
-    let spans = receiver
-        .wait_until(Duration::from_secs(30), |spans| {
-            manifest_get(spans, "trow").is_some_and(|g| {
-                let t = Trace::of(spans, &g.trace_id);
-                !t.find(|s| s.name.starts_with("trow.storage.v1.Storage/"))
-                    .is_empty()
-            })
-        })
-        .await;
     // In one process the same hops (in-memory gRPC pipes) carry the same context.
-    assert_one_trace(&spans, "trow", "trow", "trow");
+    let (spans, _) = assert_one_trace(&receiver, "trow", "trow", "trow").await;
     let names: HashSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
     assert_eq!(names, HashSet::from(["trow"]));
     assert_nothing_secret(&spans);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_service_name_and_exporter_none_are_honoured() {
+async fn exporter_none_service_name_and_the_flush_at_exit() {
     let receiver = Receiver::http("127.0.0.235");
     let tmp = tempfile::tempdir().unwrap();
     // An endpoint but OTEL_TRACES_EXPORTER=none: nothing is sent.
@@ -310,13 +330,15 @@ async fn the_service_name_and_exporter_none_are_honoured() {
     drop(logs);
     drop(off);
 
-    // OTEL_SERVICE_NAME names every process.
-    let on = Trow::start_with(
+    // OTEL_SERVICE_NAME names every process; spans still queued at SIGTERM are sent before
+    // the process exits (batches are due only every 10 minutes here).
+    let mut on = Trow::start_with(
         Topology::Split,
         traced(Flags::config(&config), &receiver, "http/protobuf")
-            .with_env("OTEL_SERVICE_NAME", "registry-east"),
+            .with_env("OTEL_SERVICE_NAME", "registry-east")
+            .with_env("OTEL_BSP_SCHEDULE_DELAY", "600000"),
     );
-    let _logs = LogsOnPanic::trow(&on);
+    let logs = LogsOnPanic::trow(&on);
     let r = client()
         .get(format!("{}/v2/f/up/team/app/manifests/1.0", on.url))
         .header("accept", ACCEPT_ALL)
@@ -324,14 +346,34 @@ async fn the_service_name_and_exporter_none_are_honoured() {
         .await
         .expect("GET the manifest");
     assert_eq!(r.status(), 200);
-    let spans = receiver
-        .wait_until(Duration::from_secs(30), |spans| {
-            manifest_get(spans, "registry-east").is_some()
-        })
-        .await;
-    assert!(manifest_get(&spans, "registry-east").is_some(), "{spans:#?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests(), 0, "a batch went out before it was due");
+    let exited = on.main.terminate(Duration::from_secs(10));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the gateway stopped: {exited:?}"
+    );
+    for p in on.proxies.iter_mut().chain(on.storage.as_mut()) {
+        let exited = p.terminate(Duration::from_secs(10));
+        assert!(exited.is_some_and(|s| s.success()), "stopped: {exited:?}");
+    }
+    let spans = receiver.spans();
+    assert!(
+        manifest_get(&spans, "registry-east").is_some(),
+        "{spans:#?}"
+    );
     let names: HashSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
     assert_eq!(names, HashSet::from(["registry-east"]));
+    for rpc in [
+        "trow.proxy.v1.Proxy/GetManifest",
+        "trow.storage.v1.Storage/",
+    ] {
+        assert!(
+            spans.iter().any(|s| s.name.starts_with(rpc)),
+            "no {rpc} span flushed at exit:\n{spans:#?}"
+        );
+    }
+    drop(logs);
 }
 
 #[tokio::test(flavor = "multi_thread")]
