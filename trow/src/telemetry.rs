@@ -110,7 +110,12 @@ pub fn init(service: Option<&'static str>) -> Telemetry {
     let spans = tracing_subscriber::filter::Targets::new()
         .with_default(tracing::Level::INFO)
         .with_target("trow", tracing::Level::DEBUG);
+    // Busy/idle times would read the clock at every poll of every span, and source locations
+    // add attributes the span names make needless.
     let traces = tracing_opentelemetry::layer()
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_threads(false)
         .with_tracer(provider.tracer("trow"))
         .with_filter(spans);
     tracing_subscriber::registry()
