@@ -61,3 +61,41 @@ fn route(req: &Request) -> Cow<'static, str> {
         None => Cow::Borrowed("unmatched"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+
+    fn template(uri: &str) -> String {
+        route(&Request::get(uri).body(Body::empty()).unwrap()).into_owned()
+    }
+
+    #[test]
+    fn routes_are_templates_without_names_digests_or_queries() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            template("/v2/f/docker.io/library/alpine/manifests/3.20"),
+            "/v2/{name}/manifests/{reference}"
+        );
+        assert_eq!(
+            template(&format!("/v2/a/b/blobs/{d}")),
+            "/v2/{name}/blobs/{digest}"
+        );
+        assert_eq!(
+            template("/v2/a/blobs/uploads/"),
+            "/v2/{name}/blobs/uploads/"
+        );
+        assert_eq!(
+            template("/v2/a/blobs/uploads/0f1e?_state=secret"),
+            "/v2/{name}/blobs/uploads/{reference}"
+        );
+        assert_eq!(template("/v2/a/tags/list?n=10"), "/v2/{name}/tags/list");
+        assert_eq!(
+            template(&format!("/v2/a/referrers/{d}")),
+            "/v2/{name}/referrers/{digest}"
+        );
+        // Outside a router nothing matched: no path leaks into the template.
+        assert_eq!(template("/v2/token?account=alice"), "unmatched");
+    }
+}

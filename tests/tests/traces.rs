@@ -1,6 +1,7 @@
 //! Traces over OTLP: a pull through the cache is one trace across the gateway, proxy and storage
-//! processes, joined by the `traceparent` their gRPC calls carry; and with no `OTEL_*` variable
-//! asking for traces, nothing is sent and no exporter runs.
+//! processes, joined by the `traceparent` their gRPC calls carry (and a webhook call one across
+//! gateway and admission); and with no `OTEL_*` variable asking for traces, nothing is sent and
+//! no exporter runs.
 //!
 //! Each test starts its own OTLP receiver ([`trow_tests::otlp`]) and a real upstream registry
 //! (CNCF distribution) on its own `127.0.0.23x` address, and a real client (skopeo) pulls.
@@ -197,9 +198,18 @@ async fn a_proxied_pull_is_one_trace_across_the_split_services() {
     let _up_logs = up.logs_on_panic();
     let trow = Trow::start_with(
         Topology::Split,
-        traced(Flags::config(&config), &receiver, "http/protobuf"),
+        traced(
+            Flags::config(&config).with_admission(&[]),
+            &receiver,
+            "http/protobuf",
+        ),
     );
     let _logs = LogsOnPanic::trow(&trow);
+    assert_eq!(
+        trow.processes().len(),
+        4,
+        "gateway, storage, proxy, admission"
+    );
     for (name, p) in trow.processes() {
         assert_eq!(exporter_threads(p.pid()), 1, "{name} runs an exporter");
     }
@@ -284,6 +294,54 @@ async fn a_proxied_pull_is_one_trace_across_the_split_services() {
             .iter()
             .any(|s| s.name == "trow.proxy.v1.Proxy/GetManifest"),
         "the proxy's span is not the gateway's child in the client's trace:\n{spans:#?}"
+    );
+
+    // The webhooks: the admission service's span is the gateway's child.
+    let review = serde_json::json!({
+        "kind": "AdmissionReview",
+        "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": "traced-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "namespace": "team",
+            "name": "web",
+            "userInfo": {"username": "kubernetes-admin"},
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "web", "namespace": "team"},
+                "spec": {"containers": [{"name": "web", "image": "alpine:3.20"}]},
+            },
+        },
+    });
+    let r = client()
+        .post(format!("{}/validate-image", trow.url))
+        .header("content-type", "application/json")
+        .body(review.to_string())
+        .send()
+        .await
+        .expect("POST /validate-image");
+    assert_eq!(r.status(), 200);
+    let admitted = |spans: &[Span]| {
+        spans
+            .iter()
+            .filter(|g| {
+                g.service == "trow-gateway" && g.attr("http.route") == Some("/validate-image")
+            })
+            .any(|g| {
+                spans.iter().any(|a| {
+                    a.service == "trow-admission"
+                        && a.name.starts_with("trow.admission.v1.Admission/")
+                        && a.trace_id == g.trace_id
+                        && a.parent_span_id == g.span_id
+                })
+            })
+    };
+    let spans = receiver.wait_until(Duration::from_secs(30), admitted).await;
+    assert!(
+        admitted(&spans),
+        "no admission span under the gateway's:\n{spans:#?}"
     );
     assert_nothing_secret(&spans);
 }
