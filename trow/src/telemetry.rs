@@ -5,7 +5,8 @@
 //! gRPC client and server ([`trow_proto::trace`]) stay inert. They are on when
 //! `OTEL_TRACES_EXPORTER=otlp`, or when an OTLP endpoint is set (`OTEL_EXPORTER_OTLP_ENDPOINT`,
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and `OTEL_TRACES_EXPORTER` is not `none`. The exporter
-//! itself reads the endpoint, headers, timeout and compression variables, the SDK reads
+//! itself reads the endpoint, headers and timeout variables (compression is not built in: asking
+//! for it leaves traces off, said in the log), the SDK reads
 //! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_BSP_*`.
 //!
 //! Spans go out in batches from a thread of the SDK's; [`Telemetry::shutdown`] sends what is
@@ -83,29 +84,26 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 /// `OTEL_RESOURCE_ATTRIBUTES`) does; None: a command that is never traced (fsck, gc).
 /// Call it inside the tokio runtime: the gRPC exporter's channel lives there.
 pub fn init(service: Option<&'static str>) -> Telemetry {
-    let wanted = service.map(|_| wanted(|k| std::env::var(k).ok()));
-    let provider = match (service, wanted) {
-        (Some(service), Some(Ok(Some(protocol)))) => match provider(service, protocol) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing_subscriber::fmt()
-                    .with_env_filter(log_filter())
-                    .init();
-                tracing::error!(error = %e, "traces are off: the OTLP exporter cannot be built");
-                return Telemetry { provider: None };
-            }
-        },
-        (_, wanted) => {
+    let built = match service.map(|name| (name, wanted(|k| std::env::var(k).ok()))) {
+        None | Some((_, Ok(None))) => Ok(None),
+        Some((_, Err(e))) => Err(e),
+        Some((name, Ok(Some(protocol)))) => provider(name, protocol)
+            .map(Some)
+            .map_err(|e| format!("the OTLP exporter cannot be built: {e}")),
+    };
+    let provider = match built {
+        Ok(Some(provider)) => provider,
+        off => {
+            // Exactly the subscriber Trow had before traces: nothing else to pay for.
             tracing_subscriber::fmt()
                 .with_env_filter(log_filter())
                 .init();
-            if let Some(Err(e)) = wanted {
+            if let Err(e) = off {
                 tracing::error!("traces are off: {e}");
             }
             return Telemetry { provider: None };
         }
     };
-    let provider = provider.expect("built above");
     // Trow's own inner spans are DEBUG so that they cost nothing in logs; traces take them.
     let spans = tracing_subscriber::filter::Targets::new()
         .with_default(tracing::Level::INFO)
