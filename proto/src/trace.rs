@@ -5,8 +5,9 @@
 //!
 //! Both are always in place, in every topology (the one-process default's in-memory pipes
 //! too), so that turning traces on changes no wiring; until [`enable`] is called (by the
-//! `trow` binary, when the `OTEL_*` variables ask for traces) each is one relaxed atomic load
-//! per call and nothing else: no span, no header, no allocation.
+//! `trow` binary, when the `OTEL_*` variables ask for traces) each costs a call one relaxed
+//! atomic load (and tonic's interceptor wrapper, which takes the request's head apart and puts
+//! it back): no span, no header, no allocation.
 
 use futures::future::{BoxFuture, Either};
 use opentelemetry::propagation::Injector;
