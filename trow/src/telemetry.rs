@@ -105,9 +105,15 @@ pub fn init(service: Option<&'static str>) -> Telemetry {
         }
     };
     // Trow's own inner spans are DEBUG so that they cost nothing in logs; traces take them.
-    let spans = tracing_subscriber::filter::Targets::new()
-        .with_default(tracing::Level::INFO)
-        .with_target("trow", tracing::Level::DEBUG);
+    // Events (which become span events) stay at INFO: DEBUG ones would be built for nothing.
+    let spans = tracing_subscriber::filter::filter_fn(|m| {
+        let most = if m.is_span() && m.target().starts_with("trow") {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        };
+        *m.level() <= most
+    });
     // Busy/idle times would read the clock at every poll of every span, and source locations
     // add attributes the span names make needless.
     let traces = tracing_opentelemetry::layer()
