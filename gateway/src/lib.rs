@@ -9,6 +9,7 @@
 //! - [`server`]: the accept loop, with its connection cap and timeouts for hostile clients.
 //! - [`tls`]: HTTPS from certificate files, reloaded when they change.
 //! - [`auth`]: who is calling: users, the Docker token protocol, the middleware on `/v2/`.
+//! - [`trace`]: the span of each HTTP request, when traces are on.
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
@@ -21,6 +22,7 @@ use tower_http::trace::TraceLayer;
 use trow_proto::admission::admission_client::AdmissionClient;
 use trow_proto::proxy::proxy_client::ProxyClient;
 use trow_proto::storage::storage_client::StorageClient;
+use trow_proto::trace::Channel as Traced;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
 
 pub mod auth;
@@ -30,6 +32,7 @@ pub mod proxy_pool;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod trace;
 
 pub use server::ServerConfig;
 
@@ -55,14 +58,14 @@ pub mod fuzzing {
 /// What every handler shares: the service clients (cheap to clone; one HTTP/2 connection each).
 #[derive(Clone)]
 pub struct AppState {
-    pub storage: StorageClient<Channel>,
+    pub storage: StorageClient<Traced>,
     /// The pull-through cache's replicas; None when this gateway proxies nothing (`f/` reads
     /// are refused).
     pub proxy: Option<proxy_pool::ProxyPool>,
     /// The name clients use for this registry: `?ns=<hostname>` is an ordinary local read.
     pub hostname: Option<String>,
     /// The admission webhooks' service; None: `/validate-image` and `/mutate-image` answer 404.
-    pub admission: Option<AdmissionClient<Channel>>,
+    pub admission: Option<AdmissionClient<Traced>>,
     /// Authentication; None: every request is allowed (no users configured).
     pub auth: Option<std::sync::Arc<auth::Auth>>,
 }
@@ -74,7 +77,7 @@ pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
 }
 
 /// A client for the storage service at `url` (see [`channel`]).
-pub fn storage_client(url: &str) -> Result<StorageClient<Channel>, tonic::transport::Error> {
+pub fn storage_client(url: &str) -> Result<StorageClient<Traced>, tonic::transport::Error> {
     Ok(storage(channel(url)?))
 }
 
@@ -101,7 +104,7 @@ pub fn in_process_channel(
 /// A client for a storage service in the same process (see [`in_process_channel`]).
 pub fn in_process_storage_client(
     server: tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>,
-) -> StorageClient<Channel> {
+) -> StorageClient<Traced> {
     storage(in_process_channel(server))
 }
 
@@ -117,35 +120,41 @@ fn endpoint(e: Endpoint) -> Endpoint {
         .http2_keep_alive_interval(Duration::from_secs(30))
 }
 
-/// A storage client on `channel`, with Trow's message size limits.
-pub fn storage(channel: Channel) -> StorageClient<Channel> {
-    StorageClient::new(channel)
+/// A storage client on `channel`, with Trow's message size limits; its calls carry the trace
+/// context (as do the proxy's and admission's below).
+pub fn storage(channel: Channel) -> StorageClient<Traced> {
+    StorageClient::new(trow_proto::trace::channel(channel))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
 /// A proxy client on `channel`, with Trow's message size limits.
-pub fn proxy(channel: Channel) -> ProxyClient<Channel> {
-    ProxyClient::new(channel)
+pub fn proxy(channel: Channel) -> ProxyClient<Traced> {
+    ProxyClient::new(trow_proto::trace::channel(channel))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
 /// An admission client on `channel`, with Trow's message size limits.
-pub fn admission(channel: Channel) -> AdmissionClient<Channel> {
-    AdmissionClient::new(channel)
+pub fn admission(channel: Channel) -> AdmissionClient<Traced> {
+    AdmissionClient::new(trow_proto::trace::channel(channel))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
-/// The whole HTTP API with its cross-cutting layers.
+/// The whole HTTP API with its cross-cutting layers; the request span only when traces are on.
 pub fn app(state: AppState) -> Router {
-    routes::router(state)
+    let app = routes::router(state)
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("docker-distribution-api-version"),
             HeaderValue::from_static("registry/2.0"),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http());
+    if trow_proto::trace::enabled() {
+        app.layer(axum::middleware::from_fn(trace::http_span))
+    } else {
+        app
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish;

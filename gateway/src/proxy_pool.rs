@@ -15,9 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use trow_proto::proxy::proxy_client::ProxyClient;
+use trow_proto::trace::Channel;
 
 /// How long a replica that could not be reached is passed over.
 const SKIP_FOR: Duration = Duration::from_secs(5);

@@ -1,7 +1,8 @@
 //! Trow's gRPC contracts, generated from `proto/` by tonic-prost-build. Nothing generated is
 //! edited by hand; the hand-written pieces are [`oci_code`], the convention by which a status
 //! carries its OCI Distribution error code across the wire, [`cache`], the cache's namespace,
-//! [`transport`], the sizes both ends share, and [`server`], what every gRPC server carries.
+//! [`transport`], the sizes both ends share, and [`server`], what every gRPC server carries, and
+//! [`trace`], the trace context across the hops.
 
 pub mod storage {
     tonic::include_proto!("trow.storage.v1");
@@ -31,4 +32,5 @@ pub mod descriptors {
 pub mod cache;
 pub mod oci_code;
 pub mod server;
+pub mod trace;
 pub mod transport;

@@ -9,11 +9,12 @@ use futures::{Stream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use std::sync::Arc;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tracing::Instrument;
 use trow_proto::oci_code::{self, ErrorCode};
 use trow_proto::proxy::CacheStatus;
 use trow_proto::storage::{self as st, storage_client::StorageClient};
+use trow_proto::trace::Channel;
 use trow_proto::transport::READ_CHUNK_SIZE;
 
 use crate::reference::Target;
@@ -162,12 +163,18 @@ impl Filler {
                 "refused a blob over max_blob_size");
             return Err(s);
         }
-        tokio::spawn(async move {
-            if let Err(e) = self.store(resp).await {
-                tracing::warn!(upstream = %self.target.upstream.host, digest = %self.digest,
+        // The fill outlives the call that started it; its span (traces only) keeps it in the
+        // pull's trace.
+        let span = tracing::debug_span!("proxy.blob.fill", digest = %self.digest, total);
+        tokio::spawn(
+            async move {
+                if let Err(e) = self.store(resp).await {
+                    tracing::warn!(upstream = %self.target.upstream.host, digest = %self.digest,
                     error = %e, "filling a blob failed");
+                }
             }
-        });
+            .instrument(span),
+        );
         Ok(())
     }
 

@@ -168,6 +168,8 @@ impl ProxyService {
     /// for, else the one the upstream names). Returns its bytes and Content-Type. The whole
     /// exchange (token request, headers, body) has `fetch_timeout`; when it runs out, or when
     /// the caller goes away, the request is dropped with its connection.
+    #[tracing::instrument(level = "debug", name = "proxy.manifest.download", skip_all,
+        fields(upstream = %t.upstream.host, reference = %reference))]
     async fn download_manifest(
         &self,
         t: &Target,

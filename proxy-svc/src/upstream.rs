@@ -180,6 +180,14 @@ impl Upstreams {
 
     /// Sends `method` to `/v2/<repository>/<path>` of the target's upstream, authenticating as
     /// the upstream asks. Answers other than 2xx come back as errors, except `allow` statuses.
+    /// Its span (DEBUG: traces only) names the upstream and path, never the credentials.
+    #[tracing::instrument(level = "debug", name = "upstream.request", skip_all, fields(
+        otel.kind = "client",
+        http.request.method = %method,
+        server.address = %t.upstream.host,
+        upstream.path = %path,
+        http.response.status_code = tracing::field::Empty,
+    ))]
     pub async fn send(
         &self,
         t: &Target,
@@ -212,6 +220,7 @@ impl Upstreams {
                 .map_err(|_| UpstreamError::Timeout { host: host.clone() })?
                 .map_err(|e| UpstreamError::from_reqwest(&host, e))?;
             let status = resp.status();
+            tracing::Span::current().record("http.response.status_code", status.as_u16());
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 let challenge = resp
                     .headers()

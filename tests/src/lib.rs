@@ -204,6 +204,8 @@ pub struct Trow {
     /// The config file and flags the proxies were started with, for [`Trow::add_proxy`].
     proxy_config: Option<PathBuf>,
     proxy_flags: Vec<String>,
+    /// The environment the proxies were started with, for [`Trow::add_proxy`].
+    proxy_env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -229,7 +231,8 @@ pub struct Flags {
     /// first proxy for pre-warming) and give the gateway `--admission`. In one process these
     /// flags go to the one `trow`, which always runs the admission service.
     pub admission: Option<Vec<String>>,
-    /// Environment variables for the gateway (or the one `trow`) and storage, e.g. `RUST_LOG`.
+    /// Environment variables for every Trow process (the one `trow`, or gateway, storage,
+    /// proxies and admission), e.g. `RUST_LOG`, `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub env: Vec<(String, String)>,
 }
 
@@ -285,7 +288,7 @@ impl Flags {
         self
     }
 
-    /// The same flags, with `var=value` in the gateway's and storage's environment.
+    /// The same flags, with `var=value` in every Trow process's environment.
     pub fn with_env(mut self, var: &str, value: &str) -> Flags {
         self.env.push((var.to_string(), value.to_string()));
         self
@@ -422,6 +425,7 @@ impl Trow {
                             &logs,
                             i,
                             &flags.proxy,
+                            &flags.env,
                         );
                         let addr = addr_prefix(&wait_for_line(&mut p, "trow proxy: gRPC on "));
                         port = addr.rsplit_once(':').expect("HOST:PORT").1.to_string();
@@ -433,7 +437,8 @@ impl Trow {
                 if let Some(args) = &flags.admission {
                     let mut cmd = Command::new(trow_bin());
                     cmd.args(["admission", "--listen", "127.0.0.1:0"])
-                        .args(args);
+                        .args(args)
+                        .envs(flags.env.iter().map(|(k, v)| (k, v)));
                     if let Some(config) = &flags.config_file {
                         cmd.arg("--config-file").arg(config);
                     }
@@ -513,6 +518,7 @@ impl Trow {
             ready,
             proxy_config: flags.config_file,
             proxy_flags: flags.proxy,
+            proxy_env: flags.env,
             _tmp: None,
         };
         let v2 = format!("{}/v2/", trow.url);
@@ -546,6 +552,7 @@ impl Trow {
             &logs,
             replica,
             &self.proxy_flags,
+            &self.proxy_env,
         );
         let addr = addr_prefix(&wait_for_line(&mut p, "trow proxy: gRPC on "));
         self.proxy_addrs.push(addr);
@@ -559,6 +566,7 @@ impl Trow {
         logs: &Path,
         replica: usize,
         flags: &[String],
+        env: &[(String, String)],
     ) -> Proc {
         let mut cmd = Command::new(trow_bin());
         cmd.args([
@@ -570,7 +578,8 @@ impl Trow {
             "--config-file",
         ])
         .arg(config)
-        .args(flags);
+        .args(flags)
+        .envs(env.iter().map(|(k, v)| (k, v)));
         Proc::spawn(cmd, logs.join(format!("proxy-{replica}-{}.log", now_ms())))
     }
 
@@ -815,6 +824,7 @@ pub fn trow_gc(storage_addr: &str, dry_run: bool) -> (bool, String) {
 }
 
 pub mod oci;
+pub mod otlp;
 pub mod tmpfs;
 pub mod tools;
 

@@ -15,7 +15,7 @@
 //! Tests that run side by side use different `127.0.0.x` addresses: a port-80 upstream can
 //! exist once per address.
 
-mod background;
+pub(crate) mod background;
 pub mod config;
 pub mod front;
 pub mod http1;

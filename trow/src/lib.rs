@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod gc;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::Path;

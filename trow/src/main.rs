@@ -423,16 +423,26 @@ async fn fsck(a: FsckArgs) -> i32 {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
-        )
-        .init();
-    if let Err(e) = run(Cli::parse()).await {
+    let cli = Cli::parse();
+    let telemetry = trow::telemetry::init(service_name(&cli));
+    let result = run(cli).await;
+    telemetry.shutdown().await;
+    if let Err(e) = result {
         // Said plainly: this is what an operator sees when Trow cannot start.
         eprintln!("trow: {e}");
         std::process::exit(1);
+    }
+}
+
+/// The name a mode's traces carry (unless `OTEL_SERVICE_NAME` says otherwise); None: not traced.
+fn service_name(cli: &Cli) -> Option<&'static str> {
+    match cli.command {
+        None => Some("trow"),
+        Some(Command::Storage(_)) => Some("trow-storage"),
+        Some(Command::Proxy(_)) => Some("trow-proxy"),
+        Some(Command::Admission(_)) => Some("trow-admission"),
+        Some(Command::Gateway(_)) => Some("trow-gateway"),
+        Some(Command::Fsck(_) | Command::Gc(_)) => None,
     }
 }
 

@@ -73,7 +73,9 @@ impl<B: Backend> Store<B> {
         }
     }
 
-    /// Streams `length` bytes (0: to the end) of a blob from `offset`.
+    /// Streams `length` bytes (0: to the end) of a blob from `offset`. Its span (traces only)
+    /// covers opening the blob, not the stream.
+    #[tracing::instrument(level = "debug", name = "storage.blob.read", skip(self))]
     pub async fn read_blob(
         &self,
         repository: &str,

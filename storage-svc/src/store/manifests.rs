@@ -185,6 +185,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// A manifest's metadata and bytes by tag or digest.
+    #[tracing::instrument(level = "debug", name = "storage.manifest.read", skip(self))]
     pub async fn get_manifest(
         &self,
         repository: &str,

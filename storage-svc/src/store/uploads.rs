@@ -165,6 +165,7 @@ impl<B: Backend> Store<B> {
     /// stays resumable at its new size. A failed write here (a full disk) cancels the upload, so
     /// its scratch bytes are freed at once; so do bytes past a fill's announced size (its upstream
     /// sent more than it said: the fill can only be wrong).
+    #[tracing::instrument(level = "debug", name = "storage.blob.write", skip(self, data))]
     pub async fn append_upload<S>(
         &self,
         repository: &str,
@@ -289,6 +290,7 @@ impl<B: Backend> Store<B> {
 
     /// Verifies the upload's digest, makes the blob durable and visible, links it into the
     /// repository. A wrong or malformed digest discards the upload and stores nothing.
+    #[tracing::instrument(level = "debug", name = "storage.blob.commit", skip(self))]
     pub async fn complete_upload(&self, repository: &str, id: &str, digest: &str) -> Result<u64> {
         let upload = self.upload(repository, id)?;
         let guard = self.loaded_hasher(id, &upload).await?;
