@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tonic::transport::Channel;
 use trow_proto::proxy::WarmRequest;
 use trow_proto::proxy::proxy_client::ProxyClient;
+use trow_proto::trust::Channel;
 
 use crate::WarmTarget;
 

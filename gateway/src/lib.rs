@@ -15,13 +15,14 @@ use axum::http::{HeaderName, HeaderValue};
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use trow_proto::admission::admission_client::AdmissionClient;
 use trow_proto::proxy::proxy_client::ProxyClient;
 use trow_proto::storage::storage_client::StorageClient;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
+use trow_proto::trust::{Channel, Trust, TrustError};
 
 pub mod auth;
 pub mod body;
@@ -67,15 +68,16 @@ pub struct AppState {
     pub auth: Option<std::sync::Arc<auth::Auth>>,
 }
 
-/// A channel to a service at `url` (`http://host:port`). It connects lazily and reconnects by
-/// itself, so the gateway may start before the service and outlive its restarts.
-pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(endpoint(Endpoint::from_shared(url.to_string())?).connect_lazy())
+/// A channel to a service at `url` (`http://host:port`, or `https://` with mutual TLS), as
+/// `trust` says (see `trow_proto::trust`). It connects lazily and reconnects by itself, so the
+/// gateway may start before the service and outlive its restarts.
+pub fn channel(url: &str, trust: &Trust) -> Result<Channel, TrustError> {
+    trust.channel(url, None, endpoint)
 }
 
 /// A client for the storage service at `url` (see [`channel`]).
-pub fn storage_client(url: &str) -> Result<StorageClient<Channel>, tonic::transport::Error> {
-    Ok(storage(channel(url)?))
+pub fn storage_client(url: &str, trust: &Trust) -> Result<StorageClient<Channel>, TrustError> {
+    Ok(storage(channel(url, trust)?))
 }
 
 /// A channel to a service in the same process, reached through in-memory pipes: each
@@ -94,8 +96,10 @@ pub fn in_process_channel(
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(ours))
         }
     });
-    endpoint(Endpoint::from_static("http://service.in-process"))
-        .connect_with_connector_lazy(connector)
+    trow_proto::trust::in_process(
+        endpoint(Endpoint::from_static("http://service.in-process"))
+            .connect_with_connector_lazy(connector),
+    )
 }
 
 /// A client for a storage service in the same process (see [`in_process_channel`]).
@@ -108,7 +112,8 @@ pub fn in_process_storage_client(
 /// Bytes an in-process pipe buffers in each direction.
 const IN_PROCESS_PIPE: usize = 256 << 10;
 
-fn endpoint(e: Endpoint) -> Endpoint {
+/// Trow's transport settings on a client endpoint.
+pub(crate) fn endpoint(e: Endpoint) -> Endpoint {
     e.connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)

@@ -1,19 +1,24 @@
 //! What every Trow gRPC server carries besides its own service: the shared transport settings,
 //! gRPC health and reflection (v1 and v1alpha) of the contract it serves, so that operators'
 //! tools (`grpcurl -plaintext HOST:PORT list`, health probes) work the same on every listener;
-//! and how its TCP listener accepts.
+//! the [`crate::trust::Guard`] in front of them all; and how its TCP listener accepts.
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
+use tower::layer::util::{Identity, Stack};
 
 use crate::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 
 /// A server with health (SERVING for `S`) and reflection of `descriptors` (one of
 /// [`crate::descriptors`]); add service `S` and serve it. Reflection lists `S`, health and
-/// reflection only: a listed service must answer.
-pub async fn with_operator_services<S: NamedService>(descriptors: &'static [u8]) -> Router {
+/// reflection only: a listed service must answer. `guard` refuses calls without the token
+/// (see [`crate::trust`]).
+pub async fn with_operator_services<S: NamedService>(
+    descriptors: &'static [u8],
+    guard: crate::trust::Guard,
+) -> Router<Stack<crate::trust::Guard, Identity>> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<S>().await;
     let builder = || {
@@ -35,6 +40,7 @@ pub async fn with_operator_services<S: NamedService>(descriptors: &'static [u8])
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
+        .layer(guard)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -9,12 +9,12 @@ use futures::{Stream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use std::sync::Arc;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use trow_proto::oci_code::{self, ErrorCode};
 use trow_proto::proxy::CacheStatus;
 use trow_proto::storage::{self as st, storage_client::StorageClient};
 use trow_proto::transport::READ_CHUNK_SIZE;
+use trow_proto::trust::Channel;
 
 use crate::reference::Target;
 use crate::service::{ProxyService, header_str, upstream_status};

@@ -9,11 +9,11 @@ use bytes::Bytes;
 use reqwest::header::{self, HeaderMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use trow_proto::oci_code::{self, ErrorCode};
 use trow_proto::proxy::{self as pb, CacheStatus, proxy_server::Proxy};
 use trow_proto::storage::storage_client::StorageClient;
+use trow_proto::trust::Channel;
 
 use crate::config::ProxyConfig;
 use crate::failures::Failures;

@@ -10,9 +10,9 @@ use axum::body::Body;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tonic::Code;
-use tonic::transport::Channel;
 use trow_proto::proxy::{BlobRequest, CacheStatus, ManifestRequest, TagsRequest};
 use trow_proto::storage::{self as st, storage_client::StorageClient};
+use trow_proto::trust::Channel;
 
 use super::{DOCKER_CONTENT_DIGEST, Req, hv, next_link, page_params};
 use crate::error::{Error, OciCode, Result};
