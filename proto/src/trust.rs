@@ -81,13 +81,24 @@ struct Configs {
 }
 
 /// `authorization: Bearer <token>`, as a client sends it and as a server expects it.
+/// The file may hold several tokens, one per line: servers accept each, clients send the
+/// first. Rotating without refused calls: add the new token as a second line everywhere, then
+/// make it the first, then remove the old one.
 struct Bearer {
     value: AsciiMetadataValue,
+    accepted: Vec<AsciiMetadataValue>,
 }
 
 impl Bearer {
     fn admits(&self, header: Option<&http::HeaderValue>) -> bool {
-        header.is_some_and(|h| bool::from(h.as_bytes().ct_eq(self.value.as_encoded_bytes())))
+        let Some(h) = header else { return false };
+        // Every accepted token is compared, so the time taken says nothing of which matched.
+        self.accepted
+            .iter()
+            .fold(subtle::Choice::from(0), |any, t| {
+                any | h.as_bytes().ct_eq(t.as_encoded_bytes())
+            })
+            .into()
     }
 }
 
@@ -326,24 +337,26 @@ fn bearer(path: &std::path::Path, bytes: &[u8]) -> Result<Bearer, TrustError> {
         path: path.into(),
         reason,
     };
-    let token = std::str::from_utf8(bytes)
-        .map_err(|_| bad("not text"))?
-        .trim();
-    if token.is_empty() {
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("not text"))?;
+    let mut accepted = Vec::new();
+    for token in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                "only printable ASCII without spaces can travel in a header (base64 is fine)",
+            ));
+        }
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(bad("a token is shorter than 16 characters"));
+        }
+        let mut value: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| bad("not a valid header value"))?;
+        value.set_sensitive(true);
+        accepted.push(value);
+    }
+    let Some(value) = accepted.first().cloned() else {
         return Err(bad("the file is empty"));
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(bad(
-            "only printable ASCII without spaces can travel in a header (base64 is fine)",
-        ));
-    }
-    if token.len() < MIN_TOKEN_LEN {
-        return Err(bad("shorter than 16 characters"));
-    }
-    let mut value: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {token}"))
-        .map_err(|_| bad("not a valid header value"))?;
-    value.set_sensitive(true);
-    Ok(Bearer { value })
+    };
+    Ok(Bearer { value, accepted })
 }
 
 /// The interceptor every Trow client call goes through: adds the token when there is one.
@@ -604,6 +617,32 @@ mod tests {
             .to_str()
             .unwrap();
         assert_eq!(call(&g, put, Some(sent)).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_second_line_is_accepted_too_for_rotation() {
+        let (_d, path) = trust_with_token("new-token-0123456789\nold-token-0123456789\n");
+        let trust = Trust::load(None, Some(path)).unwrap();
+        let g = trust.guard();
+        let put = "/trow.storage.v1.Storage/PutManifest";
+        assert_eq!(
+            call(&g, put, Some("Bearer old-token-0123456789")).await,
+            None
+        );
+        assert_eq!(
+            call(&g, put, Some("Bearer new-token-0123456789")).await,
+            None
+        );
+        assert_eq!(
+            call(&g, put, Some("Bearer other-token-0123456789")).await,
+            Some(tonic::Code::Unauthenticated)
+        );
+        let req = trust.credentials().call(tonic::Request::new(())).unwrap();
+        assert_eq!(
+            req.metadata().get("authorization").unwrap(),
+            "Bearer new-token-0123456789",
+            "clients send the first line"
+        );
     }
 
     #[tokio::test]
