@@ -660,6 +660,59 @@ mod tests {
         }
     }
 
+    /// A CA and a leaf certificate it signed, as PEM: (ca, cert, key).
+    fn pki() -> (String, String, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["trow-storage".to_string()]).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        (ca_cert.pem(), cert.pem(), key.serialize_pem())
+    }
+
+    fn files(dir: &std::path::Path, ca: &str, cert: &str, key: &str) -> MutualTlsFiles {
+        let f = MutualTlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            ca: dir.join("ca.crt"),
+        };
+        std::fs::write(&f.cert, cert).unwrap();
+        std::fs::write(&f.key, key).unwrap();
+        std::fs::write(&f.ca, ca).unwrap();
+        f
+    }
+
+    #[tokio::test]
+    async fn tls_files_that_do_not_fit_stop_the_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = pki();
+        let trust = Trust::load(Some(files(dir.path(), &ca, &cert, &key)), None).unwrap();
+        assert!(trust.is_tls() && !trust.has_token());
+        assert!(
+            trust
+                .channel("https://trow-storage:7000", None, |e| e)
+                .is_ok()
+        );
+        let e = trust
+            .channel("http://trow-storage:7000", None, |e| e)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("use https://"), "{e}");
+
+        let (_, _, other_key) = pki();
+        let e = Trust::load(Some(files(dir.path(), &ca, &cert, &other_key)), None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        let e = Trust::load(Some(files(dir.path(), "", &cert, &key)), None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("ca.crt"), "{e}");
+    }
+
     #[tokio::test]
     async fn urls_must_fit_the_trust() {
         let none = Trust::none();
