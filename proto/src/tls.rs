@@ -189,7 +189,7 @@ async fn rewatch<T, E, F>(
         let now = match read {
             Ok(Ok(now)) => now,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "{what}: files unreadable: keeping the last good ones");
+                tracing::warn!(error = %e, "{what} files unreadable: keeping the last good ones");
                 continue;
             }
             Err(_) => continue,
@@ -207,7 +207,7 @@ async fn rewatch<T, E, F>(
                 last = now;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "{what}: new files do not load: keeping the last good ones")
+                tracing::warn!(error = %e, "new {what} files do not load: keeping the last good ones")
             }
         }
     }
