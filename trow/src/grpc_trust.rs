@@ -26,8 +26,9 @@ pub struct GrpcTrustArgs {
     #[arg(long, env = "TROW_GRPC_TLS_CA", requires_all = ["grpc_tls_cert", "grpc_tls_key"])]
     pub grpc_tls_ca: Option<PathBuf>,
     /// A shared token (at least 16 printable characters) in this file: clients send it on every
-    /// gRPC call, servers refuse calls without it (health checks stay open). Re-read when it
-    /// changes; never logged.
+    /// gRPC call, servers refuse calls without it (health checks stay open). Several tokens,
+    /// one per line, for rotation: servers accept each, clients send the first. Re-read when
+    /// it changes; never logged.
     #[arg(long, env = "TROW_GRPC_TOKEN_FILE")]
     pub grpc_token_file: Option<PathBuf>,
 }
