@@ -13,43 +13,30 @@
 //!   the kubelet's gRPC probes cannot send one. Reflection and the service itself need it.
 //!
 //! [`Trust`] holds both for a process; a server takes its [`Trust::incoming`] connections and
-//! its [`Trust::guard`] layer, a client its [`Trust::channel`] (whose interceptor,
-//! [`Credentials`], carries the token). A process's in-memory pipes use [`Guard::open`] and
-//! [`in_process`]: nothing outside the process can reach them.
+//! its [`Trust::guard`] layer (`server`), a client its [`Trust::channel`] (`client`; its
+//! interceptor, [`Credentials`], carries the token). A process's in-memory pipes use
+//! [`Guard::open`] and [`in_process`]: nothing outside the process can reach them.
 
-use http::Uri;
-use hyper_util::rt::TokioIo;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::SingleCertAndKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::StreamExt;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Endpoint;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::tls::{self, ReadError, TlsError, TlsFiles, Watched};
 
-/// The path prefix of the gRPC health service, open to callers without the token.
-const HEALTH: &str = "/grpc.health.v1.Health/";
+mod client;
+mod server;
+
+pub use client::{Channel, Credentials, in_process};
+pub use server::{Conn, Guard, Guarded, Incoming};
 
 /// Shortest token accepted: a guessable shared secret protects nothing.
 pub const MIN_TOKEN_LEN: usize = 16;
-
-/// A TLS handshake must end within this, or the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The PEM files of mutual TLS: this process's certificate (chain) and key, and the CA that
 /// signs its peers' certificates.
@@ -161,129 +148,6 @@ impl Trust {
             (false, false) => "nothing: anyone who reaches the port may call it",
         }
     }
-
-    /// The connections `listener` accepts: TLS handshakes (each in its own task, so a slow
-    /// client holds up nobody) with a client certificate the CA signed, or plain TCP.
-    pub fn incoming(&self, listener: TcpListener) -> Incoming {
-        let tcp = crate::server::tcp_incoming(listener);
-        let Some(tls) = self.tls.clone() else {
-            return Box::pin(tcp.map(|c| c.map(Conn::Plain)));
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let mut tcp = tcp;
-            loop {
-                let stream = tokio::select! {
-                    _ = tx.closed() => return,
-                    next = tcp.next() => match next {
-                        Some(Ok(s)) => s,
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "accepting a gRPC connection failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                        None => return,
-                    },
-                };
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().server.clone());
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let peer = stream.peer_addr().ok();
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            let _ = tx.send(Ok(Conn::Tls(Box::new(s)))).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::info!(peer = ?peer, error = %e, "refused a gRPC caller: TLS handshake failed")
-                        }
-                        Err(_) => {
-                            tracing::info!(peer = ?peer, "refused a gRPC caller: TLS handshake timed out")
-                        }
-                    }
-                });
-            }
-        });
-        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
-    }
-
-    /// The layer a server puts before its services: calls without the token are refused.
-    pub fn guard(&self) -> Guard {
-        Guard {
-            token: self.token.clone(),
-        }
-    }
-
-    /// What this process's clients attach to every call.
-    pub fn credentials(&self) -> Credentials {
-        Credentials {
-            token: self.token.clone(),
-        }
-    }
-
-    /// A channel to the service at `url`, connecting lazily and reconnecting by itself:
-    /// `https://` with mutual TLS, `http://` without (the other is an error, so a
-    /// misconfiguration shows at start-up rather than as refused calls). The server's
-    /// certificate must name `tls_name`, or else the URL's host (a pool that connects to the
-    /// addresses a name resolves to still checks the name). `tune` sets the endpoint's
-    /// transport settings.
-    pub fn channel(
-        &self,
-        url: &str,
-        tls_name: Option<&str>,
-        tune: impl FnOnce(Endpoint) -> Endpoint,
-    ) -> Result<Channel, TrustError> {
-        let bad = |reason: String| TrustError::Url {
-            url: url.to_string(),
-            reason,
-        };
-        let uri: Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
-        let (Some(scheme), Some(authority), Some(host)) =
-            (uri.scheme_str(), uri.authority(), uri.host())
-        else {
-            return Err(bad("expected http(s)://HOST:PORT".into()));
-        };
-        let channel = match (scheme, &self.tls) {
-            ("http", None) => {
-                tune(Endpoint::from_shared(url.to_string()).map_err(|e| bad(e.to_string()))?)
-                    .connect_lazy()
-            }
-            ("https", Some(tls)) => {
-                let name = tls_name.unwrap_or(host);
-                let name = name.trim_start_matches('[').trim_end_matches(']');
-                let server_name = ServerName::try_from(name.to_string())
-                    .map_err(|e| bad(format!("{name:?} is not a TLS server name: {e}")))?;
-                // tonic's own TLS is not used (it cannot reload): the connector below does TLS,
-                // and tonic sees a plain `http://` endpoint, whatever its features.
-                let plain = format!("http://{authority}");
-                let endpoint = Endpoint::from_shared(plain).map_err(|e| bad(e.to_string()))?;
-                tune(endpoint).connect_with_connector_lazy(TlsConnector {
-                    configs: tls.clone(),
-                    server_name,
-                })
-            }
-            ("https", None) => {
-                return Err(bad(
-                    "https:// needs --grpc-tls-cert, --grpc-tls-key and --grpc-tls-ca".into(),
-                ));
-            }
-            ("http", Some(_)) => {
-                return Err(bad(
-                    "gRPC between the services is mutual TLS here (--grpc-tls-*): use https://"
-                        .into(),
-                ));
-            }
-            _ => return Err(bad("expected http(s)://HOST:PORT".into())),
-        };
-        Ok(InterceptedService::new(channel, self.credentials()))
-    }
-}
-
-/// A gRPC channel as Trow's clients hold it: tonic's, with [`Credentials`] on every call.
-pub type Channel = InterceptedService<tonic::transport::Channel, Credentials>;
-
-/// A channel through this process's in-memory pipes: no token, no TLS (see the module docs).
-pub fn in_process(channel: tonic::transport::Channel) -> Channel {
-    InterceptedService::new(channel, Credentials { token: None })
 }
 
 fn configs(files: &MutualTlsFiles, bytes: &[Vec<u8>]) -> Result<Configs, TlsError> {
@@ -359,204 +223,10 @@ fn bearer(path: &std::path::Path, bytes: &[u8]) -> Result<Bearer, TrustError> {
     Ok(Bearer { value, accepted })
 }
 
-/// The interceptor every Trow client call goes through: adds the token when there is one.
-#[derive(Clone)]
-pub struct Credentials {
-    token: Option<Arc<Watched<Bearer>>>,
-}
-
-impl Interceptor for Credentials {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(t) = &self.token {
-            req.metadata_mut()
-                .insert("authorization", t.current().value.clone());
-        }
-        Ok(req)
-    }
-}
-
-/// The connections a server accepts (see [`Trust::incoming`]).
-pub type Incoming = Pin<Box<dyn tokio_stream::Stream<Item = Result<Conn, std::io::Error>> + Send>>;
-
-/// One accepted connection, plain or TLS.
-pub enum Conn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        match self {
-            Conn::Plain(s) => s.connect_info(),
-            Conn::Tls(s) => s.get_ref().0.connect_info(),
-        }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
-        }
-    }
-}
-
-/// Connects a client channel: TCP to the URI's address, then TLS naming `server_name`, with
-/// the certificate and CA current at the time.
-#[derive(Clone)]
-struct TlsConnector {
-    configs: Arc<Watched<Configs>>,
-    server_name: ServerName<'static>,
-}
-
-impl tower::Service<Uri> for TlsConnector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let config = self.configs.current().client.clone();
-        let name = self.server_name.clone();
-        Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| std::io::Error::other("no host in the service URL"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            Ok(TokioIo::new(tls))
-        })
-    }
-}
-
-/// The layer that refuses calls without the token (see the module docs); [`Guard::open`]
-/// lets every call through.
-#[derive(Clone)]
-pub struct Guard {
-    token: Option<Arc<Watched<Bearer>>>,
-}
-
-impl Guard {
-    /// A guard that lets every call through: for in-memory pipes.
-    pub fn open() -> Guard {
-        Guard { token: None }
-    }
-}
-
-impl<S> tower::Layer<S> for Guard {
-    type Service = Guarded<S>;
-
-    fn layer(&self, inner: S) -> Guarded<S> {
-        Guarded {
-            inner,
-            token: self.token.clone(),
-        }
-    }
-}
-
-/// A service behind a [`Guard`].
-#[derive(Clone)]
-pub struct Guarded<S> {
-    inner: S,
-    token: Option<Arc<Watched<Bearer>>>,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Guarded<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if let Some(t) = &self.token
-            && !req.uri().path().starts_with(HEALTH)
-            && !t
-                .current()
-                .admits(req.headers().get(http::header::AUTHORIZATION))
-        {
-            tracing::warn!(path = %req.uri().path(), "refused a gRPC call without the service token");
-            let refused = tonic::Status::unauthenticated(
-                "this Trow service requires the shared token (authorization: Bearer ...)",
-            );
-            return Box::pin(std::future::ready(Ok(refused.into_http())));
-        }
-        Box::pin(self.inner.call(req))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::service::Interceptor;
     use tower::{Layer, Service, ServiceExt};
 
     fn trust_with_token(token: &str) -> (tempfile::TempDir, PathBuf) {
