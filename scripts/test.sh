@@ -24,9 +24,10 @@ log() { printf '==> %s\n' "$*" >&2; }
 start=$(date +%s)
 
 # --- 1. system packages -------------------------------------------------------------------
-packages=(skopeo podman containerd docker-registry umoci jq curl iproute2)
+# openssl: the gRPC trust tests read the certificate a service presents with `openssl s_client`.
+packages=(skopeo podman containerd docker-registry umoci jq curl iproute2 openssl)
 missing=()
-for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare; do
+for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare openssl; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 if ((${#missing[@]})); then

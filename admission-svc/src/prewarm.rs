@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use trow_proto::proxy::WarmRequest;
 use trow_proto::proxy::proxy_client::ProxyClient;
-use trow_proto::trace::Channel;
+use trow_proto::trust::Channel;
 
 use crate::WarmTarget;
 

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use trow_proto::admission::Review;
 use trow_proto::admission::admission_server::{Admission, AdmissionServer};
 use trow_proto::transport::MAX_MESSAGE_SIZE;
+use trow_proto::trust::{Guard, Trust};
 
 use crate::Webhooks;
 use crate::prewarm::Prewarmer;
@@ -78,25 +79,23 @@ impl Admission for Shared {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves.
+/// Serves `service` on `listener`, to the callers `trust` admits, until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<AdmissionService>,
     shutdown: impl Future<Output = ()> + Send,
+    trust: &Trust,
 ) -> Result<(), tonic::transport::Error> {
-    serve_incoming(
-        trow_proto::server::tcp_incoming(listener),
-        service,
-        shutdown,
-    )
-    .await
+    serve_incoming(trust.incoming(listener), service, shutdown, trust.guard()).await
 }
 
-/// Serves `service` on any stream of connections (TCP, or in-memory pipes in one process).
+/// Serves `service` on any stream of connections (TCP, or in-memory pipes in one process,
+/// with [`Guard::open`]).
 pub async fn serve_incoming<I, IO, IE>(
     incoming: I,
     service: Arc<AdmissionService>,
     shutdown: impl Future<Output = ()> + Send,
+    guard: Guard,
 ) -> Result<(), tonic::transport::Error>
 where
     I: futures::Stream<Item = Result<IO, IE>>,
@@ -113,6 +112,7 @@ where
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     trow_proto::server::with_operator_services::<AdmissionServer<Shared>>(
         trow_proto::descriptors::ADMISSION,
+        guard,
     )
     .await
     .add_service(admission)

@@ -16,14 +16,14 @@ use axum::http::{HeaderName, HeaderValue};
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use trow_proto::admission::admission_client::AdmissionClient;
 use trow_proto::proxy::proxy_client::ProxyClient;
 use trow_proto::storage::storage_client::StorageClient;
-use trow_proto::trace::Channel as Traced;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
+use trow_proto::trust::{Channel, Trust, TrustError};
 
 pub mod auth;
 pub mod body;
@@ -58,27 +58,28 @@ pub mod fuzzing {
 /// What every handler shares: the service clients (cheap to clone; one HTTP/2 connection each).
 #[derive(Clone)]
 pub struct AppState {
-    pub storage: StorageClient<Traced>,
+    pub storage: StorageClient<Channel>,
     /// The pull-through cache's replicas; None when this gateway proxies nothing (`f/` reads
     /// are refused).
     pub proxy: Option<proxy_pool::ProxyPool>,
     /// The name clients use for this registry: `?ns=<hostname>` is an ordinary local read.
     pub hostname: Option<String>,
     /// The admission webhooks' service; None: `/validate-image` and `/mutate-image` answer 404.
-    pub admission: Option<AdmissionClient<Traced>>,
+    pub admission: Option<AdmissionClient<Channel>>,
     /// Authentication; None: every request is allowed (no users configured).
     pub auth: Option<std::sync::Arc<auth::Auth>>,
 }
 
-/// A channel to a service at `url` (`http://host:port`). It connects lazily and reconnects by
-/// itself, so the gateway may start before the service and outlive its restarts.
-pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(endpoint(Endpoint::from_shared(url.to_string())?).connect_lazy())
+/// A channel to a service at `url` (`http://host:port`, or `https://` with mutual TLS), as
+/// `trust` says (see `trow_proto::trust`). It connects lazily and reconnects by itself, so the
+/// gateway may start before the service and outlive its restarts.
+pub fn channel(url: &str, trust: &Trust) -> Result<Channel, TrustError> {
+    trust.channel(url, None, endpoint)
 }
 
 /// A client for the storage service at `url` (see [`channel`]).
-pub fn storage_client(url: &str) -> Result<StorageClient<Traced>, tonic::transport::Error> {
-    Ok(storage(channel(url)?))
+pub fn storage_client(url: &str, trust: &Trust) -> Result<StorageClient<Channel>, TrustError> {
+    Ok(storage(channel(url, trust)?))
 }
 
 /// A channel to a service in the same process, reached through in-memory pipes: each
@@ -97,21 +98,24 @@ pub fn in_process_channel(
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(ours))
         }
     });
-    endpoint(Endpoint::from_static("http://service.in-process"))
-        .connect_with_connector_lazy(connector)
+    trow_proto::trust::in_process(
+        endpoint(Endpoint::from_static("http://service.in-process"))
+            .connect_with_connector_lazy(connector),
+    )
 }
 
 /// A client for a storage service in the same process (see [`in_process_channel`]).
 pub fn in_process_storage_client(
     server: tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>,
-) -> StorageClient<Traced> {
+) -> StorageClient<Channel> {
     storage(in_process_channel(server))
 }
 
 /// Bytes an in-process pipe buffers in each direction.
 const IN_PROCESS_PIPE: usize = 256 << 10;
 
-fn endpoint(e: Endpoint) -> Endpoint {
+/// Trow's transport settings on a client endpoint.
+pub(crate) fn endpoint(e: Endpoint) -> Endpoint {
     e.connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
@@ -120,24 +124,24 @@ fn endpoint(e: Endpoint) -> Endpoint {
         .http2_keep_alive_interval(Duration::from_secs(30))
 }
 
-/// A storage client on `channel`, with Trow's message size limits; its calls carry the trace
-/// context (as do the proxy's and admission's below).
-pub fn storage(channel: Channel) -> StorageClient<Traced> {
-    StorageClient::new(trow_proto::trace::channel(channel))
+/// A storage client on `channel`, with Trow's message size limits; its calls carry the token
+/// and the trace context (the channel's interceptor, see `trow_proto::trust`).
+pub fn storage(channel: Channel) -> StorageClient<Channel> {
+    StorageClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
 /// A proxy client on `channel`, with Trow's message size limits.
-pub fn proxy(channel: Channel) -> ProxyClient<Traced> {
-    ProxyClient::new(trow_proto::trace::channel(channel))
+pub fn proxy(channel: Channel) -> ProxyClient<Channel> {
+    ProxyClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
 /// An admission client on `channel`, with Trow's message size limits.
-pub fn admission(channel: Channel) -> AdmissionClient<Traced> {
-    AdmissionClient::new(trow_proto::trace::channel(channel))
+pub fn admission(channel: Channel) -> AdmissionClient<Channel> {
+    AdmissionClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tonic::{Code, Status};
 use trow_proto::proxy::proxy_client::ProxyClient;
-use trow_proto::trace::Channel;
+use trow_proto::trust::{Channel, Trust};
 
 /// How long a replica that could not be reached is passed over.
 const SKIP_FOR: Duration = Duration::from_secs(5);
@@ -33,6 +33,8 @@ pub struct ProxyPool {
 
 struct Inner {
     replicas: RwLock<Arc<[Arc<Replica>]>>,
+    /// How replicas are connected to (mutual TLS, token).
+    trust: Trust,
     next: AtomicUsize,
     epoch: Instant,
 }
@@ -109,8 +111,17 @@ fn replica(url: String, source: usize, client: ProxyClient<Channel>) -> Arc<Repl
     })
 }
 
-fn connect(url: &str, source: usize) -> Result<Arc<Replica>, String> {
-    let channel = crate::channel(url).map_err(|e| format!("invalid proxy URL {url}: {e}"))?;
+/// A replica at `url`; with TLS, its certificate must name `tls_name` (the host name `url`'s
+/// address was resolved from), or else `url`'s host.
+fn connect(
+    url: &str,
+    source: usize,
+    tls_name: Option<&str>,
+    trust: &Trust,
+) -> Result<Arc<Replica>, String> {
+    let channel = trust
+        .channel(url, tls_name, crate::endpoint)
+        .map_err(|e| format!("invalid proxy URL {url}: {e}"))?;
     Ok(replica(url.to_string(), source, crate::proxy(channel)))
 }
 
@@ -123,24 +134,26 @@ impl ProxyPool {
             .enumerate()
             .map(|(i, c)| replica(format!("replica {i}"), i, c))
             .collect();
-        ProxyPool::of(replicas)
+        ProxyPool::of(replicas, Trust::none())
     }
 
-    fn of(replicas: Vec<Arc<Replica>>) -> ProxyPool {
+    fn of(replicas: Vec<Arc<Replica>>, trust: Trust) -> ProxyPool {
         ProxyPool {
             inner: Arc::new(Inner {
                 replicas: RwLock::new(replicas.into()),
+                trust,
                 next: AtomicUsize::new(0),
                 epoch: Instant::now(),
             }),
         }
     }
 
-    /// A pool of the proxies at `urls` (`http://HOST:PORT`). Addresses are used as they are;
+    /// A pool of the proxies at `urls` (`http://HOST:PORT`, `https://` with mutual TLS), reached
+    /// as `trust` says. Addresses are used as they are;
     /// a host name becomes one replica per address it resolves to, resolved again every
     /// [`RESOLVE_EVERY`] by a task that ends with the pool. A name that does not resolve yet
     /// (its pods are starting) is kept as one replica by name until it does.
-    pub async fn connect(urls: &[String]) -> Result<ProxyPool, String> {
+    pub async fn connect(urls: &[String], trust: &Trust) -> Result<ProxyPool, String> {
         if urls.is_empty() {
             return Err("a proxy pool needs a replica".into());
         }
@@ -148,7 +161,14 @@ impl ProxyPool {
             .iter()
             .map(|u| Target::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
-        let pool = ProxyPool::of(Vec::new());
+        // A URL that does not fit the trust (http:// with TLS, https:// without) stops the
+        // start-up, as a malformed one does.
+        for url in urls {
+            trust
+                .channel(url, None, crate::endpoint)
+                .map_err(|e| e.to_string())?;
+        }
+        let pool = ProxyPool::of(Vec::new(), trust.clone());
         pool.inner.resolve(&targets).await;
         if targets.iter().any(|t| matches!(t, Target::Named { .. })) {
             tokio::spawn(refresh(Arc::downgrade(&pool.inner), targets));
@@ -213,6 +233,10 @@ impl Inner {
         let old = self.snapshot();
         let mut next: Vec<Arc<Replica>> = Vec::new();
         for (source, t) in targets.iter().enumerate() {
+            let tls_name = match t {
+                Target::Fixed(_) => None,
+                Target::Named { host, .. } => Some(host.as_str()),
+            };
             let urls: Vec<String> = match t {
                 Target::Fixed(url) => vec![url.clone()],
                 Target::Named {
@@ -247,7 +271,10 @@ impl Inner {
                     continue;
                 }
                 let kept = old.iter().find(|r| r.url == url).cloned();
-                match kept.map(Ok).unwrap_or_else(|| connect(&url, source)) {
+                match kept
+                    .map(Ok)
+                    .unwrap_or_else(|| connect(&url, source, tls_name, &self.trust))
+                {
                     Ok(r) => next.push(r),
                     Err(e) => tracing::error!(error = %e, "a proxy replica"),
                 }
@@ -311,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn a_name_becomes_a_replica_per_address() {
         // `localhost` resolves on every machine; each address it gives is one replica.
-        let pool = ProxyPool::connect(&["http://localhost:7001".to_string()])
+        let pool = ProxyPool::connect(&["http://localhost:7001".to_string()], &Trust::none())
             .await
             .unwrap();
         let urls = pool.replica_urls();
@@ -330,7 +357,7 @@ mod tests {
     #[tokio::test]
     async fn a_name_that_does_not_resolve_is_kept_by_name() {
         let url = "http://trow-proxy.invalid:7001".to_string();
-        let pool = ProxyPool::connect(std::slice::from_ref(&url))
+        let pool = ProxyPool::connect(std::slice::from_ref(&url), &Trust::none())
             .await
             .unwrap();
         assert_eq!(pool.replica_urls(), vec![url]);

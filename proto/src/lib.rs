@@ -1,8 +1,10 @@
 //! Trow's gRPC contracts, generated from `proto/` by tonic-prost-build. Nothing generated is
 //! edited by hand; the hand-written pieces are [`oci_code`], the convention by which a status
 //! carries its OCI Distribution error code across the wire, [`cache`], the cache's namespace,
-//! [`transport`], the sizes both ends share, and [`server`], what every gRPC server carries, and
-//! [`trace`], the trace context across the hops.
+//! [`transport`], the sizes both ends share, [`server`], what every gRPC server carries,
+//! [`trust`], who may call a service (mutual TLS, a shared token), [`tls`], certificates
+//! from files reloaded when they change (also the gateway's HTTPS), and [`trace`], the trace
+//! context across the hops.
 
 pub mod storage {
     tonic::include_proto!("trow.storage.v1");
@@ -32,5 +34,7 @@ pub mod descriptors {
 pub mod cache;
 pub mod oci_code;
 pub mod server;
+pub mod tls;
 pub mod trace;
 pub mod transport;
+pub mod trust;

@@ -1,8 +1,8 @@
 //! What every Trow gRPC server carries besides its own service: the shared transport settings,
 //! gRPC health and reflection (v1 and v1alpha) of the contract it serves, so that operators'
 //! tools (`grpcurl -plaintext HOST:PORT list`, health probes) work the same on every listener;
-//! the span of each call, child of the caller's trace ([`crate::trace`]); and how its TCP
-//! listener accepts.
+//! the [`crate::trust::Guard`] in front of them all; the span of each call, child of the
+//! caller's trace ([`crate::trace`]); and how its TCP listener accepts.
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -13,12 +13,16 @@ use tower::layer::util::{Identity, Stack};
 use crate::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 
 /// The layers every Trow gRPC server runs its services in.
-pub type Layers = Stack<crate::trace::ServerLayer, Identity>;
+pub type Layers = Stack<crate::trace::ServerLayer, Stack<crate::trust::Guard, Identity>>;
 
 /// A server with health (SERVING for `S`) and reflection of `descriptors` (one of
 /// [`crate::descriptors`]); add service `S` and serve it. Reflection lists `S`, health and
-/// reflection only: a listed service must answer.
-pub async fn with_operator_services<S: NamedService>(descriptors: &'static [u8]) -> Router<Layers> {
+/// reflection only: a listed service must answer. `guard` refuses calls without the token
+/// (see [`crate::trust`]).
+pub async fn with_operator_services<S: NamedService>(
+    descriptors: &'static [u8],
+    guard: crate::trust::Guard,
+) -> Router<Layers> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<S>().await;
     let builder = || {
@@ -40,6 +44,7 @@ pub async fn with_operator_services<S: NamedService>(descriptors: &'static [u8])
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
+        .layer(guard)
         .layer(crate::trace::ServerLayer)
         .add_service(health_service)
         .add_service(reflection)

@@ -1,6 +1,6 @@
 //! The W3C trace context across Trow's gRPC hops, so that one pull through gateway, proxy and
 //! storage is one trace: every client stamps the current span's context on its calls as
-//! `traceparent` metadata ([`Inject`]), every server makes it the parent of its request span
+//! `traceparent` metadata ([`inject_current`], in every client channel's interceptor), every server makes it the parent of its request span
 //! ([`ServerLayer`]).
 //!
 //! Both are always in place, in every topology (the one-process default's in-memory pipes
@@ -31,27 +31,11 @@ pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
-/// The channel every Trow gRPC client is built on: a tonic channel whose calls carry the
-/// caller's trace context.
-pub type Channel =
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Inject>;
-
-/// `channel` with the trace context stamped on its calls.
-pub fn channel(channel: tonic::transport::Channel) -> Channel {
-    tonic::service::interceptor::InterceptedService::new(channel, Inject)
-}
-
-/// The client side: writes the current span's context into the call's metadata. An interceptor
-/// runs where the call is made, so the current span is the caller's.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Inject;
-
-impl tonic::service::Interceptor for Inject {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if enabled() {
-            inject(&tracing::Span::current().context(), req.metadata_mut());
-        }
-        Ok(req)
+/// The client side: writes the current span's context into a call's metadata, when traces are
+/// on. Called by the interceptor every Trow client channel has (`crate::trust::Credentials`).
+pub fn inject_current(metadata: &mut MetadataMap) {
+    if enabled() {
+        inject(&tracing::Span::current().context(), metadata);
     }
 }
 

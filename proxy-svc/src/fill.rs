@@ -14,8 +14,8 @@ use tracing::Instrument;
 use trow_proto::oci_code::{self, ErrorCode};
 use trow_proto::proxy::CacheStatus;
 use trow_proto::storage::{self as st, storage_client::StorageClient};
-use trow_proto::trace::Channel;
 use trow_proto::transport::READ_CHUNK_SIZE;
+use trow_proto::trust::Channel;
 
 use crate::reference::Target;
 use crate::service::{ProxyService, header_str, upstream_status};

@@ -6,28 +6,27 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use trow_proto::proxy::proxy_server::{Proxy, ProxyServer};
 use trow_proto::transport::MAX_MESSAGE_SIZE;
+use trow_proto::trust::{Guard, Trust};
 
 use crate::service::ProxyService;
 
-/// Serves `service` on `listener` until `shutdown` resolves, then finishes in-flight calls.
+/// Serves `service` on `listener`, to the callers `trust` admits, until `shutdown` resolves, then finishes in-flight calls.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<ProxyService>,
     shutdown: impl Future<Output = ()> + Send,
+    trust: &Trust,
 ) -> Result<(), tonic::transport::Error> {
-    serve_incoming(
-        trow_proto::server::tcp_incoming(listener),
-        service,
-        shutdown,
-    )
-    .await
+    serve_incoming(trust.incoming(listener), service, shutdown, trust.guard()).await
 }
 
-/// Serves `service` on any stream of connections (TCP, or in-memory pipes in one process).
+/// Serves `service` on any stream of connections (TCP, or in-memory pipes in one process,
+/// with [`Guard::open`]).
 pub async fn serve_incoming<I, IO, IE>(
     incoming: I,
     service: Arc<ProxyService>,
     shutdown: impl Future<Output = ()> + Send,
+    guard: Guard,
 ) -> Result<(), tonic::transport::Error>
 where
     I: futures::Stream<Item = Result<IO, IE>>,
@@ -44,6 +43,7 @@ where
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     trow_proto::server::with_operator_services::<ProxyServer<Shared>>(
         trow_proto::descriptors::PROXY,
+        guard,
     )
     .await
     .add_service(proxy)

@@ -13,7 +13,7 @@ use tonic::{Code, Request, Response, Status};
 use trow_proto::oci_code::{self, ErrorCode};
 use trow_proto::proxy::{self as pb, CacheStatus, proxy_server::Proxy};
 use trow_proto::storage::storage_client::StorageClient;
-use trow_proto::trace::Channel;
+use trow_proto::trust::Channel;
 
 use crate::config::ProxyConfig;
 use crate::failures::Failures;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use trow_proto::storage::storage_server::StorageServer;
 use trow_proto::transport::MAX_MESSAGE_SIZE;
+use trow_proto::trust::{Guard, Trust};
 
 use crate::backend::{Backend, FsBackend};
 use crate::error::StorageError;
@@ -82,21 +83,24 @@ impl DataDir {
     }
 }
 
-/// Serves `store` on `listener` until `shutdown` resolves, then finishes in-flight calls.
+/// Serves `store` on `listener`, to the callers `trust` admits, until `shutdown` resolves,
+/// then finishes in-flight calls.
 pub async fn serve<B: Backend>(
     listener: TcpListener,
     store: Arc<Store<B>>,
     shutdown: impl Future<Output = ()> + Send,
+    trust: &Trust,
 ) -> Result<(), tonic::transport::Error> {
-    serve_incoming(trow_proto::server::tcp_incoming(listener), store, shutdown).await
+    serve_incoming(trust.incoming(listener), store, shutdown, trust.guard()).await
 }
 
 /// Serves `store` on any stream of connections (TCP, or in-memory pipes for a gateway in the
-/// same process) until `shutdown` resolves, then finishes in-flight calls.
+/// same process, with [`Guard::open`]) until `shutdown` resolves, then finishes in-flight calls.
 pub async fn serve_incoming<B, I, IO, IE>(
     incoming: I,
     store: Arc<Store<B>>,
     shutdown: impl Future<Output = ()> + Send,
+    guard: Guard,
 ) -> Result<(), tonic::transport::Error>
 where
     B: Backend,
@@ -115,6 +119,7 @@ where
 
     trow_proto::server::with_operator_services::<StorageServer<StorageService<B>>>(
         trow_proto::descriptors::STORAGE,
+        guard,
     )
     .await
     .add_service(storage)

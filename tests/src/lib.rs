@@ -206,6 +206,8 @@ pub struct Trow {
     proxy_flags: Vec<String>,
     /// The environment the proxies were started with, for [`Trow::add_proxy`].
     proxy_env: Vec<(String, String)>,
+    /// `http`, or `https` when the services speak mutual TLS.
+    grpc_scheme: &'static str,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -234,6 +236,13 @@ pub struct Flags {
     /// Environment variables for every Trow process (the one `trow`, or gateway, storage,
     /// proxies and admission), e.g. `RUST_LOG`, `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub env: Vec<(String, String)>,
+    /// Flags every process gets once (the one `trow`; in the split topology storage, proxies,
+    /// admission and the gateway): the trust between services, `--grpc-tls-*` and
+    /// `--grpc-token-file`. With `--grpc-tls-cert` the services are named by `https://` URLs.
+    pub grpc: Vec<String>,
+    /// The loopback address every process listens on (default `127.0.0.1`), for tests that
+    /// own addresses of their own, or whose certificates name one.
+    pub ip: Option<String>,
 }
 
 /// One host name for several proxy replicas, as a Kubernetes headless Service gives: replica
@@ -301,6 +310,27 @@ impl Flags {
                 || a.starts_with("--user=")
                 || a.starts_with("--htpasswd=")
         })
+    }
+
+    /// The same flags, with `args` given once to every process (see [`Flags::grpc`]).
+    pub fn with_grpc(mut self, args: &[&str]) -> Flags {
+        self.grpc = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// The same flags, every process listening on `ip` (see [`Flags::ip`]).
+    pub fn on_ip(mut self, ip: &str) -> Flags {
+        self.ip = Some(ip.to_string());
+        self
+    }
+
+    /// `https` when the services speak mutual TLS, else `http`.
+    pub fn grpc_scheme(&self) -> &'static str {
+        if self.grpc.iter().any(|a| a.starts_with("--grpc-tls-cert")) {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The same flags, with `n` proxy replicas in the split topology.
@@ -375,6 +405,18 @@ impl Trow {
         }
         let logs = data_dir.parent().unwrap_or(data_dir).to_path_buf();
         let ready = if flags.requires_auth() { "401" } else { "200" };
+        let scheme = flags.grpc_scheme();
+        let ip = flags.ip.clone().unwrap_or_else(|| "127.0.0.1".to_string());
+        let any_port = format!("{ip}:0");
+        if topology == Topology::Split {
+            let grpc = flags.grpc.clone();
+            flags.gateway.extend(grpc.iter().cloned());
+            flags.storage.extend(grpc.iter().cloned());
+            flags.proxy.extend(grpc.iter().cloned());
+            if let Some(a) = flags.admission.as_mut() {
+                a.extend(grpc.iter().cloned());
+            }
+        }
         let mut proxies = Vec::new();
         let mut proxy_addrs = Vec::new();
         let mut admission_proc = None;
@@ -384,12 +426,13 @@ impl Trow {
                 let mut cmd = Command::new(trow_bin());
                 cmd.args([
                     "--bind",
-                    "127.0.0.1:0",
+                    &any_port,
                     "--storage-listen",
-                    "127.0.0.1:0",
+                    &any_port,
                     "--data-dir",
                 ])
                 .arg(data_dir)
+                .args(&flags.grpc)
                 .args(&flags.gateway)
                 .args(&flags.storage)
                 .args(&flags.proxy)
@@ -398,6 +441,9 @@ impl Trow {
                 if let Some(config) = &flags.config_file {
                     cmd.arg("--config-file").arg(config);
                 }
+                if flags.ip.is_some() {
+                    cmd.args(["--proxy-listen", &any_port, "--admission-listen", &any_port]);
+                }
                 main_argv = argv(&cmd);
                 let mut main = Proc::spawn(cmd, logs.join(format!("trow-{}.log", now_ms())));
                 let storage_addr = addr_prefix(&wait_for_line(&mut main, "trow storage: gRPC on "));
@@ -405,7 +451,7 @@ impl Trow {
             }
             Topology::Split => {
                 let mut storage =
-                    Trow::spawn_storage("127.0.0.1:0", data_dir, &logs, &flags.storage, &flags.env);
+                    Trow::spawn_storage(&any_port, data_dir, &logs, &flags.storage, &flags.env);
                 let storage_addr =
                     addr_prefix(&wait_for_line(&mut storage, "trow storage: gRPC on "));
                 let named = flags.proxy_name.as_ref();
@@ -414,13 +460,13 @@ impl Trow {
                     // Named replicas share one port: the first one's.
                     let listen = |i: usize, port: &str| match named {
                         Some(n) => format!("{}:{port}", n.ips[i]),
-                        None => "127.0.0.1:0".to_string(),
+                        None => any_port.clone(),
                     };
                     let mut port = "0".to_string();
                     for i in 0..count {
                         let mut p = Trow::spawn_proxy(
                             &listen(i, &port),
-                            &storage_addr,
+                            &format!("{scheme}://{storage_addr}"),
                             config,
                             &logs,
                             i,
@@ -436,14 +482,14 @@ impl Trow {
                 let mut admission = None;
                 if let Some(args) = &flags.admission {
                     let mut cmd = Command::new(trow_bin());
-                    cmd.args(["admission", "--listen", "127.0.0.1:0"])
+                    cmd.args(["admission", "--listen", &any_port])
                         .args(args)
                         .envs(flags.env.iter().map(|(k, v)| (k, v)));
                     if let Some(config) = &flags.config_file {
                         cmd.arg("--config-file").arg(config);
                     }
                     if let Some(p) = proxy_addrs.first() {
-                        cmd.args(["--proxy", &format!("http://{p}")]);
+                        cmd.args(["--proxy", &format!("{scheme}://{p}")]);
                     }
                     let mut p = Proc::spawn(cmd, logs.join(format!("admission-{}.log", now_ms())));
                     let addr = addr_prefix(&wait_for_line(&mut p, "trow admission: gRPC on "));
@@ -468,9 +514,9 @@ impl Trow {
                 cmd.args([
                     "gateway",
                     "--bind",
-                    "127.0.0.1:0",
+                    &any_port,
                     "--storage",
-                    &format!("http://{storage_addr}"),
+                    &format!("{scheme}://{storage_addr}"),
                 ]);
                 if let Some(config) = &flags.config_file {
                     // The gateway reads the authorization rules from it.
@@ -479,17 +525,19 @@ impl Trow {
                 match (named, proxy_addrs.first()) {
                     (Some(n), Some(first)) => {
                         let port = first.rsplit_once(':').expect("HOST:PORT").1;
-                        cmd.args(["--proxy", &format!("http://{}:{port}", n.name)]);
+                        cmd.args(["--proxy", &format!("{scheme}://{}:{port}", n.name)]);
                     }
                     _ if !proxy_addrs.is_empty() => {
-                        let urls: Vec<String> =
-                            proxy_addrs.iter().map(|a| format!("http://{a}")).collect();
+                        let urls: Vec<String> = proxy_addrs
+                            .iter()
+                            .map(|a| format!("{scheme}://{a}"))
+                            .collect();
                         cmd.args(["--proxy", &urls.join(",")]);
                     }
                     _ => {}
                 }
                 if let Some((a, _)) = &admission {
-                    cmd.args(["--admission", &format!("http://{a}")]);
+                    cmd.args(["--admission", &format!("{scheme}://{a}")]);
                 }
                 cmd.args(&flags.gateway)
                     .envs(flags.env.iter().map(|(k, v)| (k, v)));
@@ -519,6 +567,7 @@ impl Trow {
             proxy_config: flags.config_file,
             proxy_flags: flags.proxy,
             proxy_env: flags.env,
+            grpc_scheme: scheme,
             _tmp: None,
         };
         let v2 = format!("{}/v2/", trow.url);
@@ -547,7 +596,7 @@ impl Trow {
         let replica = self.proxies.len();
         let mut p = Trow::spawn_proxy(
             listen,
-            &self.storage_addr,
+            &format!("{}://{}", self.grpc_scheme, self.storage_addr),
             &config,
             &logs,
             replica,
@@ -561,7 +610,7 @@ impl Trow {
 
     fn spawn_proxy(
         listen: &str,
-        storage_addr: &str,
+        storage_url: &str,
         config: &Path,
         logs: &Path,
         replica: usize,
@@ -574,7 +623,7 @@ impl Trow {
             "--listen",
             listen,
             "--storage",
-            &format!("http://{storage_addr}"),
+            storage_url,
             "--config-file",
         ])
         .arg(config)

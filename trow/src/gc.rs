@@ -1,20 +1,30 @@
 //! `trow gc`: asks a running storage service to collect garbage and prints what it reports.
 
 use std::io::Write;
-use trow_proto::storage::{self as pb, storage_client::StorageClient};
+use trow_proto::storage as pb;
 
 use crate::Error;
 
 /// Collects garbage in the storage service at `url` (a dry run only lists), writing one line
-/// per item and a summary to `out`.
-pub async fn run(url: &str, dry_run: bool, out: &mut impl Write) -> Result<(), Error> {
-    let mut client = StorageClient::connect(url.to_string())
-        .await
-        .map_err(|e| format!("cannot reach the storage service at {url}: {e}"))?;
+/// per item and a summary to `out`. `trust`: how the storage service is reached (mutual TLS,
+/// token), as the other services reach it.
+pub async fn run(
+    url: &str,
+    dry_run: bool,
+    trust: &trow_proto::trust::Trust,
+    out: &mut impl Write,
+) -> Result<(), Error> {
+    let mut client = trow_gateway::storage_client(url, trust)?;
     let mut reports = client
         .collect_garbage(pb::CollectGarbageRequest { dry_run })
         .await
-        .map_err(|s| format!("garbage collection failed: {}", s.message()))?
+        .map_err(|s| {
+            if s.code() == tonic::Code::Unavailable {
+                format!("cannot reach the storage service at {url}: {s}")
+            } else {
+                format!("garbage collection failed: {}", s.message())
+            }
+        })?
         .into_inner();
     let verb = if dry_run { "would delete" } else { "deleted" };
     while let Some(report) = reports

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod gc;
+pub mod grpc_trust;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
+use trow_proto::trust::{Guard, Trust};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -68,6 +70,13 @@ pub struct AllInOne {
     pub webhooks: trow_admission::Webhooks,
     /// Authentication at the gateway; None: none (no users configured).
     pub auth: Option<trow_gateway::auth::AuthConfig>,
+    /// Who may call the services' TCP listeners (the in-memory pipes need nothing).
+    pub trust: Trust,
+}
+
+/// Says at start-up what a gRPC server requires of its callers (never the token).
+fn log_trust(trust: &Trust) {
+    tracing::info!("gRPC callers must present {}", trust.describe());
 }
 
 /// Says at start-up whether the gateway authenticates, and how (never with a secret).
@@ -101,7 +110,7 @@ fn pipes() -> (
 /// its webhooks will do.
 fn admission_service(
     webhooks: trow_admission::Webhooks,
-    proxy: Option<tonic::transport::Channel>,
+    proxy: Option<trow_proto::trust::Channel>,
 ) -> Arc<trow_admission::server::AdmissionService> {
     let m = webhooks.mutation();
     let prewarm = proxy.filter(|_| m.prewarm).map(|c| {
@@ -141,6 +150,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     );
     println!("trow proxy: gRPC on {proxy_addr}");
     println!("trow admission: gRPC on {admission_addr}");
+    log_trust(&a.trust);
     println!(
         "trow gateway: OCI registry on {}://{}{}",
         scheme(&a.server),
@@ -159,12 +169,12 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         storage_incoming,
         store.clone(),
         wait(services_stop.clone()),
+        Guard::open(),
     ));
-    let storage = tokio::spawn(trow_storage::serve(
-        grpc,
-        store,
-        wait(services_stop.clone()),
-    ));
+    let storage = {
+        let (trust, stop) = (a.trust.clone(), wait(services_stop.clone()));
+        tokio::spawn(async move { trow_storage::serve(grpc, store, stop, &trust).await })
+    };
     let proxy_service = Arc::new(
         trow_proxy::ProxyService::new(
             &a.proxy,
@@ -177,12 +187,14 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         proxy_incoming,
         proxy_service.clone(),
         wait(services_stop.clone()),
+        Guard::open(),
     ));
-    let proxy = tokio::spawn(trow_proxy::serve(
-        proxy_grpc,
-        proxy_service,
-        wait(services_stop.clone()),
-    ));
+    let proxy = {
+        let (trust, stop) = (a.trust.clone(), wait(services_stop.clone()));
+        tokio::spawn(
+            async move { trow_proxy::serve(proxy_grpc, proxy_service, stop, &trust).await },
+        )
+    };
     let admission_service = admission_service(
         a.webhooks,
         Some(trow_gateway::in_process_channel(proxy_pipes.clone())),
@@ -192,12 +204,14 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         admission_incoming,
         admission_service.clone(),
         wait(services_stop.clone()),
+        Guard::open(),
     ));
-    let admission = tokio::spawn(trow_admission::server::serve(
-        admission_grpc,
-        admission_service,
-        wait(services_stop),
-    ));
+    let admission = {
+        let (trust, stop) = (a.trust.clone(), wait(services_stop));
+        tokio::spawn(async move {
+            trow_admission::server::serve(admission_grpc, admission_service, stop, &trust).await
+        })
+    };
     let state = trow_gateway::AppState {
         storage: trow_gateway::in_process_storage_client(storage_pipes),
         proxy: Some(trow_gateway::proxy_pool::ProxyPool::new(vec![
@@ -235,6 +249,7 @@ pub async fn run_storage(
     listen: SocketAddr,
     data_dir: &Path,
     limits: trow_storage::Limits,
+    trust: Trust,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let data = trow_storage::open(data_dir, limits).await?;
@@ -246,7 +261,8 @@ pub async fn run_storage(
         grpc.local_addr()?,
         store.backend().root().display()
     );
-    trow_storage::serve(grpc, store, wait(stop)).await?;
+    log_trust(&trust);
+    trow_storage::serve(grpc, store, wait(stop), &trust).await?;
     janitor.abort();
     save_pulls(&data.store).await;
     Ok(())
@@ -272,9 +288,10 @@ pub async fn run_proxy(
     storage_url: &str,
     cfg: &trow_proxy::config::ProxyConfig,
     policy: Option<trow_proxy::policy::Enforcer>,
+    trust: Trust,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
-    let storage = trow_gateway::storage_client(storage_url)
+    let storage = trow_gateway::storage_client(storage_url, &trust)
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
     let service =
         Arc::new(trow_proxy::ProxyService::new(cfg, storage)?.with_policy(log_policy(policy)));
@@ -283,7 +300,8 @@ pub async fn run_proxy(
         "trow proxy: gRPC on {}, storage at {storage_url}",
         grpc.local_addr()?
     );
-    trow_proxy::serve(grpc, service, wait(stop)).await?;
+    log_trust(&trust);
+    trow_proxy::serve(grpc, service, wait(stop), &trust).await?;
     Ok(())
 }
 
@@ -293,15 +311,19 @@ pub async fn run_admission(
     listen: SocketAddr,
     webhooks: trow_admission::Webhooks,
     proxy_url: Option<&str>,
+    trust: Trust,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let proxy = proxy_url
-        .map(|url| trow_gateway::channel(url).map_err(|e| format!("invalid proxy URL {url}: {e}")))
+        .map(|url| {
+            trow_gateway::channel(url, &trust).map_err(|e| format!("invalid proxy URL {url}: {e}"))
+        })
         .transpose()?;
     let service = admission_service(webhooks, proxy);
     let grpc = bind(listen, "admission gRPC").await?;
     println!("trow admission: gRPC on {}", grpc.local_addr()?);
-    trow_admission::server::serve(grpc, service, wait(stop)).await?;
+    log_trust(&trust);
+    trow_admission::server::serve(grpc, service, wait(stop), &trust).await?;
     Ok(())
 }
 
@@ -318,6 +340,8 @@ pub struct Gateway<'a> {
     pub server: trow_gateway::ServerConfig,
     /// Authentication; None: none (no users configured).
     pub auth: Option<trow_gateway::auth::AuthConfig>,
+    /// How the services are called (mutual TLS, token).
+    pub trust: Trust,
 }
 
 /// The HTTP gateway alone, calling the services `g` names.
@@ -330,17 +354,18 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         hostname,
         server,
         auth: auth_config,
+        trust,
     } = g;
     let stop = shutdown_signal();
-    let storage = trow_gateway::storage_client(storage_url)
+    let storage = trow_gateway::storage_client(storage_url, &trust)
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
     let proxy = match proxy_urls {
         [] => None,
-        urls => Some(trow_gateway::proxy_pool::ProxyPool::connect(urls).await?),
+        urls => Some(trow_gateway::proxy_pool::ProxyPool::connect(urls, &trust).await?),
     };
     let admission = admission_url
         .map(|url| {
-            trow_gateway::channel(url)
+            trow_gateway::channel(url, &trust)
                 .map(trow_gateway::admission)
                 .map_err(|e| format!("invalid admission URL {url}: {e}"))
         })

@@ -22,6 +22,7 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use trow::grpc_trust::GrpcTrustArgs;
 use trow_gateway::server::{ServerConfig, parse_duration};
 use trow_gateway::tls::TlsFiles;
 
@@ -92,6 +93,8 @@ struct AllInOne {
     server: ServerArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    grpc_trust: GrpcTrustArgs,
 }
 
 /// Who may use the registry (gateway and default mode). Without a user, there is no
@@ -311,6 +314,8 @@ struct StorageArgs {
     config_file: Option<PathBuf>,
     #[command(flatten)]
     limits: StorageLimits,
+    #[command(flatten)]
+    grpc_trust: GrpcTrustArgs,
 }
 
 #[derive(Args)]
@@ -329,6 +334,8 @@ struct ProxyArgs {
     /// `image_validation` as `<image>`.
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
+    #[command(flatten)]
+    grpc_trust: GrpcTrustArgs,
 }
 
 #[derive(Args)]
@@ -347,6 +354,8 @@ struct AdmissionArgs {
     /// registries are proxied).
     #[arg(long, env = "TROW_CONFIG_FILE")]
     config_file: Option<PathBuf>,
+    #[command(flatten)]
+    grpc_trust: GrpcTrustArgs,
 }
 
 #[derive(Args)]
@@ -376,6 +385,8 @@ struct GatewayArgs {
     server: ServerArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    grpc_trust: GrpcTrustArgs,
 }
 
 #[derive(Args)]
@@ -387,6 +398,8 @@ struct GcArgs {
     /// Delete nothing: list what would go, and how many bytes.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    grpc_trust: GrpcTrustArgs,
 }
 
 #[derive(Args)]
@@ -471,22 +484,26 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 proxy: config.proxy(),
                 proxy_policy,
                 auth,
+                trust: a.grpc_trust.load()?,
             })
             .await
         }
         Some(Command::Storage(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
-            trow::run_storage(a.listen, &a.data_dir, a.limits.limits(&config)?).await
+            let trust = a.grpc_trust.load()?;
+            trow::run_storage(a.listen, &a.data_dir, a.limits.limits(&config)?, trust).await
         }
         Some(Command::Proxy(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
             let policy = config.proxy_policy(a.hostname.as_deref())?;
-            trow::run_proxy(a.listen, &a.storage, &config.proxy(), policy).await
+            let trust = a.grpc_trust.load()?;
+            trow::run_proxy(a.listen, &a.storage, &config.proxy(), policy, trust).await
         }
         Some(Command::Admission(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
             let webhooks = config.webhooks(a.hostname)?;
-            trow::run_admission(a.listen, webhooks, a.proxy.as_deref()).await
+            let trust = a.grpc_trust.load()?;
+            trow::run_admission(a.listen, webhooks, a.proxy.as_deref(), trust).await
         }
         Some(Command::Gateway(a)) => {
             let file = trow::config::FileConfig::load(a.config_file.as_deref())?;
@@ -504,13 +521,15 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 hostname: a.hostname,
                 server: config,
                 auth,
+                trust: a.grpc_trust.load()?,
             })
             .await
         }
         Some(Command::Fsck(a)) => std::process::exit(fsck(a).await),
         Some(Command::Gc(a)) => {
             let mut out = std::io::stdout();
-            match trow::gc::run(&a.storage, a.dry_run, &mut out).await {
+            let trust = a.grpc_trust.load()?;
+            match trow::gc::run(&a.storage, a.dry_run, &trust, &mut out).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     eprintln!("trow gc: {e}");

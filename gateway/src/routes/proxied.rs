@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tonic::Code;
 use trow_proto::proxy::{BlobRequest, CacheStatus, ManifestRequest, TagsRequest};
 use trow_proto::storage::{self as st, storage_client::StorageClient};
-use trow_proto::trace::Channel;
+use trow_proto::trust::Channel;
 
 use super::{DOCKER_CONTENT_DIGEST, Req, hv, next_link, page_params};
 use crate::error::{Error, OciCode, Result};

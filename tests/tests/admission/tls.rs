@@ -243,7 +243,11 @@ pub async fn serves_and_rotates_its_certificate() {
     let c = issue("C");
     std::fs::write(secret.join("..2025_02_01/tls.key"), &c.key_pem).unwrap();
     let written = Instant::now();
-    while !trow.main.log_text().contains("new TLS files do not load") {
+    while !trow
+        .main
+        .log_text()
+        .contains("new TLS certificate files do not load")
+    {
         assert!(
             written.elapsed() < Duration::from_secs(5),
             "a mismatched pair not reported within 5 s:\n{}",
