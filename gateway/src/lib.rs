@@ -9,6 +9,7 @@
 //! - [`server`]: the accept loop, with its connection cap and timeouts for hostile clients.
 //! - [`tls`]: HTTPS from certificate files, reloaded when they change.
 //! - [`auth`]: who is calling: users, the Docker token protocol, the middleware on `/v2/`.
+//! - [`metrics`]: requests by route, durations and bytes; `/metrics` and its own listener.
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
@@ -26,6 +27,7 @@ use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE,
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod metrics;
 pub mod proxy_pool;
 pub mod routes;
 pub mod server;
@@ -65,6 +67,9 @@ pub struct AppState {
     pub admission: Option<AdmissionClient<Channel>>,
     /// Authentication; None: every request is allowed (no users configured).
     pub auth: Option<std::sync::Arc<auth::Auth>>,
+    /// What `GET /metrics` on the HTTP port shows (every service this process runs); None: not
+    /// served there.
+    pub metrics: Option<std::sync::Arc<prometheus_client::registry::Registry>>,
 }
 
 /// A channel to a service at `url` (`http://host:port`). It connects lazily and reconnects by
@@ -146,6 +151,7 @@ pub fn app(state: AppState) -> Router {
             HeaderValue::from_static("registry/2.0"),
         ))
         .layer(TraceLayer::new_for_http())
+        .layer(metrics::TrackLayer)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish;

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod gc;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -67,6 +68,8 @@ pub struct AllInOne {
     pub webhooks: trow_admission::Webhooks,
     /// Authentication at the gateway; None: none (no users configured).
     pub auth: Option<trow_gateway::auth::AuthConfig>,
+    /// Where `/metrics` is also served, without authentication (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Says at start-up whether the gateway authenticates, and how (never with a secret).
@@ -134,6 +137,14 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     let admission_grpc = bind(a.admission_listen, "admission gRPC").await?;
     let admission_addr = admission_grpc.local_addr()?;
     let http = bind(a.bind, "the HTTP API").await?;
+    let registry = metrics::registry(&[
+        metrics::Service::Gateway,
+        metrics::Service::Storage,
+        metrics::Service::Proxy,
+        metrics::Service::Admission,
+    ]);
+    let metrics_server =
+        metrics::listen(a.metrics_listen, registry.clone(), wait(stop.clone())).await?;
     println!(
         "trow storage: gRPC on {grpc_addr}, data in {}",
         store.backend().root().display()
@@ -207,6 +218,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             admission_pipes,
         ))),
         auth: auth(a.auth),
+        metrics: Some(registry),
     };
     let served = trow_gateway::serve(http, state, wait(stop), a.server).await;
     let _ = gateway_done.send(true);
@@ -218,6 +230,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     storage.await??;
     janitor.abort();
     save_pulls(&data.store).await;
+    stopped(metrics_server).await;
     served?;
     Ok(())
 }
@@ -229,11 +242,21 @@ async fn save_pulls(store: &trow_storage::Store<trow_storage::backend::FsBackend
     }
 }
 
-/// The storage service alone.
+/// Waits for the metrics listener to finish (it stops with the process's shutdown signal).
+async fn stopped(server: Option<tokio::task::JoinHandle<std::io::Result<()>>>) {
+    if let Some(s) = server
+        && let Ok(Err(e)) = s.await
+    {
+        tracing::warn!(error = %e, "the metrics listener failed");
+    }
+}
+
+/// The storage service alone; `/metrics` on `metrics_listen` if given.
 pub async fn run_storage(
     listen: SocketAddr,
     data_dir: &Path,
     limits: trow_storage::Limits,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let data = trow_storage::open(data_dir, limits).await?;
@@ -245,9 +268,12 @@ pub async fn run_storage(
         grpc.local_addr()?,
         store.backend().root().display()
     );
+    let registry = metrics::registry(&[metrics::Service::Storage]);
+    let metrics_server = metrics::listen(metrics_listen, registry, wait(stop.clone())).await?;
     trow_storage::serve(grpc, store, wait(stop)).await?;
     janitor.abort();
     save_pulls(&data.store).await;
+    stopped(metrics_server).await;
     Ok(())
 }
 
@@ -265,12 +291,13 @@ fn log_policy(
 }
 
 /// The proxy service alone, caching into the storage service at `storage_url`, refusing what
-/// `policy` denies.
+/// `policy` denies; `/metrics` on `metrics_listen` if given.
 pub async fn run_proxy(
     listen: SocketAddr,
     storage_url: &str,
     cfg: &trow_proxy::config::ProxyConfig,
     policy: Option<trow_proxy::policy::Enforcer>,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let storage = trow_gateway::storage_client(storage_url)
@@ -282,16 +309,20 @@ pub async fn run_proxy(
         "trow proxy: gRPC on {}, storage at {storage_url}",
         grpc.local_addr()?
     );
+    let registry = metrics::registry(&[metrics::Service::Proxy]);
+    let metrics_server = metrics::listen(metrics_listen, registry, wait(stop.clone())).await?;
     trow_proxy::serve(grpc, service, wait(stop)).await?;
+    stopped(metrics_server).await;
     Ok(())
 }
 
 /// The admission service alone, pre-warming through the proxy at `proxy_url` (none: no
-/// pre-warming).
+/// pre-warming); `/metrics` on `metrics_listen` if given.
 pub async fn run_admission(
     listen: SocketAddr,
     webhooks: trow_admission::Webhooks,
     proxy_url: Option<&str>,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let proxy = proxy_url
@@ -300,7 +331,10 @@ pub async fn run_admission(
     let service = admission_service(webhooks, proxy);
     let grpc = bind(listen, "admission gRPC").await?;
     println!("trow admission: gRPC on {}", grpc.local_addr()?);
+    let registry = metrics::registry(&[metrics::Service::Admission]);
+    let metrics_server = metrics::listen(metrics_listen, registry, wait(stop.clone())).await?;
     trow_admission::server::serve(grpc, service, wait(stop)).await?;
+    stopped(metrics_server).await;
     Ok(())
 }
 
@@ -317,6 +351,8 @@ pub struct Gateway<'a> {
     pub server: trow_gateway::ServerConfig,
     /// Authentication; None: none (no users configured).
     pub auth: Option<trow_gateway::auth::AuthConfig>,
+    /// Where `/metrics` is also served, without authentication (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The HTTP gateway alone, calling the services `g` names.
@@ -329,6 +365,7 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         hostname,
         server,
         auth: auth_config,
+        metrics_listen,
     } = g;
     let stop = shutdown_signal();
     let storage = trow_gateway::storage_client(storage_url)
@@ -354,13 +391,18 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
             .map(|h| format!(" (as {h})"))
             .unwrap_or_default()
     );
+    let registry = metrics::registry(&[metrics::Service::Gateway]);
+    let metrics_server =
+        metrics::listen(metrics_listen, registry.clone(), wait(stop.clone())).await?;
     let state = trow_gateway::AppState {
         storage,
         proxy,
         hostname,
         admission,
         auth: auth(auth_config),
+        metrics: Some(registry),
     };
     trow_gateway::serve(http, state, wait(stop), server).await?;
+    stopped(metrics_server).await;
     Ok(())
 }

@@ -16,7 +16,7 @@
 //! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
 //! `--header-timeout`, `--idle-timeout`, `--body-timeout`, `--send-timeout`, and `--tls=CERT,KEY`;
 //! and authentication: `--user`/`--password`, `--htpasswd`, `--anonymous-pull`,
-//! `--token-lifetime`, `--token-key-file`.
+//! `--token-lifetime`, `--token-key-file`. Every service mode takes `--metrics-listen ADDR`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -92,6 +92,8 @@ struct AllInOne {
     server: ServerArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// Who may use the registry (gateway and default mode). Without a user, there is no
@@ -168,6 +170,16 @@ impl AuthArgs {
             https,
         }))
     }
+}
+
+/// Where `/metrics` is served on a listener of its own (every mode).
+#[derive(Args)]
+struct MetricsArgs {
+    /// Also serve Prometheus `GET /metrics` here, plain HTTP without authentication, for an
+    /// address only the cluster's Prometheus reaches (e.g. the pod IP, `0.0.0.0:9090`). The
+    /// gateway's HTTP port serves `/metrics` too, behind its login when users are configured.
+    #[arg(long, env = "TROW_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// The HTTP server's limits against slow, stalled and hostile clients (gateway and default mode).
@@ -287,6 +299,8 @@ struct StorageArgs {
     config_file: Option<PathBuf>,
     #[command(flatten)]
     limits: StorageLimits,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -305,6 +319,8 @@ struct ProxyArgs {
     /// `image_validation` as `<image>`.
     #[arg(long, env = "TROW_HOSTNAME")]
     hostname: Option<String>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -323,6 +339,8 @@ struct AdmissionArgs {
     /// registries are proxied).
     #[arg(long, env = "TROW_CONFIG_FILE")]
     config_file: Option<PathBuf>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -349,6 +367,8 @@ struct GatewayArgs {
     server: ServerArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -431,22 +451,26 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 proxy: config.proxy(),
                 proxy_policy,
                 auth,
+                metrics_listen: a.metrics.metrics_listen,
             })
             .await
         }
         Some(Command::Storage(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
-            trow::run_storage(a.listen, &a.data_dir, a.limits.limits(&config)?).await
+            let limits = a.limits.limits(&config)?;
+            trow::run_storage(a.listen, &a.data_dir, limits, a.metrics.metrics_listen).await
         }
         Some(Command::Proxy(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
             let policy = config.proxy_policy(a.hostname.as_deref())?;
-            trow::run_proxy(a.listen, &a.storage, &config.proxy(), policy).await
+            let metrics = a.metrics.metrics_listen;
+            trow::run_proxy(a.listen, &a.storage, &config.proxy(), policy, metrics).await
         }
         Some(Command::Admission(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
             let webhooks = config.webhooks(a.hostname)?;
-            trow::run_admission(a.listen, webhooks, a.proxy.as_deref()).await
+            let metrics = a.metrics.metrics_listen;
+            trow::run_admission(a.listen, webhooks, a.proxy.as_deref(), metrics).await
         }
         Some(Command::Gateway(a)) => {
             let config = a.server.config()?;
@@ -460,6 +484,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 hostname: a.hostname,
                 server: config,
                 auth,
+                metrics_listen: a.metrics.metrics_listen,
             })
             .await
         }
