@@ -24,9 +24,10 @@ log() { printf '==> %s\n' "$*" >&2; }
 start=$(date +%s)
 
 # --- 1. system packages -------------------------------------------------------------------
-packages=(skopeo podman containerd docker-registry umoci jq curl iproute2)
+# prometheus: for promtool, which checks every /metrics scrape (tests/tests/metrics.rs).
+packages=(skopeo podman containerd docker-registry umoci jq curl iproute2 prometheus)
 missing=()
-for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare; do
+for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare promtool; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 if ((${#missing[@]})); then
