@@ -625,3 +625,68 @@ async fn metrics_on_the_api_port_need_a_login() {
     let other = listener.replace("/metrics", "/v2/");
     send(client().get(&other)).await.assert_status(404);
 }
+
+/// Evictions are counted in the storage process: three images of about 1 MiB through a cache
+/// of 2.5 MiB; once the third is cached, the least recently pulled (the first) is evicted, and
+/// the counters say one pass, one image, and at least its big layer's bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn evictions_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let imgs: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|t| trow_tests::images::build_image_sized(&src, t, "amd64", 1 << 20))
+        .collect();
+    let up = Upstream::start("127.0.0.230", 0);
+    let _up_logs = up.logs_on_panic();
+    for img in &imgs {
+        up.push(&img.oci_ref(), &format!("team/{}:1", img.tag));
+    }
+    let config = ProxyConfig::new([up.entry().alias("up")]).max_size("2500KiB");
+    let flags = Flags {
+        config_file: Some(config.write(&tmp.path().join("config.yml"))),
+        ..Flags::storage(&["--pull-guard", "0s", "--metrics-listen", "127.0.0.230:0"])
+    };
+    let mut trow = Trow::start_with(Topology::Split, flags);
+    let _logs = LogsOnPanic::trow(&trow);
+    let storage = metrics_url(trow.storage.as_mut().unwrap());
+    let before = scrape(&storage).await;
+    assert_eq!(before.get("trow_storage_evictions_total", &[]), 0.0);
+    for img in &imgs {
+        let mut cmd =
+            trow_tests::clients::skopeo(["copy", "--src-tls-verify=false", "--retry-times=0"]);
+        cmd.arg(format!(
+            "docker://{}",
+            trow.image(&format!("f/up/team/{}:1", img.tag))
+        ))
+        .arg(format!("oci:{}:x", tmp.path().join(&img.tag).display()));
+        trow_tests::clients::run(&mut cmd);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = eventually(&storage, "an eviction", |s| {
+        s.get("trow_storage_evicted_images_total", &[]) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        after.get("trow_storage_evictions_total", &[]),
+        1.0,
+        "{}",
+        after.text
+    );
+    assert_eq!(
+        after.get("trow_storage_evicted_images_total", &[]),
+        1.0,
+        "{}",
+        after.text
+    );
+    assert!(
+        after.get("trow_storage_evicted_blobs_total", &[]) >= 2.0,
+        "{}",
+        after.text
+    );
+    assert!(
+        after.get("trow_storage_evicted_bytes_total", &[]) >= (1 << 20) as f64,
+        "{}",
+        after.text
+    );
+}
