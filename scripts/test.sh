@@ -25,9 +25,10 @@ start=$(date +%s)
 
 # --- 1. system packages -------------------------------------------------------------------
 # openssl: the gRPC trust tests read the certificate a service presents with `openssl s_client`.
-packages=(skopeo podman containerd docker-registry umoci jq curl iproute2 openssl)
+# prometheus: for promtool, which checks every /metrics scrape (tests/tests/metrics.rs).
+packages=(skopeo podman containerd docker-registry umoci jq curl iproute2 openssl prometheus)
 missing=()
-for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare openssl; do
+for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare openssl promtool; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 if ((${#missing[@]})); then

@@ -15,9 +15,11 @@
 //! - [`mutate`]: which images to rewrite, to what, as a JSON patch.
 //! - [`prewarm`]: filling the cache with admitted pods' images in the background.
 //! - [`server`]: the gRPC server (`trow.admission.v1.Admission`) with health and reflection.
+//! - [`metrics`]: decisions by webhook and outcome, for Prometheus.
 
 pub mod config;
 mod error;
+pub mod metrics;
 pub use trow_names::image;
 pub mod mutate;
 pub mod podspec;

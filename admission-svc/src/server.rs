@@ -11,6 +11,7 @@ use trow_proto::transport::MAX_MESSAGE_SIZE;
 use trow_proto::trust::{Guard, Trust};
 
 use crate::Webhooks;
+use crate::metrics::{Outcome, Webhook, decided};
 use crate::prewarm::Prewarmer;
 
 /// The webhooks, and the pre-warmer when there is a proxy to warm through.
@@ -44,7 +45,16 @@ impl Admission for Shared {
             .0
             .hooks
             .validate(&r.into_inner().json)
+            .inspect_err(|_| decided(Webhook::Validate, Outcome::Error))
             .map_err(bad_review)?;
+        decided(
+            Webhook::Validate,
+            if outcome.allowed {
+                Outcome::Allowed
+            } else {
+                Outcome::Denied
+            },
+        );
         if outcome.allowed {
             tracing::debug!(object = %outcome.object, uid = %outcome.uid, "admitted");
         } else {
@@ -60,7 +70,16 @@ impl Admission for Shared {
             .0
             .hooks
             .mutate(&r.into_inner().json)
+            .inspect_err(|_| decided(Webhook::Mutate, Outcome::Error))
             .map_err(bad_review)?;
+        decided(
+            Webhook::Mutate,
+            if outcome.rewritten.is_empty() {
+                Outcome::Allowed
+            } else {
+                Outcome::Patched
+            },
+        );
         for w in &outcome.warnings {
             tracing::debug!(object = %outcome.object, "{w}");
         }

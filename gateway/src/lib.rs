@@ -10,6 +10,7 @@
 //! - [`tls`]: HTTPS from certificate files, reloaded when they change.
 //! - [`auth`]: who is calling: users, the Docker token protocol, the middleware on `/v2/`.
 //! - [`trace`]: the span of each HTTP request, when traces are on.
+//! - [`metrics`]: requests by route, durations and bytes; `/metrics` and its own listener.
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
@@ -28,6 +29,7 @@ use trow_proto::trust::{Channel, Trust, TrustError};
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod metrics;
 pub mod proxy_pool;
 pub mod routes;
 pub mod server;
@@ -68,6 +70,9 @@ pub struct AppState {
     pub admission: Option<AdmissionClient<Channel>>,
     /// Authentication; None: every request is allowed (no users configured).
     pub auth: Option<std::sync::Arc<auth::Auth>>,
+    /// What `GET /metrics` on the HTTP port shows (every service this process runs); None: not
+    /// served there.
+    pub metrics: Option<std::sync::Arc<prometheus_client::registry::Registry>>,
 }
 
 /// A channel to a service at `url` (`http://host:port`, or `https://` with mutual TLS), as
@@ -153,7 +158,8 @@ pub fn app(state: AppState) -> Router {
             HeaderName::from_static("docker-distribution-api-version"),
             HeaderValue::from_static("registry/2.0"),
         ))
-        .layer(TraceLayer::new_for_http());
+        .layer(TraceLayer::new_for_http())
+        .layer(metrics::TrackLayer);
     if trow_proto::trace::enabled() {
         app.layer(axum::middleware::from_fn(trace::http_span))
     } else {

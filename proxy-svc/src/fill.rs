@@ -166,8 +166,10 @@ impl Filler {
         // The fill outlives the call that started it; its span (traces only) keeps it in the
         // pull's trace.
         let span = tracing::debug_span!("proxy.blob.fill", digest = %self.digest, total);
+        let in_progress = crate::metrics::fill_started(t);
         tokio::spawn(
             async move {
+                let _in_progress = in_progress;
                 if let Err(e) = self.store(resp).await {
                     tracing::warn!(upstream = %self.target.upstream.host, digest = %self.digest,
                     error = %e, "filling a blob failed");
@@ -222,6 +224,7 @@ impl Filler {
             std::future::ready(out)
         });
         let host = t.upstream.host.clone();
+        let target = t.clone();
         let data = regroup(body).map(move |c| match c {
             Ok(data) => st::AppendUploadRequest {
                 part: Some(st::append_upload_request::Part::Data(data)),
@@ -230,6 +233,7 @@ impl Filler {
             // takes it over from there.
             Err(e) => {
                 tracing::warn!(upstream = %host, error = %e, "upstream blob download broke off");
+                crate::metrics::body_failed(&target);
                 st::AppendUploadRequest { part: None }
             }
         });

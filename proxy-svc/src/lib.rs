@@ -15,6 +15,7 @@
 //! - [`tags`]: tag lists, from the upstream or, when it fails, the cache.
 //! - [`warm`]: filling the cache with a whole image before anyone pulls it (pre-warm).
 //! - [`server`]: the gRPC server with health and reflection.
+//! - [`metrics`]: cache results, fills in progress, upstream latency and errors.
 
 /// The `registry_proxies` section and name resolution live in `trow-upstreams` (the admission
 /// service shares them); re-exported here under the names this crate has always used.
@@ -24,6 +25,7 @@ pub mod challenge;
 pub mod failures;
 mod fill;
 mod manifests;
+pub mod metrics;
 pub mod policy;
 #[cfg(test)]
 mod props;

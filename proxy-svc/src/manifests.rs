@@ -283,6 +283,18 @@ impl ProxyService {
         r: &pb::ManifestRequest,
     ) -> Result<(st::Manifest, CacheStatus), Status> {
         let t = self.target_at(&r.registry, &r.repository, Some(&r.reference))?;
+        let answer = self.manifest_of(&t, r).await;
+        if let Ok((_, cache)) = &answer {
+            crate::metrics::cache(&t, "manifest", *cache);
+        }
+        answer
+    }
+
+    async fn manifest_of(
+        &self,
+        t: &Target,
+        r: &pb::ManifestRequest,
+    ) -> Result<(st::Manifest, CacheStatus), Status> {
         let repo = &t.cache_repository;
         let accept = accept_headers();
         let by_digest = r.reference.contains(':');
@@ -292,7 +304,7 @@ impl ProxyService {
                 Err(s) if s.code() != Code::NotFound || self.offline => return Err(s),
                 Err(_) => {}
             }
-            let m = self.fetch_manifest(&t, &r.reference, &accept).await?;
+            let m = self.fetch_manifest(t, &r.reference, &accept).await?;
             return Ok((m, CacheStatus::Miss));
         }
         if self.offline {
@@ -301,22 +313,22 @@ impl ProxyService {
                 CacheStatus::Hit,
             ));
         }
-        let failure = match self.head_manifest(&t, &r.reference, &accept).await {
+        let failure = match self.head_manifest(t, &r.reference, &accept).await {
             Ok(Some(digest)) => {
-                if let Some(m) = self.cached_as(&t, &r.reference, &digest).await? {
+                if let Some(m) = self.cached_as(t, &r.reference, &digest).await? {
                     return Ok((m, CacheStatus::Revalidated));
                 }
-                match self.fetch_manifest(&t, &digest, &accept).await {
+                match self.fetch_manifest(t, &digest, &accept).await {
                     Ok(_) => {}
-                    Err(s) => return self.stale_or(&t, &r.reference, s).await,
+                    Err(s) => return self.stale_or(t, &r.reference, s).await,
                 }
                 let m = self
-                    .cached_as(&t, &r.reference, &digest)
+                    .cached_as(t, &r.reference, &digest)
                     .await?
                     .ok_or_else(|| Status::internal("cached manifest vanished"))?;
                 return Ok((m, CacheStatus::Miss));
             }
-            Ok(None) => match self.fetch_manifest(&t, &r.reference, &accept).await {
+            Ok(None) => match self.fetch_manifest(t, &r.reference, &accept).await {
                 Ok(m) => return Ok((m, CacheStatus::Miss)),
                 Err(s) => s,
             },
@@ -329,7 +341,7 @@ impl ProxyService {
             }
             Err(e) => upstream_status(&e, ErrorCode::ManifestUnknown),
         };
-        self.stale_or(&t, &r.reference, failure).await
+        self.stale_or(t, &r.reference, failure).await
     }
 
     /// The cached copy of a tag when the upstream failed with `failure`; else the failure.

@@ -158,6 +158,7 @@ impl Proxy for ProxyService {
         let r = req.into_inner();
         let t = self.target(&r.registry, &r.repository)?;
         let (size, cache) = self.blob_size(&t, &r.digest).await.map_err(unavailable)?;
+        crate::metrics::cache(&t, "blob", cache);
         Ok(Response::new(pb::BlobHeader {
             size,
             cache: cache.into(),
@@ -171,14 +172,15 @@ impl Proxy for ProxyService {
         let r = req.into_inner();
         let t = self.target(&r.registry, &r.repository)?;
         let cached = self.join_fill(&t, &r.digest).await.map_err(unavailable)?;
+        let cache = if cached {
+            CacheStatus::Hit
+        } else {
+            CacheStatus::Miss
+        };
+        crate::metrics::cache(&t, "blob", cache);
         Ok(Response::new(pb::BlobSource {
             repository: t.cache_repository,
-            cache: if cached {
-                CacheStatus::Hit
-            } else {
-                CacheStatus::Miss
-            }
-            .into(),
+            cache: cache.into(),
         }))
     }
 

@@ -17,9 +17,17 @@ impl ProxyService {
     /// The tags of the repository `r` names.
     pub(crate) async fn tags(&self, r: &pb::TagsRequest) -> Result<pb::TagList, Status> {
         let t = self.target(&r.registry, &r.repository)?;
+        let answer = self.tags_of(&t).await;
+        if let Ok(list) = &answer {
+            crate::metrics::cache(&t, "tags", list.cache());
+        }
+        answer
+    }
+
+    async fn tags_of(&self, t: &Target) -> Result<pb::TagList, Status> {
         let mut failure = None;
         if !self.offline {
-            let fetched = self.upstream_tags(&t).await;
+            let fetched = self.upstream_tags(t).await;
             match fetched {
                 Ok(mut tags) => {
                     tags.sort();

@@ -196,6 +196,22 @@ impl Upstreams {
         headers: HeaderMap,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, UpstreamError> {
+        let started = Instant::now();
+        let answer = self
+            .exchange(t, method.clone(), path, headers, timeout)
+            .await;
+        crate::metrics::exchange(t, &method, started.elapsed(), answer.as_ref().err());
+        answer
+    }
+
+    async fn exchange(
+        &self,
+        t: &Target,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let host = t.upstream.host.clone();
         ssrf::check_literal(host_only(&host), t.registry.is_some())
             .map_err(|e| UpstreamError::Refused(e.to_string()))?;

@@ -6,6 +6,7 @@
 //! - [`service`] and [`server`] put it behind the gRPC contract in `trow-proto`.
 //! - [`retention`] is the config of which tags and untagged manifests each repository keeps.
 //! - [`fsck`] checks a whole store for inconsistencies (`trow fsck`).
+//! - [`metrics`]: garbage collections and evictions, for Prometheus.
 
 pub mod backend;
 pub mod digest;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod fsck;
 pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
 pub mod retention;
 pub mod server;

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod gc;
 pub mod grpc_trust;
+pub mod metrics;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -70,6 +71,8 @@ pub struct AllInOne {
     pub webhooks: trow_admission::Webhooks,
     /// Authentication at the gateway; None: none (no users configured).
     pub auth: Option<trow_gateway::auth::AuthConfig>,
+    /// Where `/metrics` is also served, without authentication (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
     /// Who may call the services' TCP listeners (the in-memory pipes need nothing).
     pub trust: Trust,
 }
@@ -144,6 +147,14 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     let admission_grpc = bind(a.admission_listen, "admission gRPC").await?;
     let admission_addr = admission_grpc.local_addr()?;
     let http = bind(a.bind, "the HTTP API").await?;
+    let registry = metrics::registry(&[
+        metrics::Service::Gateway,
+        metrics::Service::Storage,
+        metrics::Service::Proxy,
+        metrics::Service::Admission,
+    ]);
+    let metrics_server =
+        metrics::listen(a.metrics_listen, registry.clone(), wait(stop.clone())).await?;
     println!(
         "trow storage: gRPC on {grpc_addr}, data in {}",
         store.backend().root().display()
@@ -222,6 +233,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             admission_pipes,
         ))),
         auth: auth(a.auth),
+        metrics: Some(registry),
     };
     let served = trow_gateway::serve(http, state, wait(stop), a.server).await;
     let _ = gateway_done.send(true);
@@ -233,6 +245,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     storage.await??;
     janitor.abort();
     save_pulls(&data.store).await;
+    stopped(metrics_server).await;
     served?;
     Ok(())
 }
@@ -244,12 +257,22 @@ async fn save_pulls(store: &trow_storage::Store<trow_storage::backend::FsBackend
     }
 }
 
-/// The storage service alone.
+/// Waits for the metrics listener to finish (it stops with the process's shutdown signal).
+async fn stopped(server: Option<tokio::task::JoinHandle<std::io::Result<()>>>) {
+    if let Some(s) = server
+        && let Ok(Err(e)) = s.await
+    {
+        tracing::warn!(error = %e, "the metrics listener failed");
+    }
+}
+
+/// The storage service alone; `/metrics` on `metrics_listen` if given.
 pub async fn run_storage(
     listen: SocketAddr,
     data_dir: &Path,
     limits: trow_storage::Limits,
     trust: Trust,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let data = trow_storage::open(data_dir, limits).await?;
@@ -262,9 +285,12 @@ pub async fn run_storage(
         store.backend().root().display()
     );
     log_trust(&trust);
+    let registry = metrics::registry(&[metrics::Service::Storage]);
+    let metrics_server = metrics::listen(metrics_listen, registry, wait(stop.clone())).await?;
     trow_storage::serve(grpc, store, wait(stop), &trust).await?;
     janitor.abort();
     save_pulls(&data.store).await;
+    stopped(metrics_server).await;
     Ok(())
 }
 
@@ -282,13 +308,14 @@ fn log_policy(
 }
 
 /// The proxy service alone, caching into the storage service at `storage_url`, refusing what
-/// `policy` denies.
+/// `policy` denies; `/metrics` on `metrics_listen` if given.
 pub async fn run_proxy(
     listen: SocketAddr,
     storage_url: &str,
     cfg: &trow_proxy::config::ProxyConfig,
     policy: Option<trow_proxy::policy::Enforcer>,
     trust: Trust,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let storage = trow_gateway::storage_client(storage_url, &trust)
@@ -301,17 +328,21 @@ pub async fn run_proxy(
         grpc.local_addr()?
     );
     log_trust(&trust);
+    let registry = metrics::registry(&[metrics::Service::Proxy]);
+    let metrics_server = metrics::listen(metrics_listen, registry, wait(stop.clone())).await?;
     trow_proxy::serve(grpc, service, wait(stop), &trust).await?;
+    stopped(metrics_server).await;
     Ok(())
 }
 
 /// The admission service alone, pre-warming through the proxy at `proxy_url` (none: no
-/// pre-warming).
+/// pre-warming); `/metrics` on `metrics_listen` if given.
 pub async fn run_admission(
     listen: SocketAddr,
     webhooks: trow_admission::Webhooks,
     proxy_url: Option<&str>,
     trust: Trust,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<(), Error> {
     let stop = shutdown_signal();
     let proxy = proxy_url
@@ -323,7 +354,10 @@ pub async fn run_admission(
     let grpc = bind(listen, "admission gRPC").await?;
     println!("trow admission: gRPC on {}", grpc.local_addr()?);
     log_trust(&trust);
+    let registry = metrics::registry(&[metrics::Service::Admission]);
+    let metrics_server = metrics::listen(metrics_listen, registry, wait(stop.clone())).await?;
     trow_admission::server::serve(grpc, service, wait(stop), &trust).await?;
+    stopped(metrics_server).await;
     Ok(())
 }
 
@@ -342,6 +376,8 @@ pub struct Gateway<'a> {
     pub auth: Option<trow_gateway::auth::AuthConfig>,
     /// How the services are called (mutual TLS, token).
     pub trust: Trust,
+    /// Where `/metrics` is also served, without authentication (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The HTTP gateway alone, calling the services `g` names.
@@ -355,6 +391,7 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         server,
         auth: auth_config,
         trust,
+        metrics_listen,
     } = g;
     let stop = shutdown_signal();
     let storage = trow_gateway::storage_client(storage_url, &trust)
@@ -380,13 +417,18 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
             .map(|h| format!(" (as {h})"))
             .unwrap_or_default()
     );
+    let registry = metrics::registry(&[metrics::Service::Gateway]);
+    let metrics_server =
+        metrics::listen(metrics_listen, registry.clone(), wait(stop.clone())).await?;
     let state = trow_gateway::AppState {
         storage,
         proxy,
         hostname,
         admission,
         auth: auth(auth_config),
+        metrics: Some(registry),
     };
     trow_gateway::serve(http, state, wait(stop), server).await?;
+    stopped(metrics_server).await;
     Ok(())
 }

@@ -16,7 +16,7 @@
 //! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
 //! `--header-timeout`, `--idle-timeout`, `--body-timeout`, `--send-timeout`, and `--tls=CERT,KEY`;
 //! and authentication: `--user`/`--password`, `--htpasswd`, `--anonymous-pull`,
-//! `--token-lifetime`, `--token-key-file`.
+//! `--token-lifetime`, `--token-key-file`. Every service mode takes `--metrics-listen ADDR`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -95,6 +95,8 @@ struct AllInOne {
     auth: AuthArgs,
     #[command(flatten)]
     grpc_trust: GrpcTrustArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// Who may use the registry (gateway and default mode). Without a user, there is no
@@ -195,6 +197,16 @@ impl AuthArgs {
             https,
         }))
     }
+}
+
+/// Where `/metrics` is served on a listener of its own (every mode).
+#[derive(Args)]
+struct MetricsArgs {
+    /// Also serve Prometheus `GET /metrics` here, plain HTTP without authentication, for an
+    /// address only the cluster's Prometheus reaches (e.g. the pod IP, `0.0.0.0:9090`). The
+    /// gateway's HTTP port serves `/metrics` too, behind its login when users are configured.
+    #[arg(long, env = "TROW_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// The HTTP server's limits against slow, stalled and hostile clients (gateway and default mode).
@@ -316,6 +328,8 @@ struct StorageArgs {
     limits: StorageLimits,
     #[command(flatten)]
     grpc_trust: GrpcTrustArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -336,6 +350,8 @@ struct ProxyArgs {
     hostname: Option<String>,
     #[command(flatten)]
     grpc_trust: GrpcTrustArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -356,6 +372,8 @@ struct AdmissionArgs {
     config_file: Option<PathBuf>,
     #[command(flatten)]
     grpc_trust: GrpcTrustArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -387,6 +405,8 @@ struct GatewayArgs {
     auth: AuthArgs,
     #[command(flatten)]
     grpc_trust: GrpcTrustArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -485,25 +505,38 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 proxy_policy,
                 auth,
                 trust: a.grpc_trust.load()?,
+                metrics_listen: a.metrics.metrics_listen,
             })
             .await
         }
         Some(Command::Storage(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
             let trust = a.grpc_trust.load()?;
-            trow::run_storage(a.listen, &a.data_dir, a.limits.limits(&config)?, trust).await
+            let limits = a.limits.limits(&config)?;
+            let metrics = a.metrics.metrics_listen;
+            trow::run_storage(a.listen, &a.data_dir, limits, trust, metrics).await
         }
         Some(Command::Proxy(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
             let policy = config.proxy_policy(a.hostname.as_deref())?;
             let trust = a.grpc_trust.load()?;
-            trow::run_proxy(a.listen, &a.storage, &config.proxy(), policy, trust).await
+            let metrics = a.metrics.metrics_listen;
+            trow::run_proxy(
+                a.listen,
+                &a.storage,
+                &config.proxy(),
+                policy,
+                trust,
+                metrics,
+            )
+            .await
         }
         Some(Command::Admission(a)) => {
             let config = trow::config::FileConfig::load(a.config_file.as_deref())?;
             let webhooks = config.webhooks(a.hostname)?;
             let trust = a.grpc_trust.load()?;
-            trow::run_admission(a.listen, webhooks, a.proxy.as_deref(), trust).await
+            let metrics = a.metrics.metrics_listen;
+            trow::run_admission(a.listen, webhooks, a.proxy.as_deref(), trust, metrics).await
         }
         Some(Command::Gateway(a)) => {
             let file = trow::config::FileConfig::load(a.config_file.as_deref())?;
@@ -522,6 +555,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 server: config,
                 auth,
                 trust: a.grpc_trust.load()?,
+                metrics_listen: a.metrics.metrics_listen,
             })
             .await
         }

@@ -96,8 +96,9 @@ impl Need {
 /// when it addresses one.
 pub fn needed(method: &Method, path: &str, repository: Option<&str>) -> Need {
     let read = method == Method::GET || method == Method::HEAD;
-    if path == "/v2" || path == "/v2/" {
-        // Clients expect the version check to challenge them when the registry has auth.
+    if path == "/v2" || path == "/v2/" || path == "/metrics" {
+        // Clients expect the version check to challenge them when the registry has auth; the
+        // metrics are for any user, never anonymous.
         return Need::new(None);
     }
     if path == "/v2/_catalog" {

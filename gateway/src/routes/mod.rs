@@ -96,6 +96,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", get(base::check))
         .route("/v2/_catalog", get(catalog::list))
         .route("/v2/{*path}", any(dispatch));
+    // Behind the same guard as the API when users are configured (any login may scrape it;
+    // anonymous pull does not extend to it); `--metrics-listen` serves it without.
+    let v2 = match &state.metrics {
+        Some(registry) => v2.route(
+            "/metrics",
+            get(crate::metrics::handler).with_state(registry.clone()),
+        ),
+        None => v2,
+    };
     let v2 = match &state.auth {
         Some(auth) => v2.route_layer(axum::middleware::from_fn_with_state(
             auth.clone(),
@@ -177,6 +186,8 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
     };
     let m = &method;
     let cached = trow_proto::cache::is_cached(&r.repo);
+    // A `?ns=` read through the cache, which the metrics cannot tell from the path.
+    let ns_route = (upstream.is_some() && !cached).then(|| metrics_route(&resource));
     let result = match (resource, upstream) {
         (Resource::Manifest(rf), Some(up)) if m == Method::GET => {
             proxied::manifest(r, up, rf, false).await
@@ -192,7 +203,7 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
         (_, _) if cached => Err(proxied::denied()),
         (resource, _) => local(r, m, resource).await,
     };
-    match result {
+    let mut resp = match result {
         Ok(resp) => resp,
         // HEAD answers carry no body, errors included.
         Err(e) if m == Method::HEAD => {
@@ -202,6 +213,22 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
             resp
         }
         Err(e) => e.into_response(),
+    };
+    if let Some(route) = ns_route {
+        crate::metrics::proxied(&mut resp, route);
+    }
+    resp
+}
+
+/// The metrics' route template of a resource.
+fn metrics_route(resource: &Resource) -> crate::metrics::Route {
+    use crate::metrics::Route;
+    match resource {
+        Resource::Blob(_) => Route::Blobs,
+        Resource::Uploads | Resource::Upload(_) => Route::Uploads,
+        Resource::Manifest(_) => Route::Manifests,
+        Resource::Tags => Route::Tags,
+        Resource::Referrers(_) => Route::Referrers,
     }
 }
 

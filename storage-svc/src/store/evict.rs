@@ -249,6 +249,7 @@ impl<B: Backend> Store<B> {
             busy = summary.busy,
             "evicted the least recently pulled cached images"
         );
+        crate::metrics::evicted(&summary);
         Ok(summary)
     }
 

@@ -119,6 +119,19 @@ impl<B: Backend> Store<B> {
         dry_run: bool,
         report: &mut (dyn FnMut(Garbage) + Send),
     ) -> Result<GcSummary> {
+        let started = Instant::now();
+        let result = self.collect_garbage_once(dry_run, report).await;
+        if !dry_run {
+            crate::metrics::gc_done(result.as_ref().map_err(|_| ()), started.elapsed());
+        }
+        result
+    }
+
+    async fn collect_garbage_once(
+        &self,
+        dry_run: bool,
+        report: &mut (dyn FnMut(Garbage) + Send),
+    ) -> Result<GcSummary> {
         let _one = self.gc_running.lock().await;
         let started = Instant::now();
         let cutoff = SystemTime::now()
