@@ -8,6 +8,7 @@
 //! - [`error`]: the one error type and its mapping to OCI error JSON.
 //! - [`server`]: the accept loop, with its connection cap and timeouts for hostile clients.
 //! - [`tls`]: HTTPS from certificate files, reloaded when they change.
+//! - [`audit`]: putting requests on record in the audit log (storage's), and reading it.
 //! - [`auth`]: who is calling: users, the Docker token protocol, the middleware on `/v2/`.
 
 use axum::Router;
@@ -23,6 +24,7 @@ use trow_proto::proxy::proxy_client::ProxyClient;
 use trow_proto::storage::storage_client::StorageClient;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -65,6 +67,8 @@ pub struct AppState {
     pub admission: Option<AdmissionClient<Channel>>,
     /// Authentication; None: every request is allowed (no users configured).
     pub auth: Option<std::sync::Arc<auth::Auth>>,
+    /// The audit log (the storage service's), where requests are put on record.
+    pub audit: audit::Auditor,
 }
 
 /// A channel to a service at `url` (`http://host:port`). It connects lazily and reconnects by

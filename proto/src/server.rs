@@ -19,10 +19,7 @@ pub async fn with_operator_services<S: NamedService>(descriptors: &'static [u8])
 
 /// As [`with_operator_services`], for a server of several services (`names`, each SERVING and
 /// listed by reflection): storage also serves the audit log.
-pub async fn with_operator_services_of(
-    names: &[&str],
-    descriptors: &'static [u8],
-) -> Router {
+pub async fn with_operator_services_of(names: &[&str], descriptors: &'static [u8]) -> Router {
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in names {
         health

@@ -67,6 +67,8 @@ pub struct AllInOne {
     pub webhooks: trow_admission::Webhooks,
     /// Authentication at the gateway; None: none (no users configured).
     pub auth: Option<trow_gateway::auth::AuthConfig>,
+    /// How the gateway puts requests on record in the audit log.
+    pub audit: trow_gateway::audit::AuditSettings,
 }
 
 /// Says at start-up whether the gateway authenticates, and how (never with a secret).
@@ -169,7 +171,8 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             &a.proxy,
             trow_gateway::in_process_storage_client(storage_pipes.clone()),
         )?
-        .with_policy(log_policy(a.proxy_policy)),
+        .with_policy(log_policy(a.proxy_policy))
+        .with_audit(trow_gateway::in_process_channel(storage_pipes.clone())),
     );
     let (proxy_pipes, proxy_incoming) = pipes();
     let proxy_in_process = tokio::spawn(trow_proxy::serve_incoming(
@@ -197,7 +200,12 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         admission_service,
         wait(services_stop),
     ));
+    let audit = trow_gateway::audit::Auditor::new(
+        trow_gateway::in_process_channel(storage_pipes.clone()),
+        &a.audit,
+    );
     let state = trow_gateway::AppState {
+        audit: audit.clone(),
         storage: trow_gateway::in_process_storage_client(storage_pipes),
         proxy: Some(trow_gateway::proxy_pool::ProxyPool::new(vec![
             trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
@@ -209,6 +217,8 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         auth: auth(a.auth),
     };
     let served = trow_gateway::serve(http, state, wait(stop), a.server).await;
+    // Blob-pull summaries still pending go on record before storage stops.
+    audit.flush().await;
     let _ = gateway_done.send(true);
     admission_in_process.await??;
     admission.await??;
@@ -275,8 +285,12 @@ pub async fn run_proxy(
     let stop = shutdown_signal();
     let storage = trow_gateway::storage_client(storage_url)
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
-    let service =
-        Arc::new(trow_proxy::ProxyService::new(cfg, storage)?.with_policy(log_policy(policy)));
+    let audit = trow_gateway::channel(storage_url)?;
+    let service = Arc::new(
+        trow_proxy::ProxyService::new(cfg, storage)?
+            .with_policy(log_policy(policy))
+            .with_audit(audit),
+    );
     let grpc = bind(listen, "proxy gRPC").await?;
     println!(
         "trow proxy: gRPC on {}, storage at {storage_url}",
@@ -317,6 +331,8 @@ pub struct Gateway<'a> {
     pub server: trow_gateway::ServerConfig,
     /// Authentication; None: none (no users configured).
     pub auth: Option<trow_gateway::auth::AuthConfig>,
+    /// How requests are put on record in the audit log (the storage service's).
+    pub audit: trow_gateway::audit::AuditSettings,
 }
 
 /// The HTTP gateway alone, calling the services `g` names.
@@ -329,6 +345,7 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         hostname,
         server,
         auth: auth_config,
+        audit: audit_settings,
     } = g;
     let stop = shutdown_signal();
     let storage = trow_gateway::storage_client(storage_url)
@@ -354,13 +371,18 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
             .map(|h| format!(" (as {h})"))
             .unwrap_or_default()
     );
+    let audit =
+        trow_gateway::audit::Auditor::new(trow_gateway::channel(storage_url)?, &audit_settings);
     let state = trow_gateway::AppState {
         storage,
         proxy,
         hostname,
         admission,
         auth: auth(auth_config),
+        audit: audit.clone(),
     };
-    trow_gateway::serve(http, state, wait(stop), server).await?;
+    let served = trow_gateway::serve(http, state, wait(stop), server).await;
+    audit.flush().await;
+    served?;
     Ok(())
 }

@@ -21,8 +21,11 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
     let need = super::scope::needed(req.method(), path, repository.as_deref());
     let error = match auth.check(req.headers(), &need).await {
         Ok(identity) => {
-            req.extensions_mut().insert(identity);
-            return next.run(req).await;
+            req.extensions_mut().insert(identity.clone());
+            let mut resp = next.run(req).await;
+            // For the audit log's middleware, which wraps this one.
+            resp.extensions_mut().insert(identity);
+            return resp;
         }
         Err(error) => error,
     };

@@ -36,6 +36,15 @@ impl Access {
         }
     }
 
+    /// Reading the audit log (`/audit/v1/...`).
+    pub fn audit() -> Access {
+        Access {
+            kind: "registry".into(),
+            name: "audit".into(),
+            actions: vec!["*".into()],
+        }
+    }
+
     /// Parses one scope. The name may contain `:` only in the registry type's grammar; a
     /// repository name never does, so the type is before the first `:` and the actions after
     /// the last.
@@ -100,6 +109,13 @@ pub fn needed(method: &Method, path: &str, repository: Option<&str>) -> Need {
         // Clients expect the version check to challenge them when the registry has auth.
         return Need {
             access: None,
+            read: false,
+        };
+    }
+    if path.starts_with("/audit/") {
+        // Never anonymous, even with anonymous pull: the log says who pulled what.
+        return Need {
+            access: Some(Access::audit()),
             read: false,
         };
     }
@@ -175,5 +191,8 @@ mod tests {
         assert_eq!((n.access, n.read), (repo(&["delete"]), false));
         let n = need(Method::GET, "/v2/_catalog", None);
         assert_eq!((n.access, n.read), (Some(Access::catalog()), true));
+        let n = need(Method::GET, "/audit/v1/events", None);
+        assert_eq!((n.access, n.read), (Some(Access::audit()), false));
+        assert_eq!(Access::audit().anonymous(), None);
     }
 }
