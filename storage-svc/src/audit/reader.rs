@@ -87,6 +87,9 @@ fn lines(seq: u64, path: &Path) -> std::io::Result<Vec<(Pos, Event)>> {
     Ok(out)
 }
 
+/// A page of events with their positions, and where the next page starts (None: the last).
+pub type Page = (Vec<(Pos, Event)>, Option<Pos>);
+
 /// Up to `limit` events matching `filter`, newest first, strictly older than `after` (a
 /// previous page's last position); and the position to continue from when there are more.
 pub fn query(
@@ -94,7 +97,7 @@ pub fn query(
     filter: &Filter,
     after: Option<Pos>,
     limit: usize,
-) -> std::io::Result<(Vec<(Pos, Event)>, Option<Pos>)> {
+) -> std::io::Result<Page> {
     let mut page = Vec::new();
     for (seq, path) in files(dir)?.into_iter().rev() {
         if after.is_some_and(|a| seq > a.seq) {
