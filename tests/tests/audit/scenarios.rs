@@ -219,7 +219,7 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let img = build_image(&tmp.path().join("up1"), "1.0", "amd64");
     let moved = build_image(&tmp.path().join("up2"), "2.0", "arm64");
-    let up = Upstream::start(ip, 0);
+    let mut up = Upstream::start(ip, 0);
     let _up_logs = up.logs_on_panic();
     up.push(&img.oci_ref(), "team/app:1.0");
     let config = ProxyConfig::new([up.entry().alias("up").path_prefix("team")])
@@ -237,7 +237,9 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
     ];
     let flags = Flags {
         config_file: Some(config.clone()),
-        ..Flags::gateway(&args).with_env("RUST_LOG", "debug")
+        ..Flags::gateway(&args)
+            .with_env("RUST_LOG", "debug")
+            .with_admission(&[])
     };
     let data = tmp.path().join("data");
     let mut trow = Trow::start_in_with(topology, &data, flags.clone());
@@ -293,6 +295,19 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
     .await
     .assert_status(401);
     c.get("/audit/v1/events", None).await.assert_status(401);
+    // An admission decision (the API server calls the webhook without credentials).
+    let review = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../admission-svc/tests/fixtures/pod-create.json"),
+    )
+    .unwrap();
+    send(
+        c.req(reqwest::Method::POST, "/validate-image", None)
+            .header("content-type", "application/json")
+            .body(review),
+    )
+    .await
+    .assert_status(200);
 
     // The blob-pull summary goes out after a second of quiet; the proxy's fetch shortly after.
     eventually(
@@ -323,6 +338,7 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
     want.insert(key("refused", "alice", ""), 1);
     want.insert(key("refused", "", ""), 1);
     want.insert(key("proxy_fetch", "", &cached_repo), 1);
+    want.insert(key("admission", "", ""), 1);
     assert_eq!(counts(&all), want, "{all:#?}");
 
     // What the events say.
@@ -346,6 +362,12 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
         .unwrap();
     assert_eq!(refused_pw["status"], 401);
     assert_eq!(refused_pw["outcome"], "refused");
+    let admission = all.iter().find(|e| e["action"] == "admission").unwrap();
+    assert_eq!(admission["outcome"], "allowed", "{admission}");
+    assert!(
+        admission["reference"].as_str().unwrap().starts_with("Pod "),
+        "{admission}"
+    );
     let fetch = all.iter().find(|e| e["action"] == "proxy_fetch").unwrap();
     assert_eq!(fetch["digest"], img.manifest_digest.as_str(), "{fetch}");
     let cached: Vec<&Value> = all
@@ -373,8 +395,8 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
     let f = c.all_events("&user=", 3, alice).await;
     assert_eq!(
         f.len(),
-        2 + 2 + 1,
-        "anonymous: two pulls, two refusals, one fetch: {f:#?}"
+        2 + 2 + 1 + 1,
+        "anonymous: two pulls, two refusals, one fetch, one admission: {f:#?}"
     );
     // Times in one format compare as strings; a summary is written after events newer than it.
     let times: Vec<String> = all
@@ -449,6 +471,26 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
     assert_eq!(images.len(), 1, "{images:#?}");
     assert_eq!(images[0]["behind"], true, "{:#?}", images[0]);
     assert_eq!(images[0]["upstream_digest"], moved.manifest_digest.as_str());
+    // The upstream goes away: the cached tag is served stale, and that is on record.
+    up.kill();
+    let r = c.get("/v2/f/up/team/app/manifests/1.0", alice).await;
+    r.assert_status(200);
+    assert_eq!(r.header("trow-cache").as_deref(), Some("stale"));
+    eventually(&c, alice, "the stale serve", |all| {
+        all.iter().any(|e| e["action"] == "stale")
+    })
+    .await;
+    let all = c.all_events("", 1000, alice).await;
+    let stale: Vec<&Value> = all.iter().filter(|e| e["action"] == "stale").collect();
+    assert_eq!(stale.len(), 1, "{all:#?}");
+    assert_eq!(stale[0]["reference"], "1.0");
+    assert_eq!(stale[0]["digest"], img.manifest_digest.as_str());
+    let cached_pulls: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["action"] == "pull" && e["repository"] == "f/up/team/app")
+        .collect();
+    assert_eq!(cached_pulls.len(), 3);
+    assert_eq!(cached_pulls[0]["detail"], "cache: stale");
     let pulls_before = c.get("/audit/v1/pulls", alice).await.json();
 
     // kill -9 of every process, a restart on the same data dir: the same answers.
