@@ -277,7 +277,7 @@ struct StorageLimits {
     audit_max_files: Option<usize>,
     /// When audit events reach the disk: `batch` fdatasyncs every batch before the request is
     /// answered (survives power loss); a period (`1s`) answers once written (survives a kill -9
-    /// of any process) and fdatasyncs at most that often. [default: 1s]
+    /// of any process) and fdatasyncs at most that often. [default: batch]
     #[arg(long, env = "TROW_AUDIT_SYNC", value_parser = parse_audit_sync)]
     audit_sync: Option<trow_storage::audit::SyncMode>,
 }
