@@ -275,6 +275,11 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
             .await
             .assert_status(200);
     }
+    // And one layer through the cache: filled from the upstream while it is read.
+    let layer = img.layers[0].clone();
+    c.get(&format!("/v2/f/up/team/app/blobs/{layer}"), alice)
+        .await
+        .assert_status(200);
     // A delete.
     c.delete("/v2/app/two/manifests/v1", alice)
         .await
@@ -313,10 +318,10 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
     eventually(
         &c,
         alice,
-        "the blob summary and the upstream fetch",
+        "the blob summaries and the upstream fetches",
         |all| {
-            all.iter().any(|e| e["action"] == "pull_blobs")
-                && all.iter().any(|e| e["action"] == "proxy_fetch")
+            let n = |action: &str| all.iter().filter(|e| e["action"] == action).count();
+            n("pull_blobs") == 2 && n("proxy_fetch") == 2
         },
     )
     .await;
@@ -332,12 +337,13 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
     want.insert(key("pull", "", "app/two"), 2);
     want.insert(key("pull", "alice", "f/up/team/app"), 2);
     want.insert(key("pull_blobs", "alice", "app/one"), 1);
+    want.insert(key("pull_blobs", "alice", "f/up/team/app"), 1);
     want.insert(key("delete", "alice", "app/two"), 1);
     want.insert(key("refused", "", "app/one"), 1);
     want.insert(key("refused", "alice", "app/one"), 1);
     want.insert(key("refused", "alice", ""), 1);
     want.insert(key("refused", "", ""), 1);
-    want.insert(key("proxy_fetch", "", &cached_repo), 1);
+    want.insert(key("proxy_fetch", "", &cached_repo), 2);
     want.insert(key("admission", "", ""), 1);
     assert_eq!(counts(&all), want, "{all:#?}");
 
@@ -353,7 +359,10 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
             assert!(e["client"].as_str().unwrap().starts_with("127."), "{e}");
         }
     }
-    let blobs = all.iter().find(|e| e["action"] == "pull_blobs").unwrap();
+    let blobs = all
+        .iter()
+        .find(|e| e["action"] == "pull_blobs" && e["repository"] == "app/one")
+        .unwrap();
     assert_eq!(blobs["count"], 2, "{blobs}");
     assert_eq!(blobs["bytes"], 4096 + config_blob("one").len(), "{blobs}");
     let refused_pw = all
@@ -368,8 +377,23 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
         admission["reference"].as_str().unwrap().starts_with("Pod "),
         "{admission}"
     );
-    let fetch = all.iter().find(|e| e["action"] == "proxy_fetch").unwrap();
-    assert_eq!(fetch["digest"], img.manifest_digest.as_str(), "{fetch}");
+    let fetch = |what: &str| {
+        all.iter()
+            .find(|e| {
+                e["action"] == "proxy_fetch" && e["detail"].as_str().unwrap().starts_with(what)
+            })
+            .unwrap_or_else(|| panic!("a {what} fetch in {all:#?}"))
+    };
+    assert_eq!(fetch("manifest ")["digest"], img.manifest_digest.as_str());
+    let blob_fetch = fetch("blob ");
+    assert_eq!(blob_fetch["digest"], layer.as_str(), "{blob_fetch}");
+    assert_eq!(blob_fetch["outcome"], "ok", "{blob_fetch}");
+    let cached_blobs = all
+        .iter()
+        .find(|e| e["action"] == "pull_blobs" && e["repository"] == "f/up/team/app")
+        .unwrap();
+    assert_eq!(cached_blobs["count"], 1);
+    assert_eq!(cached_blobs["bytes"], blob_fetch["bytes"], "{cached_blobs}");
     let cached: Vec<&Value> = all
         .iter()
         .filter(|e| e["action"] == "pull" && e["repository"] == "f/up/team/app")
@@ -395,8 +419,8 @@ pub async fn a_scripted_series_is_on_record(topology: Topology, ip: &str) {
     let f = c.all_events("&user=", 3, alice).await;
     assert_eq!(
         f.len(),
-        2 + 2 + 1 + 1,
-        "anonymous: two pulls, two refusals, one fetch, one admission: {f:#?}"
+        2 + 2 + 2 + 1,
+        "anonymous: two pulls, two refusals, two fetches, one admission: {f:#?}"
     );
     // Times in one format compare as strings; a summary is written after events newer than it.
     let times: Vec<String> = all
