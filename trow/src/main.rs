@@ -16,7 +16,9 @@
 //! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
 //! `--header-timeout`, `--idle-timeout`, `--body-timeout`, `--send-timeout`, and `--tls=CERT,KEY`;
 //! and authentication: `--user`/`--password`, `--htpasswd`, `--anonymous-pull`,
-//! `--token-lifetime`, `--token-key-file`.
+//! `--token-lifetime`, `--token-key-file`; and the audit log's `--audit-blob-idle`,
+//! `--audit-trusted-proxies` (its files' `--audit-max-file-size`, `--audit-max-files` and
+//! `--audit-sync` go with storage's limits).
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
