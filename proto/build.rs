@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/trow/storage/v1/storage.proto",
         "proto/trow/proxy/v1/proxy.proto",
         "proto/trow/admission/v1/admission.proto",
+        "proto/trow/audit/v1/audit.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
@@ -17,12 +18,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     // One set per service (its file and what it imports), so each server reflects only the
     // contract it serves: grpcurl on storage must not list services that answer Unimplemented.
-    for (service, file) in [
-        ("storage", files[1]),
-        ("proxy", files[2]),
-        ("admission", files[3]),
+    // The storage process also serves the audit log, so its set holds both contracts.
+    for (service, these) in [
+        ("storage", &[files[1], files[4]][..]),
+        ("proxy", &[files[2]][..]),
+        ("admission", &[files[3]][..]),
     ] {
-        let one = protox::compile([file], ["proto"])?;
+        let one = protox::compile(these, ["proto"])?;
         std::fs::write(
             out.join(format!("{service}_descriptor.bin")),
             one.encode_to_vec(),

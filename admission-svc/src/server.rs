@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
-use trow_proto::admission::Review;
 use trow_proto::admission::admission_server::{Admission, AdmissionServer};
+use trow_proto::admission::{Decision, Review};
 use trow_proto::transport::MAX_MESSAGE_SIZE;
 use trow_proto::trust::{Guard, Trust};
 
@@ -62,7 +62,21 @@ impl Admission for Shared {
             tracing::info!(object = %outcome.object, uid = %outcome.uid, dry_run = outcome.dry_run,
                 denied = %denied.join("; "), "refused");
         }
-        Ok(Response::new(Review { json: json.into() }))
+        let decision = Decision {
+            allowed: outcome.allowed,
+            dry_run: outcome.dry_run,
+            object: outcome.object.clone(),
+            detail: outcome
+                .denied
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        Ok(Response::new(Review {
+            json: json.into(),
+            decision: Some(decision),
+        }))
     }
 
     async fn mutate(&self, r: Request<Review>) -> Result<Response<Review>, Status> {
@@ -94,7 +108,19 @@ impl Admission for Shared {
         {
             p.warm(&outcome.warm);
         }
-        Ok(Response::new(Review { json: json.into() }))
+        let decision = Decision {
+            allowed: outcome.allowed,
+            dry_run: outcome.dry_run,
+            object: outcome.object.clone(),
+            detail: match outcome.rewritten.len() {
+                0 => String::new(),
+                n => format!("{n} image(s) rewritten to pull through the cache"),
+            },
+        };
+        Ok(Response::new(Review {
+            json: json.into(),
+            decision: Some(decision),
+        }))
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`error`]: the one error type and its mapping to OCI error JSON.
 //! - [`server`]: the accept loop, with its connection cap and timeouts for hostile clients.
 //! - [`tls`]: HTTPS from certificate files, reloaded when they change.
+//! - [`audit`]: putting requests on record in the audit log (storage's), and reading it.
 //! - [`auth`]: who is calling: users, the Docker token protocol, the middleware on `/v2/`.
 //! - [`trace`]: the span of each HTTP request, when traces are on.
 //! - [`metrics`]: requests by route, durations and bytes; `/metrics` and its own listener.
@@ -26,6 +27,7 @@ use trow_proto::storage::storage_client::StorageClient;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
 use trow_proto::trust::{Channel, Trust, TrustError};
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -73,6 +75,8 @@ pub struct AppState {
     /// What `GET /metrics` on the HTTP port shows (every service this process runs); None: not
     /// served there.
     pub metrics: Option<std::sync::Arc<prometheus_client::registry::Registry>>,
+    /// The audit log (the storage service's), where requests are put on record.
+    pub audit: audit::Auditor,
 }
 
 /// A channel to a service at `url` (`http://host:port`, or `https://` with mutual TLS), as

@@ -193,10 +193,10 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -207,6 +207,7 @@ pub async fn serve(
             Ok(permit) => {
                 tokio::spawn(connection(
                     stream,
+                    peer,
                     app.clone(),
                     builder.clone(),
                     config.clone(),
@@ -297,6 +298,7 @@ fn refuse(stream: TcpStream, refusing: &Arc<Semaphore>, busy: &Arc<Vec<u8>>) {
 /// Serves one connection until it ends, is idle too long, or the server stops.
 async fn connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     app: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
     config: Arc<ServerConfig>,
@@ -307,11 +309,11 @@ async fn connection(
     // Below TLS, so a client that stops reading is timed out on the socket's own writes.
     let io = SendTimeout::new(stream, config.send_timeout);
     let Some(tls) = &config.tls else {
-        return serve_io(TokioIo::new(io), app, &builder, &config, stopped).await;
+        return serve_io(TokioIo::new(io), peer, app, &builder, &config, stopped).await;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
     match tokio::time::timeout(config.header_timeout, acceptor.accept(io)).await {
-        Ok(Ok(tls)) => serve_io(TokioIo::new(tls), app, &builder, &config, stopped).await,
+        Ok(Ok(tls)) => serve_io(TokioIo::new(tls), peer, app, &builder, &config, stopped).await,
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }
@@ -320,6 +322,7 @@ async fn connection(
 /// HTTP over one connection's byte stream (plain or TLS).
 async fn serve_io<I>(
     io: I,
+    peer: std::net::SocketAddr,
     app: Router,
     builder: &auto::Builder<TokioExecutor>,
     config: &ServerConfig,
@@ -333,7 +336,10 @@ async fn serve_io<I>(
         let body_timeout = config.body_timeout;
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let in_flight = activity.begin();
-            let req = req.map(|b| Body::new(Stalling::new(b, body_timeout)));
+            let mut req = req.map(|b| Body::new(Stalling::new(b, body_timeout)));
+            // Who is at the other end, for the audit log.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let app = app.clone();
             async move {
                 let resp = app.oneshot(req).await?;

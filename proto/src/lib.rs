@@ -18,6 +18,11 @@ pub mod admission {
     tonic::include_proto!("trow.admission.v1");
 }
 
+/// The audit log, served by the storage process.
+pub mod audit {
+    tonic::include_proto!("trow.audit.v1");
+}
+
 /// The OCI Distribution error codes, shared by every service.
 pub mod oci {
     tonic::include_proto!("trow.oci.v1");
@@ -25,6 +30,7 @@ pub mod oci {
 
 /// Encoded descriptors of each service alone (with its imports), for its server's reflection.
 pub mod descriptors {
+    /// Storage and the audit log (one process serves both).
     pub const STORAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/storage_descriptor.bin"));
     pub const PROXY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/proxy_descriptor.bin"));
     pub const ADMISSION: &[u8] =

@@ -23,14 +23,30 @@ pub async fn with_operator_services<S: NamedService>(
     descriptors: &'static [u8],
     guard: crate::trust::Guard,
 ) -> Router<Layers> {
+    with_operator_services_of(&[S::NAME], descriptors, guard).await
+}
+
+/// As [`with_operator_services`], for a server of several services (`names`, each SERVING and
+/// listed by reflection): storage also serves the audit log.
+pub async fn with_operator_services_of(
+    names: &[&str],
+    descriptors: &'static [u8],
+    guard: crate::trust::Guard,
+) -> Router<Layers> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<S>().await;
+    for name in names {
+        health
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     let builder = || {
-        tonic_reflection::server::Builder::configure()
+        let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(descriptors)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(S::NAME)
-            .with_service_name("grpc.health.v1.Health")
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for name in names {
+            b = b.with_service_name(*name);
+        }
+        b.with_service_name("grpc.health.v1.Health")
             .with_service_name("grpc.reflection.v1.ServerReflection")
             .with_service_name("grpc.reflection.v1alpha.ServerReflection")
     };

@@ -90,6 +90,7 @@ impl ProxyService {
             Role::Follower => Ok(false),
             Role::Filler => {
                 let filler = Filler {
+                    audit: self.audit.clone(),
                     upstreams: self.upstreams.clone(),
                     storage: self.storage.clone(),
                     target: t.clone(),
@@ -108,6 +109,7 @@ impl ProxyService {
 /// One blob fetched from its upstream into storage, detached from the client that asked: a
 /// client that goes away does not cut the fill the next client will want.
 pub(crate) struct Filler {
+    pub(crate) audit: crate::audit::Audit,
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) storage: StorageClient<Channel>,
     pub(crate) target: Target,
@@ -170,10 +172,17 @@ impl Filler {
         tokio::spawn(
             async move {
                 let _in_progress = in_progress;
-                if let Err(e) = self.store(resp).await {
+                let stored = self.store(resp).await;
+                if let Err(e) = &stored {
                     tracing::warn!(upstream = %self.target.upstream.host, digest = %self.digest,
-                    error = %e, "filling a blob failed");
+                        error = %e, "filling a blob failed");
                 }
+                self.audit.blob_fetched(
+                    &self.target,
+                    &self.digest,
+                    total - self.offset.min(total),
+                    stored.is_ok(),
+                );
             }
             .instrument(span),
         );

@@ -11,6 +11,7 @@
 //! - [`service`]: the gRPC service: resolves and judges each request, then answers it with
 //!   `manifests` (revalidate, fetch through a fill, serve stale) or `fill` (blobs: one upstream
 //!   fetch however many ask, through bounded buffers).
+//! - [`audit`]: upstream fetches and stale serves, sent to the audit log (storage's).
 //! - [`failures`]: manifest fills that failed lately, for the requests that followed them.
 //! - [`tags`]: tag lists, from the upstream or, when it fails, the cache.
 //! - [`warm`]: filling the cache with a whole image before anyone pulls it (pre-warm).
@@ -21,6 +22,7 @@
 /// service shares them); re-exported here under the names this crate has always used.
 pub use trow_upstreams::{config, reference, size};
 
+pub mod audit;
 pub mod challenge;
 pub mod failures;
 mod fill;

@@ -89,6 +89,7 @@ impl ProxyService {
                 .into_inner();
             if state.role() == Role::Filler {
                 let filler = Filler {
+                    audit: self.audit.clone(),
                     upstreams: self.upstreams.clone(),
                     storage: self.storage.clone(),
                     target: t.clone(),
@@ -202,6 +203,13 @@ impl ProxyService {
         } else {
             (!claimed.is_empty()).then_some(claimed)
         };
+        self.audit.fetched(
+            t,
+            reference,
+            expected.as_deref().unwrap_or_default(),
+            content.len() as u64,
+            "manifest",
+        );
         if let Some(expected) = &expected
             && !digest_matches(expected, &content)
         {
@@ -344,6 +352,49 @@ impl ProxyService {
         self.stale_or(t, &r.reference, failure).await
     }
 
+    /// The digest a cached tag names and the one its upstream names now (empty: unknown).
+    pub(crate) async fn tag_status(
+        &self,
+        r: &pb::CheckTagRequest,
+    ) -> Result<pb::CheckTagReply, Status> {
+        let rest = r.repository.strip_prefix("f/").ok_or_else(|| {
+            oci_code::status(
+                Code::InvalidArgument,
+                ErrorCode::NameInvalid,
+                "not a cached repository",
+            )
+        })?;
+        let (registry, repository) = rest.split_once('/').ok_or_else(|| {
+            oci_code::status(
+                Code::InvalidArgument,
+                ErrorCode::NameInvalid,
+                "no repository",
+            )
+        })?;
+        let t = self.target_at(registry, repository, Some(&r.tag))?;
+        let cached = match self.cached_manifest(&t.cache_repository, &r.tag).await {
+            Ok(m) => m.info.map(|i| i.digest).unwrap_or_default(),
+            Err(s) if s.code() == Code::NotFound => String::new(),
+            Err(s) => return Err(s),
+        };
+        let upstream = if self.offline {
+            String::new()
+        } else {
+            match self.head_manifest(&t, &r.tag, &accept_headers()).await {
+                Ok(d) => d.unwrap_or_default(),
+                Err(e) => {
+                    tracing::debug!(upstream = %t.upstream.host, error = %e,
+                        "checking a tag upstream failed");
+                    String::new()
+                }
+            }
+        };
+        Ok(pb::CheckTagReply {
+            cached_digest: cached,
+            upstream_digest: upstream,
+        })
+    }
+
     /// The cached copy of a tag when the upstream failed with `failure`; else the failure.
     async fn stale_or(
         &self,
@@ -355,6 +406,12 @@ impl ProxyService {
             Ok(m) => {
                 tracing::warn!(upstream = %t.upstream.host, repository = %t.repository, %tag,
                     failure = %failure.message(), "upstream failed: serving the cached manifest");
+                let digest = m
+                    .info
+                    .as_ref()
+                    .map(|i| i.digest.clone())
+                    .unwrap_or_default();
+                self.audit.stale(t, tag, &digest, failure.message());
                 Ok((m, CacheStatus::Stale))
             }
             Err(_) => Err(failure),

@@ -90,4 +90,11 @@ impl Proxy for Shared {
     ) -> Result<tonic::Response<trow_proto::proxy::WarmReply>, tonic::Status> {
         self.0.warm(r).await
     }
+
+    async fn check_tag(
+        &self,
+        r: tonic::Request<trow_proto::proxy::CheckTagRequest>,
+    ) -> Result<tonic::Response<trow_proto::proxy::CheckTagReply>, tonic::Status> {
+        self.0.check_tag(r).await
+    }
 }

@@ -34,6 +34,8 @@ pub struct ProxyService {
     policy: Option<Enforcer>,
     /// Blobs announced bigger are refused (`registry_proxies.max_blob_size`).
     pub(crate) max_blob_size: Option<u64>,
+    /// Where upstream fetches and stale serves are put on record (see [`crate::audit`]).
+    pub(crate) audit: crate::audit::Audit,
 }
 
 impl ProxyService {
@@ -48,6 +50,7 @@ impl ProxyService {
             failures: Failures::default(),
             policy: None,
             max_blob_size: cfg.max_blob_size,
+            audit: crate::audit::Audit::default(),
         })
     }
 
@@ -79,6 +82,15 @@ impl ProxyService {
                 })?;
         }
         Ok(t)
+    }
+
+    /// Puts upstream fetches and stale serves on record in the audit log of the storage
+    /// service at `channel`.
+    pub fn with_audit(self, channel: Channel) -> ProxyService {
+        ProxyService {
+            audit: crate::audit::Audit::new(channel),
+            ..self
+        }
     }
 
     /// Enforces `image_validation` (see [`crate::policy`]); `None`: every image is served.
@@ -204,6 +216,16 @@ impl Proxy for ProxyService {
         }
         Ok(Response::new(
             self.warm_image(&r).await.map_err(unavailable)?,
+        ))
+    }
+
+    async fn check_tag(
+        &self,
+        req: Request<pb::CheckTagRequest>,
+    ) -> Result<Response<pb::CheckTagReply>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(
+            self.tag_status(&r).await.map_err(unavailable)?,
         ))
     }
 }

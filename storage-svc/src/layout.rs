@@ -16,6 +16,7 @@
 //!                                                     flat listing instead of a walk of repositories/)
 //! gc/blobs/<alg>-<hex>                                a collection is deciding on this blob (tombstone)
 //! gc/repositories/<name, each `/` as `+`>             a collection is deleting in this repository
+//! audit/events-<seq>.jsonl                          the audit log, append-only JSON lines (see `audit`)
 //! state/pulls                                         when each cached image was last pulled
 //! tmp/<uuid>                                          a small object being written, renamed into place
 //! .lock                                               locked by the storage service using this store
@@ -33,6 +34,8 @@ pub const TMP: &str = "tmp";
 /// When cached images were last pulled, saved now and then (see `store::pulls`).
 pub const PULLS: &str = "state/pulls";
 pub const LOCK: &str = ".lock";
+/// The audit log's files (see `audit`); not objects of the store.
+pub const AUDIT: &str = "audit";
 /// Tombstones of blobs a garbage collection is deciding on (see `store::gc`).
 pub const GC_BLOBS: &str = "gc/blobs";
 /// Repositories a garbage collection is deleting in (see `store::gc`).

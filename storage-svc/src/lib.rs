@@ -5,9 +5,11 @@
 //!   repository links, manifests, tags and the referrers index.
 //! - [`service`] and [`server`] put it behind the gRPC contract in `trow-proto`.
 //! - [`retention`] is the config of which tags and untagged manifests each repository keeps.
+//! - [`audit`] keeps the audit log (`audit/` in the data dir) and serves `trow.audit.v1.Audit`.
 //! - [`fsck`] checks a whole store for inconsistencies (`trow fsck`).
 //! - [`metrics`]: garbage collections and evictions, for Prometheus.
 
+pub mod audit;
 pub mod backend;
 pub mod digest;
 pub mod error;

@@ -6,10 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
+use trow_proto::audit::audit_server::AuditServer;
 use trow_proto::storage::storage_server::StorageServer;
 use trow_proto::transport::MAX_MESSAGE_SIZE;
 use trow_proto::trust::{Guard, Trust};
 
+use crate::audit::service::AuditService;
 use crate::backend::{Backend, FsBackend};
 use crate::error::StorageError;
 use crate::service::StorageService;
@@ -55,9 +58,12 @@ pub async fn open(data_dir: &Path, limits: Limits) -> Result<DataDir, OpenError>
         Ok(n) => tracing::info!(removed = n, "removed temp files left by an older Trow"),
         Err(e) => return Err(io(e)),
     }
+    let audit_dir = backend.root().join(crate::layout::AUDIT);
+    let audit = crate::audit::AuditLog::open(&audit_dir, limits.audit).map_err(io)?;
     let store = Store::open(backend, limits)
         .await
         .map_err(|e| OpenError::Store(shown.clone(), e))?;
+    store.set_audit(audit);
     Ok(DataDir {
         store: Arc::new(store),
         _lock: lock,
@@ -113,19 +119,30 @@ where
         + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // The audit log lives in the data dir, so the storage process serves it (when the store
+    // was opened with one: a data dir, not a test's bare store).
+    let audit = store.audit().cloned().map(|log| {
+        AuditServer::new(AuditService::new(log))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    });
     let storage = StorageServer::new(StorageService::new(store))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-
-    trow_proto::server::with_operator_services::<StorageServer<StorageService<B>>>(
-        trow_proto::descriptors::STORAGE,
-        guard,
-    )
-    .await
-    .add_service(storage)
-    .serve_with_incoming_shutdown(incoming, shutdown)
-    .await
+    let names: &[&str] = match audit {
+        Some(_) => &[STORAGE_NAME, AUDIT_NAME],
+        None => &[STORAGE_NAME],
+    };
+    trow_proto::server::with_operator_services_of(names, trow_proto::descriptors::STORAGE, guard)
+        .await
+        .add_service(storage)
+        .add_optional_service(audit)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
 }
+
+const STORAGE_NAME: &str = <StorageServer<StorageService<FsBackend>> as NamedService>::NAME;
+const AUDIT_NAME: &str = <AuditServer<AuditService> as NamedService>::NAME;
 
 pub use crate::store::{TMP_MAX_AGE, UPLOAD_MAX_AGE};
 

@@ -12,6 +12,8 @@ use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse
 use trow_tests::{Topology, Trow};
 
 const STORAGE: &str = "trow.storage.v1.Storage";
+/// The audit log, served by the storage process beside Storage.
+const AUDIT: &str = "trow.audit.v1.Audit";
 
 async fn channel(trow: &Trow) -> Channel {
     Channel::from_shared(format!("http://{}", trow.storage_addr))
@@ -70,12 +72,17 @@ async fn list_services(ch: &Channel) -> Vec<String> {
 /// What a server of `service` lists, sorted: its own service, health and reflection; never a
 /// service of another Trow contract, which would answer Unimplemented there.
 fn listed(service: &str) -> Vec<String> {
-    let mut all = vec![
-        service.to_string(),
+    listed_all(&[service])
+}
+
+/// As [`listed`], for a server of several services (storage and the audit log).
+fn listed_all(services: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+    all.extend([
         "grpc.health.v1.Health".to_string(),
         "grpc.reflection.v1.ServerReflection".to_string(),
         "grpc.reflection.v1alpha.ServerReflection".to_string(),
-    ];
+    ]);
     all.sort();
     all
 }
@@ -100,7 +107,22 @@ async fn health_and_reflection(topology: Topology) {
         tonic::Code::NotFound
     );
 
-    assert_eq!(list_services(&ch).await, listed(STORAGE));
+    assert_eq!(
+        check(&ch, AUDIT).await.expect("check Audit"),
+        ServingStatus::Serving
+    );
+    assert_eq!(list_services(&ch).await, listed_all(&[AUDIT, STORAGE]));
+    // The audit log's descriptor is served too.
+    match reflect(&ch, MessageRequest::FileContainingSymbol(AUDIT.to_string()))
+        .await
+        .message_response
+    {
+        Some(MessageResponse::FileDescriptorResponse(f)) => {
+            let all: Vec<u8> = f.file_descriptor_proto.concat();
+            assert!(all.windows(6).any(|w| w == b"Record"), "no Record method");
+        }
+        other => panic!("unexpected reflection response: {other:?}"),
+    }
 
     // The Storage service's file descriptor is served, under its proto package.
     match reflect(

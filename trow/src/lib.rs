@@ -71,6 +71,8 @@ pub struct AllInOne {
     pub webhooks: trow_admission::Webhooks,
     /// Authentication at the gateway; None: none (no users configured).
     pub auth: Option<trow_gateway::auth::AuthConfig>,
+    /// How the gateway puts requests on record in the audit log.
+    pub audit: trow_gateway::audit::AuditSettings,
     /// Where `/metrics` is also served, without authentication (`--metrics-listen`).
     pub metrics_listen: Option<SocketAddr>,
     /// Who may call the services' TCP listeners (the in-memory pipes need nothing).
@@ -191,7 +193,8 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             &a.proxy,
             trow_gateway::in_process_storage_client(storage_pipes.clone()),
         )?
-        .with_policy(log_policy(a.proxy_policy)),
+        .with_policy(log_policy(a.proxy_policy))
+        .with_audit(trow_gateway::in_process_channel(storage_pipes.clone())),
     );
     let (proxy_pipes, proxy_incoming) = pipes();
     let proxy_in_process = tokio::spawn(trow_proxy::serve_incoming(
@@ -223,7 +226,12 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             trow_admission::server::serve(admission_grpc, admission_service, stop, &trust).await
         })
     };
+    let audit = trow_gateway::audit::Auditor::new(
+        trow_gateway::in_process_channel(storage_pipes.clone()),
+        &a.audit,
+    );
     let state = trow_gateway::AppState {
+        audit: audit.clone(),
         storage: trow_gateway::in_process_storage_client(storage_pipes),
         proxy: Some(trow_gateway::proxy_pool::ProxyPool::new(vec![
             trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
@@ -236,6 +244,8 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         metrics: Some(registry),
     };
     let served = trow_gateway::serve(http, state, wait(stop), a.server).await;
+    // Blob-pull summaries still pending go on record before storage stops.
+    audit.flush().await;
     let _ = gateway_done.send(true);
     admission_in_process.await??;
     admission.await??;
@@ -320,8 +330,12 @@ pub async fn run_proxy(
     let stop = shutdown_signal();
     let storage = trow_gateway::storage_client(storage_url, &trust)
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
-    let service =
-        Arc::new(trow_proxy::ProxyService::new(cfg, storage)?.with_policy(log_policy(policy)));
+    let audit = trow_gateway::channel(storage_url, &trust)?;
+    let service = Arc::new(
+        trow_proxy::ProxyService::new(cfg, storage)?
+            .with_policy(log_policy(policy))
+            .with_audit(audit),
+    );
     let grpc = bind(listen, "proxy gRPC").await?;
     println!(
         "trow proxy: gRPC on {}, storage at {storage_url}",
@@ -378,6 +392,8 @@ pub struct Gateway<'a> {
     pub trust: Trust,
     /// Where `/metrics` is also served, without authentication (`--metrics-listen`).
     pub metrics_listen: Option<SocketAddr>,
+    /// How requests are put on record in the audit log (the storage service's).
+    pub audit: trow_gateway::audit::AuditSettings,
 }
 
 /// The HTTP gateway alone, calling the services `g` names.
@@ -392,6 +408,7 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         auth: auth_config,
         trust,
         metrics_listen,
+        audit: audit_settings,
     } = g;
     let stop = shutdown_signal();
     let storage = trow_gateway::storage_client(storage_url, &trust)
@@ -420,6 +437,10 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
     let registry = metrics::registry(&[metrics::Service::Gateway]);
     let metrics_server =
         metrics::listen(metrics_listen, registry.clone(), wait(stop.clone())).await?;
+    let audit = trow_gateway::audit::Auditor::new(
+        trow_gateway::channel(storage_url, &trust)?,
+        &audit_settings,
+    );
     let state = trow_gateway::AppState {
         storage,
         proxy,
@@ -427,8 +448,11 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         admission,
         auth: auth(auth_config),
         metrics: Some(registry),
+        audit: audit.clone(),
     };
-    trow_gateway::serve(http, state, wait(stop), server).await?;
+    let served = trow_gateway::serve(http, state, wait(stop), server).await;
+    audit.flush().await;
     stopped(metrics_server).await;
+    served?;
     Ok(())
 }

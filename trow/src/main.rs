@@ -16,7 +16,9 @@
 //! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
 //! `--header-timeout`, `--idle-timeout`, `--body-timeout`, `--send-timeout`, and `--tls=CERT,KEY`;
 //! and authentication: `--user`/`--password`, `--htpasswd`, `--anonymous-pull`,
-//! `--token-lifetime`, `--token-key-file`. Every service mode takes `--metrics-listen ADDR`.
+//! `--token-lifetime`, `--token-key-file`; and the audit log's `--audit-blob-idle`,
+//! `--audit-trusted-proxies` (its files' `--audit-max-file-size`, `--audit-max-files` and
+//! `--audit-sync` go with storage's limits). Every service mode takes `--metrics-listen ADDR`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -97,6 +99,31 @@ struct AllInOne {
     grpc_trust: GrpcTrustArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
+    #[command(flatten)]
+    audit: AuditArgs,
+}
+
+/// How the gateway puts requests on record in the audit log (gateway and default mode).
+#[derive(Args)]
+struct AuditArgs {
+    /// Blob pulls are summarised, one `pull_blobs` event per user, client and repository, sent
+    /// once that key has been quiet this long (and at shutdown). [default: 5s]
+    #[arg(long, env = "TROW_AUDIT_BLOB_IDLE", value_parser = parse_duration)]
+    audit_blob_idle: Option<Duration>,
+    /// Addresses of load balancers whose `X-Forwarded-For` names the client in the audit log
+    /// (comma-separated IPs); anyone else's header is ignored.
+    #[arg(long, env = "TROW_AUDIT_TRUSTED_PROXIES", value_delimiter = ',')]
+    audit_trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl AuditArgs {
+    fn settings(&self) -> trow_gateway::audit::AuditSettings {
+        let d = trow_gateway::audit::AuditSettings::default();
+        trow_gateway::audit::AuditSettings {
+            blob_idle: self.audit_blob_idle.unwrap_or(d.blob_idle),
+            trusted_proxies: self.audit_trusted_proxies.clone(),
+        }
+    }
 }
 
 /// Who may use the registry (gateway and default mode). Without a user, there is no
@@ -283,6 +310,28 @@ struct StorageLimits {
     /// [default: 60s]
     #[arg(long, env = "TROW_PULL_GUARD", value_parser = parse_duration)]
     pull_guard: Option<Duration>,
+    /// The audit log (`<data dir>/audit/`) starts a new file past this size. [default: 64MiB]
+    #[arg(long, env = "TROW_AUDIT_MAX_FILE_SIZE", value_parser = parse_size)]
+    audit_max_file_size: Option<u64>,
+    /// Audit files kept; the oldest are deleted beyond. [default: 8]
+    #[arg(long, env = "TROW_AUDIT_MAX_FILES")]
+    audit_max_files: Option<usize>,
+    /// When audit events reach the disk: `batch` fdatasyncs every batch before the request is
+    /// answered (survives power loss); a period (`1s`) answers once written (survives a kill -9
+    /// of any process) and fdatasyncs at most that often. [default: batch]
+    #[arg(long, env = "TROW_AUDIT_SYNC", value_parser = parse_audit_sync)]
+    audit_sync: Option<trow_storage::audit::SyncMode>,
+}
+
+/// `batch`, or a period.
+fn parse_audit_sync(s: &str) -> Result<trow_storage::audit::SyncMode, String> {
+    use trow_storage::audit::SyncMode;
+    match s {
+        "batch" => Ok(SyncMode::Batch),
+        s => parse_duration(s)
+            .map(SyncMode::Every)
+            .map_err(|e| format!("{e}; or `batch`")),
+    }
 }
 
 /// A size: bytes, or a number with a unit (`512MiB`, `2GB`).
@@ -308,6 +357,11 @@ impl StorageLimits {
             min_free_space: self.min_free_space.or(d.min_free_space),
             pull_guard: self.pull_guard.unwrap_or(d.pull_guard),
             retention: config.retention(gc_grace)?,
+            audit: trow_storage::audit::AuditConfig {
+                max_file_size: self.audit_max_file_size.unwrap_or(d.audit.max_file_size),
+                max_files: self.audit_max_files.unwrap_or(d.audit.max_files).max(1),
+                sync: self.audit_sync.unwrap_or(d.audit.sync),
+            },
         })
     }
 }
@@ -407,6 +461,8 @@ struct GatewayArgs {
     grpc_trust: GrpcTrustArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
+    #[command(flatten)]
+    audit: AuditArgs,
 }
 
 #[derive(Args)]
@@ -506,6 +562,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 auth,
                 trust: a.grpc_trust.load()?,
                 metrics_listen: a.metrics.metrics_listen,
+                audit: a.audit.settings(),
             })
             .await
         }
@@ -556,6 +613,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 auth,
                 trust: a.grpc_trust.load()?,
                 metrics_listen: a.metrics.metrics_listen,
+                audit: a.audit.settings(),
             })
             .await
         }

@@ -22,8 +22,11 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
     need.target = repository.and_then(|r| cache_name(&r, req.uri().query(), auth.hostname()));
     let error = match auth.check(req.headers(), &need).await {
         Ok(identity) => {
-            req.extensions_mut().insert(identity);
-            return next.run(req).await;
+            req.extensions_mut().insert(identity.clone());
+            let mut resp = next.run(req).await;
+            // For the audit log's middleware, which wraps this one.
+            resp.extensions_mut().insert(identity);
+            return resp;
         }
         Err(error) => error,
     };

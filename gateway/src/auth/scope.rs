@@ -36,6 +36,15 @@ impl Access {
         }
     }
 
+    /// Reading the audit log (`/audit/v1/...`).
+    pub fn audit() -> Access {
+        Access {
+            kind: "registry".into(),
+            name: "audit".into(),
+            actions: vec!["*".into()],
+        }
+    }
+
     /// Parses one scope. The name may contain `:` only in the registry type's grammar; a
     /// repository name never does, so the type is before the first `:` and the actions after
     /// the last.
@@ -101,6 +110,11 @@ pub fn needed(method: &Method, path: &str, repository: Option<&str>) -> Need {
         // metrics are for any user, never anonymous.
         return Need::new(None);
     }
+    if path.starts_with("/audit/") {
+        // `audit` in the rules; never anonymous unless a rule says so: the log says who
+        // pulled what.
+        return Need::new(Some(Access::audit()));
+    }
     if path == "/v2/_catalog" {
         return Need::new(Some(Access::catalog()));
     }
@@ -156,5 +170,7 @@ mod tests {
         assert_eq!(n.access, repo(&["delete"]));
         let n = need(Method::GET, "/v2/_catalog", None);
         assert_eq!(n.access, Some(Access::catalog()));
+        let n = need(Method::GET, "/audit/v1/events", None);
+        assert_eq!(n.access, Some(Access::audit()));
     }
 }

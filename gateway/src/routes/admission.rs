@@ -35,6 +35,14 @@ pub async fn mutate(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn review(state: AppState, req: Request, hook: Webhook) -> Response {
+    let who = crate::audit::Who::of(
+        None,
+        req.extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>(),
+        req.headers(),
+        &[],
+    );
+    let audit = state.audit.clone();
     let Some(mut client) = state.admission else {
         return status(
             StatusCode::NOT_FOUND,
@@ -52,17 +60,26 @@ async fn review(state: AppState, req: Request, hook: Webhook) -> Response {
             );
         }
     };
-    let review = Review { json };
+    let review = Review {
+        json,
+        decision: None,
+    };
     let answered = match hook {
         Webhook::Validate => client.validate(review).await,
         Webhook::Mutate => client.mutate(review).await,
     };
     match answered {
-        Ok(r) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            Body::from(r.into_inner().json),
-        )
-            .into_response(),
+        Ok(r) => {
+            let r = r.into_inner();
+            if let Some(d) = r.decision {
+                record(&audit, who, hook, d).await;
+            }
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                Body::from(r.json),
+            )
+                .into_response()
+        }
         Err(s) if s.code() == Code::InvalidArgument => {
             status(StatusCode::BAD_REQUEST, "BadRequest", s.message())
         }
@@ -75,6 +92,38 @@ async fn review(state: AppState, req: Request, hook: Webhook) -> Response {
             )
         }
     }
+}
+
+/// Puts an admission decision on record (the caller is the API server: no user).
+async fn record(
+    audit: &crate::audit::Auditor,
+    who: crate::audit::Who,
+    hook: Webhook,
+    d: trow_proto::admission::Decision,
+) {
+    let hook = match hook {
+        Webhook::Validate => "validate",
+        Webhook::Mutate => "mutate",
+    };
+    let dry_run = if d.dry_run { " (dry run)" } else { "" };
+    let detail = match d.detail.as_str() {
+        "" => format!("{hook}{dry_run}"),
+        detail => format!("{hook}{dry_run}: {detail}"),
+    };
+    audit
+        .record(trow_proto::audit::Event {
+            time_ms: crate::audit::now_ms(),
+            client: who.client,
+            user_agent: who.user_agent,
+            action: "admission".into(),
+            reference: d.object,
+            outcome: if d.allowed { "allowed" } else { "denied" }.into(),
+            status: 200,
+            detail: detail.chars().take(1000).collect(),
+            source: "gateway".into(),
+            ..Default::default()
+        })
+        .await;
 }
 
 /// A Kubernetes `Status` (meta/v1) failure.

@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::error::{Error, OciCode, Result};
 
 pub mod admission;
+pub mod audit;
 pub mod base;
 pub mod blobs;
 pub mod catalog;
@@ -88,14 +89,18 @@ pub fn parse_request_path(path: &str) -> Option<(String, Resource)> {
     }
 }
 
-/// The routes. With authentication configured, every `/v2/` route but the token endpoint is
-/// behind [`crate::auth::layer::guard`]; the webhooks never are (the API server calls them).
+/// The routes. With authentication configured, every `/v2/` route but the token endpoint, and
+/// the audit API (`/audit/v1/`), are behind [`crate::auth::layer::guard`]; the webhooks never
+/// are (the API server calls them). Every `/v2/` answer goes by the audit log's middleware
+/// ([`crate::audit::layer`]).
 pub fn router(state: AppState) -> Router {
     let v2 = Router::new()
         .route("/v2", get(base::check))
         .route("/v2/", get(base::check))
         .route("/v2/_catalog", get(catalog::list))
-        .route("/v2/{*path}", any(dispatch));
+        .route("/v2/{*path}", any(dispatch))
+        .route("/audit/v1/events", get(audit::events))
+        .route("/audit/v1/pulls", get(audit::pulls));
     // Behind the same guard as the API when users are configured (any login may scrape it;
     // anonymous pull does not extend to it); `--metrics-listen` serves it without.
     let v2 = match &state.metrics {
@@ -112,9 +117,15 @@ pub fn router(state: AppState) -> Router {
         )),
         None => v2,
     };
-    Router::new()
-        .merge(v2)
+    // Outside the guard, so refusals are on record too.
+    let on_record =
+        || axum::middleware::from_fn_with_state(state.audit.clone(), crate::audit::layer::record);
+    let token = Router::new()
         .route("/v2/token", get(token::issue))
+        .route_layer(on_record());
+    Router::new()
+        .merge(v2.route_layer(on_record()))
+        .merge(token)
         .route("/healthz", get(base::healthz))
         .route("/validate-image", post(admission::validate))
         .route("/mutate-image", post(admission::mutate))

@@ -135,7 +135,26 @@ impl<B: Backend> Store<B> {
             tracing::warn!(free = ?space.map(|s| s.free), short,
                 "the data volume is short of free space: evicting cached images");
         }
-        Ok(Some(self.evict(max, short, &mut |_| {}).await?))
+        let mut evicted = Vec::new();
+        let summary = self
+            .evict(max, short, &mut |g| {
+                if let Garbage::Manifest { repository, digest } = g {
+                    evicted.push(trow_proto::audit::Event {
+                        time_ms: crate::audit::now_ms(),
+                        action: crate::audit::action::EVICT.into(),
+                        repository,
+                        digest,
+                        outcome: "ok".into(),
+                        source: "storage".into(),
+                        ..Default::default()
+                    });
+                }
+            })
+            .await?;
+        if let Some(log) = self.audit() {
+            log.record_detached(evicted);
+        }
+        Ok(Some(summary))
     }
 
     /// Evicts the least recently pulled cached images until the cache holds at most `max`

@@ -206,6 +206,8 @@ pub struct Limits {
     pub pull_guard: std::time::Duration,
     /// Which tags and untagged manifests each repository keeps, applied by every collection.
     pub retention: crate::retention::Retention,
+    /// How the audit log is kept (its size, rotation and syncing).
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl Default for Limits {
@@ -219,6 +221,7 @@ impl Default for Limits {
             min_free_space: None,
             pull_guard: std::time::Duration::from_secs(60),
             retention: Default::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -251,6 +254,8 @@ pub struct Store<B> {
     cache_filled: AtomicU64,
     /// Wakes the evictor: a fill took the cache past its size.
     evict_wanted: tokio::sync::Notify,
+    /// The audit log, once the data dir opened it; storage's own events (evictions) go there.
+    audit: std::sync::OnceLock<crate::audit::AuditLog>,
 }
 
 impl<B: Backend> Store<B> {
@@ -273,6 +278,7 @@ impl<B: Backend> Store<B> {
             cache_estimate: AtomicU64::new(u64::MAX),
             cache_filled: AtomicU64::new(0),
             evict_wanted: tokio::sync::Notify::new(),
+            audit: std::sync::OnceLock::new(),
         };
         store.recover().await?;
         Ok(store)
@@ -284,6 +290,16 @@ impl<B: Backend> Store<B> {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Gives the store its audit log (once; later calls are ignored).
+    pub fn set_audit(&self, log: crate::audit::AuditLog) {
+        let _ = self.audit.set(log);
+    }
+
+    /// The audit log, when the store has one (a data dir opened for serving).
+    pub fn audit(&self) -> Option<&crate::audit::AuditLog> {
+        self.audit.get()
     }
 
     /// The critical section of a repository's manifest, tag and link writes: each sequence of

@@ -105,6 +105,28 @@ pub async fn the_least_recently_pulled_image_is_evicted(topology: Topology, ip: 
             img.tag
         );
     }
+    // The eviction is on record in the audit log: b's image, by storage.
+    let url = format!("{}/audit/v1/events?action=evict", t.url);
+    let deadline = Instant::now() + PATIENCE;
+    let evicted = loop {
+        let r = trow_tests::oci::send(trow_tests::oci::client().get(&url)).await;
+        r.assert_status(200);
+        let events = r.json()["events"].as_array().unwrap().clone();
+        if !events.is_empty() || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(evicted.len(), 1, "{evicted:#?}");
+    assert_eq!(evicted[0]["digest"], imgs[1].manifest_digest.as_str());
+    assert!(
+        evicted[0]["repository"]
+            .as_str()
+            .unwrap()
+            .ends_with("/team/b"),
+        "{evicted:#?}"
+    );
+    assert_eq!(evicted[0]["source"], "storage");
     let before: Vec<usize> = imgs.iter().map(layer_gets).collect();
     assert_eq!(before, vec![1, 1, 1], "{}", reqs.describe());
     pull(&t, &imgs[0], "again-a");

@@ -1,0 +1,231 @@
+//! The gateway's side of the audit log (the log itself is the storage service's, see
+//! `trow.audit.v1.Audit`).
+//!
+//! - [`Auditor`]: events go into a queue; one sender task takes everything queued and sends it
+//!   in one `Record` call, so concurrent requests share a round trip (and storage's one write
+//!   and sync). A request that must be on record before it is answered waits for its batch.
+//! - Blob pulls are summarised: bytes and count per (user, client, repository), sent as one
+//!   `pull_blobs` event once that key has been idle for `blob_idle`, or at shutdown
+//!   ([`Auditor::flush`]). A kill -9 of the gateway loses summaries not yet sent.
+//! - [`layer`]: the middleware that sees every `/v2/` answer and records what it was.
+//! - [`who`]: who made a request (user, client address, user agent). Never a secret.
+
+pub mod layer;
+pub mod who;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use trow_proto::audit::Event;
+use trow_proto::audit::audit_client::AuditClient;
+use trow_proto::transport::MAX_MESSAGE_SIZE;
+use trow_proto::trust::Channel;
+
+pub use who::Who;
+
+/// Events sent in one `Record` call at most.
+const MAX_BATCH: usize = 1000;
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The gateway's audit settings.
+#[derive(Clone, Debug)]
+pub struct AuditSettings {
+    /// A blob-pull summary goes out once its (user, client, repository) was quiet this long.
+    pub blob_idle: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (see [`who`]).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            blob_idle: Duration::from_secs(5),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// What the audit log is sent through: cheap to clone.
+#[derive(Clone)]
+pub struct Auditor {
+    queue: mpsc::UnboundedSender<(Event, Option<oneshot::Sender<()>>)>,
+    blobs: Arc<Mutex<HashMap<BlobKey, BlobPulls>>>,
+    /// Peers whose `X-Forwarded-For` names the client (see [`who`]).
+    trusted_proxies: Arc<Vec<std::net::IpAddr>>,
+    client: AuditClient<Channel>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct BlobKey {
+    user: String,
+    client: String,
+    repository: String,
+}
+
+struct BlobPulls {
+    user_agent: String,
+    bytes: u64,
+    count: u64,
+    last_ms: i64,
+    last: Instant,
+}
+
+impl Auditor {
+    /// An auditor sending to the audit service on `channel` (the storage service's). Starts
+    /// its tasks.
+    pub fn new(channel: Channel, settings: &AuditSettings) -> Auditor {
+        let blob_idle = settings.blob_idle;
+        let client = AuditClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(send_batches(client.clone(), rx));
+        let auditor = Auditor {
+            queue,
+            blobs: Arc::default(),
+            trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
+            client,
+        };
+        let summaries = auditor.clone();
+        let period = (blob_idle / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(period);
+            loop {
+                every.tick().await;
+                summaries.send_blob_summaries(Some(blob_idle));
+            }
+        });
+        auditor
+    }
+
+    /// A client of the audit service, for queries.
+    pub fn client(&self) -> AuditClient<Channel> {
+        self.client.clone()
+    }
+
+    /// Records `event` and waits until the audit log has it (or failed to take it: then the
+    /// event is in this process's log as a warning and the request goes on).
+    pub async fn record(&self, event: Event) {
+        let (ack, done) = oneshot::channel();
+        if self.queue.send((event, Some(ack))).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Records `event` without waiting.
+    pub fn record_detached(&self, event: Event) {
+        let _ = self.queue.send((event, None));
+    }
+
+    /// Counts a blob read by `who` from `repository`.
+    pub fn blob_pulled(&self, who: &Who, repository: &str, bytes: u64) {
+        let key = BlobKey {
+            user: who.user.clone(),
+            client: who.client.clone(),
+            repository: repository.to_string(),
+        };
+        let mut blobs = self.blobs.lock().expect("blob summaries");
+        let entry = blobs.entry(key).or_insert_with(|| BlobPulls {
+            user_agent: who.user_agent.clone(),
+            bytes: 0,
+            count: 0,
+            last_ms: 0,
+            last: Instant::now(),
+        });
+        entry.bytes += bytes;
+        entry.count += 1;
+        entry.last_ms = now_ms();
+        entry.last = Instant::now();
+    }
+
+    /// Queues the summaries idle for `idle` (all of them when None).
+    fn send_blob_summaries(&self, idle: Option<Duration>) {
+        let due: Vec<(BlobKey, BlobPulls)> = {
+            let mut blobs = self.blobs.lock().expect("blob summaries");
+            let keys: Vec<BlobKey> = blobs
+                .iter()
+                .filter(|(_, p)| idle.is_none_or(|i| p.last.elapsed() >= i))
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| blobs.remove(&k).map(|p| (k, p)))
+                .collect()
+        };
+        for (k, p) in due {
+            self.record_detached(Event {
+                time_ms: p.last_ms,
+                user: k.user,
+                client: k.client,
+                user_agent: p.user_agent,
+                action: "pull_blobs".into(),
+                repository: k.repository,
+                bytes: p.bytes,
+                count: p.count,
+                outcome: "ok".into(),
+                status: 200,
+                source: "gateway".into(),
+                ..Event::default()
+            });
+        }
+    }
+
+    /// Sends every pending blob summary and waits until the log has everything queued so far:
+    /// at shutdown, before the storage service stops.
+    pub async fn flush(&self) {
+        self.send_blob_summaries(None);
+        let (ack, done) = oneshot::channel();
+        // A marker with no event: acknowledged with the batch it ends.
+        if self.queue.send((Event::default(), Some(ack))).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
+        }
+    }
+}
+
+/// The sender task: everything queued goes in one `Record`; every waiter of the batch is
+/// answered when it returns.
+async fn send_batches(
+    mut client: AuditClient<Channel>,
+    mut rx: mpsc::UnboundedReceiver<(Event, Option<oneshot::Sender<()>>)>,
+) {
+    let mut queued = Vec::new();
+    while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        let (events, acks): (Vec<Event>, Vec<_>) = queued.drain(..).unzip();
+        // Flush markers carry no action.
+        let events: Vec<Event> = events
+            .into_iter()
+            .filter(|e| !e.action.is_empty())
+            .collect();
+        if !events.is_empty() {
+            let n = events.len();
+            let request = trow_proto::audit::RecordRequest {
+                events: events.clone(),
+            };
+            if let Err(status) = client.record(request).await {
+                tracing::error!(code = ?status.code(), message = status.message(), events = n,
+                    "the audit log did not take events; they are logged here instead");
+                for e in &events {
+                    tracing::warn!(target: "trow::audit", user = %e.user, client = %e.client,
+                        action = %e.action, repository = %e.repository,
+                        reference = %e.reference, digest = %e.digest, bytes = e.bytes,
+                        outcome = %e.outcome, status = e.status, "audit event not recorded");
+                }
+            }
+        }
+        for ack in acks.into_iter().flatten() {
+            let _ = ack.send(());
+        }
+    }
+}
