@@ -1,6 +1,6 @@
-//! Prometheus metrics of the storage service: garbage collections and what they removed, and
-//! evictions of cached images. Counted once per collection or eviction pass, never per
-//! request: they cost nothing on the read and write paths.
+//! Prometheus metrics of the storage service: garbage collections and what they removed,
+//! evictions of cached images, and audit events written. Counted once per collection, eviction
+//! pass or audit batch, never per request: they cost nothing on the read and write paths.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +27,7 @@ struct StorageMetrics {
     evicted_images: Counter,
     evicted_blobs: Counter,
     evicted_bytes: Counter,
+    audit_events: Counter,
 }
 
 static STORAGE: LazyLock<StorageMetrics> = LazyLock::new(|| StorageMetrics {
@@ -41,6 +42,7 @@ static STORAGE: LazyLock<StorageMetrics> = LazyLock::new(|| StorageMetrics {
     evicted_images: Counter::default(),
     evicted_blobs: Counter::default(),
     evicted_bytes: Counter::default(),
+    audit_events: Counter::default(),
 });
 
 /// Registers the storage service's metrics in `registry`.
@@ -99,6 +101,16 @@ pub fn register(registry: &mut Registry) {
         Unit::Bytes,
         m.evicted_bytes.clone(),
     );
+    registry.register(
+        "trow_audit_events",
+        "Audit events written to the audit log (and acknowledged)",
+        m.audit_events.clone(),
+    );
+}
+
+/// A batch of `n` audit events was written.
+pub(crate) fn audit_written(n: u64) {
+    STORAGE.audit_events.inc_by(n);
 }
 
 /// A collection (not a dry run) ended: `Ok` with what it removed; it took `elapsed`, waiting

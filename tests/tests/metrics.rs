@@ -292,9 +292,14 @@ async fn counts_move_exactly(topology: Topology, ip: &'static str) {
     // Pulls: the manifest GET 200 count moves by exactly the pulls made; a 404 is a 404.
     const PULLS: usize = 7;
     let url = reg.v2(&format!("{repo}/manifests/1.0"));
+    let audit0 = scrape(&ep.storage).await;
     for _ in 0..PULLS {
         reg.get_m(&url).await.assert_status(200);
     }
+    // Each manifest pull is on record before it is answered (other events may land too).
+    let audit1 = scrape(&ep.storage).await;
+    let written = delta(&audit0, &audit1, "trow_audit_events_total", &[]);
+    assert!(written >= PULLS as f64, "{written} audit events written");
     reg.get_m(&reg.v2(&format!("{repo}/manifests/missing")))
         .await
         .assert_status(404);

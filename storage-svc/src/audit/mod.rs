@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trow_proto::audit::Event;
 
-pub use writer::{AuditLog, events_written};
+pub use writer::AuditLog;
 
 /// When written events are made durable against power loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

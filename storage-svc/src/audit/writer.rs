@@ -25,14 +25,6 @@ pub enum AuditError {
 
 type Ack = oneshot::Sender<Result<(), AuditError>>;
 
-/// Events written since the process started: the hook for a `trow_audit_events_total` metric.
-static EVENTS_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// How many audit events this process has written (for metrics).
-pub fn events_written() -> u64 {
-    EVENTS_WRITTEN.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// A handle on the log: cheap to clone; the writer thread ends when the last one drops.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -158,8 +150,7 @@ impl Writer {
             let written = self.write(&buf).map_err(|e| e.to_string());
             match &written {
                 Ok(()) => {
-                    EVENTS_WRITTEN
-                        .fetch_add(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    crate::metrics::audit_written(lines.len() as u64);
                     lines.iter().for_each(Line::trace)
                 }
                 Err(e) => {
