@@ -3,8 +3,8 @@
 # from the Go module k8s.io/kubernetes) on Debian's etcd, both webhooks registered against Trow
 # over HTTPS, then Pods and a Deployment created through the API server with curl.
 #
-# This is an end-to-end check run by hand, not part of scripts/test.sh (the first run builds
-# kube-apiserver: several minutes). Usage:
+# scripts/test.sh runs it when a built kube-apiserver is cached (the first run here builds it:
+# most of an hour on 2 cores). Usage:
 #   scripts/kube-e2e.sh                               # builds trow --release if TROW_BIN is unset
 #   TROW_BIN=target/release/trow scripts/kube-e2e.sh
 #   KEEP=1 scripts/kube-e2e.sh                        # keep the temp dir (logs, certs, answers)
@@ -17,6 +17,7 @@
 #   ETCD_BIN         etcd binary (default: etcd on PATH; else Debian's etcd-server is installed)
 #   KEEP             1: keep the temp dir instead of deleting it
 #   START_TIMEOUT    seconds to wait for each server to become ready (default 60)
+#   KUBE_BUILD_ONLY  1: only build (and cache) kube-apiserver, then exit
 #
 # kube-apiserver: scripts/kube-e2e/ is a Go module of its own that requires k8s.io/kubernetes (the
 # version there is the one built) and replaces each k8s.io/* staging module, which
@@ -111,6 +112,8 @@ build_apiserver() {
 if [[ -z ${KUBE_APISERVER:-} ]]; then build_apiserver; fi
 [[ -x $KUBE_APISERVER ]] || die "$KUBE_APISERVER is not executable"
 log "kube-apiserver: $KUBE_APISERVER ($("$KUBE_APISERVER" --version))"
+# KUBE_BUILD_ONLY=1: build and cache kube-apiserver, nothing else (scripts/test.sh uses it).
+if [[ ${KUBE_BUILD_ONLY:-0} == 1 ]]; then exit 0; fi
 
 # --- etcd and trow -----------------------------------------------------------------------------
 if [[ -z ${ETCD_BIN:-} ]]; then

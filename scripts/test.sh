@@ -16,6 +16,11 @@
 #   5. fuzzes every parser of hostile input for $TROW_FUZZ_SECONDS seconds per target (default
 #      15; 8 targets) in the same namespace (`scripts/fuzz.sh --no-build`): a crash fails the run
 #      and leaves its input in fuzz/artifacts/. TROW_FUZZ_SECONDS=0 skips the fuzz build and run.
+#   6. runs scripts/kube-e2e.sh (the webhooks, TokenReview and SubjectAccessReview against a real
+#      kube-apiserver on etcd, all on loopback, in the same namespace) with the trow just built,
+#      when a built kube-apiserver is cached: building it from k8s.io/kubernetes takes most of an
+#      hour on 2 cores, so `scripts/kube-e2e.sh` run once by hand (or TROW_KUBE_E2E=build here)
+#      builds and caches it; without one the step says it is skipped. TROW_KUBE_E2E=0 skips it.
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -65,6 +70,23 @@ else
   log "TROW_FUZZ_SECONDS=0: no fuzzing"
 fi
 
+# The kube-apiserver end to end (step 6) runs when its binary is cached, or is to be built.
+kube_e2e=${TROW_KUBE_E2E:-auto}
+kube_cache=${TROW_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/trow-tests/kube}
+kube_version=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' scripts/kube-e2e/go.mod)
+kube_bin=$kube_cache/$kube_version/kube-apiserver
+if [[ $kube_e2e == build && ! -x $kube_bin ]]; then
+  log "TROW_KUBE_E2E=build: building kube-apiserver $kube_version (most of an hour on 2 cores)"
+  KUBE_BUILD_ONLY=1 scripts/kube-e2e.sh
+fi
+if [[ $kube_e2e != 0 && -x $kube_bin ]] && ! command -v etcd >/dev/null 2>&1; then
+  log "etcd missing (for scripts/kube-e2e.sh); installing Debian's etcd-server"
+  sudo=()
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y etcd-server ||
+    { "${sudo[@]}" apt-get update && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y etcd-server; }
+fi
+
 # --- 4. test ---------------------------------------------------------------------------------
 limit=${TROW_TEST_TIMEOUT:-3600}
 target=${CARGO_TARGET_DIR:-target}
@@ -110,6 +132,23 @@ if [[ $fuzz_seconds != 0 ]]; then
     log "fuzzing failed (exit $fuzz_status): inputs in fuzz/artifacts/, see scripts/fuzz.sh"
     if ((status == 0)); then status=$fuzz_status; fi
   fi
+fi
+
+# --- 6. kube-apiserver end to end ------------------------------------------------------------
+if [[ $kube_e2e == 0 ]]; then
+  log "TROW_KUBE_E2E=0: no kube-apiserver end to end"
+elif [[ -x $kube_bin ]]; then
+  log "scripts/kube-e2e.sh (kube-apiserver $kube_version from $kube_cache)"
+  kube_status=0
+  "${isolated[@]}" env TROW_BIN="$target/debug/trow" KUBE_APISERVER="$kube_bin" \
+    scripts/kube-e2e.sh || kube_status=$?
+  if ((kube_status)); then
+    log "scripts/kube-e2e.sh failed (exit $kube_status)"
+    if ((status == 0)); then status=$kube_status; fi
+  fi
+else
+  log "SKIPPED scripts/kube-e2e.sh: no kube-apiserver $kube_version cached in $kube_cache" \
+    "(run scripts/kube-e2e.sh once, or TROW_KUBE_E2E=build, to build it)"
 fi
 
 if compgen -G "$target/conformance-*.txt" >/dev/null; then

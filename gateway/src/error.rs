@@ -131,7 +131,7 @@ impl From<crate::auth::Refusal> for Error {
     /// A caller the rules do not allow gets `403 DENIED` and no challenge: logging in again
     /// would not help.
     fn from(r: crate::auth::Refusal) -> Error {
-        if let crate::auth::AuthError::Denied(_) = r.error {
+        if let crate::auth::AuthError::Denied { .. } = r.error {
             return Error::new(OciCode::Denied, r.error.to_string());
         }
         let challenge = HeaderValue::from_str(&r.challenge)

@@ -21,6 +21,57 @@ pub mod admission {
 /// The audit log, served by the storage process.
 pub mod audit {
     tonic::include_proto!("trow.audit.v1");
+
+    /// Longest text kept in an event's short fields (user, client, action, outcome, source,
+    /// digest) and its long ones (repository, reference, user agent, detail). Paths and headers
+    /// are the caller's to choose: bounded, an event stays small, a batch of them fits a gRPC
+    /// message, and a flood of refusals cannot make one query page too big to send.
+    pub const SHORT_FIELD: usize = 160;
+    pub const LONG_FIELD: usize = 512;
+
+    impl Event {
+        /// The event with every text field cut to its bound (at a character boundary, marked
+        /// with `…`).
+        pub fn bounded(mut self) -> Event {
+            for (f, max) in [
+                (&mut self.user, SHORT_FIELD),
+                (&mut self.client, SHORT_FIELD),
+                (&mut self.action, SHORT_FIELD),
+                (&mut self.outcome, SHORT_FIELD),
+                (&mut self.source, SHORT_FIELD),
+                (&mut self.digest, SHORT_FIELD),
+                (&mut self.repository, LONG_FIELD),
+                (&mut self.reference, LONG_FIELD),
+                (&mut self.user_agent, LONG_FIELD),
+                (&mut self.detail, LONG_FIELD),
+            ] {
+                if f.len() > max {
+                    let mut end = max - '…'.len_utf8();
+                    while !f.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    f.truncate(end);
+                    f.push('…');
+                }
+            }
+            self
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn events_are_bounded() {
+            let e = super::Event {
+                repository: "é".repeat(1000),
+                user: "u".repeat(10),
+                ..Default::default()
+            }
+            .bounded();
+            assert!(e.repository.len() <= super::LONG_FIELD && e.repository.ends_with('…'));
+            assert_eq!(e.user, "u".repeat(10));
+        }
+    }
 }
 
 /// The OCI Distribution error codes, shared by every service.

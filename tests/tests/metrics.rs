@@ -612,6 +612,12 @@ async fn metrics_on_the_api_port_need_a_login() {
     );
     let r = send(client().get(&on_port).basic_auth("admin", Some("wrong"))).await;
     r.assert_status(401);
+    // Nor does an anonymous token (what anonymous pull hands out).
+    let t = send(client().get(format!("{}/v2/token?service=trow", trow.url))).await;
+    t.assert_status(200);
+    let anon = t.json()["token"].as_str().unwrap().to_string();
+    let r = send(client().get(&on_port).bearer_auth(&anon)).await;
+    r.assert_status(401);
     let r = send(client().get(&on_port).basic_auth("admin", Some("s3cret"))).await;
     r.assert_status(200);
     promtool_check(&r.text(), &on_port);
@@ -622,7 +628,7 @@ async fn metrics_on_the_api_port_need_a_login() {
             HTTP_REQUESTS,
             &[("route", "metrics"), ("method", "GET"), ("status", "401")]
         ),
-        2.0,
+        3.0,
         "{}",
         s.text
     );

@@ -403,11 +403,16 @@ fn grpcurl_storage(topology: Topology) {
                 ] {
                     assert!(services.iter().any(|x| x == s), "{s} not in {services:?}");
                 }
-                // Only what answers here: the proxy and admission contracts live elsewhere.
+                // Only what answers here: storage and its audit log; the proxy and admission
+                // contracts live elsewhere.
                 assert!(
-                    !services
-                        .iter()
-                        .any(|x| x.starts_with("trow.") && x != "trow.storage.v1.Storage"),
+                    services.iter().any(|x| x == "trow.audit.v1.Audit"),
+                    "no audit service in {services:?}"
+                );
+                assert!(
+                    !services.iter().any(|x| x.starts_with("trow.")
+                        && x != "trow.storage.v1.Storage"
+                        && x != "trow.audit.v1.Audit"),
                     "storage lists another service: {services:?}"
                 );
             }

@@ -82,11 +82,14 @@ pub async fn record(State(auditor): State<Auditor>, req: Request, next: Next) ->
             None => (String::new(), String::new()),
         };
         let mut e = event("refused", repository, reference);
-        if e.user.is_empty() {
-            e.user = claimed.unwrap_or_default();
-        }
         e.outcome = "refused".into();
         e.detail = format!("{method} {}", what(&path, target.as_ref().map(|(_, r)| r)));
+        // A name in credentials that did not prove it is a claim, not a user: kept apart, so
+        // nobody can put refusals on record under someone else's name.
+        if let (true, Some(claimed)) = (e.user.is_empty(), claimed) {
+            e.detail
+                .push_str(&format!(" (credentials named {claimed:?})"));
+        }
         auditor.record(e).await;
         return resp;
     }

@@ -27,6 +27,14 @@ pub use who::Who;
 /// Events sent in one `Record` call at most.
 const MAX_BATCH: usize = 1000;
 
+/// Longest a request waits for its event to be on record: a stalled audit log delays
+/// answers by this much, and no more (the event is then in this process's log).
+const RECORD_WAIT: Duration = Duration::from_secs(5);
+
+/// Longest a blob-pull summary is held, however busy its key: a client pulling without pause
+/// is still on record every minute.
+const MAX_SUMMARY_AGE: Duration = Duration::from_secs(60);
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -81,6 +89,7 @@ struct BlobPulls {
     count: u64,
     last_ms: i64,
     last: Instant,
+    first: Instant,
 }
 
 impl Auditor {
@@ -120,14 +129,16 @@ impl Auditor {
     /// event is in this process's log as a warning and the request goes on).
     pub async fn record(&self, event: Event) {
         let (ack, done) = oneshot::channel();
-        if self.queue.send((event, Some(ack))).is_ok() {
-            let _ = done.await;
+        if self.queue.send((event.bounded(), Some(ack))).is_ok()
+            && tokio::time::timeout(RECORD_WAIT, done).await.is_err()
+        {
+            tracing::warn!("the audit log did not answer within {RECORD_WAIT:?}; answering");
         }
     }
 
     /// Records `event` without waiting.
     pub fn record_detached(&self, event: Event) {
-        let _ = self.queue.send((event, None));
+        let _ = self.queue.send((event.bounded(), None));
     }
 
     /// Counts a blob read by `who` from `repository`.
@@ -144,6 +155,7 @@ impl Auditor {
             count: 0,
             last_ms: 0,
             last: Instant::now(),
+            first: Instant::now(),
         });
         entry.bytes += bytes;
         entry.count += 1;
@@ -151,13 +163,18 @@ impl Auditor {
         entry.last = Instant::now();
     }
 
-    /// Queues the summaries idle for `idle` (all of them when None).
+    /// Queues the summaries idle for `idle`, or older than [`MAX_SUMMARY_AGE`] (all of them
+    /// when None).
     fn send_blob_summaries(&self, idle: Option<Duration>) {
         let due: Vec<(BlobKey, BlobPulls)> = {
             let mut blobs = self.blobs.lock().expect("blob summaries");
             let keys: Vec<BlobKey> = blobs
                 .iter()
-                .filter(|(_, p)| idle.is_none_or(|i| p.last.elapsed() >= i))
+                .filter(|(_, p)| {
+                    idle.is_none_or(|i| {
+                        p.last.elapsed() >= i || p.first.elapsed() >= MAX_SUMMARY_AGE
+                    })
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             keys.into_iter()
@@ -213,14 +230,24 @@ async fn send_batches(
             let request = trow_proto::audit::RecordRequest {
                 events: events.clone(),
             };
-            if let Err(status) = client.record(request).await {
-                tracing::error!(code = ?status.code(), message = status.message(), events = n,
-                    "the audit log did not take events; they are logged here instead");
+            let sent = tokio::time::timeout(RECORD_WAIT * 2, client.record(request)).await;
+            let failed = match sent {
+                Ok(Ok(_)) => None,
+                Ok(Err(status)) => Some(format!("{:?}: {}", status.code(), status.message())),
+                Err(_) => Some(format!("no answer within {:?}", RECORD_WAIT * 2)),
+            };
+            if let Some(why) = failed {
+                tracing::error!(
+                    why,
+                    events = n,
+                    "the audit log did not take events; they are logged here instead"
+                );
+                // Quoted (`?`): a path or name with a newline cannot forge a line.
                 for e in &events {
-                    tracing::warn!(target: "trow::audit", user = %e.user, client = %e.client,
-                        action = %e.action, repository = %e.repository,
-                        reference = %e.reference, digest = %e.digest, bytes = e.bytes,
-                        outcome = %e.outcome, status = e.status, "audit event not recorded");
+                    tracing::warn!(target: "trow::audit", user = ?e.user, client = ?e.client,
+                        action = ?e.action, repository = ?e.repository,
+                        reference = ?e.reference, digest = ?e.digest, bytes = e.bytes,
+                        outcome = ?e.outcome, status = e.status, "audit event not recorded");
                 }
             }
         }

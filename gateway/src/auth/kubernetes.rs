@@ -201,6 +201,7 @@ impl Kubernetes {
             Some(Identity {
                 user: Some(user.username.filter(|u| !u.is_empty())?),
                 groups: user.groups.unwrap_or_default(),
+                kubernetes: true,
             })
         });
         match &identity {

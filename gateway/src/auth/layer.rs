@@ -19,7 +19,13 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
     let repository =
         crate::routes::parse_request_path(crate::routes::after_v2(path)).map(|(name, _)| name);
     let mut need = super::scope::needed(req.method(), path, repository.as_deref());
-    need.target = repository.and_then(|r| cache_name(&r, req.uri().query(), auth.hostname()));
+    // `ns` exactly as the handlers read it (the same extractor: last value wins, keys decoded):
+    // the guard must judge the repository that will be served.
+    let ns =
+        axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(req.uri())
+            .ok()
+            .and_then(|q| q.0.get("ns").cloned());
+    need.target = repository.and_then(|r| cache_name(&r, ns.as_deref(), auth.hostname()));
     let error = match auth.check(req.headers(), &need).await {
         Ok(identity) => {
             req.extensions_mut().insert(identity.clone());
@@ -44,7 +50,18 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
         .map(|p| p.trim().eq_ignore_ascii_case("https"));
     let challenge = auth.challenge(host, https, &need, &error);
     tracing::debug!(method = %req.method(), path, %error, "request refused");
+    // A user the rules refused is on record under the name it proved, not the one it claimed.
+    let refused = match &error {
+        super::AuthError::Denied { user, .. } => Some(super::Identity {
+            user: Some(user.clone()),
+            ..Default::default()
+        }),
+        _ => None,
+    };
     let mut resp = Error::from(Refusal { error, challenge }).into_response();
+    if let Some(identity) = refused {
+        resp.extensions_mut().insert(identity);
+    }
     if req.method() == Method::HEAD {
         *resp.body_mut() = Body::empty();
         resp.headers_mut().remove(header::CONTENT_LENGTH);
@@ -55,15 +72,8 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
 /// The cache's name for what a request under `repository` reads, when it reads another
 /// registry: `f/<registry in its cache spelling>/<repository>` for `f/...` (any spelling of
 /// the registry) and for `?ns=<registry>`, so the rules judge one name however it is written.
-fn cache_name(repository: &str, query: Option<&str>, hostname: Option<&str>) -> Option<String> {
-    let ns = query.and_then(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "ns")
-            .and_then(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8().ok())
-            .map(|v| v.into_owned())
-    });
-    let up = crate::routes::proxied::Upstream::of(repository, ns.as_deref(), hostname)?;
+fn cache_name(repository: &str, ns: Option<&str>, hostname: Option<&str>) -> Option<String> {
+    let up = crate::routes::proxied::Upstream::of(repository, ns, hostname)?;
     let authority = match up.ns {
         true => trow_names::Authority::parse(&up.registry).ok(),
         false => trow_names::Authority::from_cache_name(&up.registry)
@@ -85,11 +95,11 @@ mod tests {
     fn cache_reads_are_judged_by_their_cache_name() {
         assert_eq!(cache_name("team/app", None, None), None);
         assert_eq!(
-            cache_name("library/nginx", Some("ns=docker.io"), None).as_deref(),
+            cache_name("library/nginx", Some("docker.io"), None).as_deref(),
             Some("f/docker.io/library/nginx")
         );
         assert_eq!(
-            cache_name("library/nginx", Some("x=1&ns=Quay.IO%3A443"), None).as_deref(),
+            cache_name("library/nginx", Some("Quay.IO:443"), None).as_deref(),
             Some("f/quay.io/library/nginx")
         );
         assert_eq!(
@@ -101,9 +111,10 @@ mod tests {
             Some("f/reg.example_5000/a")
         );
         assert_eq!(
-            cache_name("team/app", Some("ns=trow.local"), Some("trow.local")),
+            cache_name("team/app", Some("trow.local"), Some("trow.local")),
             None,
             "?ns= of this registry is a local read"
         );
+        assert_eq!(cache_name("team/app", Some(""), None), None);
     }
 }

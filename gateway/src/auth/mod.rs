@@ -62,6 +62,10 @@ pub struct Identity {
     pub user: Option<String>,
     /// Groups the user is in besides those the rules define (a TokenReview's).
     pub groups: Vec<String>,
+    /// Authenticated by the cluster (a TokenReview), not as one of Trow's own users: only such
+    /// identities are asked of the cluster's RBAC, so a Trow user never inherits the rights of
+    /// a cluster user of the same name.
+    pub kubernetes: bool,
 }
 
 impl Identity {
@@ -74,6 +78,7 @@ impl Identity {
         Identity {
             user: Some(name),
             groups: Vec::new(),
+            kubernetes: false,
         }
     }
 }
@@ -91,9 +96,10 @@ pub enum AuthError {
     Token(#[from] TokenError),
     #[error("the token does not grant {0}")]
     InsufficientScope(String),
-    /// Authenticated, but the rules do not allow it: `403 DENIED`, no challenge.
-    #[error("{0} is not allowed")]
-    Denied(String),
+    /// Authenticated (as `user`, for the audit log), but the rules do not allow it (the
+    /// scope): `403 DENIED`, no challenge.
+    #[error("{scope} is not allowed")]
+    Denied { scope: String, user: String },
     #[error("cannot issue a token")]
     Issue,
 }
@@ -209,11 +215,15 @@ impl Auth {
                     false => Identity {
                         user: Some(claims.sub.clone()),
                         groups: claims.groups.clone(),
+                        kubernetes: claims.kubernetes,
                     },
                 };
                 (identity, Some(claims))
             }
         };
+        if need.user && identity.user.is_none() {
+            return Err(AuthError::Missing);
+        }
         let Some(access) = &need.access else {
             return Ok(identity);
         };
@@ -223,7 +233,10 @@ impl Auth {
         {
             return Err(match identity.user {
                 None => AuthError::Missing,
-                Some(_) => AuthError::Denied(access.scope()),
+                Some(user) => AuthError::Denied {
+                    scope: access.scope(),
+                    user,
+                },
             });
         }
         match claims {
@@ -241,7 +254,12 @@ impl Auth {
         if self.users.verify(&user, password).await {
             return Ok(Identity::user(user));
         }
+        // Only what looks like a Kubernetes token (a JWT), and not a Trow user's mistyped
+        // password, goes to the API server: a typo must not travel to another system's logs,
+        // nor every wrong password cost a review.
         if let Some(k) = self.kubernetes.as_ref().filter(|k| k.token_review())
+            && !self.users.contains(&user)
+            && looks_like_jwt(password)
             && let Some(identity) = k.review(password).await
         {
             return Ok(identity);
@@ -256,7 +274,7 @@ impl Auth {
         }
         match &self.kubernetes {
             // The cache's own rules are not RBAC's to widen: `cache_pull` decides them.
-            Some(k) if !trow_proto::cache::is_cached(repository) => {
+            Some(k) if who.kubernetes && !trow_proto::cache::is_cached(repository) => {
                 k.allows(who, Some(repository), action).await
             }
             _ => false,
@@ -267,8 +285,8 @@ impl Auth {
     /// then the catalog needs no filter.
     pub async fn may_pull_all(&self, who: &Identity) -> bool {
         match &self.kubernetes {
-            Some(k) => k.allows(who, None, Action::Pull).await,
-            None => false,
+            Some(k) if who.kubernetes => k.allows(who, None, Action::Pull).await,
+            _ => false,
         }
     }
 
@@ -280,8 +298,8 @@ impl Auth {
             ("registry", "audit") => {
                 self.rules.allows_audit(who)
                     || match &self.kubernetes {
-                        Some(k) => k.allows(who, None, Action::Audit).await,
-                        None => false,
+                        Some(k) if who.kubernetes => k.allows(who, None, Action::Audit).await,
+                        _ => false,
                     }
             }
             ("repository", name) => {
@@ -388,7 +406,7 @@ impl Auth {
         let subject = identity.user.unwrap_or_default();
         let issued = self
             .tokens
-            .issue(&subject, identity.groups, access)
+            .issue(&subject, identity.groups, identity.kubernetes, access)
             .map_err(|_| refuse(AuthError::Issue))?;
         Ok(TokenAnswer {
             access_token: issued.token.clone(),
@@ -397,6 +415,17 @@ impl Auth {
             issued_at: humantime::format_rfc3339_seconds(issued.issued_at).to_string(),
         })
     }
+}
+
+/// Whether `s` has a JWT's shape: three non-empty base64url parts.
+fn looks_like_jwt(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// The host of the realm: the one the client reached us by, if it is a plain `host[:port]`
@@ -447,6 +476,17 @@ mod tests {
                 Access::catalog(),
             ]
         );
+    }
+
+    #[test]
+    fn only_jwt_shapes_go_to_a_token_review() {
+        assert!(looks_like_jwt(
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_x"
+        ));
+        assert!(!looks_like_jwt("my password"));
+        assert!(!looks_like_jwt("a.b"));
+        assert!(!looks_like_jwt("a..c"));
+        assert!(!looks_like_jwt("a.b.c="));
     }
 
     #[test]

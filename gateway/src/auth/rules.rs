@@ -354,6 +354,7 @@ mod tests {
         Identity {
             user: Some(name.into()),
             groups: vec![],
+            kubernetes: false,
         }
     }
 

@@ -90,6 +90,8 @@ pub struct Need {
     /// The repository the rules judge, when it is not the scope's: the cache's
     /// `f/<registry>/<repository>` for a `?ns=<registry>` read (see `layer`).
     pub target: Option<String>,
+    /// Only a user who logged in, never an anonymous caller (nor an anonymous token).
+    pub user: bool,
 }
 
 impl Need {
@@ -97,6 +99,7 @@ impl Need {
         Need {
             access,
             target: None,
+            user: false,
         }
     }
 }
@@ -105,10 +108,16 @@ impl Need {
 /// when it addresses one.
 pub fn needed(method: &Method, path: &str, repository: Option<&str>) -> Need {
     let read = method == Method::GET || method == Method::HEAD;
-    if path == "/v2" || path == "/v2/" || path == "/metrics" {
-        // Clients expect the version check to challenge them when the registry has auth; the
-        // metrics are for any user, never anonymous.
+    if path == "/v2" || path == "/v2/" {
+        // Clients expect the version check to challenge them when the registry has auth.
         return Need::new(None);
+    }
+    if path == "/metrics" {
+        // For any user, never anonymous.
+        return Need {
+            user: true,
+            ..Need::new(None)
+        };
     }
     if path.starts_with("/audit/") {
         // `audit` in the rules; never anonymous unless a rule says so: the log says who

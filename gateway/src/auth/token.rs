@@ -60,6 +60,9 @@ pub struct Claims {
     /// so they travel with the token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// The user was authenticated by the cluster (see `Identity::kubernetes`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kubernetes: bool,
 }
 
 /// A token handed out, with what the token endpoint says of it.
@@ -131,11 +134,13 @@ impl Tokens {
         &self.service
     }
 
-    /// A token for `subject` (empty: anonymous) in `groups`, granting `access`.
+    /// A token for `subject` (empty: anonymous) in `groups` (`kubernetes`: authenticated by
+    /// the cluster), granting `access`.
     pub fn issue(
         &self,
         subject: &str,
         groups: Vec<String>,
+        kubernetes: bool,
         access: Vec<Access>,
     ) -> Result<Issued, KeyError> {
         let now = SystemTime::now();
@@ -151,6 +156,7 @@ impl Tokens {
             jti: hex(&random_bytes::<16>()?),
             access,
             groups,
+            kubernetes,
         };
         let key = EncodingKey::from_secret(&self.key).map_err(|_| KeyError::Sign)?;
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
@@ -250,7 +256,12 @@ mod tests {
     fn a_token_carries_its_grant() {
         let t = tokens(&[7; 32], 300);
         let issued = t
-            .issue("alice", vec![], vec![Access::repository("a", &["pull"])])
+            .issue(
+                "alice",
+                vec![],
+                false,
+                vec![Access::repository("a", &["pull"])],
+            )
             .unwrap();
         assert_eq!(issued.expires_in, 300);
         let c = t.verify(&issued.token).unwrap();
@@ -264,15 +275,18 @@ mod tests {
     fn foreign_expired_and_tampered_tokens_are_refused() {
         let t = tokens(&[7; 32], 300);
         let other = tokens(&[8; 32], 300);
-        let theirs = other.issue("alice", vec![], vec![]).unwrap().token;
+        let theirs = other.issue("alice", vec![], false, vec![]).unwrap().token;
         assert_eq!(t.verify(&theirs).unwrap_err(), TokenError::Invalid);
 
         let other_service = Tokens::new(vec![7; 32], Duration::from_secs(300), "x".into());
-        let theirs = other_service.issue("alice", vec![], vec![]).unwrap().token;
+        let theirs = other_service
+            .issue("alice", vec![], false, vec![])
+            .unwrap()
+            .token;
         assert_eq!(t.verify(&theirs).unwrap_err(), TokenError::Invalid);
 
         // Claims edited after signing.
-        let ours = t.issue("anon", vec![], vec![]).unwrap().token;
+        let ours = t.issue("anon", vec![], false, vec![]).unwrap().token;
         let parts: Vec<&str> = ours.split('.').collect();
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -293,7 +307,7 @@ mod tests {
         assert_eq!(t.verify("garbage").unwrap_err(), TokenError::Invalid);
 
         let short = tokens(&[7; 32], 1);
-        let token = short.issue("alice", vec![], vec![]).unwrap().token;
+        let token = short.issue("alice", vec![], false, vec![]).unwrap().token;
         std::thread::sleep(Duration::from_millis(2100));
         assert_eq!(short.verify(&token).unwrap_err(), TokenError::Expired);
     }

@@ -155,6 +155,11 @@ impl Users {
         Ok(())
     }
 
+    /// Whether `name` is one of these accounts.
+    pub fn contains(&self, name: &str) -> bool {
+        self.accounts.contains_key(name)
+    }
+
     /// Whether `name` exists and `password` is its password.
     pub async fn verify(&self, name: &str, password: &str) -> bool {
         match self.accounts.get(name) {

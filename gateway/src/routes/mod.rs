@@ -210,7 +210,14 @@ async fn dispatch(State(state): State<AppState>, Query(params): Params, req: Req
         (Resource::Blob(d), Some(up)) if m == Method::HEAD => proxied::blob(r, up, d, true).await,
         (Resource::Tags, Some(up)) if m == Method::GET => proxied::tags(r, up).await,
         // The cache's referrers are what its manifests say; read them here.
-        (Resource::Referrers(d), _) if m == Method::GET => referrers::list(r, d).await,
+        (Resource::Referrers(d), None) if m == Method::GET => referrers::list(r, d).await,
+        (Resource::Referrers(d), Some(up)) if m == Method::GET && !up.ns => {
+            referrers::list(r, d).await
+        }
+        // `?ns=<other registry>` names another registry's repository: nothing but the reads
+        // above may touch the local repository of the same name (the auth guard judged the
+        // cache's name, not it).
+        (_, Some(up)) if up.ns => Err(proxied::not_through_ns()),
         (_, _) if cached => Err(proxied::denied()),
         (resource, _) => local(r, m, resource).await,
     };

@@ -62,6 +62,15 @@ fn is_hostname(ns: &str, hostname: Option<&str>) -> bool {
     })
 }
 
+/// Anything but a read of a manifest, blob or tag list with `?ns=` of another registry.
+pub fn not_through_ns() -> Error {
+    Error::new(
+        OciCode::Denied,
+        "only manifests, blobs and tags of another registry are read with ?ns=; \
+         other requests name this registry's own repositories without it",
+    )
+}
+
 /// Writes under `f/`.
 pub fn denied() -> Error {
     Error::new(

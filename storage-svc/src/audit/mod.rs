@@ -169,23 +169,25 @@ impl Line {
     }
 
     /// The event as a structured log line (target `trow::audit`), for log pipelines.
+    /// The event as a log line. Text fields are written quoted and escaped (`?`): a path or a
+    /// user name with a newline cannot forge another line.
     pub fn trace(&self) {
         tracing::info!(
             target: "trow::audit",
             time = %self.time,
-            user = %self.user,
-            client = %self.client,
-            user_agent = %self.user_agent,
-            action = %self.action,
-            repository = %self.repository,
-            reference = %self.reference,
-            digest = %self.digest,
+            user = ?self.user,
+            client = ?self.client,
+            user_agent = ?self.user_agent,
+            action = ?self.action,
+            repository = ?self.repository,
+            reference = ?self.reference,
+            digest = ?self.digest,
             bytes = self.bytes,
-            outcome = %self.outcome,
+            outcome = ?self.outcome,
             status = self.status,
-            detail = %self.detail,
+            detail = ?self.detail,
             count = self.count,
-            source = %self.source,
+            source = ?self.source,
             "audit"
         );
     }

@@ -32,7 +32,13 @@ fn internal(e: impl std::fmt::Display) -> Status {
 #[tonic::async_trait]
 impl Audit for AuditService {
     async fn record(&self, req: Request<RecordRequest>) -> Result<Response<RecordReply>, Status> {
-        let events = req.into_inner().events;
+        // Bounded here too: the gateway and the proxy are not the only possible callers.
+        let events: Vec<_> = req
+            .into_inner()
+            .events
+            .into_iter()
+            .map(|e| e.bounded())
+            .collect();
         let written = events.len() as u64;
         self.log
             .record(events)

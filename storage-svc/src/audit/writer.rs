@@ -182,7 +182,14 @@ impl Writer {
         if self.size > 0 && self.size + buf.len() as u64 > self.config.max_file_size {
             self.rotate()?;
         }
-        self.file.write_all(buf)?;
+        if let Err(e) = self.file.write_all(buf) {
+            // Part of the batch may be in the file: cut it back to the last whole line, or the
+            // next batch's first event would be glued to a fragment and lost to readers.
+            if let Err(cut) = self.file.set_len(self.size) {
+                tracing::error!(error = %cut, "cannot cut a failed audit write back");
+            }
+            return Err(e);
+        }
         self.size += buf.len() as u64;
         self.dirty = true;
         match self.config.sync {

@@ -210,6 +210,28 @@ pub async fn rules_decide(topology: Topology) {
         r.assert_error(403, "DENIED");
         assert!(r.text().contains("refusing to connect"), "{r}");
     }
+    // The guard reads `ns` as the handlers do: a repeated `ns` whose last value names this
+    // registry is a local read, judged as one; an encoded key is still `ns`; and a `?ns=` read
+    // reaches nothing local but manifests, blobs and tags of the other registry.
+    denied(
+        &alice
+            .get_m(&alice.v2("bob/x/manifests/v1?ns=127.0.0.1:1&ns="))
+            .await,
+    );
+    denied(
+        &alice
+            .get(&alice.v2("bob/x/tags/list?ns=127.0.0.1:1&ns="))
+            .await,
+    );
+    anon.get_m(&anon.v2("open/tool/manifests/v1?n%73=127.0.0.1:1"))
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    let r = alice
+        .get(&alice.v2(&format!("bob/x/referrers/{bob_digest}?ns=127.0.0.1:1")))
+        .await;
+    r.assert_error(403, "DENIED");
+    assert!(r.text().contains("?ns="), "{r}");
+
     // Nobody pushes into the cache, whatever the rules.
     denied(&bob.start_upload("f/127.0.0.1_1/library/nginx").await);
 
