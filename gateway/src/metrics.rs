@@ -362,8 +362,10 @@ where
             (HTTP.sent(route), HTTP.duration(route, method), *this.start);
         Poll::Ready(Ok(resp.map(|inner| {
             Body::new(Sent {
-                inner,
-                counter,
+                inner: Received {
+                    inner,
+                    counter: counter.clone(),
+                },
                 duration,
                 start,
             })
@@ -372,7 +374,7 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A request body that counts its bytes.
+    /// A body that counts its bytes (a request's, or inside [`Sent`] a response's).
     struct Received {
         #[pin]
         inner: Body,
@@ -408,12 +410,11 @@ impl http_body::Body for Received {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that counts its bytes and, when it is dropped (sent, or abandoned by
-    /// the client), observes the request's duration.
+    /// A response body that counts its bytes (as [`Received`] does) and, when it is dropped
+    /// (sent, or abandoned by the client), observes the request's duration.
     struct Sent {
         #[pin]
-        inner: Body,
-        counter: &'static Counter,
+        inner: Received,
         duration: &'static Histogram,
         start: Instant,
     }
@@ -434,14 +435,7 @@ impl http_body::Body for Sent {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(f)) = &frame
-            && let Some(data) = f.data_ref()
-        {
-            this.counter.inc_by(data.len() as u64);
-        }
-        Poll::Ready(frame)
+        self.project().inner.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
