@@ -74,7 +74,7 @@ pub async fn record(State(auditor): State<Auditor>, req: Request, next: Next) ->
     let target = parse_request_path(after_v2(&path));
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         let version_check = path == "/v2" || path == "/v2/";
-        if version_check && !has_credentials {
+        if (version_check && !has_credentials) || !auditor.admit_refusal(&who) {
             return resp;
         }
         let (repository, reference) = match &target {

@@ -35,6 +35,14 @@ const RECORD_WAIT: Duration = Duration::from_secs(5);
 /// is still on record every minute.
 const MAX_SUMMARY_AGE: Duration = Duration::from_secs(60);
 
+/// Refusals put on record one by one, per client and minute; past it they are counted, and the
+/// minute ends with one `refused` event carrying the count. Refusals need no credentials, so
+/// without a bound anyone could fill the log's retention with them and push real history out.
+const REFUSALS_PER_MINUTE: u64 = 60;
+
+/// Clients whose refusals are counted apart; past it the rest share one count.
+const REFUSAL_CLIENTS: usize = 10_000;
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -65,6 +73,8 @@ impl Default for AuditSettings {
 pub struct Auditor {
     queue: mpsc::UnboundedSender<(Event, Option<oneshot::Sender<()>>)>,
     blobs: Arc<Mutex<HashMap<BlobKey, BlobPulls>>>,
+    /// This minute's refusals, by client.
+    refusals: Arc<Mutex<HashMap<String, Refusals>>>,
     /// Peers whose `X-Forwarded-For` names the client (see [`who`]).
     trusted_proxies: Arc<Vec<std::net::IpAddr>>,
     client: AuditClient<Channel>,
@@ -81,6 +91,15 @@ struct BlobKey {
     user: String,
     client: String,
     repository: String,
+}
+
+struct Refusals {
+    since: Instant,
+    recorded: u64,
+    /// Refusals past [`REFUSALS_PER_MINUTE`], counted only.
+    counted: u64,
+    last_ms: i64,
+    user_agent: String,
 }
 
 struct BlobPulls {
@@ -105,6 +124,7 @@ impl Auditor {
         let auditor = Auditor {
             queue,
             blobs: Arc::default(),
+            refusals: Arc::default(),
             trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
             client,
         };
@@ -115,6 +135,7 @@ impl Auditor {
             loop {
                 every.tick().await;
                 summaries.send_blob_summaries(Some(blob_idle));
+                summaries.send_refusal_counts(false);
             }
         });
         auditor
@@ -139,6 +160,39 @@ impl Auditor {
     /// Records `event` without waiting.
     pub fn record_detached(&self, event: Event) {
         let _ = self.queue.send((event.bounded(), None));
+    }
+
+    /// Whether a refusal of `who`'s request goes on record as an event of its own: the first
+    /// [`REFUSALS_PER_MINUTE`] of a client's minute do; the rest are counted.
+    pub fn admit_refusal(&self, who: &Who) -> bool {
+        admit(&mut self.refusals.lock().expect("refusal counts"), who)
+    }
+
+    /// Ends the refusal minutes that are over (all of them with `all`), putting on record one
+    /// event with the count of those that were only counted.
+    fn send_refusal_counts(&self, all: bool) {
+        let over = take_over(
+            &mut self.refusals.lock().expect("refusal counts"),
+            Duration::from_secs(60),
+            all,
+        );
+        for (client, r) in over.into_iter().filter(|(_, r)| r.counted > 0) {
+            self.record_detached(Event {
+                time_ms: r.last_ms,
+                client,
+                user_agent: r.user_agent,
+                action: "refused".into(),
+                outcome: "refused".into(),
+                count: r.counted,
+                detail: format!(
+                    "{} more refusals in a minute, counted only (the first {REFUSALS_PER_MINUTE} \
+                     are on record one by one)",
+                    r.counted
+                ),
+                source: "gateway".into(),
+                ..Event::default()
+            });
+        }
     }
 
     /// Counts a blob read by `who` from `repository`.
@@ -203,12 +257,53 @@ impl Auditor {
     /// at shutdown, before the storage service stops.
     pub async fn flush(&self) {
         self.send_blob_summaries(None);
+        self.send_refusal_counts(true);
         let (ack, done) = oneshot::channel();
         // A marker with no event: acknowledged with the batch it ends.
         if self.queue.send((Event::default(), Some(ack))).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
         }
     }
+}
+
+/// Whether a refusal of `who`'s request is admitted as an event of its own (see
+/// [`Auditor::admit_refusal`]).
+fn admit(refusals: &mut HashMap<String, Refusals>, who: &Who) -> bool {
+    let key = if refusals.len() >= REFUSAL_CLIENTS && !refusals.contains_key(&who.client) {
+        "(other clients)".to_string()
+    } else {
+        who.client.clone()
+    };
+    let r = refusals.entry(key).or_insert_with(|| Refusals {
+        since: Instant::now(),
+        recorded: 0,
+        counted: 0,
+        last_ms: 0,
+        user_agent: who.user_agent.clone(),
+    });
+    if r.recorded < REFUSALS_PER_MINUTE {
+        r.recorded += 1;
+        return true;
+    }
+    r.counted += 1;
+    r.last_ms = now_ms();
+    false
+}
+
+/// The refusal windows older than `window` (all with `all`), taken out.
+fn take_over(
+    refusals: &mut HashMap<String, Refusals>,
+    window: Duration,
+    all: bool,
+) -> Vec<(String, Refusals)> {
+    let keys: Vec<String> = refusals
+        .iter()
+        .filter(|(_, r)| all || r.since.elapsed() >= window)
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.into_iter()
+        .filter_map(|k| refusals.remove(&k).map(|r| (k, r)))
+        .collect()
 }
 
 /// The sender task: everything queued goes in one `Record`; every waiter of the batch is
@@ -254,5 +349,44 @@ async fn send_batches(
         for ack in acks.into_iter().flatten() {
             let _ = ack.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(client: &str) -> Who {
+        Who {
+            user: String::new(),
+            client: client.into(),
+            user_agent: "ua".into(),
+        }
+    }
+
+    #[test]
+    fn refusals_past_the_minute_bound_are_counted_not_recorded() {
+        let mut m = HashMap::new();
+        let a = who("10.0.0.1");
+        let admitted = (0..REFUSALS_PER_MINUTE + 5)
+            .filter(|_| admit(&mut m, &a))
+            .count();
+        assert_eq!(admitted as u64, REFUSALS_PER_MINUTE);
+        assert!(
+            admit(&mut m, &who("10.0.0.2")),
+            "another client has its own minute"
+        );
+        assert!(take_over(&mut m, Duration::from_secs(60), false).is_empty());
+        let over = take_over(&mut m, Duration::ZERO, false);
+        let counted: u64 = over.iter().map(|(_, r)| r.counted).sum();
+        assert_eq!(counted, 5);
+        assert!(m.is_empty());
+        // Past the bound on clients, the rest share one count.
+        for i in 0..REFUSAL_CLIENTS {
+            admit(&mut m, &who(&i.to_string()));
+        }
+        admit(&mut m, &who("one more"));
+        assert!(m.contains_key("(other clients)"));
+        assert_eq!(m.len(), REFUSAL_CLIENTS + 1);
     }
 }
