@@ -207,7 +207,9 @@ async fn rewatch<T, E, F>(
                 last = now;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "new {what} files do not load: keeping the last good ones")
+                // An error, not a warning: a rotation that did not take (a revoked token still
+                // accepted, an expiring certificate still served) needs an operator.
+                tracing::error!(error = %e, "new {what} files do not load: keeping the last good ones")
             }
         }
     }

@@ -203,13 +203,6 @@ impl ProxyService {
         } else {
             (!claimed.is_empty()).then_some(claimed)
         };
-        self.audit.fetched(
-            t,
-            reference,
-            expected.as_deref().unwrap_or_default(),
-            content.len() as u64,
-            "manifest",
-        );
         if let Some(expected) = &expected
             && !digest_matches(expected, &content)
         {
@@ -219,6 +212,14 @@ impl ProxyService {
                 "{host} sent a manifest whose bytes do not match its digest"
             )));
         }
+        // On record once its bytes are known good: a fetch that lied is a failure, not a fetch.
+        self.audit.fetched(
+            t,
+            reference,
+            expected.as_deref().unwrap_or_default(),
+            content.len() as u64,
+            "manifest",
+        );
         Ok((content, content_type))
     }
 

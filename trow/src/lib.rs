@@ -228,7 +228,10 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     };
     let audit = trow_gateway::audit::Auditor::new(
         trow_gateway::in_process_channel(storage_pipes.clone()),
-        &a.audit,
+        &trow_gateway::audit::AuditSettings {
+            hostname: a.hostname.clone(),
+            ..a.audit.clone()
+        },
     );
     let state = trow_gateway::AppState {
         audit: audit.clone(),
@@ -439,7 +442,10 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         metrics::listen(metrics_listen, registry.clone(), wait(stop.clone())).await?;
     let audit = trow_gateway::audit::Auditor::new(
         trow_gateway::channel(storage_url, &trust)?,
-        &audit_settings,
+        &trow_gateway::audit::AuditSettings {
+            hostname: hostname.clone(),
+            ..audit_settings
+        },
     );
     let state = trow_gateway::AppState {
         storage,

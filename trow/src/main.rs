@@ -122,6 +122,7 @@ impl AuditArgs {
         trow_gateway::audit::AuditSettings {
             blob_idle: self.audit_blob_idle.unwrap_or(d.blob_idle),
             trusted_proxies: self.audit_trusted_proxies.clone(),
+            hostname: None,
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::routes::{DOCKER_CONTENT_DIGEST, Resource, after_v2, parse_request_pat
 pub async fn record(State(auditor): State<Auditor>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let ns = crate::auth::layer::ns_of(req.uri());
     let mut who = Who::of(
         None,
         req.extensions().get::<ConnectInfo<SocketAddr>>(),
@@ -71,7 +72,13 @@ pub async fn record(State(auditor): State<Auditor>, req: Request, next: Next) ->
         source: "gateway".into(),
         ..Event::default()
     };
-    let target = parse_request_path(after_v2(&path));
+    // A `?ns=` read of another registry is on record under the cache's name, as `f/` reads are.
+    let target = parse_request_path(after_v2(&path)).map(|(repo, r)| {
+        match crate::auth::layer::cache_name(&repo, ns.as_deref(), auditor.hostname.as_deref()) {
+            Some(cached) if !trow_proto::cache::is_cached(&repo) => (cached, r),
+            _ => (repo, r),
+        }
+    });
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         let version_check = path == "/v2" || path == "/v2/";
         if (version_check && !has_credentials) || !auditor.admit_refusal(&who) {

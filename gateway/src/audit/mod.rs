@@ -57,6 +57,9 @@ pub struct AuditSettings {
     pub blob_idle: Duration,
     /// Peers whose `X-Forwarded-For` names the client (see [`who`]).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The name clients use for this registry: `?ns=<it>` is a local read, any other `?ns=`
+    /// read is on record under the cache's name.
+    pub hostname: Option<String>,
 }
 
 impl Default for AuditSettings {
@@ -64,6 +67,7 @@ impl Default for AuditSettings {
         AuditSettings {
             blob_idle: Duration::from_secs(5),
             trusted_proxies: Vec::new(),
+            hostname: None,
         }
     }
 }
@@ -77,6 +81,7 @@ pub struct Auditor {
     refusals: Arc<Mutex<HashMap<String, Refusals>>>,
     /// Peers whose `X-Forwarded-For` names the client (see [`who`]).
     trusted_proxies: Arc<Vec<std::net::IpAddr>>,
+    hostname: Option<Arc<str>>,
     client: AuditClient<Channel>,
 }
 
@@ -126,6 +131,7 @@ impl Auditor {
             blobs: Arc::default(),
             refusals: Arc::default(),
             trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
+            hostname: settings.hostname.as_deref().map(Arc::from),
             client,
         };
         let summaries = auditor.clone();

@@ -19,12 +19,8 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
     let repository =
         crate::routes::parse_request_path(crate::routes::after_v2(path)).map(|(name, _)| name);
     let mut need = super::scope::needed(req.method(), path, repository.as_deref());
-    // `ns` exactly as the handlers read it (the same extractor: last value wins, keys decoded):
-    // the guard must judge the repository that will be served.
-    let ns =
-        axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(req.uri())
-            .ok()
-            .and_then(|q| q.0.get("ns").cloned());
+    // `ns` exactly as the handlers read it: the guard must judge the repository served.
+    let ns = ns_of(req.uri());
     need.target = repository.and_then(|r| cache_name(&r, ns.as_deref(), auth.hostname()));
     let error = match auth.check(req.headers(), &need).await {
         Ok(identity) => {
@@ -69,10 +65,22 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
     resp
 }
 
+/// The `ns` parameter of `uri` exactly as the handlers read it (the same extractor: the last
+/// value wins, keys are decoded).
+pub(crate) fn ns_of(uri: &axum::http::Uri) -> Option<String> {
+    axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(uri)
+        .ok()
+        .and_then(|q| q.0.get("ns").cloned())
+}
+
 /// The cache's name for what a request under `repository` reads, when it reads another
 /// registry: `f/<registry in its cache spelling>/<repository>` for `f/...` (any spelling of
 /// the registry) and for `?ns=<registry>`, so the rules judge one name however it is written.
-fn cache_name(repository: &str, ns: Option<&str>, hostname: Option<&str>) -> Option<String> {
+pub(crate) fn cache_name(
+    repository: &str,
+    ns: Option<&str>,
+    hostname: Option<&str>,
+) -> Option<String> {
     let up = crate::routes::proxied::Upstream::of(repository, ns, hostname)?;
     let authority = match up.ns {
         true => trow_names::Authority::parse(&up.registry).ok(),
