@@ -463,7 +463,8 @@ authorization:
 EOF
 sed 's/^/    | /' "$W/trow-auth.yaml"
 KUBECONFIG=$W/kubeconfig "$TROW_BIN" --bind "127.0.0.1:$TROW2_PORT" --data-dir "$W/trow2-data" \
-  --user admin --password "$ADMIN_PW" --config-file "$W/trow-auth.yaml" >"$W/trow-auth.log" 2>&1 &
+  --user admin --password "$ADMIN_PW" --config-file "$W/trow-auth.yaml" --token-lifetime 1h \
+  >"$W/trow-auth.log" 2>&1 &
 PIDS+=($!)
 T2=http://127.0.0.1:$TROW2_PORT
 wait_for trow-auth "${PIDS[-1]}" curl -sf --noproxy '*' "$T2/healthz"
@@ -485,6 +486,12 @@ if [[ $code == 200 && $granted == "system:serviceaccount:builds:ci pull,push tru
   pass "token endpoint: HTTP 200, token for $granted"
 else
   fail "token endpoint: HTTP $code, token says '$granted'"
+fi
+lifetime=$(jq -r .expires_in "$W/t2.json")
+if ((lifetime > 0 && lifetime <= 600)); then
+  pass "Trow's token for it ends with the service-account token (expires_in $lifetime s, not --token-lifetime 1h)"
+else
+  fail "Trow's token for the service account lives $lifetime s, past its 600 s token"
 fi
 BEARER=$(jq -r .token "$W/t2.json")
 code=$(curl -s --noproxy '*' -o "$W/t2.json" -w '%{http_code}' -X POST -H "Authorization: Bearer $BEARER" "$T2/v2/builds/app/blobs/uploads/")

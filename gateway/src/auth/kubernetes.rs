@@ -202,6 +202,7 @@ impl Kubernetes {
                 user: Some(user.username.filter(|u| !u.is_empty())?),
                 groups: user.groups.unwrap_or_default(),
                 kubernetes: true,
+                expires: expiry(token),
             })
         });
         match &identity {
@@ -266,9 +267,34 @@ impl Kubernetes {
     }
 }
 
+/// The `exp` of a JWT the API server has just accepted (so its payload is its own; unsigned
+/// reading is enough): Trow's token for it must not outlive it.
+fn expiry(token: &str) -> Option<std::time::SystemTime> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let exp = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["exp"].as_u64()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(exp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tokens_expiry_is_read_from_its_payload() {
+        use base64::Engine;
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let token = format!("{}.{}.sig", b("{}"), b(r#"{"exp":1700000000,"sub":"x"}"#));
+        assert_eq!(
+            expiry(&token),
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(expiry("not a token"), None);
+        assert_eq!(expiry(&format!("{}.{}.s", b("{}"), b("{}"))), None);
+    }
 
     #[test]
     fn cached_answers_expire_and_stay_bounded() {

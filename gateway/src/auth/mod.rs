@@ -66,6 +66,9 @@ pub struct Identity {
     /// identities are asked of the cluster's RBAC, so a Trow user never inherits the rights of
     /// a cluster user of the same name.
     pub kubernetes: bool,
+    /// When the credentials that proved it expire (a Kubernetes token's `exp`): Trow's token
+    /// for it ends no later.
+    pub expires: Option<std::time::SystemTime>,
 }
 
 impl Identity {
@@ -79,6 +82,7 @@ impl Identity {
             user: Some(name),
             groups: Vec::new(),
             kubernetes: false,
+            expires: None,
         }
     }
 }
@@ -216,6 +220,7 @@ impl Auth {
                         user: Some(claims.sub.clone()),
                         groups: claims.groups.clone(),
                         kubernetes: claims.kubernetes,
+                        expires: None,
                     },
                 };
                 (identity, Some(claims))
@@ -406,7 +411,13 @@ impl Auth {
         let subject = identity.user.unwrap_or_default();
         let issued = self
             .tokens
-            .issue(&subject, identity.groups, identity.kubernetes, access)
+            .issue(
+                &subject,
+                identity.groups,
+                identity.kubernetes,
+                identity.expires,
+                access,
+            )
             .map_err(|_| refuse(AuthError::Issue))?;
         Ok(TokenAnswer {
             access_token: issued.token.clone(),

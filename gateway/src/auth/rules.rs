@@ -355,6 +355,7 @@ mod tests {
             user: Some(name.into()),
             groups: vec![],
             kubernetes: false,
+            expires: None,
         }
     }
 

@@ -135,16 +135,21 @@ impl Tokens {
     }
 
     /// A token for `subject` (empty: anonymous) in `groups` (`kubernetes`: authenticated by
-    /// the cluster), granting `access`.
+    /// the cluster), granting `access`, valid the configured lifetime but never past
+    /// `not_after` (the credentials it was issued for expire then).
     pub fn issue(
         &self,
         subject: &str,
         groups: Vec<String>,
         kubernetes: bool,
+        not_after: Option<SystemTime>,
         access: Vec<Access>,
     ) -> Result<Issued, KeyError> {
         let now = SystemTime::now();
-        let lifetime = self.lifetime.as_secs().max(1);
+        let left = not_after.map_or(u64::MAX, |t| {
+            t.duration_since(now).map_or(0, |d| d.as_secs())
+        });
+        let lifetime = self.lifetime.as_secs().min(left).max(1);
         let iat = unix(now);
         let claims = Claims {
             iss: self.service.clone(),
@@ -253,6 +258,20 @@ mod tests {
     }
 
     #[test]
+    fn a_token_never_outlives_the_credentials_it_was_issued_for() {
+        let t = tokens(b"key-for-the-lifetime-test-0123456789", 300);
+        let soon = SystemTime::now() + Duration::from_secs(20);
+        let issued = t.issue("sa", vec![], true, Some(soon), vec![]).unwrap();
+        assert!(
+            issued.expires_in <= 20 && issued.expires_in >= 19,
+            "{}",
+            issued.expires_in
+        );
+        let issued = t.issue("u", vec![], false, None, vec![]).unwrap();
+        assert_eq!(issued.expires_in, 300);
+    }
+
+    #[test]
     fn a_token_carries_its_grant() {
         let t = tokens(&[7; 32], 300);
         let issued = t
@@ -260,6 +279,7 @@ mod tests {
                 "alice",
                 vec![],
                 false,
+                None,
                 vec![Access::repository("a", &["pull"])],
             )
             .unwrap();
@@ -275,18 +295,21 @@ mod tests {
     fn foreign_expired_and_tampered_tokens_are_refused() {
         let t = tokens(&[7; 32], 300);
         let other = tokens(&[8; 32], 300);
-        let theirs = other.issue("alice", vec![], false, vec![]).unwrap().token;
+        let theirs = other
+            .issue("alice", vec![], false, None, vec![])
+            .unwrap()
+            .token;
         assert_eq!(t.verify(&theirs).unwrap_err(), TokenError::Invalid);
 
         let other_service = Tokens::new(vec![7; 32], Duration::from_secs(300), "x".into());
         let theirs = other_service
-            .issue("alice", vec![], false, vec![])
+            .issue("alice", vec![], false, None, vec![])
             .unwrap()
             .token;
         assert_eq!(t.verify(&theirs).unwrap_err(), TokenError::Invalid);
 
         // Claims edited after signing.
-        let ours = t.issue("anon", vec![], false, vec![]).unwrap().token;
+        let ours = t.issue("anon", vec![], false, None, vec![]).unwrap().token;
         let parts: Vec<&str> = ours.split('.').collect();
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -307,7 +330,10 @@ mod tests {
         assert_eq!(t.verify("garbage").unwrap_err(), TokenError::Invalid);
 
         let short = tokens(&[7; 32], 1);
-        let token = short.issue("alice", vec![], false, vec![]).unwrap().token;
+        let token = short
+            .issue("alice", vec![], false, None, vec![])
+            .unwrap()
+            .token;
         std::thread::sleep(Duration::from_millis(2100));
         assert_eq!(short.verify(&token).unwrap_err(), TokenError::Expired);
     }
