@@ -14,13 +14,21 @@ use super::reader::{self, Filter, Pos};
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
+/// Queries reading the log at once: each reads whole files (up to `--audit-max-file-size`
+/// each), so a burst of them is queued rather than holding many files in memory together.
+const CONCURRENT_QUERIES: usize = 2;
+
 pub struct AuditService {
     log: AuditLog,
+    readers: tokio::sync::Semaphore,
 }
 
 impl AuditService {
     pub fn new(log: AuditLog) -> AuditService {
-        AuditService { log }
+        AuditService {
+            log,
+            readers: tokio::sync::Semaphore::new(CONCURRENT_QUERIES),
+        }
     }
 }
 
@@ -65,6 +73,7 @@ impl Audit for AuditService {
             until_ms: q.until_ms,
         };
         let dir = self.log.dir().to_path_buf();
+        let _reading = self.readers.acquire().await.map_err(internal)?;
         let (page, next) =
             tokio::task::spawn_blocking(move || reader::query(&dir, &filter, after, limit))
                 .await
@@ -86,6 +95,7 @@ impl Audit for AuditService {
             ..Filter::default()
         };
         let dir = self.log.dir().to_path_buf();
+        let _reading = self.readers.acquire().await.map_err(internal)?;
         let images = tokio::task::spawn_blocking(move || reader::pulls(&dir, &filter))
             .await
             .map_err(internal)?
