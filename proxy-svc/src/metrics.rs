@@ -5,9 +5,9 @@
 //! The `upstream` label is the registry's cache name (`docker.io`, `quay.io`,
 //! `registry.local_5000`: one canonical spelling however clients wrote it). A configured
 //! registry always has its own label; registries reached without configuration (when the
-//! config allows any) get their own only for the first [`UNCONFIGURED_LABELS`] of them, the
-//! rest share `other`: clients choose those names, and must not be able to grow the series
-//! without bound.
+//! config allows any) get their own only for the first [`UNCONFIGURED_LABELS`] of them that
+//! answered, the rest share `other`: clients choose those names, and must not be able to grow
+//! the series without bound, nor use the labels up with names of registries that do not exist.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -111,11 +111,21 @@ pub fn register(registry: &mut Registry) {
     );
 }
 
-/// The bounded label of `t`'s upstream (see the module docs).
+/// The bounded label of `t`'s upstream (see the module docs), claiming one of the
+/// unconfigured registries' labels if it has none yet.
 fn upstream(t: &Target) -> Upstream {
+    label(t, true)
+}
+
+/// `t`'s upstream's label if it has one; a failed exchange with an unconfigured registry never
+/// claims one, so names nobody can pull from cannot use up the labels real registries need.
+fn label(t: &Target, claim: bool) -> Upstream {
     let name = t.upstream.cache_name.as_str();
     if let Some(u) = PROXY.labels.read().expect("labels lock").known.get(name) {
         return u.clone();
+    }
+    if !claim && t.registry.is_none() {
+        return Arc::new("other".to_string());
     }
     let mut labels = PROXY.labels.write().expect("labels lock");
     if let Some(u) = labels.known.get(name) {
@@ -175,7 +185,11 @@ pub(crate) fn exchange(
     elapsed: Duration,
     error: Option<&UpstreamError>,
 ) {
-    let upstream = upstream(t);
+    // An answer (a 404 too) shows a registry is there; a failure does not.
+    let upstream = label(
+        t,
+        matches!(error, None | Some(UpstreamError::NotFound { .. })),
+    );
     let method = match *method {
         reqwest::Method::GET => "GET",
         reqwest::Method::HEAD => "HEAD",
@@ -204,7 +218,7 @@ pub(crate) fn exchange(
 
 /// A blob download from `t`'s upstream broke off after its answer began.
 pub(crate) fn body_failed(t: &Target) {
-    upstream_error(upstream(t), "body");
+    upstream_error(label(t, false), "body");
 }
 
 fn upstream_error(upstream: Upstream, error: &'static str) {
