@@ -47,11 +47,7 @@ log() { echo "bench-auth: $*" >&2; }
 source "$SCRIPT_DIR/bench-lib.sh"
 
 for cmd in wrk curl jq; do command -v "$cmd" >/dev/null || die "$cmd is not installed"; done
-if [[ -z ${TROW_BIN:-} ]]; then
-    log "building trow --release"
-    (cd "$REPO_ROOT" && cargo build --release -p trow >&2)
-    TROW_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/trow"
-fi
+release_trow_bin
 
 PIDS=()
 WORK=$(mktemp -d)
@@ -59,7 +55,6 @@ cleanup() { stop_all_servers; remove_work; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ACCEPT='application/vnd.oci.image.manifest.v1+json'
 PASSWORD=bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 # rules_file PATH : 19 rules that do not match bench/app, then the one that does
@@ -79,7 +74,7 @@ rules_file() {
 # servers)
 measure() {
     local bin=$1 variant=$2
-    local dir url cfg cd loc man auth=() users=() extra=() header=()
+    local dir url auth=() users=() extra=() header=()
     dir=$(mktemp -d "$WORK/run.XXXX")
     case $variant in
     bearer | basic | rules) users=(--user bench --password "$PASSWORD" --token-lifetime 1h) ;;
@@ -115,17 +110,7 @@ measure() {
         ((SECONDS < deadline)) || die "trow not ready"
         sleep 0.1
     done
-    cfg='{}'
-    cd=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1)
-    loc=$(curl -sf "${auth[@]}" -D - -o /dev/null -X POST "$url/v2/bench/app/blobs/uploads/" |
-        tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
-    [[ $loc == http* ]] || loc=$url$loc
-    [[ $loc == *\?* ]] && loc="$loc&" || loc="$loc?"
-    curl -sf "${auth[@]}" -X PUT -H 'Content-Type: application/octet-stream' \
-        --data-binary "$cfg" "${loc}digest=sha256:$cd" >/dev/null
-    man="{\"schemaVersion\":2,\"mediaType\":\"$ACCEPT\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$cd\",\"size\":2},\"layers\":[]}"
-    curl -sf "${auth[@]}" -X PUT -H "Content-Type: $ACCEPT" --data-binary "$man" \
-        "$url/v2/bench/app/manifests/1.0" >/dev/null
+    push_tiny_image "$url" "${auth[@]}"
     case $variant in
     bearer | rules)
         local token
@@ -137,11 +122,7 @@ measure() {
         header=(-H "Authorization: Basic $(printf 'bench:%s' "$PASSWORD" | base64 -w0)")
         ;;
     esac
-    local out
-    out=$(wrk -t1 -c"$BENCH_CONC" -d"${BENCH_SECONDS}s" -H "Accept: $ACCEPT" "${header[@]}" \
-        "$url/v2/bench/app/manifests/1.0")
-    grep -q 'Non-2xx' <<<"$out" && die "answers other than 2xx ($variant):"$'\n'"$out"
-    RESULT=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+    wrk_manifest_gets "$url" "$variant" "${header[@]}"
     stop_server "$gpid"
     [[ -n $spid ]] && stop_server "$spid"
     return 0

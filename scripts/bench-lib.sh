@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers the benchmark scripts share (sourced by bench.sh, bench-proxy.sh, bench-gc.sh):
+# Helpers the benchmark scripts share (sourced by bench.sh, bench-proxy.sh, bench-gc.sh,
+# bench-traces.sh, bench-auth.sh):
 # starting and stopping servers by PID, waiting for them to listen, showing their logs, free
 # ports and /proc readings. The sourcing script defines `die` and `log`, the array `PIDS`
 # (every server it started, which its exit trap stops) and BENCH_START_TIMEOUT (seconds).
@@ -111,4 +112,44 @@ proc_kb() {
         [[ $k == "$2:" ]] && { echo "$v"; return; }
     done <"/proc/$1/status"
     echo 0
+}
+
+# release_trow_bin : sets TROW_BIN to a release build of trow unless it is set already
+# (needs REPO_ROOT)
+release_trow_bin() {
+    if [[ -z ${TROW_BIN:-} ]]; then
+        log "building trow --release"
+        (cd "$REPO_ROOT" && cargo build --release -p trow >&2)
+        TROW_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/trow"
+    fi
+}
+
+BENCH_MANIFEST_TYPE='application/vnd.oci.image.manifest.v1+json'
+
+# push_tiny_image URL [CURL_ARGS...] : pushes bench/app:1.0, an OCI manifest with the empty
+# config `{}` and no layers, to the registry at URL (CURL_ARGS: e.g. -u user:password)
+push_tiny_image() {
+    local url=$1 cfg='{}' cd loc man
+    shift
+    cd=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1)
+    loc=$(curl -sf "$@" -D - -o /dev/null -X POST "$url/v2/bench/app/blobs/uploads/" |
+        tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+    [[ $loc == http* ]] || loc=$url$loc
+    [[ $loc == *\?* ]] && loc="$loc&" || loc="$loc?"
+    curl -sf "$@" -X PUT -H 'Content-Type: application/octet-stream' --data-binary "$cfg" \
+        "${loc}digest=sha256:$cd" >/dev/null
+    man="{\"schemaVersion\":2,\"mediaType\":\"$BENCH_MANIFEST_TYPE\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$cd\",\"size\":2},\"layers\":[]}"
+    curl -sf "$@" -X PUT -H "Content-Type: $BENCH_MANIFEST_TYPE" --data-binary "$man" \
+        "$url/v2/bench/app/manifests/1.0" >/dev/null
+}
+
+# wrk_manifest_gets URL WHAT [WRK_ARGS...] : sets RESULT to the requests/s of wrk
+# (-t1 -c$BENCH_CONC -d$BENCH_SECONDS) GETting bench/app:1.0 at URL; dies on any non-2xx answer
+wrk_manifest_gets() {
+    local url=$1 what=$2 out
+    shift 2
+    out=$(wrk -t1 -c"$BENCH_CONC" -d"${BENCH_SECONDS}s" -H "Accept: $BENCH_MANIFEST_TYPE" "$@" \
+        "$url/v2/bench/app/manifests/1.0")
+    grep -q 'Non-2xx' <<<"$out" && die "answers other than 2xx ($what):"$'\n'"$out"
+    RESULT=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
 }

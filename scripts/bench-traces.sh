@@ -37,11 +37,7 @@ log() { echo "bench-traces: $*" >&2; }
 source "$SCRIPT_DIR/bench-lib.sh"
 
 command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
-if [[ -z ${TROW_BIN:-} ]]; then
-    log "building trow --release"
-    (cd "$REPO_ROOT" && cargo build --release -p trow >&2)
-    TROW_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/trow"
-fi
+release_trow_bin
 
 PIDS=()
 WORK=$(mktemp -d)
@@ -49,7 +45,6 @@ cleanup() { stop_all_servers; remove_work; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ACCEPT='application/vnd.oci.image.manifest.v1+json'
 
 # measure BIN [VAR=VALUE...] : starts storage and gateway with that environment, pushes a small
 # image, sets RESULT to wrk's requests/s for GETs of its manifest by tag (not in a subshell, so
@@ -57,7 +52,7 @@ ACCEPT='application/vnd.oci.image.manifest.v1+json'
 measure() {
     local bin=$1
     shift
-    local dir sport gport url cfg cd loc man
+    local dir sport gport url
     dir=$(mktemp -d "$WORK/run.XXXX")
     sport=$(free_port 127.0.0.1)
     start_server storage "$dir/storage.log" env "$@" "$bin" storage \
@@ -70,22 +65,8 @@ measure() {
     local gpid=$LAST_PID
     url="http://127.0.0.1:$gport"
     wait_v2 gateway "$dir/gateway.log" "$url" "$gpid" "$spid"
-    cfg='{}'
-    cd=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1)
-    loc=$(curl -sf -D - -o /dev/null -X POST "$url/v2/bench/app/blobs/uploads/" |
-        tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
-    [[ $loc == http* ]] || loc=$url$loc
-    [[ $loc == *\?* ]] && loc="$loc&" || loc="$loc?"
-    curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "$cfg" \
-        "${loc}digest=sha256:$cd" >/dev/null
-    man="{\"schemaVersion\":2,\"mediaType\":\"$ACCEPT\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$cd\",\"size\":2},\"layers\":[]}"
-    curl -sf -X PUT -H "Content-Type: $ACCEPT" --data-binary "$man" \
-        "$url/v2/bench/app/manifests/1.0" >/dev/null
-    local out
-    out=$(wrk -t1 -c"$BENCH_CONC" -d"${BENCH_SECONDS}s" -H "Accept: $ACCEPT" \
-        "$url/v2/bench/app/manifests/1.0")
-    grep -q 'Non-2xx' <<<"$out" && die "answers other than 2xx:"$'\n'"$out"
-    RESULT=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+    push_tiny_image "$url"
+    wrk_manifest_gets "$url" "$*"
     stop_server "$gpid"
     stop_server "$spid"
 }
