@@ -1,0 +1,359 @@
+//! The container image `scripts/build-image.sh` assembles (deploy/Containerfile builds the same
+//! one with an engine): built here from the `trow` under test, it must run from its own root
+//! filesystem with only the files it carries, serve the registry API as uid 333333, survive a
+//! push into Trow and a pull back digest for digest, and hold nothing but the files it means to.
+//!
+//! No engine runs here: `umoci unpack` gives the root filesystem and the runtime config, and
+//! `chroot --userspec` runs the entrypoint in it, with the config's user and environment. So the
+//! tests run as root (scripts/test.sh runs the suite as root), like the tmpfs tests.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use trow_tests::clients::{layout_tag_digest, run, skopeo};
+use trow_tests::{Flags, Proc, Topology, Trow, addr_prefix, trow_bin, wait_for_line, wait_http_ok};
+
+/// This helper's loopback addresses: the Trow run from the image, and the one it is pushed into.
+const IMAGE_IP: &str = "127.0.0.94";
+const REGISTRY_IP: &str = "127.0.0.95";
+
+/// The tag the script gives by default: the workspace version, which `trow --version` prints.
+const TAG: &str = env!("CARGO_PKG_VERSION");
+
+/// An image built by the script into a temp dir, with what the script printed.
+struct Built {
+    tmp: tempfile::TempDir,
+    layout: PathBuf,
+    stdout: String,
+}
+
+/// Fails (never skips) unless the tests run as root: the layer's files belong to root and to
+/// 333333, and chroot needs root. A test that cannot run must not pass.
+fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .expect("Uid line in /proc/self/status");
+    assert_eq!(
+        euid, "0",
+        "the image tests need root (scripts/test.sh runs the suite as root): the image's files \
+         belong to root and uid 333333, and the image is run with chroot. To leave them out: \
+         `cargo test -p trow-tests -- --skip image` or nextest `-E 'not binary(image)'`"
+    );
+}
+
+/// `scripts/build-image.sh --bin <trow under test> --out <temp>/layout ARGS`.
+fn build(args: &[&str]) -> Built {
+    require_root();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-image.sh");
+    let mut cmd = Command::new(script);
+    cmd.arg("--bin").arg(trow_bin()).arg("--out").arg(&layout);
+    cmd.args(args);
+    let stdout = run(&mut cmd);
+    Built {
+        tmp,
+        layout,
+        stdout,
+    }
+}
+
+impl Built {
+    /// The value of the `key: ` line the script printed.
+    fn printed(&self, key: &str) -> &str {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("no `{key}:` line in the script's output:\n{}", self.stdout))
+    }
+
+    /// The JSON blob `digest` of the layout.
+    fn blob_json(&self, digest: &str) -> Value {
+        serde_json::from_slice(&self.blob(digest)).expect("blob is JSON")
+    }
+
+    fn blob(&self, digest: &str) -> Vec<u8> {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        std::fs::read(self.layout.join("blobs/sha256").join(hex)).expect("read blob")
+    }
+
+    fn manifest(&self) -> Value {
+        self.blob_json(&layout_tag_digest(&self.layout, TAG))
+    }
+
+    fn config(&self) -> Value {
+        let manifest = self.manifest();
+        self.blob_json(
+            manifest["config"]["digest"]
+                .as_str()
+                .expect("config digest"),
+        )
+    }
+
+    /// `umoci unpack` into a bundle: `rootfs/` and the runtime `config.json`.
+    fn unpack(&self) -> Bundle {
+        let dir = self.tmp.path().join("bundle");
+        let mut cmd = Command::new("umoci");
+        cmd.args(["unpack", "--image"])
+            .arg(format!("{}:{TAG}", self.layout.display()))
+            .arg(&dir);
+        run(&mut cmd);
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).expect("config.json"))
+                .expect("config.json is JSON");
+        Bundle {
+            rootfs: dir.join("rootfs"),
+            process: config["process"].clone(),
+        }
+    }
+}
+
+/// An unpacked image.
+struct Bundle {
+    rootfs: PathBuf,
+    /// The runtime config's `process`: user, args (the entrypoint), env, cwd.
+    process: Value,
+}
+
+impl Bundle {
+    /// The image's entrypoint with `args`, run as the image's user with only its environment,
+    /// chrooted into its root filesystem: only the files the image carries are visible.
+    fn command(&self, args: &[&str]) -> Command {
+        let user = &self.process["user"];
+        let mut cmd = Command::new("chroot");
+        cmd.arg(format!("--userspec={}:{}", user["uid"], user["gid"]))
+            .arg(&self.rootfs)
+            .args(strings(&self.process["args"]))
+            .args(args)
+            .env_clear();
+        for kv in strings(&self.process["env"]) {
+            let (k, v) = kv.split_once('=').expect("env entries are K=V");
+            cmd.env(k, v);
+        }
+        cmd
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_binary_runs_from_the_images_own_root_filesystem() {
+    let built = build(&[]);
+    let bundle = built.unpack();
+    assert_eq!(bundle.process["user"]["uid"], 333333, "{}", bundle.process);
+    let out = run(&mut bundle.command(&["--version"]));
+    assert_eq!(out.trim(), format!("trow {TAG}"));
+}
+
+#[test]
+fn the_image_serves_the_registry_api_as_uid_333333() {
+    let built = build(&[]);
+    let bundle = built.unpack();
+    let any_port = format!("{IMAGE_IP}:0");
+    // As a pod would: the image's entrypoint and environment (TROW_DATA_DIR), flags appended.
+    let cmd = bundle.command(&[
+        "--bind",
+        &any_port,
+        "--storage-listen",
+        &any_port,
+        "--proxy-listen",
+        &any_port,
+        "--admission-listen",
+        &any_port,
+    ]);
+    let mut trow = Proc::spawn(cmd, built.tmp.path().join("trow.log"));
+    let url = addr_prefix(&wait_for_line(&mut trow, "trow gateway: OCI registry on "));
+    wait_http_ok(&format!("{url}/v2/"), &mut [&mut trow]);
+
+    let status = std::fs::read_to_string(format!("/proc/{}/status", trow.pid())).expect("status");
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    assert!(
+        uids.split_whitespace().skip(1).all(|u| u == "333333"),
+        "{uids}"
+    );
+    // The store is the image's /var/lib/trow, written by trow as 333333.
+    let data = bundle.rootfs.join("var/lib/trow");
+    let entries: Vec<_> = std::fs::read_dir(&data)
+        .expect("read /var/lib/trow")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(!entries.is_empty(), "nothing in {}", data.display());
+    for e in &entries {
+        let meta = std::fs::symlink_metadata(e).expect("stat");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (333333, 333333),
+            "{}",
+            e.display()
+        );
+    }
+
+    let exit = trow.terminate(Duration::from_secs(10));
+    assert!(
+        exit.is_some(),
+        "trow did not stop on SIGTERM:\n{}",
+        trow.log_text()
+    );
+}
+
+#[test]
+fn the_image_pushed_into_trow_pulls_back_digest_equal() {
+    let registry = Trow::start_with(Topology::OneProcess, Flags::default().on_ip(REGISTRY_IP));
+    let _logs = trow_tests::clients::LogsOnPanic::trow(&registry);
+    let reference = format!("{}/trow/trow:{TAG}", registry.addr);
+    let built = build(&[
+        "--push",
+        &format!("docker://{reference}"),
+        "--",
+        "--dest-tls-verify=false",
+    ]);
+    let digest = layout_tag_digest(&built.layout, TAG);
+    assert_eq!(built.printed("digest"), digest);
+    assert_eq!(
+        built.printed("pushed"),
+        format!("docker://{reference}@{digest}")
+    );
+
+    let back = built.tmp.path().join("back");
+    run(&mut skopeo([
+        "copy".to_string(),
+        "--src-tls-verify=false".to_string(),
+        format!("docker://{reference}"),
+        format!("oci:{}:{TAG}", back.display()),
+    ]));
+    assert_eq!(layout_tag_digest(&back, TAG), digest, "digest changed");
+    trow_tests::clients::assert_layout_blobs_intact(&back);
+
+    let config: Value = serde_json::from_str(&run(&mut skopeo([
+        "inspect".to_string(),
+        "--config".to_string(),
+        "--tls-verify=false".to_string(),
+        format!("docker://{reference}"),
+    ])))
+    .expect("skopeo inspect --config prints JSON");
+    assert_eq!(config["config"]["User"], "333333:333333", "{config}");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/trow"]),
+        "{config}"
+    );
+}
+
+/// What `ldd` says the binary loads, the loader included: the only libraries the image carries.
+fn linked_libraries(bin: &Path) -> BTreeSet<String> {
+    let out = run(Command::new("ldd").arg(bin));
+    out.lines()
+        .filter_map(|l| {
+            let path = l.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then(|| path[1..].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_image_holds_only_what_it_means_to() {
+    let built = build(&[]);
+    let config = built.config();
+    assert_eq!(config["config"]["User"], "333333:333333", "{config}");
+    assert_eq!(
+        config["config"]["ExposedPorts"]["8000/tcp"],
+        serde_json::json!({})
+    );
+    assert!(
+        strings(&config["config"]["Env"]).contains(&"TROW_DATA_DIR=/var/lib/trow".to_string()),
+        "{config}"
+    );
+    let labels = &config["config"]["Labels"];
+    assert_eq!(labels["org.opencontainers.image.title"], "trow");
+    assert_eq!(labels["org.opencontainers.image.version"], TAG);
+    assert_eq!(config["os"], "linux");
+
+    let manifest = built.manifest();
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 1, "{manifest}");
+    let layer = built.tmp.path().join("layer.tar.gz");
+    std::fs::write(
+        &layer,
+        built.blob(layers[0]["digest"].as_str().expect("digest")),
+    )
+    .expect("write layer");
+    let listing = run(Command::new("tar").arg("-tzf").arg(&layer));
+    let found: BTreeSet<String> = listing
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_owned())
+        .filter(|l| l != ".")
+        .collect();
+
+    let mut expected: BTreeSet<String> = [
+        "etc/passwd",
+        "etc/group",
+        "etc/nsswitch.conf",
+        "etc/ssl/certs/ca-certificates.crt",
+        "tmp",
+        "usr/local/bin/trow",
+        "var/lib/trow",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    expected.extend(linked_libraries(&trow_bin()));
+    // And every directory above them.
+    for path in expected.clone() {
+        let mut p = Path::new(&path);
+        while let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
+            expected.insert(parent.display().to_string());
+            p = parent;
+        }
+    }
+    assert_eq!(found, expected, "the layer's files");
+
+    let bundle = built.unpack();
+    let root = &bundle.rootfs;
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).expect("passwd");
+    assert!(
+        passwd
+            .lines()
+            .any(|l| l.starts_with("trow:x:333333:333333:")),
+        "{passwd}"
+    );
+    let group = std::fs::read_to_string(root.join("etc/group")).expect("group");
+    assert!(group.lines().any(|l| l == "trow:x:333333:"), "{group}");
+    for path in &found {
+        let meta = std::fs::symlink_metadata(root.join(path)).expect("stat");
+        let owner = if path == "var/lib/trow" { 333333 } else { 0 };
+        assert_eq!((meta.uid(), meta.gid()), (owner, owner), "owner of {path}");
+    }
+    let tmp_mode = std::fs::metadata(root.join("tmp"))
+        .expect("tmp")
+        .permissions();
+    assert_eq!(tmp_mode.mode() & 0o7777, 0o1777);
+    assert_eq!(
+        std::fs::read(root.join("usr/local/bin/trow")).expect("read trow"),
+        std::fs::read(trow_bin()).expect("read trow under test"),
+        "the image's trow is not the binary it was built from"
+    );
+}
+
+#[test]
+fn the_image_is_reproducible() {
+    let a = build(&[]);
+    let b = build(&[]);
+    assert_eq!(
+        layout_tag_digest(&a.layout, TAG),
+        layout_tag_digest(&b.layout, TAG),
+        "two builds of one binary differ"
+    );
+}
