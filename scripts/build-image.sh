@@ -12,12 +12,12 @@
 #                          [--push docker://HOST/REPO:TAG [-- SKOPEO_COPY_FLAGS...]]
 #   scripts/build-image.sh --rootfs DIR [--bin PATH] [--strip]
 #
-#   --bin PATH     the trow binary (default: $CARGO_TARGET_DIR or target, /release/trow; built
-#                  with `cargo build --release --bin trow` when missing)
+#   --bin PATH     the trow binary (default: target/release/trow, under $CARGO_TARGET_DIR if
+#                  set; built with `cargo build --release --bin trow` when missing)
 #   --out DIR      the OCI layout to write (default: target/image); an existing layout keeps its
 #                  other tags, TAG is replaced
 #   --tag TAG      the tag (default: the workspace version in Cargo.toml)
-#   --strip        strip the binary's symbols (smaller, but panics then print no function names)
+#   --strip        strip the binary's symbols (1.5 MiB less, but backtraces lose function names)
 #   --push REF     then `skopeo copy oci:DIR:TAG REF`; arguments after `--` go to skopeo copy,
 #                  e.g. -- --dest-tls-verify=false --dest-creds user:pass
 #   --rootfs DIR   only lay out the root filesystem in DIR (must not exist) and stop
