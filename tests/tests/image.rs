@@ -17,9 +17,11 @@ use serde_json::Value;
 use trow_tests::clients::{layout_tag_digest, run, skopeo};
 use trow_tests::{Flags, Proc, Topology, Trow, addr_prefix, trow_bin, wait_for_line, wait_http_ok};
 
-/// This helper's loopback addresses: the Trow run from the image, and the one it is pushed into.
+/// This helper's loopback addresses: the Trow run from the image, the one it is pushed into, and
+/// the split services run from the image.
 const IMAGE_IP: &str = "127.0.0.94";
 const REGISTRY_IP: &str = "127.0.0.95";
+const SPLIT_IP: &str = "127.0.0.96";
 
 /// The tag the script gives by default: the workspace version, which `trow --version` prints.
 const TAG: &str = env!("CARGO_PKG_VERSION");
@@ -206,6 +208,58 @@ fn the_image_serves_the_registry_api_as_uid_333333() {
         exit.is_some(),
         "trow did not stop on SIGTERM:\n{}",
         trow.log_text()
+    );
+}
+
+/// The split services reach each other by name (a Kubernetes Service's, from `/etc/hosts` here
+/// as in a pod): the image's nsswitch.conf and libc must resolve it with no NSS module on disk.
+#[test]
+fn the_split_services_find_each_other_by_name_inside_the_image() {
+    let built = build(&[]);
+    let bundle = built.unpack();
+    std::fs::write(
+        bundle.rootfs.join("etc/hosts"),
+        format!("127.0.0.1 localhost\n{SPLIT_IP} trow-storage\n"),
+    )
+    .expect("write the image's /etc/hosts");
+    let any_port = format!("{SPLIT_IP}:0");
+    let logs = built.tmp.path();
+    let mut storage = Proc::spawn(
+        bundle.command(&["storage", "--listen", &any_port]),
+        logs.join("storage.log"),
+    );
+    let storage_addr = addr_prefix(&wait_for_line(&mut storage, "trow storage: gRPC on "));
+    let port = storage_addr.rsplit(':').next().expect("a port");
+    let mut gateway = Proc::spawn(
+        bundle.command(&[
+            "gateway",
+            "--bind",
+            &any_port,
+            "--storage",
+            &format!("http://trow-storage:{port}"),
+        ]),
+        logs.join("gateway.log"),
+    );
+    let url = addr_prefix(&wait_for_line(
+        &mut gateway,
+        "trow gateway: OCI registry on ",
+    ));
+    wait_http_ok(&format!("{url}/v2/"), &mut [&mut gateway, &mut storage]);
+    // Only storage knows the repository is unknown: 404 proves the gateway reached it (503 if not).
+    let code = run(Command::new("curl").args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{url}/v2/nothing/here/tags/list"),
+    ]));
+    assert_eq!(
+        code,
+        "404",
+        "gateway:\n{}\nstorage:\n{}",
+        gateway.log_text(),
+        storage.log_text()
     );
 }
 
