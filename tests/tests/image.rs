@@ -45,8 +45,8 @@ fn require_root() {
     assert_eq!(
         euid, "0",
         "the image tests need root (scripts/test.sh runs the suite as root): the image's files \
-         belong to root and uid 333333, and the image is run with chroot. To leave them out: \
-         `cargo test -p trow-tests -- --skip image` or nextest `-E 'not binary(image)'`"
+         belong to root and uid 333333, and the image is run with chroot. To leave them out, \
+         run the suite without this test binary (cargo nextest: `-E 'not binary(image)'`)"
     );
 }
 
