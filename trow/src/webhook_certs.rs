@@ -490,13 +490,30 @@ fn api_err(
     api(format!("{doing} {kind} {name}"))
 }
 
-/// Runs `trow webhook-certs`; returns the exit status (2: could not do it).
+impl WebhookCertsError {
+    /// Another writer got there first (two hook Jobs, or someone editing the object between
+    /// our read and write): starting over reads what it wrote.
+    fn is_race(&self) -> bool {
+        matches!(self, WebhookCertsError::Api { source: kube::Error::Api(s), .. }
+            if s.is_conflict() || s.is_already_exists())
+    }
+}
+
+/// Runs `trow webhook-certs`; returns the exit status (2: could not do it). Lost races are
+/// retried from the start (the command is idempotent) a few times.
 pub async fn run(a: WebhookCertsArgs) -> i32 {
-    match apply(&a).await {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("trow webhook-certs: {e}");
-            2
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match apply(&a).await {
+            Ok(()) => return 0,
+            Err(e) if e.is_race() && tries < 3 => {
+                eprintln!("trow webhook-certs: {e}; starting over");
+            }
+            Err(e) => {
+                eprintln!("trow webhook-certs: {e}");
+                return 2;
+            }
         }
     }
 }
