@@ -49,6 +49,13 @@
 #      KUBECONFIG): a service account's token (TokenRequest) is its password; rules name its
 #      group; a ClusterRole's `pull` on repositories.trow.dev/team/rbac lets it read that one
 #      repository; refusals are 403, a forged token 401; the token never reaches the log.
+#   7. `trow webhook-certs` (the chart's hook Job) as a ServiceAccount granted only what the chart
+#      grants: it creates the kubernetes.io/tls Secret (a CA and a certificate for the Service's
+#      DNS names, checked with openssl) and sets every webhook's caBundle in a Validating and a
+#      Mutating configuration to that CA; a second run keeps the Secret; a third, after the
+#      Secret lost its ca.crt, replaces it and patches the new CA in; a `trow gateway --tls`
+#      serving the Secret's files on 127.0.0.105 is trusted through the Service's name with the
+#      CA (and not with another); an unknown configuration is exit status 2, "not found".
 
 set -euo pipefail
 
@@ -504,6 +511,189 @@ expect_t2 "RBAC grants no push on team/rbac" 403 "$(t2 POST /v2/team/rbac/blobs/
 expect_t2 "a forged token as password" 401 "$(t2 GET /v2/builds/app/tags/list "ci:${SA_TOKEN%?????}xxxxx")"
 expect_t2 "Trow's own user still logs in" 202 "$(t2 POST /v2/team/rbac/blobs/uploads/ "admin:$ADMIN_PW")"
 if grep -qF "${SA_TOKEN##*.}" "$W/trow-auth.log"; then fail "the service-account token is in trow's log"; else pass "the service-account token is not in trow's log"; fi
+
+log "7. trow webhook-certs: the webhooks' TLS Secret and caBundle, with the chart's RBAC only"
+WC_NS=trow-wc
+WC_SVC=trow-webhooks
+WC_SECRET=trow-webhook-tls
+WC_VAL=trow-wc-validate
+WC_MUT=trow-wc-mutate
+WC=$W/webhook-certs
+mkdir -p "$WC"
+code=$(kapi POST /api/v1/namespaces "$(jq -cn --arg ns "$WC_NS" '{apiVersion: "v1", kind: "Namespace", metadata: {name: $ns}}')")
+[[ $code == 201 ]] || die "namespace $WC_NS: HTTP $code: $(cat "$W/answer.json")"
+# Configurations as the chart renders them before the hook runs: clientConfig.service, no
+# caBundle. Their objectSelector matches nothing, so they never take part in the checks above.
+wc_hook() {
+  jq -cn --arg name "$1" --arg ns "$WC_NS" --arg svc "$WC_SVC" --arg path "$2" '{name: $name,
+    clientConfig: {service: {namespace: $ns, name: $svc, path: $path, port: 443}},
+    rules: [{apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["configmaps"]}],
+    objectSelector: {matchLabels: {"trow-kube-e2e": "never"}},
+    failurePolicy: "Ignore", sideEffects: "None", admissionReviewVersions: ["v1"], timeoutSeconds: 5}'
+}
+code=$(kapi POST /apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations "$(jq -cn \
+  --arg name "$WC_VAL" --argjson a "$(wc_hook validate.trow.dev /validate-image)" \
+  --argjson b "$(wc_hook validate-too.trow.dev /validate-image)" \
+  '{apiVersion: "admissionregistration.k8s.io/v1", kind: "ValidatingWebhookConfiguration", metadata: {name: $name}, webhooks: [$a, $b]}')")
+[[ $code == 201 ]] || die "ValidatingWebhookConfiguration $WC_VAL: HTTP $code: $(cat "$W/answer.json")"
+code=$(kapi POST /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations "$(jq -cn \
+  --arg name "$WC_MUT" --argjson a "$(wc_hook mutate.trow.dev /mutate-image)" \
+  '{apiVersion: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration", metadata: {name: $name}, webhooks: [$a]}')")
+[[ $code == 201 ]] || die "MutatingWebhookConfiguration $WC_MUT: HTTP $code: $(cat "$W/answer.json")"
+info "namespace $WC_NS; $WC_VAL (2 webhooks) and $WC_MUT (1) pointing at service $WC_NS/$WC_SVC, no caBundle"
+# Exactly the chart's grants: create Secrets in the namespace (create cannot be limited by name),
+# get/update the one Secret, get/patch the two configurations by name.
+WC_ROLE=$(jq -cn --arg ns "$WC_NS" --arg secret "$WC_SECRET" '{apiVersion: "rbac.authorization.k8s.io/v1",
+  kind: "Role", metadata: {name: "trow-webhook-certs", namespace: $ns}, rules: [
+    {apiGroups: [""], resources: ["secrets"], verbs: ["create"]},
+    {apiGroups: [""], resources: ["secrets"], resourceNames: [$secret], verbs: ["get", "update"]}]}')
+WC_CLUSTERROLE=$(jq -cn --arg val "$WC_VAL" --arg mut "$WC_MUT" '{apiVersion: "rbac.authorization.k8s.io/v1",
+  kind: "ClusterRole", metadata: {name: "trow-webhook-certs"}, rules: [
+    {apiGroups: ["admissionregistration.k8s.io"], resources: ["validatingwebhookconfigurations"],
+     resourceNames: [$val], verbs: ["get", "patch"]},
+    {apiGroups: ["admissionregistration.k8s.io"], resources: ["mutatingwebhookconfigurations"],
+     resourceNames: [$mut], verbs: ["get", "patch"]}]}')
+for obj in \
+  "/api/v1/namespaces/$WC_NS/serviceaccounts|$(jq -cn '{apiVersion: "v1", kind: "ServiceAccount", metadata: {name: "trow-webhook-certs"}}')" \
+  "/apis/rbac.authorization.k8s.io/v1/namespaces/$WC_NS/roles|$WC_ROLE" \
+  "/apis/rbac.authorization.k8s.io/v1/namespaces/$WC_NS/rolebindings|$(jq -cn --arg ns "$WC_NS" '{apiVersion: "rbac.authorization.k8s.io/v1",
+    kind: "RoleBinding", metadata: {name: "trow-webhook-certs"},
+    roleRef: {apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "trow-webhook-certs"},
+    subjects: [{kind: "ServiceAccount", name: "trow-webhook-certs", namespace: $ns}]}')" \
+  "/apis/rbac.authorization.k8s.io/v1/clusterroles|$WC_CLUSTERROLE" \
+  "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings|$(jq -cn --arg ns "$WC_NS" '{apiVersion: "rbac.authorization.k8s.io/v1",
+    kind: "ClusterRoleBinding", metadata: {name: "trow-webhook-certs"},
+    roleRef: {apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "trow-webhook-certs"},
+    subjects: [{kind: "ServiceAccount", name: "trow-webhook-certs", namespace: $ns}]}')"; do
+  code=$(kapi POST "${obj%%|*}" "${obj#*|}")
+  [[ $code == 201 ]] || die "POST ${obj%%|*}: HTTP $code: $(cat "$W/answer.json")"
+done
+info "Role: $(jq -c .rules <<<"$WC_ROLE")"
+info "ClusterRole: $(jq -c .rules <<<"$WC_CLUSTERROLE")"
+code=$(kapi POST "/api/v1/namespaces/$WC_NS/serviceaccounts/trow-webhook-certs/token" \
+  '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":600}}')
+[[ $code == 201 ]] || die "TokenRequest $WC_NS/trow-webhook-certs: HTTP $code: $(cat "$W/answer.json")"
+jq -n --arg server "$KUBE" --arg ca "$P/ca.crt" --arg token "$(jq -r .status.token "$W/answer.json")" '{apiVersion: "v1",
+  kind: "Config", clusters: [{name: "e2e", cluster: {server: $server, "certificate-authority": $ca}}],
+  users: [{name: "hook", user: {token: $token}}],
+  contexts: [{name: "e2e", context: {cluster: "e2e", user: "hook"}}], "current-context": "e2e"}' >"$WC/kubeconfig"
+WC_ARGS=(webhook-certs --namespace "$WC_NS" --secret "$WC_SECRET" --service "$WC_SVC"
+  --validating-webhook "$WC_VAL" --mutating-webhook "$WC_MUT")
+info "KUBECONFIG=<the ServiceAccount's token> trow ${WC_ARGS[*]}"
+# wc_run N: runs the command as the ServiceAccount, output in $WC/run-N.log; its exit status.
+wc_run() {
+  local rc=0
+  KUBECONFIG=$WC/kubeconfig "$TROW_BIN" "${WC_ARGS[@]}" >"$WC/run-$1.log" 2>&1 || rc=$?
+  sed 's/^/    | /' "$WC/run-$1.log"
+  return "$rc"
+}
+# wc_secret N: the Secret's files in $WC/N/ (tls.crt, tls.key, ca.crt), its resourceVersion in
+# $WC/N/rv.
+wc_secret() {
+  mkdir -p "$WC/$1"
+  local code
+  code=$(kapi GET "/api/v1/namespaces/$WC_NS/secrets/$WC_SECRET")
+  [[ $code == 200 ]] || { fail "GET Secret $WC_NS/$WC_SECRET: HTTP $code"; return 1; }
+  jq -r .type "$W/answer.json" >"$WC/$1/type"
+  jq -r .metadata.resourceVersion "$W/answer.json" >"$WC/$1/rv"
+  local k
+  for k in tls.crt tls.key ca.crt; do jq -r --arg k "$k" '.data[$k] // ""' "$W/answer.json" | base64 -d >"$WC/$1/$k"; done
+}
+if wc_run 1; then pass "first run: exit 0 as the ServiceAccount"; else fail "first run: exit $?"; fi
+if grep -q 'PRIVATE KEY' "$WC/run-1.log"; then fail "the output holds a private key"; else pass "no key in the output"; fi
+if wc_secret 1; then
+  if [[ $(cat "$WC/1/type") == kubernetes.io/tls ]]; then pass "Secret type kubernetes.io/tls"; else fail "Secret type $(cat "$WC/1/type")"; fi
+  sans=$(openssl x509 -in "$WC/1/tls.crt" -noout -ext subjectAltName 2>/dev/null | tail -1 | sed 's/^ *//')
+  info "tls.crt: $sans; issuer $(openssl x509 -in "$WC/1/tls.crt" -noout -issuer | sed 's/^issuer=//')"
+  info "tls.crt: $(openssl x509 -in "$WC/1/tls.crt" -noout -enddate), key $(openssl x509 -in "$WC/1/tls.crt" -noout -text | grep -m1 -o 'ASN1 OID: [a-z0-9]*')"
+  want_sans="DNS:$WC_SVC, DNS:$WC_SVC.$WC_NS, DNS:$WC_SVC.$WC_NS.svc, DNS:$WC_SVC.$WC_NS.svc.cluster.local"
+  if [[ $sans == "$want_sans" ]]; then pass "SANs: $sans"; else fail "SANs: $sans, want $want_sans"; fi
+  if [[ $(openssl x509 -in "$WC/1/tls.crt" -noout -issuer | sed 's/^issuer=//') == "$(openssl x509 -in "$WC/1/ca.crt" -noout -subject | sed 's/^subject=//')" ]] &&
+    openssl verify -CAfile "$WC/1/ca.crt" -purpose sslserver "$WC/1/tls.crt" >/dev/null 2>&1; then
+    pass "tls.crt is issued by ca.crt (openssl verify -purpose sslserver: OK)"
+  else
+    fail "tls.crt does not verify against ca.crt: $(openssl verify -CAfile "$WC/1/ca.crt" "$WC/1/tls.crt" 2>&1)"
+  fi
+  if [[ $(openssl x509 -in "$WC/1/tls.crt" -noout -pubkey) == "$(openssl pkey -in "$WC/1/tls.key" -pubout)" ]]; then
+    pass "tls.key is tls.crt's key"
+  else
+    fail "tls.key does not match tls.crt"
+  fi
+  # wc_bundles KIND NAME N: every webhook's caBundle equals $WC/N/ca.crt.
+  wc_bundles() {
+    local code n ok=0 i=0
+    code=$(kapi GET "/apis/admissionregistration.k8s.io/v1/$1/$2")
+    [[ $code == 200 ]] || { fail "GET $1/$2: HTTP $code"; return; }
+    n=$(jq '.webhooks | length' "$W/answer.json")
+    while ((i < n)); do
+      jq -r --argjson i "$i" '.webhooks[$i].clientConfig.caBundle // ""' "$W/answer.json" | base64 -d >"$WC/bundle" 2>/dev/null || true
+      cmp -s "$WC/bundle" "$WC/$3/ca.crt" && ok=$((ok + 1))
+      i=$((i + 1))
+    done
+    if ((n > 0 && ok == n)); then pass "$2: caBundle = ca.crt on all $n webhook(s)"; else fail "$2: caBundle = ca.crt on $ok of $n webhook(s)"; fi
+  }
+  wc_bundles validatingwebhookconfigurations "$WC_VAL" 1
+  wc_bundles mutatingwebhookconfigurations "$WC_MUT" 1
+
+  if wc_run 2; then pass "second run: exit 0"; else fail "second run: exit $?"; fi
+  wc_secret 2 || true
+  if cmp -s "$WC/1/tls.crt" "$WC/2/tls.crt" && cmp -s "$WC/1/ca.crt" "$WC/2/ca.crt" && [[ $(cat "$WC/1/rv") == "$(cat "$WC/2/rv")" ]]; then
+    pass "second run kept the Secret (same certificate, resourceVersion $(cat "$WC/2/rv"))"
+  else
+    fail "second run replaced the Secret"
+  fi
+  if grep -q 'kept' "$WC/run-2.log" && grep -q 'already set' "$WC/run-2.log"; then
+    pass "second run says: kept, caBundle already set"
+  else
+    fail "second run's output: $(tr '\n' ' ' <"$WC/run-2.log")"
+  fi
+
+  # A Secret that lost its CA is replaced (the Role's update), and the new CA patched in.
+  code=$(kapi PATCH "/api/v1/namespaces/$WC_NS/secrets/$WC_SECRET" '{"data":{"ca.crt":null}}' \
+    application/merge-patch+json)
+  [[ $code == 200 ]] || die "PATCH Secret $WC_NS/$WC_SECRET: HTTP $code: $(cat "$W/answer.json")"
+  info "ca.crt removed from the Secret (as e2e-admin)"
+  if wc_run 3; then pass "third run: exit 0"; else fail "third run: exit $?"; fi
+  wc_secret 3 || true
+  if grep -q 'replaced (it has no ca.crt)' "$WC/run-3.log" && ! cmp -s "$WC/1/tls.crt" "$WC/3/tls.crt" &&
+    openssl verify -CAfile "$WC/3/ca.crt" "$WC/3/tls.crt" >/dev/null 2>&1; then
+    pass "third run replaced the Secret: a new CA and certificate"
+  else
+    fail "third run did not replace the Secret with a new CA and certificate"
+  fi
+  wc_bundles validatingwebhookconfigurations "$WC_VAL" 3
+  wc_bundles mutatingwebhookconfigurations "$WC_MUT" 3
+
+  # The webhooks' gateway as the chart runs it (trow gateway --tls), on an address of its own;
+  # curl reaches it by the name the API server uses and trusts only the Secret's CA.
+  WC_IP=127.0.0.105
+  "$TROW_BIN" gateway --bind "$WC_IP:0" --storage http://127.0.0.1:1 \
+    --tls "$WC/3/tls.crt,$WC/3/tls.key" >"$W/trow-webhooks.log" 2>&1 &
+  PIDS+=($!)
+  wait_for trow-webhooks "${PIDS[-1]}" grep -q "on https://$WC_IP:" "$W/trow-webhooks.log"
+  WC_PORT=$(grep -o "https://$WC_IP:[0-9]*" "$W/trow-webhooks.log" | head -1 | sed 's/.*://')
+  WC_HOST=$WC_SVC.$WC_NS.svc
+  got=$(curl -s --noproxy '*' --cacert "$WC/3/ca.crt" --resolve "$WC_HOST:$WC_PORT:$WC_IP" \
+    -o /dev/null -w '%{http_code}' "https://$WC_HOST:$WC_PORT/healthz" || true)
+  if [[ $got == 200 ]]; then
+    pass "trow gateway --tls <the Secret's files>: https://$WC_HOST:$WC_PORT/healthz answers 200 (--cacert ca.crt)"
+  else
+    fail "https://$WC_HOST:$WC_PORT/healthz with --cacert ca.crt: $got"
+  fi
+  rc=0
+  curl -s --noproxy '*' --cacert "$P/ca.crt" --resolve "$WC_HOST:$WC_PORT:$WC_IP" -o /dev/null \
+    "https://$WC_HOST:$WC_PORT/healthz" || rc=$?
+  if ((rc == 60)); then pass "another CA is refused (curl exit 60)"; else fail "with another CA: curl exit $rc, want 60"; fi
+fi
+rc=0
+KUBECONFIG=$W/kubeconfig "$TROW_BIN" webhook-certs --namespace "$WC_NS" --secret "$WC_SECRET" --service "$WC_SVC" \
+  --validating-webhook no-such-config >"$WC/missing.log" 2>&1 || rc=$?
+info "$(cat "$WC/missing.log")"
+if ((rc == 2)) && grep -q 'not found' "$WC/missing.log"; then
+  pass "an unknown configuration: exit 2, not found"
+else
+  fail "an unknown configuration: exit $rc: $(cat "$WC/missing.log")"
+fi
 
 # --- what Trow saw -----------------------------------------------------------------------------
 log "trow's log: $(grep -c . "$W/trow.log") lines, $(grep -ciE '\b(error|panic)' "$W/trow.log" || true) with error/panic"

@@ -3,10 +3,12 @@
 //! same gRPC over in-memory pipes instead of TCP, so both topologies exercise one code path.
 
 pub mod config;
+pub mod containerd;
 pub mod gc;
 pub mod grpc_trust;
 pub mod metrics;
 pub mod telemetry;
+pub mod webhook_certs;
 
 use std::net::SocketAddr;
 use std::path::Path;

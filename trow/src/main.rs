@@ -11,6 +11,10 @@
 //!                                                        the HTTP gateway alone
 //! trow fsck --data-dir DIR                               check a store, read-only
 //! trow gc --storage URL [--dry-run]                      collect garbage in a running store
+//! trow containerd-config --mirror-url URL [--registry HOST]... [--out-dir DIR [--wait]]
+//!                                                        a node's containerd hosts.toml files
+//! trow webhook-certs --namespace NS --secret NAME --service SVC [--validating-webhook NAME]
+//!                    [--mutating-webhook NAME]           the webhooks' TLS Secret and caBundle
 //! ```
 //!
 //! The default mode and `trow gateway` also take the HTTP server's limits: `--max-connections`,
@@ -57,6 +61,12 @@ enum Command {
     /// Collect garbage now, in a running storage service: delete the manifests, links and blobs
     /// no tag, manifest or referrer reaches. Exit status: 0 done, 2 could not run.
     Gc(GcArgs),
+    /// Print (or write under --out-dir) the containerd hosts.toml files that make a node pull
+    /// through Trow as a mirror. Exit status: 0 done, 2 bad input or cannot write.
+    ContainerdConfig(trow::containerd::ContainerdConfigArgs),
+    /// Make sure a Secret holds a CA and a serving certificate for the webhooks' Service, and
+    /// that the webhook configurations carry that CA as caBundle. Exit status: 0 done, 2 failed.
+    WebhookCerts(trow::webhook_certs::WebhookCertsArgs),
 }
 
 /// The one-process default.
@@ -532,7 +542,12 @@ fn service_name(cli: &Cli) -> Option<&'static str> {
         Some(Command::Proxy(_)) => Some("trow-proxy"),
         Some(Command::Admission(_)) => Some("trow-admission"),
         Some(Command::Gateway(_)) => Some("trow-gateway"),
-        Some(Command::Fsck(_) | Command::Gc(_)) => None,
+        Some(
+            Command::Fsck(_)
+            | Command::Gc(_)
+            | Command::ContainerdConfig(_)
+            | Command::WebhookCerts(_),
+        ) => None,
     }
 }
 
@@ -619,6 +634,8 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
             .await
         }
         Some(Command::Fsck(a)) => std::process::exit(fsck(a).await),
+        Some(Command::ContainerdConfig(a)) => std::process::exit(trow::containerd::run(a).await),
+        Some(Command::WebhookCerts(a)) => std::process::exit(trow::webhook_certs::run(a).await),
         Some(Command::Gc(a)) => {
             let mut out = std::io::stdout();
             let trust = a.grpc_trust.load()?;

@@ -1,0 +1,337 @@
+//! `trow webhook-certs`: the admission webhooks' TLS without cert-manager. The API server calls
+//! webhooks only over HTTPS and trusts only the `caBundle` each webhook carries, so something must
+//! make a CA and a serving certificate for the webhooks' Service, store them where the webhook
+//! gateway mounts them, and put the CA into both webhook configurations. The chart runs this as a
+//! post-install/post-upgrade hook Job.
+//!
+//! Idempotent by design: a Secret that already holds a CA and a serving certificate it signed for
+//! the Service's names, with at least [`MIN_LEFT`] to go, is kept (so an upgrade does not rotate
+//! the certificate under running pods); otherwise a new CA and certificate replace it. Either way
+//! every webhook's `caBundle` is then set to the Secret's CA, which repairs a configuration that
+//! a `helm upgrade` re-rendered without it.
+
+pub mod bundle;
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+
+pub use bundle::{
+    Bundle, CA_KEY, CERT_KEY, KEY_KEY, MIN_LEFT, SECRET_TYPE, Service, Verdict, issue, judge,
+};
+
+/// Why the command could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookCertsError {
+    #[error("invalid {what} {name:?}: {rule}")]
+    Name {
+        what: &'static str,
+        name: String,
+        rule: &'static str,
+    },
+    #[error("--days must be at least 31 (a certificate is kept only while 30 days are left)")]
+    Days,
+    #[error("no Kubernetes API to talk to (in-cluster service account, or KUBECONFIG): {0}")]
+    Client(String),
+    #[error("{kind} {name} not found: create it first (the chart renders it) or drop the flag")]
+    NotFound { kind: &'static str, name: String },
+    #[error(
+        "Secret {namespace}/{name} exists with type {found:?}, not {SECRET_TYPE}: a Secret's type \
+         cannot change; delete it or name another one"
+    )]
+    SecretType {
+        namespace: String,
+        name: String,
+        found: String,
+    },
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot make the certificates: {0}")]
+    Cert(#[from] rcgen::Error),
+}
+
+/// `trow webhook-certs`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct WebhookCertsArgs {
+    /// The namespace of the Secret and the Service.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: String,
+    /// The kubernetes.io/tls Secret to keep the CA, certificate and key in (tls.crt, tls.key,
+    /// ca.crt).
+    #[arg(long)]
+    pub secret: String,
+    /// The Service the webhooks are called at: the certificate names SVC, SVC.NS, SVC.NS.svc
+    /// and SVC.NS.svc.cluster.local.
+    #[arg(long)]
+    pub service: String,
+    /// A ValidatingWebhookConfiguration whose every webhook gets the CA as caBundle.
+    #[arg(long)]
+    pub validating_webhook: Option<String>,
+    /// A MutatingWebhookConfiguration whose every webhook gets the CA as caBundle.
+    #[arg(long)]
+    pub mutating_webhook: Option<String>,
+    /// How long new certificates are valid, in days.
+    #[arg(long, default_value_t = 3650)]
+    pub days: u32,
+}
+
+/// A DNS-1123 label (namespaces, Services) when `subdomain` is false, else a DNS-1123
+/// subdomain (Secrets, webhook configurations).
+fn check_name(what: &'static str, name: &str, subdomain: bool) -> Result<(), WebhookCertsError> {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let ok = if subdomain {
+        name.len() <= 253 && name.split('.').all(label)
+    } else {
+        label(name)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(WebhookCertsError::Name {
+            what,
+            name: name.to_string(),
+            rule: if subdomain {
+                "lowercase letters, digits, '-' and '.', at most 253"
+            } else {
+                "lowercase letters, digits and '-', at most 63"
+            },
+        })
+    }
+}
+
+fn api(what: String) -> impl FnOnce(kube::Error) -> WebhookCertsError {
+    move |source| WebhookCertsError::Api { what, source }
+}
+
+/// Makes sure the Secret holds a good bundle and both configurations carry its CA; prints what
+/// it did (never the key).
+pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
+    check_name("namespace", &a.namespace, false)?;
+    check_name("service", &a.service, false)?;
+    check_name("secret", &a.secret, true)?;
+    for name in [&a.validating_webhook, &a.mutating_webhook]
+        .into_iter()
+        .flatten()
+    {
+        check_name("webhook configuration", name, true)?;
+    }
+    if a.days <= 30 {
+        return Err(WebhookCertsError::Days);
+    }
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| WebhookCertsError::Client(e.to_string()))?;
+    let (ns, name) = (&a.namespace, &a.secret);
+    let names = Service {
+        namespace: ns.clone(),
+        name: a.service.clone(),
+    }
+    .dns_names();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let existing = secrets
+        .get_opt(name)
+        .await
+        .map_err(api(format!("reading Secret {ns}/{name}")))?;
+    let now = SystemTime::now();
+    let bundle = match existing {
+        Some(mut s) => {
+            let found = s.type_.clone().unwrap_or_else(|| "Opaque".into());
+            let verdict = match Bundle::from_secret(&s) {
+                Ok(b) => (judge(&b, &names, now, MIN_LEFT), Some(b)),
+                Err(why) => (Verdict::Renew(why), None),
+            };
+            match verdict {
+                (Verdict::Keep, Some(b)) => {
+                    println!("Secret {ns}/{name}: kept (valid for {names:?} over 30 more days)");
+                    b
+                }
+                (why, _) => {
+                    if found != SECRET_TYPE {
+                        return Err(WebhookCertsError::SecretType {
+                            namespace: ns.clone(),
+                            name: name.clone(),
+                            found,
+                        });
+                    }
+                    let why = match why {
+                        Verdict::Renew(w) => w,
+                        Verdict::Keep => String::new(),
+                    };
+                    let b = issue(&names, a.days, now)?;
+                    // The object as read (labels, annotations, resourceVersion: a concurrent
+                    // writer makes this fail rather than be overwritten), with new data.
+                    s.data = Some(b.data());
+                    s.string_data = None;
+                    secrets
+                        .replace(name, &PostParams::default(), &s)
+                        .await
+                        .map_err(api(format!("updating Secret {ns}/{name}")))?;
+                    println!("Secret {ns}/{name}: replaced ({why})");
+                    b
+                }
+            }
+        }
+        None => {
+            let b = issue(&names, a.days, now)?;
+            let s = Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.clone()),
+                    annotations: Some(BTreeMap::from([(
+                        "trow.dev/generated-by".to_string(),
+                        "trow webhook-certs".to_string(),
+                    )])),
+                    ..Default::default()
+                },
+                type_: Some(SECRET_TYPE.into()),
+                data: Some(b.data()),
+                ..Default::default()
+            };
+            secrets
+                .create(&PostParams::default(), &s)
+                .await
+                .map_err(api(format!("creating Secret {ns}/{name}")))?;
+            println!("Secret {ns}/{name}: created for {names:?}");
+            b
+        }
+    };
+    let ca = ByteString(bundle.ca_pem.into_bytes());
+    if let Some(n) = &a.validating_webhook {
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        patch_ca(&api, "ValidatingWebhookConfiguration", n, &ca, |c| {
+            c.webhooks
+                .iter()
+                .flatten()
+                .map(|w| (w.name.clone(), w.client_config.ca_bundle.clone()))
+                .collect()
+        })
+        .await?;
+    }
+    if let Some(n) = &a.mutating_webhook {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+        patch_ca(&api, "MutatingWebhookConfiguration", n, &ca, |c| {
+            c.webhooks
+                .iter()
+                .flatten()
+                .map(|w| (w.name.clone(), w.client_config.ca_bundle.clone()))
+                .collect()
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Sets `caBundle` of every webhook in configuration `name` to `ca`, by a strategic merge patch
+/// keyed by webhook name (so nothing else in the configuration is rewritten); no patch when
+/// every one already has it.
+async fn patch_ca<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    name: &str,
+    ca: &ByteString,
+    webhooks: impl Fn(&K) -> Vec<(String, Option<ByteString>)>,
+) -> Result<(), WebhookCertsError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let config = api
+        .get_opt(name)
+        .await
+        .map_err(api_err(kind, name, "reading"))?
+        .ok_or_else(|| WebhookCertsError::NotFound {
+            kind,
+            name: name.to_string(),
+        })?;
+    let hooks = webhooks(&config);
+    if hooks.is_empty() {
+        println!("{kind} {name}: has no webhooks, nothing to patch");
+        return Ok(());
+    }
+    if hooks.iter().all(|(_, b)| b.as_ref() == Some(ca)) {
+        println!(
+            "{kind} {name}: caBundle already set on {} webhook(s)",
+            hooks.len()
+        );
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "webhooks": hooks
+            .iter()
+            .map(|(n, _)| serde_json::json!({"name": n, "clientConfig": {"caBundle": ca}}))
+            .collect::<Vec<_>>(),
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .map_err(api_err(kind, name, "patching"))?;
+    println!("{kind} {name}: caBundle set on {} webhook(s)", hooks.len());
+    Ok(())
+}
+
+fn api_err(
+    kind: &'static str,
+    name: &str,
+    doing: &'static str,
+) -> impl FnOnce(kube::Error) -> WebhookCertsError {
+    api(format!("{doing} {kind} {name}"))
+}
+
+impl WebhookCertsError {
+    /// Another writer got there first (two hook Jobs, or someone editing the object between
+    /// our read and write): starting over reads what it wrote.
+    fn is_race(&self) -> bool {
+        matches!(self, WebhookCertsError::Api { source: kube::Error::Api(s), .. }
+            if s.is_conflict() || s.is_already_exists())
+    }
+}
+
+/// Runs `trow webhook-certs`; returns the exit status (2: could not do it). Lost races are
+/// retried from the start (the command is idempotent) a few times.
+pub async fn run(a: WebhookCertsArgs) -> i32 {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match apply(&a).await {
+            Ok(()) => return 0,
+            Err(e) if e.is_race() && tries < 3 => {
+                eprintln!("trow webhook-certs: {e}; starting over");
+            }
+            Err(e) => {
+                eprintln!("trow webhook-certs: {e}");
+                return 2;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("service", "trow-webhooks", false).is_ok());
+        assert!(check_name("secret", "trow.webhook-tls", true).is_ok());
+        for bad in ["", "Trow", "a_b", "-a", "a/b", "../x"] {
+            assert!(check_name("service", bad, false).is_err(), "{bad:?}");
+        }
+        assert!(check_name("namespace", "a.b", false).is_err());
+    }
+}
