@@ -45,6 +45,7 @@ fn every_value_set_validates_against_the_api_schemas_and_holds_together() {
         check_mounts_and_files(&r);
         check_services_select_pods(&r);
         check_config_parses(&r);
+        check_trow_accepts_args(&r);
         summary.push(format!("{set}: {n} objects"));
     }
     println!("validated (kubernetes-validate --strict, 1.35 and 1.37): {summary:?}");
@@ -236,5 +237,35 @@ fn check_config_parses(r: &Rendered) {
     );
     if let Err(e) = trow::config::FileConfig::parse(&local) {
         panic!("{}: config.yaml does not parse: {e}\n{text}", r.set);
+    }
+}
+
+/// Every Trow service container's args (flags and values) are accepted by the `trow` binary's
+/// own parser: run with `--help` appended, which clap answers only once every earlier flag and
+/// value parsed, so a flag a mode lacks or a bad address fails here, before any cluster sees it.
+/// The hook Job's `webhook-certs` and the DaemonSet's `containerd-config` are left out: those
+/// subcommands are not in this branch's binary yet.
+fn check_trow_accepts_args(r: &Rendered) {
+    let bin = trow_tests::trow_bin();
+    for (w, pod) in r.workloads() {
+        if matches!(w["kind"].as_str(), Some("Job" | "DaemonSet")) {
+            continue;
+        }
+        for c in pod["containers"].as_sequence().unwrap() {
+            let a = args(pod, c["name"].as_str().unwrap());
+            let out = std::process::Command::new(&bin)
+                .args(&a)
+                .arg("--help")
+                .output()
+                .expect("run trow");
+            assert!(
+                out.status.success(),
+                "{}: {} container {:?}: trow refuses its args {a:?}:\n{}",
+                r.set,
+                w["metadata"]["name"].as_str().unwrap(),
+                c["name"],
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }

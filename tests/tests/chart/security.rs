@@ -172,12 +172,15 @@ fn credentials_live_in_secrets_mounted_as_files() {
         flag(&gw, "--token-key-file"),
         Some("/etc/trow/token-key/key")
     );
-    assert_eq!(
-        flags(&gw, "--gc-grace"),
-        ["2h"],
-        "trow.extraArgs are appended"
+    // Each component's extraArgs reach that component only, at the end.
+    assert_eq!(gw[gw.len() - 2..], ["--token-lifetime", "10m"]);
+    let st = args(
+        &r.get("StatefulSet", "trow-storage")["spec"]["template"]["spec"],
+        "trow",
     );
-    assert_eq!(gw.last().map(String::as_str), Some("2h"));
+    assert_eq!(st[st.len() - 2..], ["--gc-grace", "2h"]);
+    assert!(flags(&st, "--token-lifetime").is_empty());
+    assert!(flags(&gw, "--gc-grace").is_empty());
     let svc = r.get("Service", "trow");
     assert_eq!(svc["spec"]["type"], "NodePort");
     assert_eq!(svc["spec"]["ports"][0]["nodePort"], 31000);
