@@ -213,6 +213,33 @@ fn credentials_live_in_secrets_mounted_as_files() {
     assert_eq!(volume(pod, "auth")["secret"]["secretName"], "my-trow-users");
     assert!(s.find("Secret", "trow-auth").is_none());
 
+    // Kubernetes tokens as passwords: the pods get their token, the account TokenReviews.
+    let k = render_as(
+        "auth",
+        "trow",
+        "trow",
+        &["--set", "trow.authorization.kubernetes.token_review=true"],
+    );
+    let crb = k.get("ClusterRoleBinding", "trow-trow-auth-delegator");
+    assert_eq!(crb["roleRef"]["name"], "system:auth-delegator");
+    assert_eq!(crb["subjects"][0]["name"], "trow");
+    let pod = &k.get("Deployment", "trow-gateway")["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "trow");
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    let cm = k.get("ConfigMap", "trow-config")["data"]["config.yaml"]
+        .as_str()
+        .unwrap();
+    assert!(cm.contains("token_review: true"), "{cm}");
+    assert!(
+        r.find("ClusterRoleBinding", "trow-trow-auth-delegator")
+            .is_none()
+    );
+    assert_eq!(
+        r.get("Deployment", "trow-gateway")["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false,
+        "no token in Trow's pods unless it reviews Kubernetes tokens"
+    );
+
     // Rules without users would stop Trow at start-up: the chart says so first.
     let err = try_template(
         "trow",
