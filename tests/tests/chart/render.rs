@@ -43,9 +43,10 @@ pub fn values_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/chart/{name}.yaml"))
 }
 
-/// The value sets every test renders: a name, and its values file (None: the chart's defaults).
-pub const VALUE_SETS: [&str; 12] = [
+/// The value sets: each names a values file in tests/tests/chart/ ("default": none).
+pub const VALUE_SETS: [&str; 13] = [
     "default",
+    "webhooks-off",
     "single",
     "hpa-off",
     "webhooks-patch",

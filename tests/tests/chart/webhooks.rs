@@ -306,3 +306,26 @@ fn webhook_tls_comes_from_the_hook_job_cert_manager_or_an_existing_secret() {
     .unwrap_err();
     assert!(err.contains("caBundle"), "{err}");
 }
+
+#[test]
+fn webhooks_off_render_nothing_of_theirs() {
+    let r = render("webhooks-off");
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "Job",
+        "Certificate",
+        "Issuer",
+    ] {
+        assert!(r.of_kind(kind).is_empty(), "{kind}: {:?}", r.names());
+    }
+    assert!(r.find("Deployment", "trow-webhooks").is_none());
+    assert!(r.find("Service", "trow-webhooks").is_none());
+    let cm = r.get("ConfigMap", "trow-config")["data"]["config.yaml"]
+        .as_str()
+        .unwrap();
+    assert!(
+        !cm.contains("image_validation") && !cm.contains("image_mutation"),
+        "{cm}"
+    );
+}
