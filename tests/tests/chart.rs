@@ -46,6 +46,7 @@ fn every_value_set_validates_against_the_api_schemas_and_holds_together() {
         check_services_select_pods(&r);
         check_config_parses(&r);
         check_trow_accepts_args(&r);
+        check_references(&r);
         summary.push(format!("{set}: {n} objects"));
     }
     println!("validated (kubernetes-validate --strict, 1.35 and 1.37): {summary:?}");
@@ -265,6 +266,79 @@ fn check_trow_accepts_args(r: &Rendered) {
                 w["metadata"]["name"].as_str().unwrap(),
                 c["name"],
                 String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Secrets given by name in the value sets, which the chart must not render itself.
+const EXISTING_SECRETS: [&str; 3] = ["my-webhook-tls", "trow-grpc-mine", "my-trow-users"];
+
+/// Every Secret, ConfigMap and ServiceAccount a pod refers to exists once the chart is installed:
+/// rendered by the chart, written by one of its cert-manager Certificates or by its certificate
+/// hook Job, or named in the values as existing. Catches a name that drifted between the object
+/// and its users.
+fn check_references(r: &Rendered) {
+    let mut secrets: BTreeSet<String> = r
+        .of_kind("Secret")
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for c in r.of_kind("Certificate") {
+        secrets.insert(c["spec"]["secretName"].as_str().unwrap().to_string());
+    }
+    for (w, pod) in r.workloads() {
+        if w["kind"] == "Job" {
+            let a = args(pod, "webhook-certs");
+            secrets.insert(render::flag(&a, "--secret").unwrap().to_string());
+        }
+    }
+    for given in EXISTING_SECRETS {
+        assert!(
+            r.find("Secret", given).is_none(),
+            "{}: the chart renders {given}, which the values say exists",
+            r.set
+        );
+    }
+    let names = |kind: &str| -> BTreeSet<String> {
+        r.of_kind(kind)
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let config_maps = names("ConfigMap");
+    let accounts = names("ServiceAccount");
+    for (w, pod) in r.workloads() {
+        let at = format!("{}: {}", r.set, w["metadata"]["name"].as_str().unwrap());
+        let mut wanted = Vec::new();
+        for v in pod["volumes"].as_sequence().into_iter().flatten() {
+            if let Some(s) = v["secret"]["secretName"].as_str() {
+                wanted.push(s);
+            }
+            if let Some(c) = v["configMap"]["name"].as_str() {
+                assert!(
+                    config_maps.contains(c),
+                    "{at}: ConfigMap {c} is not rendered"
+                );
+            }
+        }
+        for c in pod["containers"].as_sequence().unwrap() {
+            for e in c["env"].as_sequence().into_iter().flatten() {
+                if let Some(s) = e["valueFrom"]["secretKeyRef"]["name"].as_str() {
+                    wanted.push(s);
+                }
+            }
+        }
+        for s in wanted {
+            assert!(
+                secrets.contains(s) || EXISTING_SECRETS.contains(&s),
+                "{at}: Secret {s} is neither rendered, nor made by a Certificate or the hook Job, nor given"
+            );
+        }
+        if let Some(sa) = pod["serviceAccountName"].as_str() {
+            assert!(
+                accounts.contains(sa),
+                "{at}: ServiceAccount {sa} is not rendered"
             );
         }
     }
