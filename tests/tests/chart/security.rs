@@ -353,6 +353,26 @@ fn the_schema_refuses_typos_and_bad_values() {
             "trow.mutationWebhook.timeoutSeconds=31",
         ),
         ("a bad service type", "service.type=Ingress"),
+        (
+            "a typo in a proxied registry",
+            "trow.proxyRegistries.config.registries[0].host=a.example,trow.proxyRegistries.config.registries[0].pasword=x",
+        ),
+        (
+            "a proxied registry without host",
+            "trow.proxyRegistries.config.registries[0].username=u",
+        ),
+        (
+            "a typo in the validation policy",
+            "trow.validationWebhook.config.defualt=Deny",
+        ),
+        (
+            "a bad validation default",
+            "trow.validationWebhook.config.default=Maybe",
+        ),
+        (
+            "a typo in the mutation config",
+            "trow.mutationWebhook.config.prewarm_concurency=2",
+        ),
     ] {
         let a = vec!["--set".to_string(), set.to_string()];
         let (ok, out) = lint(&a);
