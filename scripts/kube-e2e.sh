@@ -50,7 +50,7 @@
 #      group; a ClusterRole's `pull` on repositories.trow.dev/team/rbac lets it read that one
 #      repository; refusals are 403, a forged token 401; the token never reaches the log.
 #   7. the helm chart (deploy/helm/trow), rendered by helm (defaults; split and single with both
-#      webhooks), is accepted whole by `kubectl apply --server-side --dry-run=server`
+#      webhooks; existing Secrets, node set-up, ingress), is accepted whole by `kubectl apply --server-side --dry-run=server`
 #      (check_chart; helm and kubectl from scripts/k8s-tools.sh).
 
 set -euo pipefail
@@ -510,7 +510,8 @@ if grep -qF "${SA_TOKEN##*.}" "$W/trow-auth.log"; then fail "the service-account
 
 # --- the helm chart, applied with server-side dry run ------------------------------------------
 # check_chart: renders deploy/helm/trow (the defaults; split with both webhooks; single with both
-# webhooks, users and registry credentials) with helm and applies each rendering to this API
+# webhooks, users and registry credentials; split with TLS from existing Secrets, the node set-up
+# and an ingress) with helm and applies each rendering to this API
 # server with `kubectl apply --server-side --dry-run=server` (strict field validation, defaulting,
 # admission, nothing stored) in namespace trow, which the webhooks registered above exempt. Every
 # object must be accepted. cert-manager's CRDs are not installed here, so the value sets use the
@@ -543,7 +544,7 @@ check_chart() {
   local hooks=(--set trow.validationWebhook.enabled=true --set trow.validationWebhook.config.default=Allow
     --set trow.mutationWebhook.enabled=true)
   local name args out rendered applied kinds
-  for name in default split-webhooks single-webhooks-auth; do
+  for name in default split-webhooks single-webhooks-auth split-secrets-nodes; do
     case $name in
       default) args=() ;;
       split-webhooks) args=("${hooks[@]}") ;;
@@ -552,6 +553,13 @@ check_chart() {
           --set 'trow.proxyRegistries.config.registries[0].host=registry-1.docker.io'
           --set 'trow.proxyRegistries.config.registries[0].username=robot'
           --set 'trow.proxyRegistries.config.registries[0].password=secret')
+        ;;
+      split-secrets-nodes)
+        # TLS from existing Secrets (webhooks and mutual TLS), the node set-up and an ingress.
+        args=("${hooks[@]}" --set webhooks.tls.existingSecretRef=webhook-tls
+          --set "webhooks.tls.caBundle=$CA_B64" --set grpcTls.enabled=true
+          --set grpcTls.existingSecret=grpc-tls --set nodeSetup.enabled=true
+          --set 'nodeSetup.registries={docker.io,quay.io}' --set ingress.enabled=true)
         ;;
     esac
     out=$W/chart-$name.yaml
