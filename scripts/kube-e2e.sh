@@ -56,6 +56,9 @@
 #      Secret lost its ca.crt, replaces it and patches the new CA in; a `trow gateway --tls`
 #      serving the Secret's files on 127.0.0.105 is trusted through the Service's name with the
 #      CA (and not with another); an unknown configuration is exit status 2, "not found".
+#   8. the helm chart (deploy/helm/trow), rendered by helm (defaults; split and single with both
+#      webhooks; existing Secrets, node set-up, ingress), is accepted whole by `kubectl apply --server-side --dry-run=server`
+#      (check_chart; helm and kubectl from scripts/k8s-tools.sh).
 
 set -euo pipefail
 
@@ -694,6 +697,83 @@ if ((rc == 2)) && grep -q 'not found' "$WC/missing.log"; then
 else
   fail "an unknown configuration: exit $rc: $(cat "$WC/missing.log")"
 fi
+# --- the helm chart, applied with server-side dry run ------------------------------------------
+# check_chart: renders deploy/helm/trow (the defaults; split with both webhooks; single with both
+# webhooks, users and registry credentials; split with TLS from existing Secrets, the node set-up
+# and an ingress) with helm and applies each rendering to this API
+# server with `kubectl apply --server-side --dry-run=server` (strict field validation, defaulting,
+# admission, nothing stored) in namespace trow, which the webhooks registered above exempt. Every
+# object must be accepted. cert-manager's CRDs are not installed here, so the value sets use the
+# chart's hook Job for the webhooks' TLS. helm and kubectl come from scripts/k8s-tools.sh (on PATH,
+# or from its cache).
+check_chart() {
+  log "8. the helm chart: kubectl apply --server-side --dry-run=server of its renderings"
+  if ! command -v helm >/dev/null || ! command -v kubectl >/dev/null; then
+    local k8s_env
+    if k8s_env=$("$SCRIPT_DIR/k8s-tools.sh" --env 2>"$W/k8s-tools.log"); then
+      eval "$k8s_env"
+    else
+      fail "helm and kubectl missing and scripts/k8s-tools.sh failed: $(tail -n 3 "$W/k8s-tools.log")"
+      return
+    fi
+  fi
+  info "helm $(helm version --short), kubectl $(kubectl version --client 2>/dev/null | head -1)"
+  local kc=$W/chart-kubeconfig
+  jq -n --arg server "$KUBE" --arg ca "$P/ca.crt" --arg token "$TOKEN" '{apiVersion: "v1", kind: "Config",
+    clusters: [{name: "e2e", cluster: {server: $server, "certificate-authority": $ca}}],
+    users: [{name: "admin", user: {token: $token}}],
+    contexts: [{name: "e2e", context: {cluster: "e2e", user: "admin", namespace: "trow"}}],
+    "current-context": "e2e"}' >"$kc"
+  local code
+  code=$(kapi POST /api/v1/namespaces '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"trow"}}')
+  if [[ $code != 201 ]]; then
+    fail "namespace trow: HTTP $code: $(cat "$W/answer.json")"
+    return
+  fi
+  local hooks=(--set trow.validationWebhook.enabled=true --set trow.validationWebhook.config.default=Allow
+    --set trow.mutationWebhook.enabled=true)
+  local name args out rendered applied kinds
+  for name in default split-webhooks single-webhooks-auth split-secrets-nodes; do
+    case $name in
+      default) args=() ;;
+      split-webhooks) args=("${hooks[@]}") ;;
+      single-webhooks-auth)
+        args=(--set mode=single "${hooks[@]}" --set trow.user=admin --set trow.password=pw
+          --set 'trow.proxyRegistries.config.registries[0].host=registry-1.docker.io'
+          --set 'trow.proxyRegistries.config.registries[0].username=robot'
+          --set 'trow.proxyRegistries.config.registries[0].password=secret')
+        ;;
+      split-secrets-nodes)
+        # TLS from existing Secrets (webhooks and mutual TLS), the node set-up and an ingress.
+        args=("${hooks[@]}" --set webhooks.tls.existingSecretRef=webhook-tls
+          --set "webhooks.tls.caBundle=$CA_B64" --set grpcTls.enabled=true
+          --set grpcTls.existingSecret=grpc-tls --set nodeSetup.enabled=true
+          --set 'nodeSetup.registries={docker.io,quay.io}' --set ingress.enabled=true)
+        ;;
+    esac
+    out=$W/chart-$name.yaml
+    if ! HOME=$W helm template trow "$REPO_ROOT/deploy/helm/trow" --namespace trow "${args[@]}" >"$out" 2>"$W/chart-$name.err"; then
+      fail "helm template ($name): $(cat "$W/chart-$name.err")"
+      continue
+    fi
+    rendered=$(grep -c '^kind: ' "$out")
+    kinds=$(grep '^kind: ' "$out" | sort | uniq -c | awk '{printf "%s%s %s", sep, $1, $3; sep=", "}')
+    if ! kubectl --kubeconfig "$kc" apply --server-side --dry-run=server --field-manager trow-chart-check \
+      -f "$out" >"$W/chart-$name.out" 2>&1; then
+      fail "chart ($name): the API server refused: $(grep -v 'serverside-applied' "$W/chart-$name.out" | head -n 5)"
+      continue
+    fi
+    applied=$(grep -c 'serverside-applied (server dry run)' "$W/chart-$name.out" || true)
+    info "$name: $rendered objects rendered ($kinds)"
+    sed 's/^/    | /' "$W/chart-$name.out"
+    if [[ $applied == "$rendered" ]]; then
+      pass "chart ($name): all $applied objects accepted by kube-apiserver $KUBE_VERSION (server-side dry run)"
+    else
+      fail "chart ($name): $applied of $rendered objects accepted"
+    fi
+  done
+}
+check_chart
 
 # --- what Trow saw -----------------------------------------------------------------------------
 log "trow's log: $(grep -c . "$W/trow.log") lines, $(grep -ciE '\b(error|panic)' "$W/trow.log" || true) with error/panic"

