@@ -244,14 +244,10 @@ fn check_config_parses(r: &Rendered) {
 /// Every Trow service container's args (flags and values) are accepted by the `trow` binary's
 /// own parser: run with `--help` appended, which clap answers only once every earlier flag and
 /// value parsed, so a flag a mode lacks or a bad address fails here, before any cluster sees it.
-/// The hook Job's `webhook-certs` and the DaemonSet's `containerd-config` are left out: those
-/// subcommands are not in this branch's binary yet.
+/// The hook Job's `webhook-certs` and the DaemonSet's `containerd-config` included.
 fn check_trow_accepts_args(r: &Rendered) {
     let bin = trow_tests::trow_bin();
     for (w, pod) in r.workloads() {
-        if matches!(w["kind"].as_str(), Some("Job" | "DaemonSet")) {
-            continue;
-        }
         for c in pod["containers"].as_sequence().unwrap() {
             let a = args(pod, c["name"].as_str().unwrap());
             let out = std::process::Command::new(&bin)
