@@ -8,6 +8,8 @@
 //! so a chart change that would silently stop being exercised fails loudly instead.
 
 pub mod cluster;
+pub mod pod;
+pub mod substitute;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

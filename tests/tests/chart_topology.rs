@@ -322,7 +322,8 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
     );
     let ready = c.wait_ready(Duration::from_secs(60)).await;
     eprintln!("all {} pods ready after {ready:?}", c.pods.len());
-    lap("start and readiness", &mut timings);
+    c.assert_live().await;
+    lap("start, readiness and liveness", &mut timings);
     for p in &c.pods {
         eprintln!("pod {} on {}: {}", p.name, p.ip, p.argv.join(" "));
         for (what, from, to) in &p.substitutions {
@@ -543,7 +544,8 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
     );
     lap("pulls after the endpoints dropped", &mut timings);
 
-    // Every pod stops; the store is consistent.
+    // The survivors are healthy; every pod stops; the store is consistent.
+    c.assert_live().await;
     c.terminate_all();
     // The data dir the storage pod was given (its volume, substituted).
     let argv = &c.pods_of("storage")[0].argv;
