@@ -226,6 +226,15 @@ fn patched_images(answer: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The value after `flag` in a command line.
+fn flag_value<'a>(argv: &'a [String], flag: &str) -> &'a str {
+    let i = argv
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("no {flag} in {argv:?}"));
+    &argv[i + 1]
+}
+
 /// The gateway's last log line listing its proxy replicas (proxy_pool.rs logs each change).
 fn last_replicas_line(log: &str) -> String {
     log.lines()
@@ -331,11 +340,16 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
         }
     }
 
-    // Each gateway resolved the headless proxy Service to all three pods.
+    // Each gateway resolved the headless proxy Service its `--proxy` names to all three pods.
+    let proxy_port = flag_value(&c.pods_of("gateway")[0].argv, "--proxy")
+        .rsplit_once(':')
+        .expect("a proxy URL with a port")
+        .1
+        .to_string();
     let proxy_urls: Vec<String> = c
         .pods_of("proxy")
         .iter()
-        .map(|p| format!("http://{}:7001", p.ip))
+        .map(|p| format!("http://{}:{proxy_port}", p.ip))
         .collect();
     for g in c.pods_of("gateway") {
         let line = last_replicas_line(&g.log_text());
@@ -344,11 +358,23 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
         }
     }
 
-    let gw: Vec<String> = c
-        .pods_of("gateway")
+    // Every pod serves metrics where `--metrics-listen` put it.
+    for p in &c.pods {
+        let addr = flag_value(&p.argv, "--metrics-listen");
+        let (status, _) = get(&format!("http://{addr}/metrics"), "", None).await;
+        assert_eq!(status, 200, "{}: metrics on {addr}", p.name);
+    }
+
+    // Clients reach the gateways through the Service `trow` (its first port): at each gateway
+    // pod's port it forwards to.
+    let gw_svc = c.rendered.must("Service", "trow");
+    let gw_svc_port = gw_svc["spec"]["ports"][0]["port"].as_u64().expect("a port") as u16;
+    let gw_pods = c.target_ports("trow", gw_svc_port);
+    let gw: Vec<String> = gw_pods
         .iter()
-        .map(|p| format!("{}:8000", p.ip))
+        .map(|(pod, port)| format!("{}:{port}", c.pods[c.index(pod)].ip))
         .collect();
+    assert_eq!(gw.len(), 2, "{gw:?}");
     let base = |i: usize| format!("http://{}", gw[i]);
 
     // Push through gateway 0, pull through gateway 1.
@@ -473,10 +499,14 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
     // A proxy and a gateway die. The dead proxy stays in the headless Service's name for now
     // (the endpoint controller lags): the surviving gateway must pass over it.
     let dead_proxy = c.pods_of("proxy")[0].name.clone();
-    let dead_gw = c.pods_of("gateway")[1].name.clone();
+    let dead_gw = gw_pods[1].0.clone();
     c.kill9(&dead_proxy);
     c.kill9(&dead_gw);
     let killed = Instant::now();
+    assert!(
+        std::net::TcpStream::connect(&gw[1]).is_err(),
+        "the killed gateway still accepts connections"
+    );
     // `late` was never pulled: a live proxy must fetch it. Several pulls, so the round robin
     // comes to the dead replica's turn more than once.
     let mut first_ok = None;
@@ -535,7 +565,7 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
     let line = last_replicas_line(&log);
     let dead_ip = c.pods[c.index(&dead_proxy)].ip.clone();
     assert!(
-        !line.contains(&format!("http://{dead_ip}:7001")) && line.contains("7001"),
+        !line.contains(&format!("http://{dead_ip}:{proxy_port}")) && line.contains(&proxy_port),
         "the gateway still lists the dead proxy once its name no longer does: {line:?}"
     );
     assert!(
