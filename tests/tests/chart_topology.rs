@@ -10,7 +10,11 @@
 //! pulled through the surviving gateway, which must pass over the dead proxy; finally every pod
 //! stopped and the storage volume checked with `trow fsck`.
 //!
-//! Loopback addresses: 127.0.0.120 (the upstream), 127.0.0.121... (the pods).
+//! Run twice: as rendered with the defaults for the services' trust (a shared token), and with
+//! `grpcTls` on (mutual TLS from an existing Secret, probes as TCP checks).
+//!
+//! Loopback addresses: 127.0.0.120 (the upstream) and .121–.129 (the pods) for the first run,
+//! .130 and .131–.139 for the second.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,52 +28,77 @@ use trow_tests::fsck::fsck;
 use trow_tests::images::{Image, build_image, read_blob};
 use trow_tests::upstream::{self, Upstream};
 
-const UPSTREAM_IP: &str = "127.0.0.120";
-const POD_IPS: [&str; 15] = [
-    "127.0.0.121",
-    "127.0.0.122",
-    "127.0.0.123",
-    "127.0.0.124",
-    "127.0.0.125",
-    "127.0.0.126",
-    "127.0.0.127",
-    "127.0.0.128",
-    "127.0.0.129",
-    "127.0.0.130",
-    "127.0.0.131",
-    "127.0.0.132",
-    "127.0.0.133",
-    "127.0.0.134",
-    "127.0.0.135",
-];
+/// The addresses of one run: the upstream's, then one per pod (9 pods). The two runs (plain
+/// and mutual TLS) have their own, so they can run side by side.
+struct Ips {
+    upstream: &'static str,
+    pods: [&'static str; 9],
+}
+
+const PLAIN: Ips = Ips {
+    upstream: "127.0.0.120",
+    pods: [
+        "127.0.0.121",
+        "127.0.0.122",
+        "127.0.0.123",
+        "127.0.0.124",
+        "127.0.0.125",
+        "127.0.0.126",
+        "127.0.0.127",
+        "127.0.0.128",
+        "127.0.0.129",
+    ],
+};
+
+const MTLS: Ips = Ips {
+    upstream: "127.0.0.130",
+    pods: [
+        "127.0.0.131",
+        "127.0.0.132",
+        "127.0.0.133",
+        "127.0.0.134",
+        "127.0.0.135",
+        "127.0.0.136",
+        "127.0.0.137",
+        "127.0.0.138",
+        "127.0.0.139",
+    ],
+};
 const DOMAIN: &str = "trow.example.com";
 const USER: &str = "admin";
 const NAMESPACE: &str = "trow";
 /// The Secret `webhooks.tls.existingSecretRef` names: the cluster would hold it; the test
 /// makes it.
 const WEBHOOK_SECRET: &str = "trow-webhook-tls-test";
+/// The Secret `grpcTls.existingSecret` names, in the mutual TLS run; the test makes it.
+const GRPC_SECRET: &str = "trow-grpc-tls-test";
 
-/// A CA and a serving certificate for `<svc>.<ns>.svc`, the name the API server calls.
-struct WebhookPki {
+/// A CA and a certificate it signed.
+struct Pki {
     ca_pem: String,
     cert_pem: String,
     key_pem: String,
 }
 
-fn webhook_pki(dns: &str) -> WebhookPki {
+/// A CA and a certificate for `names`, for serving and, as a client, for mutual TLS.
+fn issue(names: &[String]) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "trow-tests webhook CA");
+        .push(DnType::CommonName, "trow-tests CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec![dns.to_string()]).unwrap();
+    let mut params = CertificateParams::new(names.to_vec()).unwrap();
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     let cert = params.signed_by(&key, &issuer).unwrap();
-    WebhookPki {
+    Pki {
         ca_pem: ca.pem(),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -81,9 +110,10 @@ fn b64(data: &[u8]) -> String {
 }
 
 /// The values: the topology of the issue, auth on, one proxied upstream with credentials, the
-/// mutating webhook on with TLS from an existing Secret.
-fn values(upstream: &str, password: &str, ca_bundle: &str) -> Value {
-    json!({
+/// mutating webhook on with TLS from an existing Secret; with `mtls`, mutual TLS between the
+/// services from an existing Secret.
+fn values(upstream: &str, password: &str, ca_bundle: &str, mtls: bool) -> Value {
+    let mut v = json!({
         "gateway": {"replicas": 2},
         "proxy": {"replicas": 3, "autoscaling": {"enabled": false}},
         "admission": {"replicas": 1},
@@ -111,7 +141,11 @@ fn values(upstream: &str, password: &str, ca_bundle: &str) -> Value {
             }},
             "mutationWebhook": {"enabled": true},
         },
-    })
+    });
+    if mtls {
+        v["grpcTls"] = json!({"enabled": true, "existingSecret": GRPC_SECRET});
+    }
+    v
 }
 
 /// A GET with Basic credentials: status and body.
@@ -261,6 +295,17 @@ fn mutate_hook(rendered: &Rendered, ca_bundle: &str) -> (String, u16, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
+    scenario(&PLAIN, false).await;
+}
+
+/// The same with `grpcTls` on: every service speaks mutual TLS, probes are TCP checks.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_with_mutual_tls_between_the_services() {
+    scenario(&MTLS, true).await;
+}
+
+async fn scenario(ips: &Ips, mtls: bool) {
+    let tag = if mtls { "[mtls]" } else { "[plain]" };
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let mut timings: Vec<(String, Duration)> = Vec::new();
@@ -276,20 +321,20 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
     let app = build_image(&tmp.path().join("app"), "1.0", "amd64");
     let late = build_image(&tmp.path().join("late"), "1.0", "amd64");
     let mine = build_image(&tmp.path().join("mine"), "1.0", "amd64");
-    let up = Upstream::start_with_auth(UPSTREAM_IP, 0);
+    let up = Upstream::start_with_auth(ips.upstream, 0);
     let _up_logs = up.logs_on_panic();
     up.push(&app.oci_ref(), "team/app:1.0");
     up.push(&late.oci_ref(), "team/late:1.0");
 
     // Render.
     let svc_dns = format!("trow-webhooks.{NAMESPACE}.svc");
-    let pki = webhook_pki(&svc_dns);
+    let pki = issue(std::slice::from_ref(&svc_dns));
     let ca_bundle = b64(pki.ca_pem.as_bytes());
     let password = format!("pw-{}", trow_tests::oci::unique());
     let values_path = tmp.path().join("values.yaml");
     std::fs::write(
         &values_path,
-        serde_yaml::to_string(&values(&up.authority(), &password, &ca_bundle)).unwrap(),
+        serde_yaml::to_string(&values(&up.authority(), &password, &ca_bundle, mtls)).unwrap(),
     )
     .unwrap();
     let mut rendered = Rendered::template(&chart_dir(), "trow", NAMESPACE, &values_path);
@@ -302,6 +347,33 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
         }))
         .unwrap(),
     );
+    if mtls {
+        // One certificate for every service, naming each by every name it is called by.
+        let names: Vec<String> = ["storage", "proxy", "admission"]
+            .iter()
+            .flat_map(|svc| {
+                let n = format!("trow-{svc}");
+                [
+                    n.clone(),
+                    format!("{n}.{NAMESPACE}"),
+                    format!("{n}.{NAMESPACE}.svc"),
+                ]
+            })
+            .collect();
+        let grpc = issue(&names);
+        rendered.objects.push(
+            serde_yaml::to_value(json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                "metadata": {"name": GRPC_SECRET, "namespace": NAMESPACE},
+                "data": {
+                    "tls.crt": b64(grpc.cert_pem.as_bytes()),
+                    "tls.key": b64(grpc.key_pem.as_bytes()),
+                    "ca.crt": b64(grpc.ca_pem.as_bytes()),
+                },
+            }))
+            .unwrap(),
+        );
+    }
     let (hook_svc, hook_port, hook_path) = mutate_hook(&rendered, &ca_bundle);
     lap("render", &mut timings);
 
@@ -322,7 +394,7 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
             ("webhooks".to_string(), 2),
         ]
     );
-    let mut c = Cluster::start(rendered, &tmp.path().join("pods"), &POD_IPS);
+    let mut c = Cluster::start(rendered, &tmp.path().join("pods"), &ips.pods);
     let _logs = LogsOnPanic(
         c.pods
             .iter()
@@ -330,18 +402,21 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
             .collect(),
     );
     let ready = c.wait_ready(Duration::from_secs(60)).await;
-    eprintln!("all {} pods ready after {ready:?}", c.pods.len());
+    eprintln!("{tag} all {} pods ready after {ready:?}", c.pods.len());
     c.assert_live().await;
     lap("start, readiness and liveness", &mut timings);
     for p in &c.pods {
-        eprintln!("pod {} on {}: {}", p.name, p.ip, p.argv.join(" "));
+        eprintln!("{tag} pod {} on {}: {}", p.name, p.ip, p.argv.join(" "));
         for (what, from, to) in &p.substitutions {
-            eprintln!("  substituted ({what}): {from} -> {to}");
+            eprintln!("{tag}   substituted ({what}): {from} -> {to}");
         }
     }
 
     // Each gateway resolved the headless proxy Service its `--proxy` names to all three pods.
-    let proxy_port = flag_value(&c.pods_of("gateway")[0].argv, "--proxy")
+    let proxy_url = flag_value(&c.pods_of("gateway")[0].argv, "--proxy").to_string();
+    let (scheme, _) = proxy_url.split_once("://").expect("a proxy URL");
+    assert_eq!(scheme, if mtls { "https" } else { "http" }, "{proxy_url}");
+    let proxy_port = proxy_url
         .rsplit_once(':')
         .expect("a proxy URL with a port")
         .1
@@ -349,7 +424,7 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
     let proxy_urls: Vec<String> = c
         .pods_of("proxy")
         .iter()
-        .map(|p| format!("http://{}:{proxy_port}", p.ip))
+        .map(|p| format!("{scheme}://{}:{proxy_port}", p.ip))
         .collect();
     for g in c.pods_of("gateway") {
         let line = last_replicas_line(&g.log_text());
@@ -546,7 +621,7 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
     }
     let first_ok = first_ok.expect("a pull");
     eprintln!(
-        "after the kills: first pull of an uncached image ok {first_ok:?} after them, {} \
+        "{tag} after the kills: first pull of an uncached image ok {first_ok:?} after them, {} \
          failed attempts before",
         failures.len()
     );
@@ -565,7 +640,7 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
     let line = last_replicas_line(&log);
     let dead_ip = c.pods[c.index(&dead_proxy)].ip.clone();
     assert!(
-        !line.contains(&format!("http://{dead_ip}:{proxy_port}")) && line.contains(&proxy_port),
+        !line.contains(&format!("{scheme}://{dead_ip}:{proxy_port}")) && line.contains(&proxy_port),
         "the gateway still lists the dead proxy once its name no longer does: {line:?}"
     );
     assert!(
@@ -586,7 +661,7 @@ async fn the_charts_topology_serves_and_survives_a_dead_proxy_and_gateway() {
     fsck(Path::new(&argv[i + 1]));
     lap("stop and fsck", &mut timings);
     for (what, d) in &timings {
-        eprintln!("timing: {what}: {d:?}");
+        eprintln!("{tag} timing: {what}: {d:?}");
     }
-    eprintln!("total {:?}", t0.elapsed());
+    eprintln!("{tag} total {:?}", t0.elapsed());
 }
