@@ -5,8 +5,8 @@
 //!
 //! The cluster around the pods:
 //! - DNS: [`Cluster::hosts_text`] is an `/etc/hosts` bind-mounted in each process's mount
-//!   namespace (as `crate::ProxyName` does), naming each Service's pods, so a headless Service
-//!   resolves to every replica and a ClusterIP one to its pods (no kube-proxy);
+//!   namespace (as `crate::ProxyName` does), naming each Service's pods: a headless Service
+//!   resolves to every replica, a ClusterIP one to one address (a pod's: no kube-proxy);
 //!   [`Cluster::check_service_url`] checks a URL's port is the one the Service forwards to.
 //! - Endpoints: a killed pod stays under its Services' names until
 //!   [`Cluster::drop_endpoints_of_dead`], as the endpoint controller lags.
@@ -264,19 +264,21 @@ impl Cluster {
             .collect()
     }
 
-    /// The cluster DNS as an `/etc/hosts`: each Service's names map to the addresses of the pods
-    /// it selects that are still endpoints. A headless Service resolves to them in DNS too; a
-    /// ClusterIP one would give one virtual address that kube-proxy forwards to them, which
-    /// [`Cluster::check_service_url`] makes equivalent.
+    /// The cluster DNS as an `/etc/hosts`. A headless Service's names resolve to the addresses
+    /// of every pod it selects that is still an endpoint, as in Kubernetes. A ClusterIP
+    /// Service's resolve to one address, as in Kubernetes, where kube-proxy forwards the virtual
+    /// IP to the pods; here that address is the first endpoint pod's (so a caller sees one
+    /// replica, and a chart that lost `clusterIP: None` fails the test), and
+    /// [`Cluster::check_service_url`] makes sure the port needs no forwarding.
     pub fn hosts_text(&self) -> String {
         let mut text = String::from("127.0.0.1 localhost\n");
         for svc in self.rendered.services() {
             let name = str_at(svc, &["metadata", "name"]);
             let names = self.service_names(&name).join(" ");
-            for p in self.selected(svc) {
-                if p.endpoint {
-                    text.push_str(&format!("{} {names}\n", p.ip));
-                }
+            let headless = svc["spec"]["clusterIP"].as_str() == Some("None");
+            let endpoints = self.selected(svc).into_iter().filter(|p| p.endpoint);
+            for p in endpoints.take(if headless { usize::MAX } else { 1 }) {
+                text.push_str(&format!("{} {names}\n", p.ip));
             }
         }
         text
