@@ -21,8 +21,9 @@ use serde_yaml::Value;
 use crate::clients::{describe, output};
 
 /// What to do when helm is missing; scripts/test.sh does it before running the tests.
-pub const HELM_HINT: &str = "install helm v4 with `scripts/k8s-tools.sh` (it puts `helm` on \
-     PATH), or set HELM to the binary; scripts/test.sh does this itself";
+pub const HELM_HINT: &str = "run `eval \"$(scripts/k8s-tools.sh --env)\"` (it installs the \
+     pinned helm into a cache dir and puts it on PATH), or set HELM to a helm v4 binary; \
+     scripts/test.sh does this itself";
 
 /// The helm binary: `$HELM`, else `helm` on PATH; panics with [`HELM_HINT`].
 pub fn helm_bin() -> PathBuf {
@@ -80,8 +81,13 @@ pub struct Workload {
 impl Rendered {
     /// `helm template <release> <chart> --namespace <namespace> -f <values>`, parsed.
     pub fn template(chart: &Path, release: &str, namespace: &str, values: &Path) -> Rendered {
+        // helm's own dirs in a temp dir: no settings or repositories of the machine's user.
+        let home = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(helm_bin());
-        cmd.args(["template", release])
+        cmd.env("HELM_CACHE_HOME", home.path().join("cache"))
+            .env("HELM_CONFIG_HOME", home.path().join("config"))
+            .env("HELM_DATA_HOME", home.path().join("data"))
+            .args(["template", release])
             .arg(chart)
             .args(["--namespace", namespace, "-f"])
             .arg(values);
