@@ -1,7 +1,7 @@
 //! The helm chart's split topology, run: `helm template` of deploy/helm/trow with 2 gateways,
 //! 1 storage, 3 proxies, 1 admission and the webhooks' 2 HTTPS gateways, every pod a `trow`
 //! process on a loopback address of its own with exactly the args, env, ConfigMap and Secrets
-//! the chart renders (the few substitutions loopback needs are in `trow_tests::chart::cluster`).
+//! the chart renders (the few substitutions loopback needs are in `trow_tests::chart::substitute`).
 //!
 //! Through it: an image pushed through one gateway and pulled through the other, a proxied
 //! upstream image pulled through both (`/v2/f/...` and `?ns=`), a token of one gateway honoured

@@ -49,7 +49,7 @@ pub struct Pod {
     /// Every substitution made for this pod: (what, rendered, substituted).
     pub substitutions: Vec<(&'static str, String, String)>,
     /// Whether the Services selecting it list it (a killed pod stays listed until
-    /// [`Cluster::drop_endpoints_of_dead`], as an endpoint controller lags).
+    /// [`super::cluster::Cluster::drop_endpoints_of_dead`], as an endpoint controller lags).
     pub endpoint: bool,
     pub proc: Option<Proc>,
     /// SIGKILLed by the test.
@@ -57,11 +57,6 @@ pub struct Pod {
 }
 
 impl Pod {
-    /// Where the pod sees `mount_path`, on this machine.
-    pub fn path(&self, mount_path: &str) -> PathBuf {
-        self.root.join(mount_path.trim_start_matches('/'))
-    }
-
     /// The process's log.
     pub fn log_text(&self) -> String {
         self.proc.as_ref().map(|p| p.log_text()).unwrap_or_default()
