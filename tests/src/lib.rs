@@ -751,6 +751,7 @@ pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
+pub mod chart;
 pub mod clients;
 pub mod fsck;
 pub mod images;
