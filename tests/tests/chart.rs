@@ -47,6 +47,7 @@ fn every_value_set_validates_against_the_api_schemas_and_holds_together() {
         check_config_parses(&r);
         check_trow_accepts_args(&r);
         check_references(&r);
+        check_install_wait_order(&r);
         summary.push(format!("{set}: {n} objects"));
     }
     println!("validated (kubernetes-validate --strict, 1.35 and 1.37): {summary:?}");
@@ -336,6 +337,74 @@ fn check_references(r: &Rendered) {
                 accounts.contains(sa),
                 "{at}: ServiceAccount {sa} is not rendered"
             );
+        }
+    }
+}
+
+/// `helm install --wait` waits for the pods before it runs post-install hooks, so every Secret a
+/// pod mounts exists before the pods: rendered as a plain object, written by cert-manager, given,
+/// or made by a pre-install and pre-upgrade hook Job; such a Job's account and roles are hooks of
+/// the same phases, ordered before it. A pod waiting on a post-install hook would never start.
+fn check_install_wait_order(r: &Rendered) {
+    let hook = |o: &Value| -> String {
+        o["metadata"]["annotations"]["helm.sh/hook"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let weight = |o: &Value| -> i64 {
+        o["metadata"]["annotations"]["helm.sh/hook-weight"]
+            .as_str()
+            .map_or(0, |w| w.parse().expect("a numeric hook weight"))
+    };
+    let mut early: BTreeSet<String> = r
+        .of_kind("Secret")
+        .iter()
+        .filter(|s| hook(s).is_empty())
+        .map(|s| s["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for c in r.of_kind("Certificate") {
+        early.insert(c["spec"]["secretName"].as_str().unwrap().to_string());
+    }
+    early.extend(EXISTING_SECRETS.iter().map(|s| s.to_string()));
+    for (w, pod) in r.workloads() {
+        if w["kind"] != "Job" {
+            assert!(hook(w).is_empty(), "{}: a hook workload", r.set);
+            continue;
+        }
+        let at = format!("{}: Job {}", r.set, w["metadata"]["name"].as_str().unwrap());
+        let phases = hook(w);
+        assert!(!phases.is_empty(), "{at}: Jobs are hooks");
+        let sa = pod["serviceAccountName"].as_str().unwrap();
+        for kind in ["ServiceAccount", "Role", "RoleBinding"] {
+            let o = r.get(kind, sa);
+            for phase in phases.split(',') {
+                assert!(
+                    hook(o).split(',').any(|p| p == phase),
+                    "{at}: {kind} {sa} is no {phase} hook"
+                );
+            }
+            assert!(weight(o) < weight(w), "{at}: {kind} {sa} is made after it");
+        }
+        if phases == "pre-install,pre-upgrade" {
+            let a = args(pod, "webhook-certs");
+            early.insert(render::flag(&a, "--secret").unwrap().to_string());
+        }
+    }
+    for (w, pod) in r.workloads() {
+        if w["kind"] == "Job" {
+            continue;
+        }
+        for v in pod["volumes"].as_sequence().into_iter().flatten() {
+            if let Some(s) = v["secret"]["secretName"].as_str() {
+                assert!(
+                    early.contains(s),
+                    "{}: {} mounts Secret {s}, which exists only after the pods started: \
+                     `helm install --wait` would never finish",
+                    r.set,
+                    w["metadata"]["name"].as_str().unwrap()
+                );
+            }
         }
     }
 }
