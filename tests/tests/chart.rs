@@ -7,6 +7,8 @@
 //!
 //! The tools come from `scripts/k8s-tools.sh` (on PATH); without them every test fails, saying so.
 
+#[path = "chart/extras.rs"]
+mod extras;
 #[path = "chart/render.rs"]
 mod render;
 #[path = "chart/security.rs"]
@@ -152,7 +154,12 @@ fn check_mounts_and_files(r: &Rendered) {
                 );
                 used.insert(v);
             }
-            for arg in args(pod, cname) {
+            let a = args(pod, cname);
+            for (i, arg) in a.iter().enumerate() {
+                // containerd-config's --ca-file names a file on the node, for containerd.
+                if a[0] == "containerd-config" && i > 0 && a[i - 1] == "--ca-file" {
+                    continue;
+                }
                 for path in arg.trim_start_matches("file://").split(',') {
                     if !path.starts_with('/') {
                         continue;
@@ -218,7 +225,8 @@ fn check_services_select_pods(r: &Rendered) {
 }
 
 /// config.yaml parses with Trow's own parser, its password files read from the Secret's data;
-/// no password is in the ConfigMap.
+/// no password is in the ConfigMap. Every `ca_file` lies under a mount of every Trow service
+/// container: each of them reads the config, and reading it checks that the file is readable.
 fn check_config_parses(r: &Rendered) {
     let cm = r.get("ConfigMap", "trow-config");
     let text = cm["data"]["config.yaml"].as_str().expect("config.yaml");
@@ -233,10 +241,40 @@ fn check_config_parses(r: &Rendered) {
             std::fs::write(dir.path().join(&k), v).expect("write a password file");
         }
     }
-    let local = text.replace(
+    let mut local = text.replace(
         "/etc/trow/proxy-credentials/",
         &format!("{}/", dir.path().display()),
     );
+    for (i, line) in text.lines().enumerate() {
+        let Some(ca) = line
+            .trim()
+            .trim_start_matches("- ")
+            .strip_prefix("ca_file: ")
+        else {
+            continue;
+        };
+        for (w, pod) in r.workloads() {
+            if matches!(w["kind"].as_str(), Some("Job" | "DaemonSet")) {
+                continue;
+            }
+            for c in pod["containers"].as_sequence().unwrap() {
+                let mounted = c["volumeMounts"].as_sequence().unwrap().iter().any(|m| {
+                    let dir = m["mountPath"].as_str().unwrap().trim_end_matches('/');
+                    ca.starts_with(&format!("{dir}/"))
+                });
+                assert!(
+                    mounted,
+                    "{}: {} container {:?} reads ca_file {ca} but mounts nothing there",
+                    r.set,
+                    w["metadata"]["name"].as_str().unwrap(),
+                    c["name"]
+                );
+            }
+        }
+        let copy = dir.path().join(format!("ca-{i}.crt"));
+        std::fs::write(&copy, "a CA bundle").expect("write a CA file");
+        local = local.replace(ca, &copy.display().to_string());
+    }
     if let Err(e) = trow::config::FileConfig::parse(&local) {
         panic!("{}: config.yaml does not parse: {e}\n{text}", r.set);
     }
@@ -269,7 +307,14 @@ fn check_trow_accepts_args(r: &Rendered) {
 }
 
 /// Secrets given by name in the value sets, which the chart must not render itself.
-const EXISTING_SECRETS: [&str; 3] = ["my-webhook-tls", "trow-grpc-mine", "my-trow-users"];
+const EXISTING_SECRETS: [&str; 6] = [
+    "my-webhook-tls",
+    "trow-grpc-mine",
+    "my-trow-users",
+    "my-token-key",
+    "my-grpc-token",
+    "upstream-ca",
+];
 
 /// Every Secret, ConfigMap and ServiceAccount a pod refers to exists once the chart is installed:
 /// rendered by the chart, written by one of its cert-manager Certificates or by its certificate

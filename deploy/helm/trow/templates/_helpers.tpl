@@ -91,6 +91,12 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 
 {{/* --- args ------------------------------------------------------------------------------- */}}
 
+{{/* A --bind/--listen address on every interface: (dict "ctx" $ "port" 8000). toYaml quotes
+     it only when YAML needs that ("[::]:8000" would read as a list). */}}
+{{- define "trow.listen" -}}
+{{- printf "%s:%d" .ctx.Values.listenAddress (int .port) | toYaml }}
+{{- end }}
+
 {{/* Args every service process takes: the config file, trust between the services, metrics.
      (dict "ctx" $ "metricsPort" 9090) */}}
 {{- define "trow.commonArgs" -}}
@@ -111,7 +117,7 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end }}
 {{- if $.Values.metrics.enabled }}
 - --metrics-listen
-- {{ printf "0.0.0.0:%d" (int .metricsPort) | quote }}
+- {{ printf "%s:%d" $.Values.listenAddress (int .metricsPort) | quote }}
 {{- end }}
 {{- end }}
 
@@ -211,6 +217,9 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
   mountPath: /etc/trow/webhook-tls
   readOnly: true
 {{- end }}
+{{- with $.Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* The volumes behind trow.volumeMounts: (dict "ctx" $ "gateway" true "webhookTls" true) */}}
@@ -236,7 +245,7 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- if $.Values.grpcToken.enabled }}
 - name: grpc-token
   secret:
-    secretName: {{ $full }}-grpc-token
+    secretName: {{ $.Values.grpcToken.existingSecret | default (printf "%s-grpc-token" $full) }}
 {{- end }}
 {{- if and .gateway (include "trow.authEnabled" $) }}
 - name: auth
@@ -244,12 +253,15 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
     secretName: {{ include "trow.authSecretName" $ }}
 - name: token-key
   secret:
-    secretName: {{ $full }}-token-key
+    secretName: {{ $.Values.trow.existingTokenKeySecret | default (printf "%s-token-key" $full) }}
 {{- end }}
 {{- if .webhookTls }}
 - name: webhook-tls
   secret:
     secretName: {{ $.Values.webhooks.tls.existingSecretRef | default (printf "%s-webhook-tls" $full) }}
+{{- end }}
+{{- with $.Values.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
 
@@ -366,7 +378,7 @@ resources:
   args:
     - gateway
     - --bind
-    - 0.0.0.0:8443
+    - {{ include "trow.listen" (dict "ctx" $ "port" 8443) }}
     - --tls
     - /etc/trow/webhook-tls/tls.crt,/etc/trow/webhook-tls/tls.key
     - --storage
