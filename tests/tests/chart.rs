@@ -11,6 +11,8 @@
 mod extras;
 #[path = "chart/render.rs"]
 mod render;
+#[path = "chart/review.rs"]
+mod review;
 #[path = "chart/security.rs"]
 mod security;
 #[path = "chart/topology.rs"]

@@ -59,7 +59,8 @@ fn webhooks_follow_their_values() {
         m["rules"][0]["resources"],
         serde_yaml::to_value(["pods"]).unwrap()
     );
-    // The default selector exempts the release's namespace, whatever it is called.
+    // The default selector exempts the release's namespace, whatever it is called, and
+    // kube-system (the cluster's DNS and network start while Trow is down).
     let r2 = render_as("webhooks-patch", "reg", "registry-system", &[]);
     for kind in [
         "ValidatingWebhookConfiguration",
@@ -71,7 +72,7 @@ fn webhooks_follow_their_values() {
         assert_eq!(e["operator"], "NotIn", "{kind}");
         assert_eq!(
             e["values"],
-            serde_yaml::to_value(["registry-system"]).unwrap(),
+            serde_yaml::to_value(["registry-system", "kube-system"]).unwrap(),
             "{kind}"
         );
         assert_eq!(o["clientConfig"]["service"]["name"], "reg-trow-webhooks");

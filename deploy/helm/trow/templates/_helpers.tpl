@@ -341,9 +341,24 @@ affinity:
 {{- if and .Values.trow.authorization (hasKey .Values.trow.authorization "kubernetes") }}true{{ else }}false{{ end }}
 {{- end }}
 
-{{/* Pod annotations: config checksum (a changed config rolls the pods) and scrape hints. */}}
+{{/* What the chart puts into Secrets from values (users, registry passwords): its checksum
+     rolls the pods when one changes, as the processes read these files at start-up. Empty
+     when there is none (generated and existing Secrets are not covered). */}}
+{{- define "trow.secretValues" -}}
+{{- if and (include "trow.authEnabled" .) (not .Values.trow.existingAuthSecret) }}
+{{- list .Values.trow.user .Values.trow.password .Values.trow.htpasswd | toJson }}
+{{- end }}
+{{- if include "trow.hasProxyCredentials" . }}
+{{- range (.Values.trow.proxyRegistries.config.registries | default list) }}{{ .password | default "" | toString | toJson }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations: config and secret checksums (a change rolls the pods) and scrape hints. */}}
 {{- define "trow.podAnnotations" -}}
 checksum/config: {{ include "trow.configYaml" . | sha256sum }}
+{{- with include "trow.secretValues" . }}
+checksum/secrets: {{ . | sha256sum }}
+{{- end }}
 {{- if .Values.metrics.enabled }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .Values.metrics.port | quote }}
