@@ -58,7 +58,11 @@
 #      CA (and not with another); an unknown configuration is exit status 2, "not found".
 #   8. the helm chart (deploy/helm/trow), rendered by helm (defaults; split and single with both
 #      webhooks; existing Secrets, node set-up, ingress), is accepted whole by `kubectl apply --server-side --dry-run=server`
-#      (check_chart; helm and kubectl from scripts/k8s-tools.sh).
+#      (check_chart; helm and kubectl from scripts/k8s-tools.sh); then helm's install order with
+#      the chart's certificate hooks, stored for real: hook RBAC, the pre-install Job's args as
+#      its ServiceAccount (the Secret before any pod, so --wait works), the release, the
+#      post-install Job's args (caBundle), the hooks deleted, a pre-upgrade run keeping the
+#      certificate, and a re-apply keeping caBundle (check_chart_install_order).
 
 set -euo pipefail
 
@@ -700,7 +704,8 @@ fi
 # --- the helm chart, applied with server-side dry run ------------------------------------------
 # check_chart: renders deploy/helm/trow (the defaults; split with both webhooks; single with both
 # webhooks, users and registry credentials; split with TLS from existing Secrets, the node set-up
-# and an ingress) with helm and applies each rendering to this API
+# and an ingress; split with IPv6 listeners, extra volumes and existing token Secrets) with helm,
+# hooks included (the webhook certificate's pre- and post-install Jobs and their RBAC), and applies each rendering to this API
 # server with `kubectl apply --server-side --dry-run=server` (strict field validation, defaulting,
 # admission, nothing stored) in namespace trow, which the webhooks registered above exempt. Every
 # object must be accepted. cert-manager's CRDs are not installed here, so the value sets use the
@@ -733,7 +738,7 @@ check_chart() {
   local hooks=(--set trow.validationWebhook.enabled=true --set trow.validationWebhook.config.default=Allow
     --set trow.mutationWebhook.enabled=true)
   local name args out rendered applied kinds
-  for name in default split-webhooks single-webhooks-auth split-secrets-nodes; do
+  for name in default split-webhooks single-webhooks-auth split-secrets-nodes split-ipv6-gitops; do
     case $name in
       default) args=() ;;
       split-webhooks) args=("${hooks[@]}") ;;
@@ -749,6 +754,11 @@ check_chart() {
           --set "webhooks.tls.caBundle=$CA_B64" --set grpcTls.enabled=true
           --set grpcTls.existingSecret=grpc-tls --set nodeSetup.enabled=true
           --set 'nodeSetup.registries={docker.io,quay.io}' --set ingress.enabled=true)
+        ;;
+      split-ipv6-gitops)
+        # [::] listeners, an extra volume for ca_file, the token and token key from existing
+        # Secrets, the node set-up with --ca-file (tests/tests/chart/ipv6-gitops.yaml).
+        args=(--values "$REPO_ROOT/tests/tests/chart/ipv6-gitops.yaml")
         ;;
     esac
     out=$W/chart-$name.yaml
@@ -771,9 +781,126 @@ check_chart() {
     else
       fail "chart ($name): $applied of $rendered objects accepted"
     fi
+    if [[ $name == split-webhooks ]]; then
+      local hook missing=()
+      for hook in job.batch/trow-webhook-certs-pre job.batch/trow-webhook-certs serviceaccount/trow-webhook-certs \
+        role.rbac.authorization.k8s.io/trow-webhook-certs clusterrole.rbac.authorization.k8s.io/trow-webhook-certs-trow; do
+        grep -q "^$hook serverside-applied" "$W/chart-$name.out" || missing+=("$hook")
+      done
+      if ((${#missing[@]} == 0)); then
+        pass "chart ($name): the hooks (pre- and post-install certificate Jobs, their RBAC) are among them"
+      else
+        fail "chart ($name): hooks not applied: ${missing[*]}"
+      fi
+    fi
   done
 }
 check_chart
+
+# check_chart_install_order: helm install's sequence with the chart's own certificate hooks, for
+# real (stored, not dry run) as release "seq" in namespace trow: the hook RBAC, then the
+# pre-install Job's `trow webhook-certs` args run as the hook's ServiceAccount (the Secret must
+# exist before any pod, or `helm install --wait` never ends), then the release's objects, then
+# the post-install Job's args (caBundle), then the hook objects deleted (hook-succeeded) and the
+# pre-upgrade phase run again (an upgrade or a reinstall keeps the certificate). No kubelet runs
+# here: the Jobs' commands are run by this script with exactly the rendered args.
+check_chart_install_order() {
+  log "8b. the chart's certificate hooks in helm's install order, with their own RBAC"
+  command -v helm >/dev/null && command -v kubectl >/dev/null || { fail "helm/kubectl missing"; return; }
+  local kc=$W/chart-kubeconfig d=$W/chart-seq
+  mkdir -p "$d"
+  local render=(helm template seq "$REPO_ROOT/deploy/helm/trow" --namespace trow
+    --set trow.validationWebhook.enabled=true --set trow.validationWebhook.config.default=Allow
+    --set trow.mutationWebhook.enabled=true)
+  HOME=$W "${render[@]}" --show-only templates/webhook-certs-job.yaml >"$d/hooks.yaml" 2>"$d/err" &&
+    HOME=$W "${render[@]}" --no-hooks >"$d/release.yaml" 2>>"$d/err" ||
+    { fail "helm template (seq): $(cat "$d/err")"; return; }
+  # kubectl prints one JSON document per object: slurped into a List.
+  kubectl --kubeconfig "$kc" create --dry-run=client -o json -f "$d/hooks.yaml" | jq -s '{items: .}' >"$d/hooks.json" ||
+    { fail "hooks.yaml does not parse"; return; }
+  jq '{apiVersion: "v1", kind: "List", items: [.items[] | select(.kind != "Job")]}' "$d/hooks.json" >"$d/rbac.json"
+  local job_args
+  job_args() { jq -r --arg hook "$1" '.items[] | select(.kind == "Job" and
+    .metadata.annotations["helm.sh/hook"] == $hook) | .spec.template.spec.containers[0].args[]' "$d/hooks.json"; }
+  local pre post
+  mapfile -t pre < <(job_args pre-install,pre-upgrade)
+  mapfile -t post < <(job_args post-install,post-upgrade)
+  info "pre-install Job: trow ${pre[*]}"
+  info "post-install Job: trow ${post[*]}"
+  # hook_phase N ARGS...: the RBAC (weight -10), then the Job's command as its ServiceAccount.
+  hook_phase() {
+    local n=$1 code
+    shift
+    kubectl --kubeconfig "$kc" apply --server-side --field-manager helm -f "$d/rbac.json" >"$d/rbac-$n.out" 2>&1 ||
+      { fail "phase $n: the hook RBAC: $(cat "$d/rbac-$n.out")"; return 1; }
+    code=$(kapi POST /api/v1/namespaces/trow/serviceaccounts/seq-trow-webhook-certs/token \
+      '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":600}}')
+    [[ $code == 201 ]] || { fail "phase $n: TokenRequest: HTTP $code"; return 1; }
+    jq -n --arg server "$KUBE" --arg ca "$P/ca.crt" --arg token "$(jq -r .status.token "$W/answer.json")" '{
+      apiVersion: "v1", kind: "Config", clusters: [{name: "e2e", cluster: {server: $server, "certificate-authority": $ca}}],
+      users: [{name: "hook", user: {token: $token}}],
+      contexts: [{name: "e2e", context: {cluster: "e2e", user: "hook"}}], "current-context": "e2e"}' >"$d/hook-kubeconfig"
+    KUBECONFIG=$d/hook-kubeconfig "$TROW_BIN" "$@" >"$d/job-$n.log" 2>&1 ||
+      { fail "phase $n: trow $* as the hook's account: $(tail -n 3 "$d/job-$n.log")"; return 1; }
+    sed 's/^/    | /' "$d/job-$n.log"
+  }
+  # hooks_succeeded N: helm deletes the hook objects once the phase succeeded.
+  hooks_succeeded() {
+    kubectl --kubeconfig "$kc" delete -f "$d/rbac.json" >"$d/delete-$1.out" 2>&1 ||
+      { fail "phase $1: deleting the hook RBAC: $(cat "$d/delete-$1.out")"; return 1; }
+  }
+  local ca1 ca2 bundle ok=1
+  hook_phase pre-install "${pre[@]}" || return
+  if [[ $(kapi GET /api/v1/namespaces/trow/secrets/seq-trow-webhook-tls) == 200 ]]; then
+    ca1=$(jq -r '.data["ca.crt"]' "$W/answer.json")
+    pass "pre-install: Secret seq-trow-webhook-tls exists before any pod, made with the hook's RBAC only"
+  else
+    fail "pre-install: no Secret seq-trow-webhook-tls"; ok=0
+  fi
+  hooks_succeeded pre-install || return
+  kubectl --kubeconfig "$kc" apply --server-side --field-manager helm -f "$d/release.yaml" >"$d/release.out" 2>&1 ||
+    { fail "the release's objects: $(grep -v serverside-applied "$d/release.out" | head -n 5)"; return; }
+  info "release objects stored: $(grep -c serverside-applied "$d/release.out")"
+  hook_phase post-install "${post[@]}" || return
+  for kind in validatingwebhookconfigurations/seq-trow-validate mutatingwebhookconfigurations/seq-trow-mutate; do
+    kapi GET "/apis/admissionregistration.k8s.io/v1/$kind" >/dev/null
+    bundle=$(jq -r '.webhooks[0].clientConfig.caBundle' "$W/answer.json")
+    if [[ -n $ca1 && $bundle == "$ca1" ]]; then
+      pass "post-install: $kind caBundle = the Secret's ca.crt"
+    else
+      fail "post-install: $kind caBundle is not the Secret's CA"; ok=0
+    fi
+  done
+  hooks_succeeded post-install || return
+  if kubectl --kubeconfig "$kc" get -n trow serviceaccount/seq-trow-webhook-certs \
+    clusterrole/seq-trow-webhook-certs-trow >/dev/null 2>&1; then
+    fail "hook RBAC left behind after a successful install"; ok=0
+  fi
+  hook_phase pre-upgrade "${pre[@]}" || return
+  kapi GET /api/v1/namespaces/trow/secrets/seq-trow-webhook-tls >/dev/null
+  ca2=$(jq -r '.data["ca.crt"]' "$W/answer.json")
+  if [[ $ca2 == "$ca1" ]]; then
+    pass "pre-upgrade (or a reinstall): the hook runs again and keeps the certificate"
+  else
+    fail "pre-upgrade: the CA changed"; ok=0
+  fi
+  hooks_succeeded pre-upgrade
+  # The upgrade applies the release again (helm 4: server-side apply) before its post-upgrade
+  # hook: the caBundle, owned by the hook's field manager, must survive that window.
+  kubectl --kubeconfig "$kc" apply --server-side --field-manager helm -f "$d/release.yaml" >"$d/upgrade.out" 2>&1 ||
+    { fail "the upgrade's apply: $(grep -v serverside-applied "$d/upgrade.out" | head -n 5)"; return; }
+  kapi GET /apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/seq-trow-validate >/dev/null
+  if [[ $(jq -r '.webhooks[0].clientConfig.caBundle' "$W/answer.json") == "$ca1" ]]; then
+    pass "upgrade: re-applying the release keeps the caBundle until the post-upgrade hook"
+  else
+    fail "upgrade: re-applying the release dropped the caBundle (webhooks fail until the post-upgrade hook)"; ok=0
+  fi
+  # Leave nothing registered that could judge later requests.
+  kubectl --kubeconfig "$kc" delete -f "$d/release.yaml" --wait=false >/dev/null 2>&1 || true
+  kapi DELETE /api/v1/namespaces/trow/secrets/seq-trow-webhook-tls >/dev/null
+  ((ok)) && info "install order: Secret before the pods, caBundle after them, no hook RBAC left"
+}
+check_chart_install_order
 
 # --- what Trow saw -----------------------------------------------------------------------------
 log "trow's log: $(grep -c . "$W/trow.log") lines, $(grep -ciE '\b(error|panic)' "$W/trow.log" || true) with error/panic"

@@ -7,8 +7,12 @@
 //!
 //! The tools come from `scripts/k8s-tools.sh` (on PATH); without them every test fails, saying so.
 
+#[path = "chart/extras.rs"]
+mod extras;
 #[path = "chart/render.rs"]
 mod render;
+#[path = "chart/review.rs"]
+mod review;
 #[path = "chart/security.rs"]
 mod security;
 #[path = "chart/topology.rs"]
@@ -47,6 +51,7 @@ fn every_value_set_validates_against_the_api_schemas_and_holds_together() {
         check_config_parses(&r);
         check_trow_accepts_args(&r);
         check_references(&r);
+        check_install_wait_order(&r);
         summary.push(format!("{set}: {n} objects"));
     }
     println!("validated (kubernetes-validate --strict, 1.35 and 1.37): {summary:?}");
@@ -151,7 +156,12 @@ fn check_mounts_and_files(r: &Rendered) {
                 );
                 used.insert(v);
             }
-            for arg in args(pod, cname) {
+            let a = args(pod, cname);
+            for (i, arg) in a.iter().enumerate() {
+                // containerd-config's --ca-file names a file on the node, for containerd.
+                if a[0] == "containerd-config" && i > 0 && a[i - 1] == "--ca-file" {
+                    continue;
+                }
                 for path in arg.trim_start_matches("file://").split(',') {
                     if !path.starts_with('/') {
                         continue;
@@ -217,7 +227,8 @@ fn check_services_select_pods(r: &Rendered) {
 }
 
 /// config.yaml parses with Trow's own parser, its password files read from the Secret's data;
-/// no password is in the ConfigMap.
+/// no password is in the ConfigMap. Every `ca_file` lies under a mount of every Trow service
+/// container: each of them reads the config, and reading it checks that the file is readable.
 fn check_config_parses(r: &Rendered) {
     let cm = r.get("ConfigMap", "trow-config");
     let text = cm["data"]["config.yaml"].as_str().expect("config.yaml");
@@ -232,10 +243,40 @@ fn check_config_parses(r: &Rendered) {
             std::fs::write(dir.path().join(&k), v).expect("write a password file");
         }
     }
-    let local = text.replace(
+    let mut local = text.replace(
         "/etc/trow/proxy-credentials/",
         &format!("{}/", dir.path().display()),
     );
+    for (i, line) in text.lines().enumerate() {
+        let Some(ca) = line
+            .trim()
+            .trim_start_matches("- ")
+            .strip_prefix("ca_file: ")
+        else {
+            continue;
+        };
+        for (w, pod) in r.workloads() {
+            if matches!(w["kind"].as_str(), Some("Job" | "DaemonSet")) {
+                continue;
+            }
+            for c in pod["containers"].as_sequence().unwrap() {
+                let mounted = c["volumeMounts"].as_sequence().unwrap().iter().any(|m| {
+                    let dir = m["mountPath"].as_str().unwrap().trim_end_matches('/');
+                    ca.starts_with(&format!("{dir}/"))
+                });
+                assert!(
+                    mounted,
+                    "{}: {} container {:?} reads ca_file {ca} but mounts nothing there",
+                    r.set,
+                    w["metadata"]["name"].as_str().unwrap(),
+                    c["name"]
+                );
+            }
+        }
+        let copy = dir.path().join(format!("ca-{i}.crt"));
+        std::fs::write(&copy, "a CA bundle").expect("write a CA file");
+        local = local.replace(ca, &copy.display().to_string());
+    }
     if let Err(e) = trow::config::FileConfig::parse(&local) {
         panic!("{}: config.yaml does not parse: {e}\n{text}", r.set);
     }
@@ -268,7 +309,14 @@ fn check_trow_accepts_args(r: &Rendered) {
 }
 
 /// Secrets given by name in the value sets, which the chart must not render itself.
-const EXISTING_SECRETS: [&str; 3] = ["my-webhook-tls", "trow-grpc-mine", "my-trow-users"];
+const EXISTING_SECRETS: [&str; 6] = [
+    "my-webhook-tls",
+    "trow-grpc-mine",
+    "my-trow-users",
+    "my-token-key",
+    "my-grpc-token",
+    "upstream-ca",
+];
 
 /// Every Secret, ConfigMap and ServiceAccount a pod refers to exists once the chart is installed:
 /// rendered by the chart, written by one of its cert-manager Certificates or by its certificate
@@ -336,6 +384,74 @@ fn check_references(r: &Rendered) {
                 accounts.contains(sa),
                 "{at}: ServiceAccount {sa} is not rendered"
             );
+        }
+    }
+}
+
+/// `helm install --wait` waits for the pods before it runs post-install hooks, so every Secret a
+/// pod mounts exists before the pods: rendered as a plain object, written by cert-manager, given,
+/// or made by a pre-install and pre-upgrade hook Job; such a Job's account and roles are hooks of
+/// the same phases, ordered before it. A pod waiting on a post-install hook would never start.
+fn check_install_wait_order(r: &Rendered) {
+    let hook = |o: &Value| -> String {
+        o["metadata"]["annotations"]["helm.sh/hook"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let weight = |o: &Value| -> i64 {
+        o["metadata"]["annotations"]["helm.sh/hook-weight"]
+            .as_str()
+            .map_or(0, |w| w.parse().expect("a numeric hook weight"))
+    };
+    let mut early: BTreeSet<String> = r
+        .of_kind("Secret")
+        .iter()
+        .filter(|s| hook(s).is_empty())
+        .map(|s| s["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for c in r.of_kind("Certificate") {
+        early.insert(c["spec"]["secretName"].as_str().unwrap().to_string());
+    }
+    early.extend(EXISTING_SECRETS.iter().map(|s| s.to_string()));
+    for (w, pod) in r.workloads() {
+        if w["kind"] != "Job" {
+            assert!(hook(w).is_empty(), "{}: a hook workload", r.set);
+            continue;
+        }
+        let at = format!("{}: Job {}", r.set, w["metadata"]["name"].as_str().unwrap());
+        let phases = hook(w);
+        assert!(!phases.is_empty(), "{at}: Jobs are hooks");
+        let sa = pod["serviceAccountName"].as_str().unwrap();
+        for kind in ["ServiceAccount", "Role", "RoleBinding"] {
+            let o = r.get(kind, sa);
+            for phase in phases.split(',') {
+                assert!(
+                    hook(o).split(',').any(|p| p == phase),
+                    "{at}: {kind} {sa} is no {phase} hook"
+                );
+            }
+            assert!(weight(o) < weight(w), "{at}: {kind} {sa} is made after it");
+        }
+        if phases == "pre-install,pre-upgrade" {
+            let a = args(pod, "webhook-certs");
+            early.insert(render::flag(&a, "--secret").unwrap().to_string());
+        }
+    }
+    for (w, pod) in r.workloads() {
+        if w["kind"] == "Job" {
+            continue;
+        }
+        for v in pod["volumes"].as_sequence().into_iter().flatten() {
+            if let Some(s) = v["secret"]["secretName"].as_str() {
+                assert!(
+                    early.contains(s),
+                    "{}: {} mounts Secret {s}, which exists only after the pods started: \
+                     `helm install --wait` would never finish",
+                    r.set,
+                    w["metadata"]["name"].as_str().unwrap()
+                );
+            }
         }
     }
 }

@@ -44,7 +44,7 @@ pub fn values_file(name: &str) -> PathBuf {
 }
 
 /// The value sets: each names a values file in tests/tests/chart/ ("default": none).
-pub const VALUE_SETS: [&str; 13] = [
+pub const VALUE_SETS: [&str; 14] = [
     "default",
     "webhooks-off",
     "single",
@@ -58,6 +58,7 @@ pub const VALUE_SETS: [&str; 13] = [
     "node-setup",
     "auth",
     "single-auth-mtls",
+    "ipv6-gitops",
 ];
 
 /// `--values FILE` for a value set (none for "default").

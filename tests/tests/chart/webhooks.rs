@@ -59,7 +59,8 @@ fn webhooks_follow_their_values() {
         m["rules"][0]["resources"],
         serde_yaml::to_value(["pods"]).unwrap()
     );
-    // The default selector exempts the release's namespace, whatever it is called.
+    // The default selector exempts the release's namespace, whatever it is called, and
+    // kube-system (the cluster's DNS and network start while Trow is down).
     let r2 = render_as("webhooks-patch", "reg", "registry-system", &[]);
     for kind in [
         "ValidatingWebhookConfiguration",
@@ -71,7 +72,7 @@ fn webhooks_follow_their_values() {
         assert_eq!(e["operator"], "NotIn", "{kind}");
         assert_eq!(
             e["values"],
-            serde_yaml::to_value(["registry-system"]).unwrap(),
+            serde_yaml::to_value(["registry-system", "kube-system"]).unwrap(),
             "{kind}"
         );
         assert_eq!(o["clientConfig"]["service"]["name"], "reg-trow-webhooks");
@@ -141,34 +142,57 @@ fn webhooks_follow_their_values() {
 
 #[test]
 fn webhook_tls_comes_from_the_hook_job_cert_manager_or_an_existing_secret() {
-    // The hook Job: `trow webhook-certs` with only the enabled webhooks, its RBAC narrowed by name.
+    // Two hook Jobs running `trow webhook-certs`: before the install the Secret only, after it
+    // the Secret and the caBundle of only the enabled webhooks; the RBAC narrowed by name.
     let r = render("webhooks-patch");
+    let pre = r.get("Job", "trow-webhook-certs-pre");
+    assert_eq!(
+        pre["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-install,pre-upgrade"
+    );
     let job = r.get("Job", "trow-webhook-certs");
     assert_eq!(
         job["metadata"]["annotations"]["helm.sh/hook"],
         "post-install,post-upgrade"
     );
-    let a = args(&job["spec"]["template"]["spec"], "webhook-certs");
+    let secret_only = [
+        "webhook-certs",
+        "--namespace",
+        "trow",
+        "--secret",
+        "trow-webhook-tls",
+        "--service",
+        "trow-webhooks",
+    ];
     assert_eq!(
-        a,
+        args(&pre["spec"]["template"]["spec"], "webhook-certs"),
+        secret_only
+    );
+    let a = args(&job["spec"]["template"]["spec"], "webhook-certs");
+    assert_eq!(a[..secret_only.len()], secret_only);
+    assert_eq!(
+        a[secret_only.len()..],
         [
-            "webhook-certs",
-            "--namespace",
-            "trow",
-            "--secret",
-            "trow-webhook-tls",
-            "--service",
-            "trow-webhooks",
             "--validating-webhook",
             "trow-validate",
             "--mutating-webhook",
             "trow-mutate"
         ]
     );
-    assert_eq!(
-        job["spec"]["template"]["spec"]["serviceAccountName"],
-        "trow-webhook-certs"
-    );
+    for j in [pre, job] {
+        let ann = &j["metadata"]["annotations"];
+        assert_eq!(ann["helm.sh/hook-weight"], "0");
+        assert_eq!(
+            ann["helm.sh/hook-delete-policy"],
+            "before-hook-creation,hook-succeeded"
+        );
+        assert_eq!(
+            j["spec"]["template"]["spec"]["serviceAccountName"],
+            "trow-webhook-certs"
+        );
+    }
+    // The account and its roles are hooks of both phases, made before the Job of each (lower
+    // weight), deleted after each succeeded phase and replaced before the next.
     for (kind, name) in [
         ("ServiceAccount", "trow-webhook-certs"),
         ("Role", "trow-webhook-certs"),
@@ -178,18 +202,19 @@ fn webhook_tls_comes_from_the_hook_job_cert_manager_or_an_existing_secret() {
     ] {
         let o = r.get(kind, name);
         let ann = &o["metadata"]["annotations"];
-        assert_eq!(ann["helm.sh/hook"], "post-install,post-upgrade", "{kind}");
+        assert_eq!(
+            ann["helm.sh/hook"], "pre-install,pre-upgrade,post-install,post-upgrade",
+            "{kind}"
+        );
         let weight: i32 = ann["helm.sh/hook-weight"]
             .as_str()
             .unwrap()
             .parse()
             .unwrap();
         assert!(weight < 0, "{kind} exists before the Job runs");
-        assert!(
-            ann["helm.sh/hook-delete-policy"]
-                .as_str()
-                .unwrap()
-                .contains("before-hook-creation")
+        assert_eq!(
+            ann["helm.sh/hook-delete-policy"], "before-hook-creation,hook-succeeded",
+            "{kind}"
         );
     }
     let role = r.get("Role", "trow-webhook-certs");
@@ -234,6 +259,7 @@ fn webhook_tls_comes_from_the_hook_job_cert_manager_or_an_existing_secret() {
     );
     assert_eq!(flag(&a, "--validating-webhook"), None);
     assert_eq!(flag(&a, "--mutating-webhook"), Some("trow-mutate"));
+    assert_eq!(only.of_kind("Job").len(), 2);
 
     // cert-manager: a Certificate for the Service, its CA injected; no Job.
     let c = render("webhooks-certmanager");

@@ -91,6 +91,12 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 
 {{/* --- args ------------------------------------------------------------------------------- */}}
 
+{{/* A --bind/--listen address on every interface: (dict "ctx" $ "port" 8000). toYaml quotes
+     it only when YAML needs that ("[::]:8000" would read as a list). */}}
+{{- define "trow.listen" -}}
+{{- printf "%s:%d" .ctx.Values.listenAddress (int .port) | toYaml }}
+{{- end }}
+
 {{/* Args every service process takes: the config file, trust between the services, metrics.
      (dict "ctx" $ "metricsPort" 9090) */}}
 {{- define "trow.commonArgs" -}}
@@ -111,7 +117,7 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end }}
 {{- if $.Values.metrics.enabled }}
 - --metrics-listen
-- {{ printf "0.0.0.0:%d" (int .metricsPort) | quote }}
+- {{ printf "%s:%d" $.Values.listenAddress (int .metricsPort) | quote }}
 {{- end }}
 {{- end }}
 
@@ -211,6 +217,9 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
   mountPath: /etc/trow/webhook-tls
   readOnly: true
 {{- end }}
+{{- with $.Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* The volumes behind trow.volumeMounts: (dict "ctx" $ "gateway" true "webhookTls" true) */}}
@@ -236,7 +245,7 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- if $.Values.grpcToken.enabled }}
 - name: grpc-token
   secret:
-    secretName: {{ $full }}-grpc-token
+    secretName: {{ $.Values.grpcToken.existingSecret | default (printf "%s-grpc-token" $full) }}
 {{- end }}
 {{- if and .gateway (include "trow.authEnabled" $) }}
 - name: auth
@@ -244,12 +253,15 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
     secretName: {{ include "trow.authSecretName" $ }}
 - name: token-key
   secret:
-    secretName: {{ $full }}-token-key
+    secretName: {{ $.Values.trow.existingTokenKeySecret | default (printf "%s-token-key" $full) }}
 {{- end }}
 {{- if .webhookTls }}
 - name: webhook-tls
   secret:
     secretName: {{ $.Values.webhooks.tls.existingSecretRef | default (printf "%s-webhook-tls" $full) }}
+{{- end }}
+{{- with $.Values.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
 
@@ -329,9 +341,24 @@ affinity:
 {{- if and .Values.trow.authorization (hasKey .Values.trow.authorization "kubernetes") }}true{{ else }}false{{ end }}
 {{- end }}
 
-{{/* Pod annotations: config checksum (a changed config rolls the pods) and scrape hints. */}}
+{{/* What the chart puts into Secrets from values (users, registry passwords): its checksum
+     rolls the pods when one changes, as the processes read these files at start-up. Empty
+     when there is none (generated and existing Secrets are not covered). */}}
+{{- define "trow.secretValues" -}}
+{{- if and (include "trow.authEnabled" .) (not .Values.trow.existingAuthSecret) }}
+{{- list .Values.trow.user .Values.trow.password .Values.trow.htpasswd | toJson }}
+{{- end }}
+{{- if include "trow.hasProxyCredentials" . }}
+{{- range (.Values.trow.proxyRegistries.config.registries | default list) }}{{ .password | default "" | toString | toJson }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations: config and secret checksums (a change rolls the pods) and scrape hints. */}}
 {{- define "trow.podAnnotations" -}}
 checksum/config: {{ include "trow.configYaml" . | sha256sum }}
+{{- with include "trow.secretValues" . }}
+checksum/secrets: {{ . | sha256sum }}
+{{- end }}
 {{- if .Values.metrics.enabled }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .Values.metrics.port | quote }}
@@ -366,7 +393,7 @@ resources:
   args:
     - gateway
     - --bind
-    - 0.0.0.0:8443
+    - {{ include "trow.listen" (dict "ctx" $ "port" 8443) }}
     - --tls
     - /etc/trow/webhook-tls/tls.crt,/etc/trow/webhook-tls/tls.key
     - --storage
