@@ -184,6 +184,47 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
         name: a.service.clone(),
     }
     .dns_names();
+    // The configurations first: one with none of Trow's webhooks (a wrong flag) must stop the
+    // run before the Secret is touched.
+    let ours = |svc: Option<&ServiceReference>| {
+        svc.is_some_and(|r| r.namespace == *ns && r.name == a.service)
+    };
+    let vapi: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let mapi: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let validating = match &a.validating_webhook {
+        Some(n) => Some(
+            plan(&vapi, "ValidatingWebhookConfiguration", n, a, |c| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| Hook {
+                        name: w.name.clone(),
+                        ca_bundle: w.client_config.ca_bundle.clone(),
+                        ours: ours(w.client_config.service.as_ref()),
+                    })
+                    .collect()
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    let mutating = match &a.mutating_webhook {
+        Some(n) => Some(
+            plan(&mapi, "MutatingWebhookConfiguration", n, a, |c| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| Hook {
+                        name: w.name.clone(),
+                        ca_bundle: w.client_config.ca_bundle.clone(),
+                        ours: ours(w.client_config.service.as_ref()),
+                    })
+                    .collect()
+            })
+            .await?,
+        ),
+        None => None,
+    };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let existing = secrets
         .get_opt(name)
@@ -282,38 +323,11 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
         }
     };
     let ca = ByteString(ca_bundle.into_bytes());
-    let ours = |svc: Option<&ServiceReference>| {
-        svc.is_some_and(|r| r.namespace == *ns && r.name == a.service)
-    };
-    if let Some(n) = &a.validating_webhook {
-        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        patch_ca(&api, "ValidatingWebhookConfiguration", n, a, &ca, |c| {
-            c.webhooks
-                .iter()
-                .flatten()
-                .map(|w| Hook {
-                    name: w.name.clone(),
-                    ca_bundle: w.client_config.ca_bundle.clone(),
-                    ours: ours(w.client_config.service.as_ref()),
-                })
-                .collect()
-        })
-        .await?;
+    if let Some(p) = &validating {
+        patch_ca(&vapi, p, &ca).await?;
     }
-    if let Some(n) = &a.mutating_webhook {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client);
-        patch_ca(&api, "MutatingWebhookConfiguration", n, a, &ca, |c| {
-            c.webhooks
-                .iter()
-                .flatten()
-                .map(|w| Hook {
-                    name: w.name.clone(),
-                    ca_bundle: w.client_config.ca_bundle.clone(),
-                    ours: ours(w.client_config.service.as_ref()),
-                })
-                .collect()
-        })
-        .await?;
+    if let Some(p) = &mutating {
+        patch_ca(&mapi, p, &ca).await?;
     }
     Ok(())
 }
@@ -335,18 +349,24 @@ struct Hook {
     ours: bool,
 }
 
-/// Sets `caBundle` of Trow's webhooks in configuration `name` to `ca`, by a strategic merge
-/// patch keyed by webhook name (so nothing else in the configuration is rewritten); no patch
-/// when every one already has it. The others are named and left alone; a configuration with
-/// webhooks but none of Trow's is an error (a wrong flag, most likely).
-async fn patch_ca<K>(
+/// What to patch in one configuration: Trow's webhooks, and the names of the others.
+struct Plan {
+    kind: &'static str,
+    name: String,
+    hooks: Vec<Hook>,
+    others: Vec<String>,
+}
+
+/// Reads configuration `name` and sorts its webhooks into Trow's (calling `--service` in
+/// `--namespace`) and the others; a configuration with webhooks but none of Trow's is an error
+/// (a wrong flag, most likely).
+async fn plan<K>(
     api: &Api<K>,
     kind: &'static str,
     name: &str,
     a: &WebhookCertsArgs,
-    ca: &ByteString,
     webhooks: impl Fn(&K) -> Vec<Hook>,
-) -> Result<(), WebhookCertsError>
+) -> Result<Plan, WebhookCertsError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -359,13 +379,10 @@ where
             name: name.to_string(),
         })?;
     let all = webhooks(&config);
-    if all.is_empty() {
-        println!("{kind} {name}: has no webhooks, nothing to patch");
-        return Ok(());
-    }
+    let empty = all.is_empty();
     let (hooks, others): (Vec<Hook>, Vec<Hook>) = all.into_iter().partition(|h| h.ours);
     let others: Vec<String> = others.into_iter().map(|h| h.name).collect();
-    if hooks.is_empty() {
+    if hooks.is_empty() && !empty {
         return Err(WebhookCertsError::NotOurs {
             kind,
             name: name.to_string(),
@@ -374,21 +391,41 @@ where
             others,
         });
     }
-    if !others.is_empty() {
+    Ok(Plan {
+        kind,
+        name: name.to_string(),
+        hooks,
+        others,
+    })
+}
+
+/// Sets `caBundle` of the planned webhooks to `ca`, by a strategic merge patch keyed by webhook
+/// name (so nothing else in the configuration, other webhooks included, is rewritten); no patch
+/// when every one already has it.
+async fn patch_ca<K>(api: &Api<K>, p: &Plan, ca: &ByteString) -> Result<(), WebhookCertsError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let (kind, name) = (p.kind, p.name.as_str());
+    if p.hooks.is_empty() {
+        println!("{kind} {name}: has no webhooks, nothing to patch");
+        return Ok(());
+    }
+    if !p.others.is_empty() {
         println!(
-            "{kind} {name}: left alone (they do not call {}/{}): {others:?}",
-            a.namespace, a.service
+            "{kind} {name}: left alone (they do not call Trow's Service): {:?}",
+            p.others
         );
     }
-    if hooks.iter().all(|h| h.ca_bundle.as_ref() == Some(ca)) {
+    if p.hooks.iter().all(|h| h.ca_bundle.as_ref() == Some(ca)) {
         println!(
             "{kind} {name}: caBundle already set on {} webhook(s)",
-            hooks.len()
+            p.hooks.len()
         );
         return Ok(());
     }
     let patch = serde_json::json!({
-        "webhooks": hooks
+        "webhooks": p.hooks
             .iter()
             .map(|h| serde_json::json!({"name": h.name, "clientConfig": {"caBundle": ca}}))
             .collect::<Vec<_>>(),
@@ -396,7 +433,10 @@ where
     api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
         .map_err(api_err(kind, name, "patching"))?;
-    println!("{kind} {name}: caBundle set on {} webhook(s)", hooks.len());
+    println!(
+        "{kind} {name}: caBundle set on {} webhook(s)",
+        p.hooks.len()
+    );
     Ok(())
 }
 
