@@ -2,13 +2,15 @@
 # Assembles Trow's container image without a container engine or a base image: an OCI image
 # layout written with umoci, optionally pushed with skopeo. The image holds one `trow` binary
 # (every service runs from it, so one image serves every workload), the shared libraries it
-# links and their loader, CA certificates (for proxying upstream registries over HTTPS),
+# links and their loader, Mozilla's CA certificates as Debian ships them (never the build host's
+# own additions; the Kubernetes client's platform verifier reads this file, while proxying
+# upstream registries uses the roots built into trow plus a registry's `ca_file`),
 # /etc/passwd and /etc/group naming user trow 333333:333333 (the original Trow's uid), an
 # nsswitch.conf, an empty /tmp and /var/lib/trow owned by trow. deploy/Containerfile builds the
 # same image with an engine: it runs this script with --rootfs and copies the result onto scratch.
 #
 # Usage:
-#   scripts/build-image.sh [--bin PATH] [--out DIR] [--tag TAG] [--strip]
+#   scripts/build-image.sh [--bin PATH] [--out DIR] [--tag TAG] [--strip] [--source URL]
 #                          [--push docker://HOST/REPO:TAG [-- SKOPEO_COPY_FLAGS...]]
 #   scripts/build-image.sh --rootfs DIR [--bin PATH] [--strip]
 #
@@ -18,12 +20,16 @@
 #                  other tags, TAG is replaced
 #   --tag TAG      the tag (default: the workspace version in Cargo.toml)
 #   --strip        strip the binary's symbols (1.5 MiB less, but backtraces lose function names)
+#   --source URL   the org.opencontainers.image.source label (an https:// URL; default: the git
+#                  remote `origin` when it is one, with any user:password@ removed)
 #   --push REF     then `skopeo copy oci:DIR:TAG REF`; arguments after `--` go to skopeo copy,
-#                  e.g. -- --dest-tls-verify=false --dest-creds user:pass
+#                  e.g. -- --dest-tls-verify=false --dest-authfile auth.json (not --dest-creds:
+#                  a password on the command line shows in ps and the shell's history)
 #   --rootfs DIR   only lay out the root filesystem in DIR (must not exist) and stop
 #
-# Needs root (the files are owned by 0 and 333333 in the layer), ldd, and umoci (and skopeo to
-# push). Reproducible: file times, the config's and the history's dates are SOURCE_DATE_EPOCH
+# Needs root (the files are owned by 0 and 333333 in the layer), ldd, Debian's ca-certificates,
+# and umoci (and skopeo to push). The binary must be for this machine's architecture (ldd
+# resolves its libraries here). Reproducible: file times, the config's and the history's dates are SOURCE_DATE_EPOCH
 # (default: the last commit's time), so the same binary gives the same digest.
 # Prints the image's manifest digest, its compressed size and its unpacked size.
 set -euo pipefail
@@ -43,6 +49,7 @@ tag=
 strip=0
 push=
 rootfs_only=
+source=
 skopeo_flags=()
 while (($#)); do
   case $1 in
@@ -50,6 +57,7 @@ while (($#)); do
   --out) out=${2:?--out needs a directory}; shift 2 ;;
   --tag) tag=${2:?--tag needs a tag}; shift 2 ;;
   --strip) strip=1; shift ;;
+  --source) source=${2:?--source needs a URL}; shift 2 ;;
   --push) push=${2:?--push needs a reference, e.g. docker://host/trow:0.1.0}; shift 2 ;;
   --rootfs) rootfs_only=${2:?--rootfs needs a directory}; shift 2 ;;
   --) shift; skopeo_flags=("$@"); break ;;
@@ -69,6 +77,42 @@ if [[ -z $bin ]]; then
   fi
 fi
 [[ -x $bin ]] || die "$bin is not an executable"
+
+# The image's architecture (Go's names, as the OCI config wants them) from `uname -m` or an ELF
+# e_machine.
+case $(uname -m) in
+x86_64) arch=amd64 ;;
+aarch64) arch=arm64 ;;
+armv7l | armv6l) arch=arm ;;
+i?86) arch=386 ;;
+riscv64) arch=riscv64 ;;
+*) arch=$(uname -m) ;;
+esac
+# A binary for another architecture: ldd cannot resolve it ("not a dynamic executable"), so the
+# image would lack its loader and libraries and be labelled with this host's architecture.
+[[ $(head -c4 "$bin" | od -An -tx1 | tr -d ' \n') == 7f454c46 ]] || die "$bin is not an ELF binary"
+case $(od -An -tx1 -j18 -N2 "$bin" | tr -d ' \n') in
+3e00) bin_arch=amd64 ;;
+b700) bin_arch=arm64 ;;
+2800) bin_arch=arm ;;
+0300) bin_arch=386 ;;
+f300) bin_arch=riscv64 ;;
+*) bin_arch="unknown (e_machine $(od -An -tx1 -j18 -N2 "$bin" | tr -d ' \n'))" ;;
+esac
+[[ $bin_arch == "$arch" ]] ||
+  die "$bin is built for $bin_arch, this machine is $arch: build the image on a $bin_arch machine"
+
+# The source label goes into a pushed image: an https URL only, never with credentials (CI clones
+# with https://token@host/...).
+if [[ -z $source ]]; then
+  source=$(git -C "$root" config --get remote.origin.url 2>/dev/null || true)
+  source=$(sed -E 's#^(https://)[^/@]*@#\1#' <<<"$source")
+  [[ $source == https://* ]] || source=
+fi
+if [[ -n $source ]]; then
+  [[ $source =~ ^https://[^/@[:space:]]+(/[^@[:space:]]*)?$ ]] ||
+    die "--source $source: want an https:// URL without user or password"
+fi
 
 if [[ -z $tag ]]; then
   tag=$(awk '/^\[workspace.package\]/ { p = 1; next } /^\[/ { p = 0 }
@@ -108,9 +152,17 @@ stage() {
     install -D -m 0755 "$(readlink -f "$lib")" "$rootfs$lib"
   done
 
-  local ca=/etc/ssl/certs/ca-certificates.crt
-  [[ -f $ca ]] || die "$ca missing (apt-get install ca-certificates)"
-  install -D -m 0644 "$ca" "$rootfs$ca"
+  # Mozilla's set, in name order, as update-ca-certificates would concatenate it without local
+  # additions: /etc/ssl/certs on the build host also holds its own CAs (a TLS-intercepting egress
+  # proxy's, say), which the image must not trust, and which would make its digest host-bound.
+  local ca=/etc/ssl/certs/ca-certificates.crt mozilla=/usr/share/ca-certificates/mozilla crts=()
+  shopt -s nullglob
+  crts=("$mozilla"/*.crt)
+  shopt -u nullglob
+  ((${#crts[@]})) || die "$mozilla holds no certificates (apt-get install ca-certificates)"
+  mkdir -p "$rootfs${ca%/*}"
+  printf '%s\0' "${crts[@]}" | LC_ALL=C sort -z | xargs -0 cat >"$rootfs$ca"
+  chmod 0644 "$rootfs$ca"
 
   printf '%s\n' 'root:x:0:0:root:/root:/usr/sbin/nologin' \
     'trow:x:333333:333333:trow:/var/lib/trow:/usr/sbin/nologin' >"$rootfs/etc/passwd"
@@ -153,23 +205,17 @@ umoci repack --image "$out:$tag" --history.created "$created" \
   --history.created_by "scripts/build-image.sh" --history.comment "trow, its libraries, /etc" \
   "$work/bundle"
 
-case $(uname -m) in
-x86_64) arch=amd64 ;;
-aarch64) arch=arm64 ;;
-armv7l | armv6l) arch=arm ;;
-i?86) arch=386 ;;
-*) arch=$(uname -m) ;;
-esac
 revision=$(git -C "$root" rev-parse HEAD 2>/dev/null || true)
-source=$(git -C "$root" remote get-url origin 2>/dev/null || true)
 labels=(
   --config.label "org.opencontainers.image.title=trow"
   --config.label "org.opencontainers.image.description=Image management and caching for Kubernetes"
   --config.label "org.opencontainers.image.licenses=Apache-2.0"
   --config.label "org.opencontainers.image.version=$tag"
 )
-if [[ -n $revision ]]; then labels+=(--config.label "org.opencontainers.image.revision=$revision"); fi
-if [[ -n $source ]]; then labels+=(--config.label "org.opencontainers.image.source=$source"); fi
+# Always both, as deploy/Containerfile's LABEL does (revision "unknown", source empty when not
+# known), so both ways give the same label set.
+labels+=(--config.label "org.opencontainers.image.revision=${revision:-unknown}")
+labels+=(--config.label "org.opencontainers.image.source=$source")
 umoci config --image "$out:$tag" --no-history --created "$created" \
   --os linux --architecture "$arch" \
   --config.user 333333:333333 \

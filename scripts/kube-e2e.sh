@@ -51,11 +51,15 @@
 #      repository; refusals are 403, a forged token 401; the token never reaches the log.
 #   7. `trow webhook-certs` (the chart's hook Job) as a ServiceAccount granted only what the chart
 #      grants: it creates the kubernetes.io/tls Secret (a CA and a certificate for the Service's
-#      DNS names, checked with openssl) and sets every webhook's caBundle in a Validating and a
-#      Mutating configuration to that CA; a second run keeps the Secret; a third, after the
-#      Secret lost its ca.crt, replaces it and patches the new CA in; a `trow gateway --tls`
-#      serving the Secret's files on 127.0.0.105 is trusted through the Service's name with the
-#      CA (and not with another); an unknown configuration is exit status 2, "not found".
+#      DNS names, checked with openssl) and sets the caBundle of every webhook calling the
+#      Service in a Validating and a Mutating configuration to that CA, leaving another vendor's
+#      webhook in the same configuration (its caBundle unchanged, named in the output); a second
+#      run keeps the Secret; a third, after the Secret lost its ca.crt, replaces it and patches
+#      the new CA in; a `trow gateway --tls` serving the Secret's files on 127.0.0.105 is trusted
+#      through the Service's name with the CA (and not with another); a fourth run, after the
+#      Secret's tls.crt was swapped for one another CA signed, renews and publishes new + old CA (the gateway's old certificate
+#      stays trusted), and a fifth drops the old CA; an unknown configuration is exit status 2,
+#      "not found"; a Secret someone else made (no ca.crt) is not replaced: exit status 2.
 #   8. the helm chart (deploy/helm/trow), rendered by helm (defaults; split and single with both
 #      webhooks; existing Secrets, node set-up, ingress), is accepted whole by `kubectl apply --server-side --dry-run=server`
 #      (check_chart; helm and kubectl from scripts/k8s-tools.sh); then helm's install order with
@@ -538,16 +542,25 @@ wc_hook() {
     objectSelector: {matchLabels: {"trow-kube-e2e": "never"}},
     failurePolicy: "Ignore", sideEffects: "None", admissionReviewVersions: ["v1"], timeoutSeconds: 5}'
 }
+# Another vendor's webhook in the same configuration (a URL and a CA of its own): it must keep
+# its caBundle.
+WC_FOREIGN=policy.other-vendor.example.com
+WC_FOREIGN_CA=$(base64 -w0 "$P/ca.crt")
+wc_foreign_hook=$(jq -cn --arg name "$WC_FOREIGN" --arg ca "$WC_FOREIGN_CA" '{name: $name,
+  clientConfig: {url: "https://policy.other-vendor.example.com/validate", caBundle: $ca},
+  rules: [{apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["configmaps"]}],
+  objectSelector: {matchLabels: {"trow-kube-e2e": "never"}},
+  failurePolicy: "Ignore", sideEffects: "None", admissionReviewVersions: ["v1"], timeoutSeconds: 5}')
 code=$(kapi POST /apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations "$(jq -cn \
   --arg name "$WC_VAL" --argjson a "$(wc_hook validate.trow.dev /validate-image)" \
-  --argjson b "$(wc_hook validate-too.trow.dev /validate-image)" \
-  '{apiVersion: "admissionregistration.k8s.io/v1", kind: "ValidatingWebhookConfiguration", metadata: {name: $name}, webhooks: [$a, $b]}')")
+  --argjson b "$(wc_hook validate-too.trow.dev /validate-image)" --argjson c "$wc_foreign_hook" \
+  '{apiVersion: "admissionregistration.k8s.io/v1", kind: "ValidatingWebhookConfiguration", metadata: {name: $name}, webhooks: [$a, $c, $b]}')")
 [[ $code == 201 ]] || die "ValidatingWebhookConfiguration $WC_VAL: HTTP $code: $(cat "$W/answer.json")"
 code=$(kapi POST /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations "$(jq -cn \
   --arg name "$WC_MUT" --argjson a "$(wc_hook mutate.trow.dev /mutate-image)" \
   '{apiVersion: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration", metadata: {name: $name}, webhooks: [$a]}')")
 [[ $code == 201 ]] || die "MutatingWebhookConfiguration $WC_MUT: HTTP $code: $(cat "$W/answer.json")"
-info "namespace $WC_NS; $WC_VAL (2 webhooks) and $WC_MUT (1) pointing at service $WC_NS/$WC_SVC, no caBundle"
+info "namespace $WC_NS; $WC_VAL (2 webhooks) and $WC_MUT (1) pointing at service $WC_NS/$WC_SVC, no caBundle; $WC_VAL also holds $WC_FOREIGN (a URL, its own caBundle)"
 # Exactly the chart's grants: create Secrets in the namespace (create cannot be limited by name),
 # get/update the one Secret, get/patch the two configurations by name.
 WC_ROLE=$(jq -cn --arg ns "$WC_NS" --arg secret "$WC_SECRET" '{apiVersion: "rbac.authorization.k8s.io/v1",
@@ -626,21 +639,28 @@ if wc_secret 1; then
   else
     fail "tls.key does not match tls.crt"
   fi
-  # wc_bundles KIND NAME N: every webhook's caBundle equals $WC/N/ca.crt.
+  # wc_bundles KIND NAME N [FILE]: the caBundle of every webhook calling the Service equals
+  # FILE (default $WC/N/ca.crt); another vendor's webhook still has its own.
   wc_bundles() {
-    local code n ok=0 i=0
+    local code n ok=0 i=0 want=${4:-$WC/$3/ca.crt}
     code=$(kapi GET "/apis/admissionregistration.k8s.io/v1/$1/$2")
     [[ $code == 200 ]] || { fail "GET $1/$2: HTTP $code"; return; }
-    n=$(jq '.webhooks | length' "$W/answer.json")
+    n=$(jq '[.webhooks[] | select(.clientConfig.service)] | length' "$W/answer.json")
     while ((i < n)); do
-      jq -r --argjson i "$i" '.webhooks[$i].clientConfig.caBundle // ""' "$W/answer.json" | base64 -d >"$WC/bundle" 2>/dev/null || true
-      cmp -s "$WC/bundle" "$WC/$3/ca.crt" && ok=$((ok + 1))
+      jq -r --argjson i "$i" '[.webhooks[] | select(.clientConfig.service)][$i].clientConfig.caBundle // ""' "$W/answer.json" | base64 -d >"$WC/bundle" 2>/dev/null || true
+      cmp -s "$WC/bundle" "$want" && ok=$((ok + 1))
       i=$((i + 1))
     done
-    if ((n > 0 && ok == n)); then pass "$2: caBundle = ca.crt on all $n webhook(s)"; else fail "$2: caBundle = ca.crt on $ok of $n webhook(s)"; fi
+    if ((n > 0 && ok == n)); then pass "$2: caBundle = ${want#"$WC/"} on all $n of Trow's webhook(s)"; else fail "$2: caBundle = ${want#"$WC/"} on $ok of $n webhook(s)"; fi
+    if [[ $1 == validatingwebhookconfigurations ]]; then
+      local foreign
+      foreign=$(jq -r --arg n "$WC_FOREIGN" '.webhooks[] | select(.name == $n) | .clientConfig.caBundle' "$W/answer.json")
+      if [[ $foreign == "$WC_FOREIGN_CA" ]]; then pass "$WC_FOREIGN: its own caBundle, unchanged"; else fail "$WC_FOREIGN: caBundle changed"; fi
+    fi
   }
   wc_bundles validatingwebhookconfigurations "$WC_VAL" 1
   wc_bundles mutatingwebhookconfigurations "$WC_MUT" 1
+  if grep -q "left alone.*$WC_FOREIGN" "$WC/run-1.log"; then pass "the output names $WC_FOREIGN as left alone"; else fail "the output does not name $WC_FOREIGN"; fi
 
   if wc_run 2; then pass "second run: exit 0"; else fail "second run: exit $?"; fi
   wc_secret 2 || true
@@ -691,6 +711,32 @@ if wc_secret 1; then
   curl -s --noproxy '*' --cacert "$P/ca.crt" --resolve "$WC_HOST:$WC_PORT:$WC_IP" -o /dev/null \
     "https://$WC_HOST:$WC_PORT/healthz" || rc=$?
   if ((rc == 60)); then pass "another CA is refused (curl exit 60)"; else fail "with another CA: curl exit $rc, want 60"; fi
+
+  # A renewal while the CA is still good (tls.crt replaced by the first run's, which another CA
+  # signed): the caBundle trusts new + old CA, so the gateway, still serving the old certificate
+  # until the kubelet would sync the Secret, stays trusted; the next run keeps the bundle and
+  # drops the old CA.
+  code=$(kapi PATCH "/api/v1/namespaces/$WC_NS/secrets/$WC_SECRET" \
+    "$(jq -cn --arg c "$(base64 -w0 "$WC/1/tls.crt")" '{data: {"tls.crt": $c}}')" application/merge-patch+json)
+  [[ $code == 200 ]] || die "PATCH Secret $WC_NS/$WC_SECRET: HTTP $code: $(cat "$W/answer.json")"
+  info "tls.crt replaced by the first run's (as e2e-admin)"
+  if wc_run 4; then pass "fourth run: exit 0"; else fail "fourth run: exit $?"; fi
+  wc_secret 4 || true
+  cat "$WC/4/ca.crt" "$WC/3/ca.crt" >"$WC/4/both.crt"
+  if grep -q 'old CA too' "$WC/run-4.log" && ! cmp -s "$WC/3/ca.crt" "$WC/4/ca.crt" &&
+    [[ $(grep -c 'BEGIN CERTIFICATE' "$WC/4/ca.crt") == 1 ]]; then
+    pass "fourth run renewed: ca.crt is the new CA alone"
+  else
+    fail "fourth run: $(tr '\n' ' ' <"$WC/run-4.log")"
+  fi
+  wc_bundles validatingwebhookconfigurations "$WC_VAL" 4 "$WC/4/both.crt"
+  wc_bundles mutatingwebhookconfigurations "$WC_MUT" 4 "$WC/4/both.crt"
+  got=$(curl -s --noproxy '*' --cacert "$WC/4/both.crt" --resolve "$WC_HOST:$WC_PORT:$WC_IP" \
+    -o /dev/null -w '%{http_code}' "https://$WC_HOST:$WC_PORT/healthz" || true)
+  if [[ $got == 200 ]]; then pass "the old certificate is trusted by the published caBundle (200)"; else fail "old certificate with the new caBundle: $got"; fi
+  if wc_run 5; then pass "fifth run: exit 0"; else fail "fifth run: exit $?"; fi
+  wc_bundles validatingwebhookconfigurations "$WC_VAL" 4
+  wc_bundles mutatingwebhookconfigurations "$WC_MUT" 4
 fi
 rc=0
 KUBECONFIG=$W/kubeconfig "$TROW_BIN" webhook-certs --namespace "$WC_NS" --secret "$WC_SECRET" --service "$WC_SVC" \
@@ -700,6 +746,36 @@ if ((rc == 2)) && grep -q 'not found' "$WC/missing.log"; then
   pass "an unknown configuration: exit 2, not found"
 else
   fail "an unknown configuration: exit $rc: $(cat "$WC/missing.log")"
+fi
+# A configuration none of whose webhooks calls the Service (a wrong flag): exit 2, nothing patched.
+rc=0
+KUBECONFIG=$W/kubeconfig "$TROW_BIN" webhook-certs --namespace "$WC_NS" --secret "$WC_SECRET" --service other-svc \
+  --validating-webhook "$WC_VAL" >"$WC/not-ours.log" 2>&1 || rc=$?
+info "$(cat "$WC/not-ours.log")"
+if ((rc == 2)) && grep -q "is not Trow's" "$WC/not-ours.log"; then
+  pass "a configuration with none of Trow's webhooks: exit 2, not Trow's"
+else
+  fail "a configuration with none of Trow's webhooks: exit $rc"
+fi
+# Someone else's Secret (kubectl create secret tls: no ca.crt, no annotation) is not replaced.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WC/own.key" \
+  -out "$WC/own.crt" -subj "/CN=$WC_SVC.$WC_NS.svc" -days 30 2>/dev/null
+code=$(kapi POST "/api/v1/namespaces/$WC_NS/secrets" "$(jq -cn --arg c "$(base64 -w0 "$WC/own.crt")" \
+  --arg k "$(base64 -w0 "$WC/own.key")" '{apiVersion: "v1", kind: "Secret", type: "kubernetes.io/tls",
+  metadata: {name: "own-tls"}, data: {"tls.crt": $c, "tls.key": $k}}')")
+[[ $code == 201 ]] || die "Secret own-tls: HTTP $code: $(cat "$W/answer.json")"
+kapi GET "/api/v1/namespaces/$WC_NS/secrets/own-tls" >/dev/null
+own_rv=$(jq -r .metadata.resourceVersion "$W/answer.json")
+rc=0
+KUBECONFIG=$W/kubeconfig "$TROW_BIN" webhook-certs --namespace "$WC_NS" --secret own-tls --service "$WC_SVC" \
+  >"$WC/own.log" 2>&1 || rc=$?
+info "$(cat "$WC/own.log")"
+kapi GET "/api/v1/namespaces/$WC_NS/secrets/own-tls" >/dev/null
+if ((rc == 2)) && grep -q 'not made by trow webhook-certs' "$WC/own.log" &&
+  [[ $(jq -r .metadata.resourceVersion "$W/answer.json") == "$own_rv" ]]; then
+  pass "someone else's Secret: exit 2, not replaced (resourceVersion $own_rv)"
+else
+  fail "someone else's Secret: exit $rc, resourceVersion $own_rv -> $(jq -r .metadata.resourceVersion "$W/answer.json")"
 fi
 # --- the helm chart, applied with server-side dry run ------------------------------------------
 # check_chart: renders deploy/helm/trow (the defaults; split with both webhooks; single with both

@@ -52,13 +52,21 @@ fn require_root() {
 
 /// `scripts/build-image.sh --bin <trow under test> --out <temp>/layout ARGS`.
 fn build(args: &[&str]) -> Built {
+    build_env(args, &[])
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-image.sh")
+}
+
+/// [`build`] with extra environment variables.
+fn build_env(args: &[&str], env: &[(&str, &str)]) -> Built {
     require_root();
     let tmp = tempfile::tempdir().expect("tempdir");
     let layout = tmp.path().join("layout");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-image.sh");
-    let mut cmd = Command::new(script);
+    let mut cmd = Command::new(script());
     cmd.arg("--bin").arg(trow_bin()).arg("--out").arg(&layout);
-    cmd.args(args);
+    cmd.args(args).envs(env.iter().copied());
     let stdout = run(&mut cmd);
     Built {
         tmp,
@@ -317,9 +325,20 @@ fn linked_libraries(bin: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// A CI clone's origin: `https://<user>:<token>@host/...`.
+const ORIGIN_WITH_TOKEN: &str = "https://ci-token:FAKE-SECRET@gitlab.example.com/team/trow.git";
+
 #[test]
 fn the_image_holds_only_what_it_means_to() {
-    let built = build(&[]);
+    // git reads GIT_CONFIG_* as configuration: the origin as a CI job's clone has it.
+    let built = build_env(
+        &[],
+        &[
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "remote.origin.url"),
+            ("GIT_CONFIG_VALUE_0", ORIGIN_WITH_TOKEN),
+        ],
+    );
     let config = built.config();
     assert_eq!(config["config"]["User"], "333333:333333", "{config}");
     assert_eq!(
@@ -333,6 +352,11 @@ fn the_image_holds_only_what_it_means_to() {
     let labels = &config["config"]["Labels"];
     assert_eq!(labels["org.opencontainers.image.title"], "trow");
     assert_eq!(labels["org.opencontainers.image.version"], TAG);
+    assert_eq!(
+        labels["org.opencontainers.image.source"], "https://gitlab.example.com/team/trow.git",
+        "the credentials must not be published"
+    );
+    assert!(!config.to_string().contains("FAKE-SECRET"), "{config}");
     assert_eq!(config["os"], "linux");
 
     let manifest = built.manifest();
@@ -399,6 +423,98 @@ fn the_image_holds_only_what_it_means_to() {
         std::fs::read(trow_bin()).expect("read trow under test"),
         "the image's trow is not the binary it was built from"
     );
+
+    // The CA bundle is Mozilla's set as Debian ships it, in name order: none of the build
+    // host's own CAs (/usr/local/share/ca-certificates), which /etc/ssl/certs also holds.
+    let bundle = std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt"))
+        .expect("the CA bundle");
+    let mut mozilla: Vec<PathBuf> = std::fs::read_dir("/usr/share/ca-certificates/mozilla")
+        .expect("Debian's ca-certificates")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+        .collect();
+    mozilla.sort();
+    assert!(!mozilla.is_empty());
+    let expected: String = mozilla
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("read a Mozilla CA"))
+        .collect();
+    assert!(
+        bundle == expected,
+        "the CA bundle is not exactly Mozilla's set"
+    );
+    for local in local_cas() {
+        let pem = std::fs::read_to_string(&local).expect("read a local CA");
+        let body = pem.trim();
+        assert!(
+            !bundle.contains(body) || expected.contains(body),
+            "{} (a local CA of the build host) is in the image",
+            local.display()
+        );
+    }
+}
+
+/// The build host's own CAs, which update-ca-certificates adds to /etc/ssl/certs.
+fn local_cas() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![PathBuf::from("/usr/local/share/ca-certificates")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "crt") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// The script with ARGS (and `--bin bin`) is refused, saying `why`.
+fn refused(bin: &Path, args: &[&str], why: &str) {
+    require_root();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(script())
+        .arg("--bin")
+        .arg(bin)
+        .arg("--out")
+        .arg(tmp.path().join("layout"))
+        .args(args)
+        .output()
+        .expect("run build-image.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {stderr}");
+    assert!(stderr.contains(why), "{stderr}");
+    assert!(!tmp.path().join("layout").exists(), "wrote a layout");
+}
+
+#[test]
+fn credentials_in_source_and_foreign_binaries_are_refused() {
+    refused(
+        &trow_bin(),
+        &["--source", ORIGIN_WITH_TOKEN],
+        "without user or password",
+    );
+    refused(
+        &trow_bin(),
+        &["--source", "git@github.com:a/b.git"],
+        "https://",
+    );
+    // This machine's own /bin/true, marked as built for another architecture: ldd calls it
+    // "not a dynamic executable", which used to pass for a static binary.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let foreign = tmp.path().join("true");
+    let mut elf = std::fs::read("/bin/true").expect("read /bin/true");
+    let machine: u16 = if cfg!(target_arch = "aarch64") {
+        0x3e
+    } else {
+        0xb7
+    };
+    elf[18..20].copy_from_slice(&machine.to_le_bytes());
+    std::fs::write(&foreign, elf).expect("write");
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    refused(&foreign, &[], "is built for");
 }
 
 #[test]

@@ -9,9 +9,25 @@
 //! The files are built as TOML values and serialized by the `toml` crate, so no input (a path
 //! with a quote, a host) can change a file's shape; inputs are checked first anyway, because a
 //! registry name becomes a directory name under `--out-dir`.
+//!
+//! Writing runs as root in a directory others may also write (an operator's own files, other
+//! tools'), so it trusts nothing found there: every file it writes starts with [`MARKER`], and
+//! a file without it is neither overwritten nor removed unless `--force`; the registry's
+//! directory and its `hosts.toml` are opened relative to `--out-dir` without following symlinks;
+//! the new text goes to a freshly created temp file (random name, `O_EXCL`, mode 0644 whatever
+//! the umask) that is synced and renamed into place, and the directory is synced after.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+/// The first line of every file this command writes: what makes a file ours to replace or
+/// remove.
+pub const MARKER: &str = "# Written by `trow containerd-config`";
 
 /// The directory containerd reads for a registry with no directory of its own.
 pub const DEFAULT_DIR: &str = "_default";
@@ -30,8 +46,15 @@ pub enum ContainerdError {
     Registry(String),
     #[error("registry {0} given twice")]
     Duplicate(String),
-    #[error("--ca-file {0:?} is empty or holds a newline")]
+    #[error("--ca-file {0:?} is empty or not UTF-8")]
     CaFile(PathBuf),
+    #[error(
+        "{0} was not written by `trow containerd-config` (its first line is not {MARKER:?}): \
+         not replaced; move it away, or pass --force to overwrite it"
+    )]
+    Foreign(PathBuf),
+    #[error("{0} is a symlink or not a regular file/directory: refused (remove it first)")]
+    NotPlain(PathBuf),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -156,29 +179,34 @@ pub fn hosts_files(
 ) -> Result<Vec<HostsFile>, ContainerdError> {
     let mirror = check_mirror_url(mirror_url)?;
     if let MirrorTls::Ca(path) = tls {
-        let s = path.to_string_lossy();
-        if s.is_empty() || s.contains('\n') {
+        // containerd would get a mangled path and silently fall back to the upstream.
+        if path.to_str().is_none_or(str::is_empty) {
             return Err(ContainerdError::CaFile(path.clone()));
         }
     }
-    let default = [DEFAULT_DIR.to_string()];
-    let registries = if registries.is_empty() {
-        &default[..]
-    } else {
-        registries
-    };
-    let mut files: Vec<HostsFile> = Vec::new();
+    Ok(registry_dirs(registries)?
+        .into_iter()
+        .map(|r| HostsFile {
+            text: hosts_toml(&r, &mirror, tls),
+            dir: r,
+        })
+        .collect())
+}
+
+/// The directories for `registries` (none: `_default`), each checked, none twice.
+pub fn registry_dirs(registries: &[String]) -> Result<Vec<String>, ContainerdError> {
+    if registries.is_empty() {
+        return Ok(vec![DEFAULT_DIR.to_string()]);
+    }
+    let mut dirs: Vec<String> = Vec::new();
     for r in registries {
         check_registry(r)?;
-        if files.iter().any(|f| f.dir == *r) {
+        if dirs.contains(r) {
             return Err(ContainerdError::Duplicate(r.clone()));
         }
-        files.push(HostsFile {
-            dir: r.clone(),
-            text: hosts_toml(r, &mirror, tls),
-        });
+        dirs.push(r.clone());
     }
-    Ok(files)
+    Ok(dirs)
 }
 
 /// One `hosts.toml`.
@@ -191,6 +219,7 @@ fn hosts_toml(registry: &str, mirror: &str, tls: &MirrorTls) -> String {
     match tls {
         MirrorTls::System => {}
         MirrorTls::Ca(path) => {
+            // UTF-8, checked by `hosts_files`.
             host.insert("ca".into(), path.to_string_lossy().into_owned().into());
         }
         MirrorTls::SkipVerify => {
@@ -205,10 +234,7 @@ fn hosts_toml(registry: &str, mirror: &str, tls: &MirrorTls) -> String {
     }
     doc.insert("host".into(), toml::Value::Table(hosts));
     let body = toml::to_string(&doc).expect("a table of strings serializes");
-    format!(
-        "# Written by `trow containerd-config`: pulls go through Trow first. Rewritten when it \
-         runs again.\n{body}"
-    )
+    format!("{MARKER}: pulls go through Trow first. Rewritten when it runs again.\n{body}")
 }
 
 /// What `trow containerd-config` prints: each file after a `# <dir>/hosts.toml` line.
@@ -229,44 +255,171 @@ pub enum Written {
     Created,
     Updated,
     Unchanged,
+    /// `--remove`: deleted.
+    Removed,
+    /// `--remove`: there was none.
+    Absent,
+    /// `--remove`: not ours (no [`MARKER`]), left alone.
+    NotOurs,
 }
 
-/// Writes each file under `out_dir` (created if missing), by temp file and rename so containerd
-/// never reads half a file; a file that already says the same is left alone (its mtime too), and
-/// nothing else in `out_dir` (other registries' directories) is touched.
+/// Longest `hosts.toml` read back: ours are a few hundred bytes.
+const READ_LIMIT: u64 = 64 * 1024;
+
+/// Whether `text` is a file this command wrote.
+fn is_ours(text: &[u8]) -> bool {
+    text.starts_with(MARKER.as_bytes())
+}
+
+/// `--out-dir`, created (0755) if missing; it may be a symlink (the operator named it).
+fn open_out_dir(out_dir: &Path, create: bool) -> Result<Option<OwnedFd>, ContainerdError> {
+    let err = |source: std::io::Error| ContainerdError::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    };
+    if create {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(out_dir)
+            .map_err(err)?;
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    match rustix::fs::open(out_dir, flags, Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) if !create => Ok(None),
+        Err(e) => Err(err(e.into())),
+    }
+}
+
+/// The registry's directory under `base`, never through a symlink; `None` when missing.
+fn open_registry_dir(
+    base: &OwnedFd,
+    dir: &str,
+    path: &Path,
+) -> Result<Option<OwnedFd>, ContainerdError> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(base, dir, flags, Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(Errno::LOOP | Errno::NOTDIR) => Err(ContainerdError::NotPlain(path.to_path_buf())),
+        Err(e) => Err(ContainerdError::Write {
+            path: path.to_path_buf(),
+            source: e.into(),
+        }),
+    }
+}
+
+/// The current `hosts.toml` in `dir` (at most [`READ_LIMIT`] bytes), never through a symlink
+/// and only a regular file; `None` when missing.
+fn read_hosts(dir: &OwnedFd, path: &Path) -> Result<Option<Vec<u8>>, ContainerdError> {
+    let err = |e: Errno| ContainerdError::Write {
+        path: path.to_path_buf(),
+        source: e.into(),
+    };
+    // NONBLOCK: a FIFO planted there must not hang the open.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(dir, "hosts.toml", flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err(ContainerdError::NotPlain(path.to_path_buf())),
+        Err(e) => return Err(err(e)),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(err)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(ContainerdError::NotPlain(path.to_path_buf()));
+    }
+    let mut text = Vec::new();
+    std::fs::File::from(fd)
+        .take(READ_LIMIT)
+        .read_to_end(&mut text)
+        .map_err(|source| ContainerdError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(Some(text))
+}
+
+/// A temp file name no one can predict (a DaemonSet's pid is always 1).
+fn temp_name() -> String {
+    use std::hash::BuildHasher;
+    let n = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    format!(".hosts.toml.trow-{n:016x}")
+}
+
+/// Writes `text` as `hosts.toml` in `dir`: a new temp file (O_EXCL, O_NOFOLLOW, 0644), synced,
+/// renamed over the old one, then the directory synced.
+fn replace_hosts(dir: &OwnedFd, text: &str) -> std::io::Result<()> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(0o644);
+    let mut tries = 0;
+    let (tmp, fd) = loop {
+        let tmp = temp_name();
+        match rustix::fs::openat(dir, &tmp, flags, mode) {
+            Ok(fd) => break (tmp, fd),
+            Err(Errno::EXIST) if tries < 5 => tries += 1,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let result = (|| -> std::io::Result<()> {
+        rustix::fs::fchmod(&fd, mode)?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        rustix::fs::renameat(dir, &tmp, dir, "hosts.toml")?;
+        rustix::fs::fsync(dir)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+    }
+    result
+}
+
+/// Writes each file under `out_dir` (created if missing) so containerd never reads half a
+/// file; a file that already says the same is left alone (its mtime too), a file this command
+/// did not write is refused unless `force`, and nothing else in `out_dir` (other registries'
+/// directories) is touched. Every file is checked before any is written.
 pub fn write_files(
     out_dir: &Path,
     files: &[HostsFile],
+    force: bool,
 ) -> Result<Vec<(PathBuf, Written)>, ContainerdError> {
-    let mut done = Vec::new();
+    let base = open_out_dir(out_dir, true)?.expect("created");
+    let mut plan = Vec::new();
     for f in files {
-        let dir = out_dir.join(&f.dir);
-        let path = dir.join("hosts.toml");
-        let err = |source| ContainerdError::Write {
-            path: path.clone(),
-            source,
+        let path = out_dir.join(&f.dir).join("hosts.toml");
+        let before = match open_registry_dir(&base, &f.dir, &out_dir.join(&f.dir))? {
+            Some(dir) => read_hosts(&dir, &path)?,
+            None => None,
         };
-        let before = match std::fs::read(&path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(err(e)),
-        };
+        if before.as_deref().is_some_and(|b| !is_ours(b)) && !force {
+            return Err(ContainerdError::Foreign(path));
+        }
+        plan.push((f, path, before));
+    }
+    let mut done = Vec::new();
+    for (f, path, before) in plan {
         if before.as_deref() == Some(f.text.as_bytes()) {
             done.push((path, Written::Unchanged));
             continue;
         }
-        std::fs::create_dir_all(&dir).map_err(err)?;
-        let tmp = dir.join(format!(".hosts.toml.trow-{}", std::process::id()));
-        let result = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(f.text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err(e));
+        let err = |source| ContainerdError::Write {
+            path: path.clone(),
+            source,
+        };
+        let made = match rustix::fs::mkdirat(&base, f.dir.as_str(), Mode::from_raw_mode(0o755)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
+            Err(e) => return Err(err(e.into())),
+        };
+        let dir = open_registry_dir(&base, &f.dir, &out_dir.join(&f.dir))?
+            .ok_or_else(|| err(std::io::ErrorKind::NotFound.into()))?;
+        if made {
+            // mkdir's mode is masked by the umask; containerd's directories are 0755.
+            rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o755)).map_err(|e| err(e.into()))?;
         }
+        replace_hosts(&dir, &f.text).map_err(err)?;
         let how = if before.is_some() {
             Written::Updated
         } else {
@@ -277,13 +430,58 @@ pub fn write_files(
     Ok(done)
 }
 
+/// `--remove`: deletes `<dir>/hosts.toml` under `out_dir` for each of `dirs` when this command
+/// wrote it (or `force`), and the directory when that leaves it empty; a file without the marker
+/// is left alone and reported.
+pub fn remove_files(
+    out_dir: &Path,
+    dirs: &[String],
+    force: bool,
+) -> Result<Vec<(PathBuf, Written)>, ContainerdError> {
+    let mut done = Vec::new();
+    let Some(base) = open_out_dir(out_dir, false)? else {
+        return Ok(dirs
+            .iter()
+            .map(|d| (out_dir.join(d).join("hosts.toml"), Written::Absent))
+            .collect());
+    };
+    for d in dirs {
+        let path = out_dir.join(d).join("hosts.toml");
+        let err = |e: Errno| ContainerdError::Write {
+            path: path.clone(),
+            source: e.into(),
+        };
+        let Some(dir) = open_registry_dir(&base, d, &out_dir.join(d))? else {
+            done.push((path, Written::Absent));
+            continue;
+        };
+        let how = match read_hosts(&dir, &path)? {
+            None => Written::Absent,
+            Some(t) if !is_ours(&t) && !force => Written::NotOurs,
+            Some(_) => {
+                rustix::fs::unlinkat(&dir, "hosts.toml", AtFlags::empty()).map_err(err)?;
+                rustix::fs::fsync(&dir).map_err(err)?;
+                Written::Removed
+            }
+        };
+        // Only an empty directory goes (rmdir refuses anything else).
+        if how != Written::NotOurs
+            && rustix::fs::unlinkat(&base, d.as_str(), AtFlags::REMOVEDIR).is_ok()
+        {
+            let _ = rustix::fs::fsync(&base);
+        }
+        done.push((path, how));
+    }
+    Ok(done)
+}
+
 /// `trow containerd-config`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct ContainerdConfigArgs {
     /// Trow's URL as nodes reach it: http://HOST[:PORT] (containerd then speaks plain HTTP to
     /// it) or https://HOST[:PORT].
-    #[arg(long)]
-    pub mirror_url: String,
+    #[arg(long, required_unless_present = "remove")]
+    pub mirror_url: Option<String>,
     /// A registry to pull through Trow (repeatable): docker.io, ghcr.io, 127.0.0.1:5000, ...
     /// Without any: one `_default/hosts.toml`, for every registry.
     #[arg(long = "registry", value_name = "HOST")]
@@ -301,55 +499,84 @@ pub struct ContainerdConfigArgs {
     /// After writing, keep running until SIGTERM or SIGINT (as a DaemonSet's container).
     #[arg(long, requires = "out_dir")]
     pub wait: bool,
+    /// Delete the files this command wrote under --out-dir for the --registry names (none:
+    /// `_default`) instead of writing them; files it did not write are left alone.
+    #[arg(long, requires = "out_dir", conflicts_with_all = ["wait", "ca_file", "skip_verify"])]
+    pub remove: bool,
+    /// Overwrite (or with --remove, delete) a hosts.toml this command did not write.
+    #[arg(long, requires = "out_dir")]
+    pub force: bool,
+}
+
+fn report(done: Vec<(PathBuf, Written)>) {
+    for (path, how) in done {
+        let how = match how {
+            Written::Created => "created",
+            Written::Updated => "updated",
+            Written::Unchanged => "unchanged",
+            Written::Removed => "removed",
+            Written::Absent => "absent",
+            Written::NotOurs => "kept (not written by trow containerd-config)",
+        };
+        println!("{how} {}", path.display());
+    }
 }
 
 /// Runs `trow containerd-config`; returns the exit status (2: bad input or cannot write).
 pub async fn run(a: ContainerdConfigArgs) -> i32 {
+    let fail = |e: ContainerdError| {
+        eprintln!("trow containerd-config: {e}");
+        2
+    };
+    if a.remove {
+        let out_dir = a
+            .out_dir
+            .as_deref()
+            .expect("clap: --remove requires --out-dir");
+        return match registry_dirs(&a.registries).and_then(|d| remove_files(out_dir, &d, a.force)) {
+            Ok(done) => {
+                report(done);
+                0
+            }
+            Err(e) => fail(e),
+        };
+    }
     let tls = match (a.ca_file, a.skip_verify) {
         (Some(ca), _) => MirrorTls::Ca(ca),
         (None, true) => MirrorTls::SkipVerify,
         (None, false) => MirrorTls::System,
     };
-    let files = match hosts_files(&a.mirror_url, &a.registries, &tls) {
+    let mirror_url = a.mirror_url.unwrap_or_default();
+    let files = match hosts_files(&mirror_url, &a.registries, &tls) {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("trow containerd-config: {e}");
-            return 2;
-        }
+        Err(e) => return fail(e),
     };
     let Some(out_dir) = a.out_dir else {
         print!("{}", render(&files));
         return 0;
     };
-    match write_files(&out_dir, &files) {
-        Ok(done) => {
-            for (path, how) in done {
-                let how = match how {
-                    Written::Created => "created",
-                    Written::Updated => "updated",
-                    Written::Unchanged => "unchanged",
-                };
-                println!("{how} {}", path.display());
-            }
-        }
-        Err(e) => {
-            eprintln!("trow containerd-config: {e}");
-            return 2;
-        }
+    match write_files(&out_dir, &files, a.force) {
+        Ok(done) => report(done),
+        Err(e) => return fail(e),
     }
     if a.wait {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Both handlers first: a SIGTERM right after the line below must not take the default
+        // action (ignored for PID 1, which would wait out the grace period).
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("trow containerd-config: cannot wait for SIGTERM: {e}");
+                return 2;
+            }
+        };
         println!("trow containerd-config: written; waiting for SIGTERM");
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("trow containerd-config: cannot wait for SIGTERM: {e}");
-                    return 2;
-                }
-            };
         tokio::select! {
             _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
         }
     }
     0
@@ -493,6 +720,125 @@ mod tests {
         assert!(out.contains("\n# b.io/hosts.toml\n"), "{out}");
     }
 
+    fn victim(tmp: &Path) -> PathBuf {
+        let v = tmp.join("victim");
+        std::fs::write(&v, "precious\n").unwrap();
+        v
+    }
+
+    /// Symlinks planted in the hosts directory (at the registry's directory, at hosts.toml, or
+    /// at the temp name the writer used to predict) never redirect the write.
+    #[test]
+    fn symlinks_are_never_followed() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("certs.d");
+        let v = victim(tmp.path());
+        let f = hosts_files("http://m", &["a.io".into()], &MirrorTls::System).unwrap();
+
+        std::fs::create_dir_all(&out).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        symlink(&elsewhere, out.join("a.io")).unwrap();
+        assert!(matches!(
+            write_files(&out, &f, true),
+            Err(ContainerdError::NotPlain(_))
+        ));
+        assert!(!elsewhere.join("hosts.toml").exists());
+        std::fs::remove_file(out.join("a.io")).unwrap();
+
+        std::fs::create_dir(out.join("a.io")).unwrap();
+        symlink(&v, out.join("a.io/hosts.toml")).unwrap();
+        assert!(matches!(
+            write_files(&out, &f, true),
+            Err(ContainerdError::NotPlain(_))
+        ));
+        assert!(matches!(
+            remove_files(&out, &["a.io".into()], true),
+            Err(ContainerdError::NotPlain(_))
+        ));
+        std::fs::remove_file(out.join("a.io/hosts.toml")).unwrap();
+
+        let old_temp = format!(".hosts.toml.trow-{}", std::process::id());
+        symlink(&v, out.join("a.io").join(&old_temp)).unwrap();
+        assert_eq!(write_files(&out, &f, false).unwrap()[0].1, Written::Created);
+        assert_eq!(std::fs::read_to_string(&v).unwrap(), "precious\n");
+        assert!(!out.join("a.io/hosts.toml").is_symlink());
+    }
+
+    /// 0644 files and 0755 directories whatever the umask (a world-writable mirror config, or
+    /// one containerd cannot read, otherwise).
+    #[test]
+    fn modes_do_not_depend_on_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        for umask in [0, 0o077] {
+            let tmp = tempfile::tempdir().unwrap();
+            let f = hosts_files("http://m", &["a.io".into()], &MirrorTls::System).unwrap();
+            let old = rustix::process::umask(Mode::from_raw_mode(umask));
+            let w = write_files(tmp.path(), &f, false);
+            rustix::process::umask(old);
+            w.unwrap();
+            assert_eq!(
+                mode(&tmp.path().join("a.io/hosts.toml")),
+                0o644,
+                "{umask:o}"
+            );
+            assert_eq!(mode(&tmp.path().join("a.io")), 0o755, "{umask:o}");
+        }
+    }
+
+    /// A hosts.toml this command did not write is neither replaced (unless --force) nor
+    /// removed; ours are.
+    #[test]
+    fn foreign_files_are_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let corp = tmp.path().join("docker.io/hosts.toml");
+        std::fs::create_dir_all(corp.parent().unwrap()).unwrap();
+        let theirs = "[host.\"https://corp-mirror.example.com\"]\nca = \"/etc/corp/ca.pem\"\n";
+        std::fs::write(&corp, theirs).unwrap();
+        let f = hosts_files(
+            "http://m",
+            &["quay.io".into(), "docker.io".into()],
+            &MirrorTls::System,
+        )
+        .unwrap();
+        assert!(matches!(
+            write_files(tmp.path(), &f, false),
+            Err(ContainerdError::Foreign(p)) if p == corp
+        ));
+        assert_eq!(std::fs::read_to_string(&corp).unwrap(), theirs);
+        assert!(
+            !tmp.path().join("quay.io").exists(),
+            "wrote before checking"
+        );
+        let dirs = ["docker.io".to_string(), "quay.io".to_string()];
+        let r = remove_files(tmp.path(), &dirs, false).unwrap();
+        assert_eq!(r[0].1, Written::NotOurs);
+        assert_eq!(r[1].1, Written::Absent);
+        assert_eq!(std::fs::read_to_string(&corp).unwrap(), theirs);
+
+        let w = write_files(tmp.path(), &f, true).unwrap();
+        assert_eq!((w[0].1, w[1].1), (Written::Created, Written::Updated));
+        let r = remove_files(tmp.path(), &dirs, false).unwrap();
+        assert_eq!((r[0].1, r[1].1), (Written::Removed, Written::Removed));
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+        assert_eq!(
+            remove_files(&tmp.path().join("none"), &dirs, false).unwrap()[0].1,
+            Written::Absent
+        );
+    }
+
+    #[test]
+    fn a_non_utf8_ca_path_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/etc/ca\xff.crt"));
+        assert!(matches!(
+            hosts_files("https://m", &[], &MirrorTls::Ca(p.into())),
+            Err(ContainerdError::CaFile(_))
+        ));
+    }
+
     #[test]
     fn writes_only_what_differs_and_leaves_the_rest() {
         let tmp = tempfile::tempdir().unwrap();
@@ -500,18 +846,21 @@ mod tests {
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join("hosts.toml"), "server = \"x\"\n").unwrap();
         let f = hosts_files("http://m", &["a.io".into()], &MirrorTls::System).unwrap();
-        let w = write_files(tmp.path(), &f).unwrap();
+        let w = write_files(tmp.path(), &f, false).unwrap();
         assert_eq!(w[0].1, Written::Created);
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("a.io/hosts.toml")).unwrap(),
             f[0].text
         );
         assert_eq!(
-            write_files(tmp.path(), &f).unwrap()[0].1,
+            write_files(tmp.path(), &f, false).unwrap()[0].1,
             Written::Unchanged
         );
         let f2 = hosts_files("http://n", &["a.io".into()], &MirrorTls::System).unwrap();
-        assert_eq!(write_files(tmp.path(), &f2).unwrap()[0].1, Written::Updated);
+        assert_eq!(
+            write_files(tmp.path(), &f2, false).unwrap()[0].1,
+            Written::Updated
+        );
         assert!(other.join("hosts.toml").exists());
         let names: Vec<_> = std::fs::read_dir(tmp.path().join("a.io"))
             .unwrap()

@@ -6,9 +6,12 @@
 //!
 //! Idempotent by design: a Secret that already holds a CA and a serving certificate it signed for
 //! the Service's names, with at least [`MIN_LEFT`] to go, is kept (so an upgrade does not rotate
-//! the certificate under running pods); otherwise a new CA and certificate replace it. Either way
-//! every webhook's `caBundle` is then set to the Secret's CA, which repairs a configuration that
-//! a `helm upgrade` re-rendered without it.
+//! the certificate under running pods); otherwise a new CA and certificate replace it, but only
+//! in a Secret this command made (annotation [`GENERATED_BY`]): someone else's Secret (their own
+//! certificate, cert-manager's) is never overwritten. Either way Trow's webhooks' `caBundle` is
+//! then set to the Secret's CA, which repairs a configuration that a `helm upgrade` re-rendered
+//! without it; only webhooks whose `clientConfig.service` is `--service` in `--namespace` are
+//! touched, so another vendor's webhook in the same configuration keeps its own CA.
 
 pub mod bundle;
 
@@ -17,15 +20,23 @@ use std::time::SystemTime;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ServiceReference, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 
 pub use bundle::{
-    Bundle, CA_KEY, CERT_KEY, KEY_KEY, MIN_LEFT, SECRET_TYPE, Service, Verdict, issue, judge,
+    Bundle, CA_KEY, CERT_KEY, KEY_KEY, MAX_DAYS, MIN_LEFT, SECRET_TYPE, Service, Verdict,
+    ca_bundle_after_renewal, issue, judge,
 };
+
+/// The annotation (and its value) that marks a Secret as made by this command, and so as one it
+/// may replace.
+pub const GENERATED_BY: (&str, &str) = ("trow.dev/generated-by", "trow webhook-certs");
+
+/// cert-manager's annotation on the Secrets it manages.
+const CERT_MANAGER: &str = "cert-manager.io/certificate-name";
 
 /// Why the command could not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +47,36 @@ pub enum WebhookCertsError {
         name: String,
         rule: &'static str,
     },
-    #[error("--days must be at least 31 (a certificate is kept only while 30 days are left)")]
+    #[error(
+        "--days must be from 31 (a certificate is kept only while 30 days are left) to {MAX_DAYS}"
+    )]
     Days,
+    #[error(
+        "Secret {namespace}/{name} was not made by trow webhook-certs and cannot be used ({why}); \
+         it is not replaced: delete it, or use it with webhooks.tls.existingSecretRef and \
+         webhooks.tls.patch.enabled=false"
+    )]
+    Foreign {
+        namespace: String,
+        name: String,
+        why: String,
+    },
+    #[error(
+        "Secret {namespace}/{name} is managed by cert-manager: set webhooks.tls.patch.enabled=false \
+         (cert-manager's CA injector sets caBundle) or name another Secret"
+    )]
+    CertManager { namespace: String, name: String },
+    #[error(
+        "{kind} {name} is not Trow's: none of its webhooks ({others:?}) calls Service \
+         {namespace}/{service}; nothing patched"
+    )]
+    NotOurs {
+        kind: &'static str,
+        name: String,
+        namespace: String,
+        service: String,
+        others: Vec<String>,
+    },
     #[error("no Kubernetes API to talk to (in-cluster service account, or KUBECONFIG): {0}")]
     Client(String),
     #[error("{kind} {name} not found: create it first (the chart renders it) or drop the flag")]
@@ -75,13 +114,15 @@ pub struct WebhookCertsArgs {
     /// and SVC.NS.svc.cluster.local.
     #[arg(long)]
     pub service: String,
-    /// A ValidatingWebhookConfiguration whose every webhook gets the CA as caBundle.
+    /// A ValidatingWebhookConfiguration whose webhooks that call --service get the CA as
+    /// caBundle (others are left alone and named).
     #[arg(long)]
     pub validating_webhook: Option<String>,
-    /// A MutatingWebhookConfiguration whose every webhook gets the CA as caBundle.
+    /// A MutatingWebhookConfiguration whose webhooks that call --service get the CA as caBundle
+    /// (others are left alone and named).
     #[arg(long)]
     pub mutating_webhook: Option<String>,
-    /// How long new certificates are valid, in days.
+    /// How long new certificates are valid, in days (31 to 36500).
     #[arg(long, default_value_t = 3650)]
     pub days: u32,
 }
@@ -133,9 +174,7 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
     {
         check_name("webhook configuration", name, true)?;
     }
-    if a.days <= 30 {
-        return Err(WebhookCertsError::Days);
-    }
+    check_days(a.days)?;
     let client = kube::Client::try_default()
         .await
         .map_err(|e| WebhookCertsError::Client(e.to_string()))?;
@@ -145,25 +184,93 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
         name: a.service.clone(),
     }
     .dns_names();
+    // The configurations first: one with none of Trow's webhooks (a wrong flag) must stop the
+    // run before the Secret is touched.
+    let ours = |svc: Option<&ServiceReference>| {
+        svc.is_some_and(|r| r.namespace == *ns && r.name == a.service)
+    };
+    let vapi: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let mapi: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let validating = match &a.validating_webhook {
+        Some(n) => Some(
+            plan(&vapi, "ValidatingWebhookConfiguration", n, a, |c| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| Hook {
+                        name: w.name.clone(),
+                        ca_bundle: w.client_config.ca_bundle.clone(),
+                        ours: ours(w.client_config.service.as_ref()),
+                    })
+                    .collect()
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    let mutating = match &a.mutating_webhook {
+        Some(n) => Some(
+            plan(&mapi, "MutatingWebhookConfiguration", n, a, |c| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| Hook {
+                        name: w.name.clone(),
+                        ca_bundle: w.client_config.ca_bundle.clone(),
+                        ours: ours(w.client_config.service.as_ref()),
+                    })
+                    .collect()
+            })
+            .await?,
+        ),
+        None => None,
+    };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let existing = secrets
         .get_opt(name)
         .await
         .map_err(api(format!("reading Secret {ns}/{name}")))?;
     let now = SystemTime::now();
-    let bundle = match existing {
+    let ca_bundle = match existing {
         Some(mut s) => {
+            let annotations = s.metadata.annotations.clone().unwrap_or_default();
+            if annotations.contains_key(CERT_MANAGER) {
+                return Err(WebhookCertsError::CertManager {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                });
+            }
+            let ours = annotations.get(GENERATED_BY.0).map(String::as_str) == Some(GENERATED_BY.1);
             let found = s.type_.clone().unwrap_or_else(|| "Opaque".into());
-            let verdict = match Bundle::from_secret(&s) {
-                Ok(b) => (judge(&b, &names, now, MIN_LEFT), Some(b)),
-                Err(why) => (Verdict::Renew(why), None),
+            let old = Bundle::from_secret(&s);
+            let why = match &old {
+                Ok(b) => match judge(b, &names, now, MIN_LEFT) {
+                    Verdict::Keep => None,
+                    Verdict::Renew(w) => Some(w),
+                },
+                Err(w) => Some(w.clone()),
             };
-            match verdict {
-                (Verdict::Keep, Some(b)) => {
-                    println!("Secret {ns}/{name}: kept (valid for {names:?} over 30 more days)");
-                    b
+            match (why, old) {
+                (None, Ok(b)) => {
+                    let whose = if ours {
+                        ""
+                    } else {
+                        ", not made by trow webhook-certs: used as it is"
+                    };
+                    println!(
+                        "Secret {ns}/{name}: kept (valid for {names:?} over 30 more days{whose})"
+                    );
+                    b.ca_pem
                 }
-                (why, _) => {
+                (why, old) => {
+                    let why = why.unwrap_or_default();
+                    if !ours {
+                        return Err(WebhookCertsError::Foreign {
+                            namespace: ns.clone(),
+                            name: name.clone(),
+                            why,
+                        });
+                    }
                     if found != SECRET_TYPE {
                         return Err(WebhookCertsError::SecretType {
                             namespace: ns.clone(),
@@ -171,10 +278,6 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
                             found,
                         });
                     }
-                    let why = match why {
-                        Verdict::Renew(w) => w,
-                        Verdict::Keep => String::new(),
-                    };
                     let b = issue(&names, a.days, now)?;
                     // The object as read (labels, annotations, resourceVersion: a concurrent
                     // writer makes this fail rather than be overwritten), with new data.
@@ -184,8 +287,14 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
                         .replace(name, &PostParams::default(), &s)
                         .await
                         .map_err(api(format!("updating Secret {ns}/{name}")))?;
-                    println!("Secret {ns}/{name}: replaced ({why})");
-                    b
+                    let ca = ca_bundle_after_renewal(&b, old.as_ref().ok(), now);
+                    let also = if ca == b.ca_pem {
+                        ""
+                    } else {
+                        "; caBundle trusts the old CA too until the next run"
+                    };
+                    println!("Secret {ns}/{name}: replaced ({why}{also})");
+                    ca
                 }
             }
         }
@@ -196,8 +305,8 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
                     name: Some(name.clone()),
                     namespace: Some(ns.clone()),
                     annotations: Some(BTreeMap::from([(
-                        "trow.dev/generated-by".to_string(),
-                        "trow webhook-certs".to_string(),
+                        GENERATED_BY.0.to_string(),
+                        GENERATED_BY.1.to_string(),
                     )])),
                     ..Default::default()
                 },
@@ -210,45 +319,54 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
                 .await
                 .map_err(api(format!("creating Secret {ns}/{name}")))?;
             println!("Secret {ns}/{name}: created for {names:?}");
-            b
+            b.ca_pem
         }
     };
-    let ca = ByteString(bundle.ca_pem.into_bytes());
-    if let Some(n) = &a.validating_webhook {
-        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        patch_ca(&api, "ValidatingWebhookConfiguration", n, &ca, |c| {
-            c.webhooks
-                .iter()
-                .flatten()
-                .map(|w| (w.name.clone(), w.client_config.ca_bundle.clone()))
-                .collect()
-        })
-        .await?;
+    let ca = ByteString(ca_bundle.into_bytes());
+    if let Some(p) = &validating {
+        patch_ca(&vapi, p, &ca).await?;
     }
-    if let Some(n) = &a.mutating_webhook {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client);
-        patch_ca(&api, "MutatingWebhookConfiguration", n, &ca, |c| {
-            c.webhooks
-                .iter()
-                .flatten()
-                .map(|w| (w.name.clone(), w.client_config.ca_bundle.clone()))
-                .collect()
-        })
-        .await?;
+    if let Some(p) = &mutating {
+        patch_ca(&mapi, p, &ca).await?;
     }
     Ok(())
 }
 
-/// Sets `caBundle` of every webhook in configuration `name` to `ca`, by a strategic merge patch
-/// keyed by webhook name (so nothing else in the configuration is rewritten); no patch when
-/// every one already has it.
-async fn patch_ca<K>(
+/// `--days` within what a certificate can say (before year 9999) and longer than [`MIN_LEFT`].
+fn check_days(days: u32) -> Result<(), WebhookCertsError> {
+    if (31..=MAX_DAYS).contains(&days) {
+        Ok(())
+    } else {
+        Err(WebhookCertsError::Days)
+    }
+}
+
+/// One webhook of a configuration: its name, its `caBundle`, and whether it calls Trow's
+/// Service.
+struct Hook {
+    name: String,
+    ca_bundle: Option<ByteString>,
+    ours: bool,
+}
+
+/// What to patch in one configuration: Trow's webhooks, and the names of the others.
+struct Plan {
+    kind: &'static str,
+    name: String,
+    hooks: Vec<Hook>,
+    others: Vec<String>,
+}
+
+/// Reads configuration `name` and sorts its webhooks into Trow's (calling `--service` in
+/// `--namespace`) and the others; a configuration with webhooks but none of Trow's is an error
+/// (a wrong flag, most likely).
+async fn plan<K>(
     api: &Api<K>,
     kind: &'static str,
     name: &str,
-    ca: &ByteString,
-    webhooks: impl Fn(&K) -> Vec<(String, Option<ByteString>)>,
-) -> Result<(), WebhookCertsError>
+    a: &WebhookCertsArgs,
+    webhooks: impl Fn(&K) -> Vec<Hook>,
+) -> Result<Plan, WebhookCertsError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -260,28 +378,65 @@ where
             kind,
             name: name.to_string(),
         })?;
-    let hooks = webhooks(&config);
-    if hooks.is_empty() {
+    let all = webhooks(&config);
+    let empty = all.is_empty();
+    let (hooks, others): (Vec<Hook>, Vec<Hook>) = all.into_iter().partition(|h| h.ours);
+    let others: Vec<String> = others.into_iter().map(|h| h.name).collect();
+    if hooks.is_empty() && !empty {
+        return Err(WebhookCertsError::NotOurs {
+            kind,
+            name: name.to_string(),
+            namespace: a.namespace.clone(),
+            service: a.service.clone(),
+            others,
+        });
+    }
+    Ok(Plan {
+        kind,
+        name: name.to_string(),
+        hooks,
+        others,
+    })
+}
+
+/// Sets `caBundle` of the planned webhooks to `ca`, by a strategic merge patch keyed by webhook
+/// name (so nothing else in the configuration, other webhooks included, is rewritten); no patch
+/// when every one already has it.
+async fn patch_ca<K>(api: &Api<K>, p: &Plan, ca: &ByteString) -> Result<(), WebhookCertsError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let (kind, name) = (p.kind, p.name.as_str());
+    if p.hooks.is_empty() {
         println!("{kind} {name}: has no webhooks, nothing to patch");
         return Ok(());
     }
-    if hooks.iter().all(|(_, b)| b.as_ref() == Some(ca)) {
+    if !p.others.is_empty() {
+        println!(
+            "{kind} {name}: left alone (they do not call Trow's Service): {:?}",
+            p.others
+        );
+    }
+    if p.hooks.iter().all(|h| h.ca_bundle.as_ref() == Some(ca)) {
         println!(
             "{kind} {name}: caBundle already set on {} webhook(s)",
-            hooks.len()
+            p.hooks.len()
         );
         return Ok(());
     }
     let patch = serde_json::json!({
-        "webhooks": hooks
+        "webhooks": p.hooks
             .iter()
-            .map(|(n, _)| serde_json::json!({"name": n, "clientConfig": {"caBundle": ca}}))
+            .map(|h| serde_json::json!({"name": h.name, "clientConfig": {"caBundle": ca}}))
             .collect::<Vec<_>>(),
     });
     api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
         .map_err(api_err(kind, name, "patching"))?;
-    println!("{kind} {name}: caBundle set on {} webhook(s)", hooks.len());
+    println!(
+        "{kind} {name}: caBundle set on {} webhook(s)",
+        p.hooks.len()
+    );
     Ok(())
 }
 
@@ -333,5 +488,17 @@ mod tests {
             assert!(check_name("service", bad, false).is_err(), "{bad:?}");
         }
         assert!(check_name("namespace", "a.b", false).is_err());
+    }
+
+    /// Days that would end past year 9999 are refused up front (they made `issue` panic).
+    #[test]
+    fn days_are_bounded() {
+        assert!(check_days(31).is_ok() && check_days(MAX_DAYS).is_ok());
+        for bad in [0, 30, MAX_DAYS + 1, 3_000_000, u32::MAX] {
+            assert!(
+                matches!(check_days(bad), Err(WebhookCertsError::Days)),
+                "{bad}"
+            );
+        }
     }
 }

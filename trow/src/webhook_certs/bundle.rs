@@ -109,10 +109,31 @@ pub fn judge(b: &Bundle, names: &[String], now: SystemTime, min_left: Duration) 
     }
 }
 
+/// The signature algorithms Go's `x509` verifier (the API server's webhook client) accepts: a
+/// bundle signed with SHA-1 or MD5 is refused there, so it must not be kept here.
+fn strong_signature(alg: &x509_parser::oid_registry::Oid) -> bool {
+    use x509_parser::oid_registry::*;
+    [
+        OID_PKCS1_SHA256WITHRSA,
+        OID_PKCS1_SHA384WITHRSA,
+        OID_PKCS1_SHA512WITHRSA,
+        OID_PKCS1_RSASSAPSS,
+        OID_SIG_ECDSA_WITH_SHA256,
+        OID_SIG_ECDSA_WITH_SHA384,
+        OID_SIG_ECDSA_WITH_SHA512,
+        OID_SIG_ED25519,
+    ]
+    .contains(alg)
+}
+
 fn check(b: &Bundle, names: &[String], now: i64, until: i64) -> Result<(), String> {
     use x509_parser::prelude::*;
-    let (_, ca_pem) =
+    let (rest, ca_pem) =
         parse_x509_pem(b.ca_pem.as_bytes()).map_err(|e| format!("ca.crt is not PEM: {e}"))?;
+    // The whole of ca.crt becomes caBundle: anything after the one CA would be trusted too.
+    if !rest.iter().all(u8::is_ascii_whitespace) {
+        return Err("ca.crt holds more than the one CA that signed tls.crt".into());
+    }
     let ca = ca_pem
         .parse_x509()
         .map_err(|e| format!("ca.crt is not a certificate: {e}"))?;
@@ -121,6 +142,24 @@ fn check(b: &Bundle, names: &[String], now: i64, until: i64) -> Result<(), Strin
     let cert = cert_pem
         .parse_x509()
         .map_err(|e| format!("tls.crt is not a certificate: {e}"))?;
+    for (what, c) in [("ca.crt", &ca), ("tls.crt", &cert)] {
+        if !strong_signature(&c.signature_algorithm.algorithm) {
+            return Err(format!(
+                "{what} is signed with {} (the API server accepts only SHA-256 or stronger)",
+                c.signature_algorithm.algorithm
+            ));
+        }
+        // Go checks the extended key usage along the whole chain: absent, any or serverAuth.
+        match c.extended_key_usage() {
+            Ok(None) => {}
+            Ok(Some(e)) if e.value.any || e.value.server_auth => {}
+            _ => {
+                return Err(format!(
+                    "{what}'s extended key usage does not allow serverAuth"
+                ));
+            }
+        }
+    }
     if !ca.is_ca() {
         return Err("ca.crt is not a CA certificate".into());
     }
@@ -167,12 +206,52 @@ fn check(b: &Bundle, names: &[String], now: i64, until: i64) -> Result<(), Strin
     Ok(())
 }
 
+/// The longest `--days`: the certificates must end before year 9999, which X.509 (and `time`)
+/// cannot go past.
+pub const MAX_DAYS: u32 = 36500;
+
+/// What the webhook configurations' `caBundle` gets after a renewal: the new CA, and the old one
+/// while it is still valid. The API server switches to a new `caBundle` at once, but the webhook
+/// pods serve the old certificate until the kubelet syncs the Secret's volume (a minute or two)
+/// and Trow reloads it; trusting both CAs meanwhile keeps a `failurePolicy: Fail` webhook from
+/// refusing every request in that window. ca.crt itself holds only the new CA (it must be the
+/// one that signed tls.crt). The old CA is dropped by the next run that keeps the bundle (the
+/// next upgrade), when the pods have long served the new certificate; its key was never stored,
+/// so trusting it a while longer lets no one sign anything new.
+pub fn ca_bundle_after_renewal(new: &Bundle, old: Option<&Bundle>, now: SystemTime) -> String {
+    use x509_parser::prelude::*;
+    let old_ca = old.and_then(|o| {
+        let (_, pem) = parse_x509_pem(o.ca_pem.as_bytes()).ok()?;
+        let ca = pem.parse_x509().ok()?;
+        let live = ca.validity().not_after.timestamp() > secs(now);
+        (ca.is_ca() && live && o.ca_pem.trim() != new.ca_pem.trim()).then(|| o.ca_pem.clone())
+    });
+    match old_ca {
+        Some(o) => format!("{}\n{}\n", new.ca_pem.trim_end(), o.trim()),
+        None => new.ca_pem.clone(),
+    }
+}
+
 /// A new CA and a serving certificate for `names` signed by it, both ECDSA P-256 and valid from
-/// an hour before `now` (clock skew between nodes) for `days`.
+/// an hour before `now` (clock skew between nodes) for `days` (at most [`MAX_DAYS`]).
 pub fn issue(names: &[String], days: u32, now: SystemTime) -> Result<Bundle, rcgen::Error> {
+    issue_for(
+        names,
+        days,
+        now,
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
+    )
+}
+
+fn issue_for(
+    names: &[String],
+    days: u32,
+    now: SystemTime,
+    eku: Vec<rcgen::ExtendedKeyUsagePurpose>,
+) -> Result<Bundle, rcgen::Error> {
     use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-        IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
     };
     let start = time::OffsetDateTime::from(now) - time::Duration::hours(1);
     let end = time::OffsetDateTime::from(now) + time::Duration::days(i64::from(days));
@@ -198,7 +277,7 @@ pub fn issue(names: &[String], days: u32, now: SystemTime) -> Result<Bundle, rcg
     leaf.distinguished_name.push(DnType::CommonName, subject);
     leaf.is_ca = IsCa::ExplicitNoCa;
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.extended_key_usages = eku;
     leaf.use_authority_key_identifier_extension = true;
     leaf.not_before = start;
     leaf.not_after = end;
@@ -323,6 +402,77 @@ mod tests {
             judge(&garbage, &names(), now, MIN_LEFT),
             Verdict::Renew(_)
         ));
+    }
+
+    /// What Go's verifier refuses must be renewed, not kept (each was kept before).
+    #[test]
+    fn what_the_api_server_would_refuse_is_renewed() {
+        let now = SystemTime::now();
+        let sha1 = Bundle {
+            ca_pem: include_str!("testdata/sha1-ca.crt").into(),
+            cert_pem: include_str!("testdata/sha1-tls.crt").into(),
+            key_pem: include_str!("testdata/sha1-tls.key").into(),
+        };
+        assert!(matches!(
+            judge(&sha1, &names(), now, MIN_LEFT),
+            Verdict::Renew(w) if w.contains("signed with")
+        ));
+        let client_only = issue_for(
+            &names(),
+            3650,
+            now,
+            vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        )
+        .unwrap();
+        assert!(matches!(
+            judge(&client_only, &names(), now, MIN_LEFT),
+            Verdict::Renew(w) if w.contains("serverAuth")
+        ));
+        let no_eku = issue_for(&names(), 3650, now, vec![]).unwrap();
+        assert_eq!(judge(&no_eku, &names(), now, MIN_LEFT), Verdict::Keep);
+        let a = issue(&names(), 3650, now).unwrap();
+        let other = issue(&names(), 3650, now).unwrap();
+        let two_cas = Bundle {
+            ca_pem: format!("{}{}", a.ca_pem, other.ca_pem),
+            ..a.clone()
+        };
+        assert!(matches!(
+            judge(&two_cas, &names(), now, MIN_LEFT),
+            Verdict::Renew(w) if w.contains("more than the one CA")
+        ));
+        let trailing_space = Bundle {
+            ca_pem: format!("{}\n  \n", a.ca_pem),
+            ..a
+        };
+        assert_eq!(
+            judge(&trailing_space, &names(), now, MIN_LEFT),
+            Verdict::Keep
+        );
+    }
+
+    #[test]
+    fn a_renewal_publishes_the_old_ca_too_while_it_is_valid() {
+        let now = SystemTime::now();
+        let old = issue(&names(), 40, now).unwrap();
+        let new = issue(&names(), 3650, now).unwrap();
+        let both = ca_bundle_after_renewal(&new, Some(&old), now);
+        assert!(both.starts_with(&new.ca_pem), "{both}");
+        assert!(both.contains(old.ca_pem.trim()), "{both}");
+        assert_eq!(both.matches("BEGIN CERTIFICATE").count(), 2);
+        assert_eq!(ca_bundle_after_renewal(&new, None, now), new.ca_pem);
+        let after_expiry = now + 41 * DAY;
+        assert_eq!(
+            ca_bundle_after_renewal(&new, Some(&old), after_expiry),
+            new.ca_pem
+        );
+        let garbage = Bundle {
+            ca_pem: "nope".into(),
+            ..old
+        };
+        assert_eq!(
+            ca_bundle_after_renewal(&new, Some(&garbage), now),
+            new.ca_pem
+        );
     }
 
     #[test]
