@@ -125,6 +125,12 @@ pub struct WebhookCertsArgs {
     /// How long new certificates are valid, in days (31 to 36500).
     #[arg(long, default_value_t = 3650)]
     pub days: u32,
+    /// Only make the Secret when there is none; leave an existing one as it is. For the
+    /// pre-install/pre-upgrade hook, whose pods need the Secret before they start: renewing
+    /// belongs to the run that also patches caBundle, which then trusts the old CA and the new
+    /// one while the pods switch certificates.
+    #[arg(long, conflicts_with_all = ["validating_webhook", "mutating_webhook"])]
+    pub create_only: bool,
 }
 
 /// A DNS-1123 label (namespaces, Services) when `subdomain` is false, else a DNS-1123
@@ -230,6 +236,10 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
         .get_opt(name)
         .await
         .map_err(api(format!("reading Secret {ns}/{name}")))?;
+    if a.create_only && existing.is_some() {
+        println!("Secret {ns}/{name}: exists, left as it is (--create-only)");
+        return Ok(());
+    }
     let now = SystemTime::now();
     let ca_bundle = match existing {
         Some(mut s) => {

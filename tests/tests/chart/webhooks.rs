@@ -142,7 +142,7 @@ fn webhooks_follow_their_values() {
 
 #[test]
 fn webhook_tls_comes_from_the_hook_job_cert_manager_or_an_existing_secret() {
-    // Two hook Jobs running `trow webhook-certs`: before the install the Secret only, after it
+    // Two hook Jobs running `trow webhook-certs`: before the install the Secret if missing, after it
     // the Secret and the caBundle of only the enabled webhooks; the RBAC narrowed by name.
     let r = render("webhooks-patch");
     let pre = r.get("Job", "trow-webhook-certs-pre");
@@ -164,10 +164,11 @@ fn webhook_tls_comes_from_the_hook_job_cert_manager_or_an_existing_secret() {
         "--service",
         "trow-webhooks",
     ];
-    assert_eq!(
-        args(&pre["spec"]["template"]["spec"], "webhook-certs"),
-        secret_only
-    );
+    // Before the pods: the Secret when there is none, never a renewal (which belongs to the run
+    // that also patches caBundle, so the old CA stays trusted while the pods switch).
+    let pre_args = args(&pre["spec"]["template"]["spec"], "webhook-certs");
+    assert_eq!(pre_args[..secret_only.len()], secret_only);
+    assert_eq!(pre_args[secret_only.len()..], ["--create-only"]);
     let a = args(&job["spec"]["template"]["spec"], "webhook-certs");
     assert_eq!(a[..secret_only.len()], secret_only);
     assert_eq!(
