@@ -73,11 +73,23 @@ pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
-/// The log filter: `RUST_LOG`, or Trow's default.
+/// The log filter: `RUST_LOG`, or Trow's default; never above `error` for kube's client,
+/// whatever `RUST_LOG` says: it logs whole API responses at `warn` (one it cannot parse) and
+/// `trace`, and those carry Secrets' keys (`trow webhook-certs`) and TokenReviews' tokens (the
+/// gateway).
 fn log_filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,tower_http=warn".into())
+    filter_of(std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV).ok())
 }
+
+fn filter_of(rust_log: Option<String>) -> tracing_subscriber::EnvFilter {
+    rust_log
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| "info,tower_http=warn".into())
+        .add_directive(QUIET_KUBE_CLIENT.parse().expect("a valid directive"))
+}
+
+/// The directive [`log_filter`] always adds.
+const QUIET_KUBE_CLIENT: &str = "kube_client=error";
 
 /// Installs the global subscriber: logs, plus traces when the environment asks for them.
 /// `service` names this process in traces unless `OTEL_SERVICE_NAME` (or `service.name` in
@@ -190,6 +202,32 @@ impl Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kube_client_never_logs_above_error() {
+        use tracing::Level;
+        use tracing_subscriber::layer::SubscriberExt;
+        for rust_log in [
+            None,
+            Some("trace"),
+            Some("kube_client=trace,info"),
+            Some("debug,kube=trace"),
+        ] {
+            let subscriber =
+                tracing_subscriber::registry().with(filter_of(rust_log.map(str::to_string)));
+            tracing::subscriber::with_default(subscriber, || {
+                assert!(
+                    !tracing::enabled!(target: "kube_client::client", Level::WARN),
+                    "{rust_log:?}: kube_client's warn (whole responses) is shown"
+                );
+                assert!(tracing::enabled!(target: "kube_client::client", Level::ERROR));
+                assert!(
+                    tracing::enabled!(target: "trow_gateway::auth", Level::INFO),
+                    "{rust_log:?}: the rest of the log is gone"
+                );
+            });
+        }
+    }
 
     fn with(vars: &[(&str, &str)]) -> Result<Option<Protocol>, String> {
         let vars: Vec<(String, String)> = vars
