@@ -226,26 +226,50 @@ fn check_services_select_pods(r: &Rendered) {
     }
 }
 
-/// config.yaml parses with Trow's own parser, its password files read from the Secret's data;
-/// no password is in the ConfigMap. Every `ca_file` lies under a mount of every Trow service
-/// container: each of them reads the config, and reading it checks that the file is readable.
+/// Both config keys parse with Trow's own parser: `config.yaml` (every process but the ones that
+/// fetch from upstreams) names no password file, `config-proxy.yaml` (present exactly when the
+/// proxy-credentials Secret is) reads them from the Secret's data; no password is in the
+/// ConfigMap. Every `ca_file` lies under a mount of every Trow service container: each of them
+/// reads a config, and reading it checks that the file is readable.
 fn check_config_parses(r: &Rendered) {
     let cm = r.get("ConfigMap", "trow-config");
     let text = cm["data"]["config.yaml"].as_str().expect("config.yaml");
     assert!(
-        !text.contains("password:"),
-        "{}: a password in the ConfigMap:\n{text}",
+        !text.contains("password_file:"),
+        "{}: config.yaml names a password file:\n{text}",
+        r.set
+    );
+    let has_creds = r.find("Secret", "trow-proxy-credentials").is_some();
+    let proxy_text = cm["data"]["config-proxy.yaml"].as_str();
+    assert_eq!(
+        proxy_text.is_some(),
+        has_creds,
+        "{}: config-proxy.yaml exactly when there are registry passwords",
         r.set
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    if r.find("Secret", "trow-proxy-credentials").is_some() {
+    if has_creds {
         for (k, v) in r.secret_data("trow-proxy-credentials") {
             std::fs::write(dir.path().join(&k), v).expect("write a password file");
         }
     }
+    for (key, text) in
+        std::iter::once(("config.yaml", text)).chain(proxy_text.map(|t| ("config-proxy.yaml", t)))
+    {
+        check_one_config(r, dir.path(), key, text);
+    }
+}
+
+/// One key of the ConfigMap: see [`check_config_parses`].
+fn check_one_config(r: &Rendered, dir: &std::path::Path, key: &str, text: &str) {
+    assert!(
+        !text.contains("password:"),
+        "{}: a password in the ConfigMap's {key}:\n{text}",
+        r.set
+    );
     let mut local = text.replace(
         "/etc/trow/proxy-credentials/",
-        &format!("{}/", dir.path().display()),
+        &format!("{}/", dir.display()),
     );
     for (i, line) in text.lines().enumerate() {
         let Some(ca) = line
@@ -273,12 +297,12 @@ fn check_config_parses(r: &Rendered) {
                 );
             }
         }
-        let copy = dir.path().join(format!("ca-{i}.crt"));
+        let copy = dir.join(format!("ca-{i}.crt"));
         std::fs::write(&copy, "a CA bundle").expect("write a CA file");
         local = local.replace(ca, &copy.display().to_string());
     }
     if let Err(e) = trow::config::FileConfig::parse(&local) {
-        panic!("{}: config.yaml does not parse: {e}\n{text}", r.set);
+        panic!("{}: {key} does not parse: {e}\n{text}", r.set);
     }
 }
 

@@ -1,7 +1,9 @@
 //! Trust and credentials: mutual TLS between the services, users and registry passwords as
 //! Secrets mounted as files, the node set-up's root, and the schema refusing typos.
 
-use super::render::{args, container, flag, flags, lint, render, render_as, try_template, volume};
+use super::render::{
+    args, container, flag, flags, lint, render, render_as, try_template, values_file, volume,
+};
 
 #[test]
 fn mutual_tls_switches_urls_flags_and_probes() {
@@ -115,19 +117,23 @@ fn mutual_tls_switches_urls_flags_and_probes() {
 #[test]
 fn credentials_live_in_secrets_mounted_as_files() {
     let r = render("auth");
-    let cm = r.get("ConfigMap", "trow-config")["data"]["config.yaml"]
-        .as_str()
-        .unwrap();
+    let data = &r.get("ConfigMap", "trow-config")["data"];
+    let cm = data["config.yaml"].as_str().unwrap();
+    let cm_proxy = data["config-proxy.yaml"].as_str().unwrap();
     for secret in ["hub-password-1", "glpat-project-a", "s3cret-admin-pw"] {
         assert!(!cm.contains(secret), "{secret} in the ConfigMap");
+        assert!(!cm_proxy.contains(secret), "{secret} in the ConfigMap");
     }
+    // Only the proxy's config names the password files; the others keep the user names.
+    assert!(!cm.contains("password_file"), "{cm}");
+    assert!(cm.contains("username: robot"), "{cm}");
     assert!(
-        cm.contains("password_file: /etc/trow/proxy-credentials/0"),
-        "{cm}"
+        cm_proxy.contains("password_file: /etc/trow/proxy-credentials/0"),
+        "{cm_proxy}"
     );
     assert!(
-        cm.contains("password_file: /etc/trow/proxy-credentials/2"),
-        "{cm}"
+        cm_proxy.contains("password_file: /etc/trow/proxy-credentials/2"),
+        "{cm_proxy}"
     );
     let creds = r.secret_data("trow-proxy-credentials");
     assert_eq!(
@@ -145,18 +151,58 @@ fn credentials_live_in_secrets_mounted_as_files() {
         key[0].1.len() >= 32,
         "--token-key-file needs at least 32 bytes"
     );
-    for name in ["trow-gateway", "trow-proxy", "trow-admission"] {
-        let w = r.get("Deployment", name);
-        let pod = &w["spec"]["template"]["spec"];
-        assert_eq!(
-            volume(pod, "proxy-credentials")["secret"]["secretName"],
-            "trow-proxy-credentials",
-            "{name}"
-        );
-        assert!(
-            !r.yaml.contains("value: hub-password-1"),
-            "no password in env"
-        );
+    assert!(
+        !r.yaml.contains("value: hub-password-1"),
+        "no password in env"
+    );
+    let proxy = &r.get("Deployment", "trow-proxy")["spec"]["template"]["spec"];
+    assert_eq!(
+        volume(proxy, "proxy-credentials")["secret"]["secretName"],
+        "trow-proxy-credentials"
+    );
+    // Split: only the proxy fetches from upstreams. Single: only the one process does, its
+    // webhooks container is a gateway.
+    let single = render_as(
+        "auth",
+        "trow",
+        "trow",
+        &[
+            "--values",
+            &values_file("single-webhooks").display().to_string(),
+        ],
+    );
+    for (rendered, fetcher) in [(&r, "trow-proxy/trow"), (&single, "trow/trow")] {
+        for (w, pod) in rendered.workloads() {
+            let wname = w["metadata"]["name"].as_str().unwrap();
+            for c in pod["containers"].as_sequence().unwrap() {
+                let at = format!("{wname}/{}", c["name"].as_str().unwrap());
+                let mounts = c["volumeMounts"].as_sequence().into_iter().flatten();
+                let mounted = mounts.clone().any(|m| m["name"] == "proxy-credentials");
+                assert_eq!(mounted, at == fetcher, "{at}: mounts proxy-credentials");
+                if mounts.clone().any(|m| m["name"] == "config") {
+                    let file = if at == fetcher {
+                        "config-proxy.yaml"
+                    } else {
+                        "config.yaml"
+                    };
+                    assert_eq!(
+                        flag(&args(pod, c["name"].as_str().unwrap()), "--config-file"),
+                        Some(format!("/etc/trow/config/{file}").as_str()),
+                        "{at}"
+                    );
+                }
+            }
+            let has_volume = pod["volumes"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .any(|v| v["name"] == "proxy-credentials");
+            assert_eq!(
+                has_volume,
+                fetcher.starts_with(&format!("{wname}/")),
+                "{wname}: the proxy-credentials volume"
+            );
+        }
     }
     let gw = args(
         &r.get("Deployment", "trow-gateway")["spec"]["template"]["spec"],

@@ -98,11 +98,16 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end }}
 
 {{/* Args every service process takes: the config file, trust between the services, metrics.
-     (dict "ctx" $ "metricsPort" 9090) */}}
+     A process that fetches from upstreams reads the config with the password files.
+     (dict "ctx" $ "metricsPort" 9090 "proxyCredentials" true) */}}
 {{- define "trow.commonArgs" -}}
 {{- $ := .ctx -}}
 - --config-file
+{{- if and .proxyCredentials (include "trow.hasProxyCredentials" $) }}
+- /etc/trow/config/config-proxy.yaml
+{{- else }}
 - /etc/trow/config/config.yaml
+{{- end }}
 {{- if $.Values.grpcTls.enabled }}
 - --grpc-tls-cert
 - /etc/trow/grpc/tls.crt
@@ -180,8 +185,9 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end }}
 
 {{/* Mounts of a Trow service container; every Secret is a directory, never a subPath, so
-     renewed certificates and rotated tokens reach the running process.
-     (dict "ctx" $ "gateway" true "webhookTls" true) */}}
+     renewed certificates and rotated tokens reach the running process. Registry passwords
+     only where upstreams are fetched from.
+     (dict "ctx" $ "gateway" true "webhookTls" true "proxyCredentials" true) */}}
 {{- define "trow.volumeMounts" -}}
 {{- $ := .ctx -}}
 - name: config
@@ -189,7 +195,7 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
   readOnly: true
 - name: tmp
   mountPath: /tmp
-{{- if include "trow.hasProxyCredentials" $ }}
+{{- if and .proxyCredentials (include "trow.hasProxyCredentials" $) }}
 - name: proxy-credentials
   mountPath: /etc/trow/proxy-credentials
   readOnly: true
@@ -222,7 +228,8 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* The volumes behind trow.volumeMounts: (dict "ctx" $ "gateway" true "webhookTls" true) */}}
+{{/* The volumes behind trow.volumeMounts:
+     (dict "ctx" $ "gateway" true "webhookTls" true "proxyCredentials" true) */}}
 {{- define "trow.volumes" -}}
 {{- $ := .ctx -}}
 {{- $full := include "trow.fullname" $ }}
@@ -232,7 +239,7 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
-{{- if include "trow.hasProxyCredentials" $ }}
+{{- if and .proxyCredentials (include "trow.hasProxyCredentials" $) }}
 - name: proxy-credentials
   secret:
     secretName: {{ $full }}-proxy-credentials
@@ -355,7 +362,11 @@ affinity:
 
 {{/* Pod annotations: config and secret checksums (a change rolls the pods) and scrape hints. */}}
 {{- define "trow.podAnnotations" -}}
-checksum/config: {{ include "trow.configYaml" . | sha256sum }}
+{{- $config := include "trow.configYaml" . }}
+{{- if include "trow.hasProxyCredentials" . }}
+{{- $config = print $config "\n---\n" (include "trow.configYamlProxy" .) }}
+{{- end }}
+checksum/config: {{ $config | sha256sum }}
 {{- with include "trow.secretValues" . }}
 checksum/secrets: {{ . | sha256sum }}
 {{- end }}
