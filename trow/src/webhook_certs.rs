@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ServiceReference, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -192,23 +192,22 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
     .dns_names();
     // The configurations first: one with none of Trow's webhooks (a wrong flag) must stop the
     // run before the Secret is touched.
-    let ours = |svc: Option<&ServiceReference>| {
-        svc.is_some_and(|r| r.namespace == *ns && r.name == a.service)
+    // What `plan` needs of one webhook of either kind.
+    let hook = |name: &String, c: &WebhookClientConfig| Hook {
+        name: name.clone(),
+        ca_bundle: c.ca_bundle.clone(),
+        ours: c
+            .service
+            .as_ref()
+            .is_some_and(|r| r.namespace == *ns && r.name == a.service),
     };
     let vapi: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let mapi: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let validating = match &a.validating_webhook {
         Some(n) => Some(
             plan(&vapi, "ValidatingWebhookConfiguration", n, a, |c| {
-                c.webhooks
-                    .iter()
-                    .flatten()
-                    .map(|w| Hook {
-                        name: w.name.clone(),
-                        ca_bundle: w.client_config.ca_bundle.clone(),
-                        ours: ours(w.client_config.service.as_ref()),
-                    })
-                    .collect()
+                let hooks = c.webhooks.iter().flatten();
+                hooks.map(|w| hook(&w.name, &w.client_config)).collect()
             })
             .await?,
         ),
@@ -217,15 +216,8 @@ pub async fn apply(a: &WebhookCertsArgs) -> Result<(), WebhookCertsError> {
     let mutating = match &a.mutating_webhook {
         Some(n) => Some(
             plan(&mapi, "MutatingWebhookConfiguration", n, a, |c| {
-                c.webhooks
-                    .iter()
-                    .flatten()
-                    .map(|w| Hook {
-                        name: w.name.clone(),
-                        ca_bundle: w.client_config.ca_bundle.clone(),
-                        ours: ours(w.client_config.service.as_ref()),
-                    })
-                    .collect()
+                let hooks = c.webhooks.iter().flatten();
+                hooks.map(|w| hook(&w.name, &w.client_config)).collect()
             })
             .await?,
         ),
