@@ -77,3 +77,8 @@ async fn tls_serves_and_rotates_its_certificate() {
 fn tls_a_bad_pair_stops_start_up() {
     tls::a_bad_pair_stops_start_up();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_only_beside_the_one_process() {
+    webhooks::webhooks_only_beside_the_one_process().await;
+}

@@ -63,6 +63,9 @@ pub struct AllInOne {
     pub proxy_listen: SocketAddr,
     /// Where the in-process admission service also listens for gRPC tools.
     pub admission_listen: SocketAddr,
+    /// Whether `--bind` also answers the webhooks (`/validate-image`, `/mutate-image`);
+    /// false when a `trow gateway --tls` beside this process serves them.
+    pub webhooks_on_bind: bool,
     pub data_dir: std::path::PathBuf,
     pub hostname: Option<String>,
     pub limits: trow_storage::Limits,
@@ -242,9 +245,9 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
         ])),
         hostname: a.hostname,
-        admission: Some(trow_gateway::admission(trow_gateway::in_process_channel(
-            admission_pipes,
-        ))),
+        admission: a
+            .webhooks_on_bind
+            .then(|| trow_gateway::admission(trow_gateway::in_process_channel(admission_pipes))),
         auth: auth(a.auth),
         metrics: Some(registry),
     };

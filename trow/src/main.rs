@@ -90,6 +90,12 @@ struct AllInOne {
     /// port on loopback.
     #[arg(long, env = "TROW_ADMISSION_LISTEN", default_value = "127.0.0.1:0")]
     admission_listen: SocketAddr,
+    /// Don't answer the webhooks (`/validate-image`, `/mutate-image`) on --bind: a `trow
+    /// gateway --tls ... --admission http://<--admission-listen>` beside this process serves
+    /// them over HTTPS (the helm chart's single mode), so the registry's port never takes an
+    /// AdmissionReview from whoever reaches it.
+    #[arg(long, env = "TROW_NO_WEBHOOKS_ON_BIND")]
+    no_webhooks_on_bind: bool,
     /// The name clients (and the kubelet) use to reach this registry: `?ns=<hostname>` reads
     /// are local, and the mutating webhook rewrites images to `<hostname>/f/...`.
     #[arg(long, env = "TROW_HOSTNAME")]
@@ -568,6 +574,7 @@ async fn run(cli: Cli) -> Result<(), trow::Error> {
                 storage_listen: a.storage_listen,
                 proxy_listen: a.proxy_listen,
                 admission_listen: a.admission_listen,
+                webhooks_on_bind: !a.no_webhooks_on_bind,
                 webhooks,
                 data_dir: a.data_dir,
                 hostname: a.hostname,

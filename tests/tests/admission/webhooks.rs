@@ -376,3 +376,68 @@ pub fn bad_config_stops_start_up() {
         }
     }
 }
+
+/// `trow --no-webhooks-on-bind` (the chart's single mode): the registry's port answers no
+/// AdmissionReview (404), while a `trow gateway` beside it, calling the one process's admission
+/// listener, judges as usual.
+pub async fn webhooks_only_beside_the_one_process() {
+    use trow_tests::{Proc, addr_prefix, wait_for_line, wait_http_ok};
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.yml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let mut one = trow_command(&tmp.path().join("data"));
+    one.arg("--config-file")
+        .arg(&config)
+        .args(["--hostname", HOSTNAME, "--no-webhooks-on-bind"]);
+    let mut one = Proc::spawn(one, tmp.path().join("trow.log"));
+    let storage = addr_prefix(&wait_for_line(&mut one, "trow storage: gRPC on "));
+    let admission = addr_prefix(&wait_for_line(&mut one, "trow admission: gRPC on "));
+    let main = addr_prefix(&wait_for_line(&mut one, "trow gateway: OCI registry on "));
+    let main = main.trim_start_matches("http://").to_string();
+    let mut beside = std::process::Command::new(trow_tests::trow_bin());
+    beside.args([
+        "gateway",
+        "--bind",
+        "127.0.0.1:0",
+        "--storage",
+        &format!("http://{storage}"),
+        "--admission",
+        &format!("http://{admission}"),
+        "--hostname",
+        HOSTNAME,
+    ]);
+    let mut beside = Proc::spawn(beside, tmp.path().join("beside.log"));
+    let hooks = addr_prefix(&wait_for_line(
+        &mut beside,
+        "trow gateway: OCI registry on ",
+    ));
+    let hooks = hooks.trim_start_matches("http://").to_string();
+    wait_http_ok(&format!("http://{main}/v2/"), &mut [&mut one]);
+    wait_http_ok(&format!("http://{hooks}/v2/"), &mut [&mut beside]);
+    let review = pod_create(spec(&[("app", "quay.io/evil/miner:1")], &[], &[]), false);
+    let review = serde_json::to_vec(&review).unwrap();
+    for hook in ["validate-image", "mutate-image"] {
+        let r = trow_tests::oci::send(
+            trow_tests::oci::client()
+                .post(format!("http://{main}/{hook}"))
+                .header("Content-Type", "application/json")
+                .body(review.clone()),
+        )
+        .await;
+        r.assert_status(404);
+    }
+    let r = trow_tests::oci::send(
+        trow_tests::oci::client()
+            .post(format!("http://{hooks}/validate-image"))
+            .header("Content-Type", "application/json")
+            .body(review),
+    )
+    .await;
+    r.assert_status(200);
+    let answer = r.json();
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert!(
+        message(&answer["response"]).contains("quay.io/evil/miner:1"),
+        "{answer}"
+    );
+}
