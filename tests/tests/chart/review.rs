@@ -467,3 +467,53 @@ fn long_release_names_keep_every_name_within_63() {
         assert!(!jobs.is_empty(), "{set}");
     }
 }
+
+/// No users: the install notes say the registry is open, and shout when it is exposed outside
+/// the cluster (an Ingress, a NodePort or a LoadBalancer).
+#[test]
+fn the_notes_warn_about_an_open_registry() {
+    use super::render::notes;
+    let quiet = notes(&[]);
+    assert!(quiet.contains("WARNING: no users are configured"), "{quiet}");
+    assert!(!quiet.contains("EXPOSED"), "{quiet}");
+    for exposed in [
+        ["--set", "ingress.enabled=true"],
+        ["--set", "service.type=NodePort"],
+        ["--set", "service.type=LoadBalancer"],
+    ] {
+        let n = notes(&exposed);
+        assert!(
+            n.contains("WARNING: NO USERS, AND THE REGISTRY IS EXPOSED OUTSIDE THE CLUSTER"),
+            "{exposed:?}: {n}"
+        );
+    }
+    let users = notes(&[
+        "--set",
+        "trow.user=admin,trow.password=pw,ingress.enabled=true",
+    ]);
+    assert!(!users.contains("WARNING"), "{users}");
+    assert!(users.contains("log in first"), "{users}");
+    // Single mode serves the webhook routes on the registry port: said so.
+    let single = notes(&[
+        "--set",
+        "mode=single,trow.validationWebhook.enabled=true,trow.user=a,trow.password=b",
+    ]);
+    assert!(single.contains("/validate-image and /mutate-image take no login"), "{single}");
+}
+
+/// The original chart's `host: "none"` meant a rule for every host: it still does.
+#[test]
+fn an_ingress_host_of_none_is_a_rule_for_every_host() {
+    let r = render_as(
+        "default",
+        "trow",
+        "trow",
+        &[
+            "--set",
+            "ingress.enabled=true,ingress.hosts[0].host=none,ingress.hosts[0].paths={/}",
+        ],
+    );
+    let rule = &r.get("Ingress", "trow")["spec"]["rules"][0];
+    assert!(rule["host"].is_null(), "{rule:?}");
+    assert_eq!(rule["http"]["paths"][0]["path"], "/");
+}
