@@ -474,7 +474,10 @@ fn long_release_names_keep_every_name_within_63() {
 fn the_notes_warn_about_an_open_registry() {
     use super::render::notes;
     let quiet = notes(&[]);
-    assert!(quiet.contains("WARNING: no users are configured"), "{quiet}");
+    assert!(
+        quiet.contains("WARNING: no users are configured"),
+        "{quiet}"
+    );
     assert!(!quiet.contains("EXPOSED"), "{quiet}");
     for exposed in [
         ["--set", "ingress.enabled=true"],
@@ -498,7 +501,10 @@ fn the_notes_warn_about_an_open_registry() {
         "--set",
         "mode=single,trow.validationWebhook.enabled=true,trow.user=a,trow.password=b",
     ]);
-    assert!(single.contains("/validate-image and /mutate-image take no login"), "{single}");
+    assert!(
+        single.contains("/validate-image and /mutate-image take no login"),
+        "{single}"
+    );
 }
 
 /// The original chart's `host: "none"` meant a rule for every host: it still does.

@@ -423,6 +423,7 @@ fn the_schema_refuses_typos_and_bad_values() {
             "a typo in the mutation config",
             "trow.mutationWebhook.config.prewarm_concurency=2",
         ),
+        ("no webhook replica", "webhooks.replicas=0"),
     ] {
         let a = vec!["--set".to_string(), set.to_string()];
         let (ok, out) = lint(&a);
@@ -433,4 +434,15 @@ fn the_schema_refuses_typos_and_bad_values() {
             "{what}: {err}"
         );
     }
+    // Beyond a schema: the template refuses it (helm lint lets `fail` pass, template does not).
+    let err = try_template(
+        "trow",
+        "trow",
+        &[
+            "--set".to_string(),
+            "proxy.autoscaling.minReplicas=5,proxy.autoscaling.maxReplicas=3".to_string(),
+        ],
+    )
+    .expect_err("minReplicas > maxReplicas");
+    assert!(err.contains("must not exceed"), "{err}");
 }
