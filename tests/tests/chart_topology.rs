@@ -5,8 +5,8 @@
 //!
 //! Through it: an image pushed through one gateway and pulled through the other, a proxied
 //! upstream image pulled through both (`/v2/f/...` and `?ns=`), a token of one gateway honoured
-//! by the other (the shared token key), a mutating review through a gateway and through the
-//! webhooks' HTTPS Service; then a proxy and a gateway SIGKILLed, and an image not yet cached
+//! by the other (the shared token key), a mutating review through the webhooks' HTTPS Service
+//! (the public gateway answers 404 on the webhook routes, which take no login); then a proxy and a gateway SIGKILLed, and an image not yet cached
 //! pulled through the surviving gateway, which must pass over the dead proxy; finally every pod
 //! stopped and the storage volume checked with `trow fsck`.
 //!
