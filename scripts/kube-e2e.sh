@@ -66,7 +66,9 @@
 #      the chart's certificate hooks, stored for real: hook RBAC, the pre-install Job's args as
 #      its ServiceAccount (the Secret before any pod, so --wait works), the release, the
 #      post-install Job's args (caBundle), the hooks deleted, a pre-upgrade run keeping the
-#      certificate, and a re-apply keeping caBundle (check_chart_install_order).
+#      certificate, and a re-apply keeping caBundle (check_chart_install_order); 8c, in between:
+#      with the chart's validating webhook stored and nothing behind its Service, metadata-only
+#      pod updates and a Deployment scale pass while image changes are refused (matchConditions).
 
 set -euo pipefail
 
@@ -934,6 +936,12 @@ check_chart_install_order() {
     fail "pre-install: no Secret seq-trow-webhook-tls"; ok=0
   fi
   hooks_succeeded pre-install || return
+  # A Deployment to scale once the chart's webhook is registered with nothing behind it (8c).
+  local code
+  code=$(kapi POST /apis/apps/v1/namespaces/demo/deployments "$(jq -cn '{apiVersion: "apps/v1", kind: "Deployment",
+    metadata: {name: "scaled"}, spec: {replicas: 1, selector: {matchLabels: {app: "scaled"}},
+    template: {metadata: {labels: {app: "scaled"}}, spec: {containers: [{name: "web", image: "docker.io/library/nginx:1.27"}]}}}}')")
+  [[ $code == 201 ]] || { fail "Deployment demo/scaled: HTTP $code: $(cat "$W/answer.json")"; return; }
   kubectl --kubeconfig "$kc" apply --server-side --field-manager helm -f "$d/release.yaml" >"$d/release.out" 2>&1 ||
     { fail "the release's objects: $(grep -v serverside-applied "$d/release.out" | head -n 5)"; return; }
   info "release objects stored: $(grep -c serverside-applied "$d/release.out")"
@@ -948,6 +956,7 @@ check_chart_install_order() {
     fi
   done
   hooks_succeeded post-install || return
+  check_webhook_down
   if kubectl --kubeconfig "$kc" get -n trow serviceaccount/seq-trow-webhook-certs \
     clusterrole/seq-trow-webhook-certs-trow >/dev/null 2>&1; then
     fail "hook RBAC left behind after a successful install"; ok=0
@@ -973,8 +982,65 @@ check_chart_install_order() {
   fi
   # Leave nothing registered that could judge later requests.
   kubectl --kubeconfig "$kc" delete -f "$d/release.yaml" --wait=false >/dev/null 2>&1 || true
+  kapi DELETE /apis/apps/v1/namespaces/demo/deployments/scaled >/dev/null
   kapi DELETE /api/v1/namespaces/trow/secrets/seq-trow-webhook-tls >/dev/null
   ((ok)) && info "install order: Secret before the pods, caBundle after them, no hook RBAC left"
+}
+# check_webhook_down (8c, inside 8b): the chart's validating webhook is now stored for real
+# (failurePolicy Fail, caBundle set) and nothing serves its Service (no pods run here): to the API
+# server, Trow is down. Its matchConditions must keep metadata-only updates (labels, a finalizer
+# added and removed) and scaling away from it, while a change of what runs is still sent, and so
+# refused. The image changes name images the first webhook (the live Trow above) allows.
+check_webhook_down() {
+  log "8c. the chart's validating webhook with Trow down: metadata and scale updates pass, image changes are refused"
+  local code msg deadline=$(($(date +%s) + START_TIMEOUT)) tries=0
+  local want='failed calling webhook "validate.trow.dev"'
+  # The API server picks up the new configuration within a second or two: until refused.
+  while :; do
+    tries=$((tries + 1))
+    code=$(kapi PATCH /api/v1/namespaces/demo/pods/web \
+      '{"spec":{"containers":[{"name":"web","image":"docker.io/library/nginx:1.28"}]}}' \
+      application/strategic-merge-patch+json)
+    msg=$(jq -r '.message // empty' "$W/answer.json")
+    [[ $code != 200 && $msg == *"$want"* ]] && break
+    if [[ $code == 200 ]]; then
+      fail "pod image change passed while the chart's webhook cannot answer (try $tries)"
+      return
+    fi
+    (($(date +%s) < deadline)) || { fail "pod image change: HTTP $code: $msg"; return; }
+    sleep 0.5
+  done
+  info "pod image change: HTTP $code: $msg"
+  pass "a pod's image change is sent to the chart's webhook and refused while it cannot answer (Fail)"
+  local what body ctype
+  for what in label finalizer-added finalizer-removed; do
+    case $what in
+      label) body='{"metadata":{"labels":{"touched":"yes"}}}' ;;
+      finalizer-added) body='{"metadata":{"finalizers":["example.com/hold"]}}' ;;
+      finalizer-removed) body='{"metadata":{"finalizers":null}}' ;;
+    esac
+    code=$(kapi PATCH /api/v1/namespaces/demo/pods/web "$body" application/merge-patch+json)
+    if [[ $code == 200 ]]; then
+      pass "pod metadata update ($what): 200, never sent to the webhook"
+    else
+      fail "pod metadata update ($what): HTTP $code: $(jq -r '.message // empty' "$W/answer.json")"
+    fi
+  done
+  code=$(kapi PATCH /apis/apps/v1/namespaces/demo/deployments/scaled '{"spec":{"replicas":3}}' application/merge-patch+json)
+  if [[ $code == 200 && $(jq -r .spec.replicas "$W/answer.json") == 3 ]]; then
+    pass "Deployment scaled to 3 (spec.replicas): 200, never sent to the webhook"
+  else
+    fail "Deployment scale: HTTP $code: $(jq -r '.message // empty' "$W/answer.json")"
+  fi
+  code=$(kapi PATCH /apis/apps/v1/namespaces/demo/deployments/scaled \
+    '{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"docker.io/library/nginx:1.28"}]}}}}' \
+    application/strategic-merge-patch+json)
+  msg=$(jq -r '.message // empty' "$W/answer.json")
+  if [[ $code != 200 && $msg == *"$want"* ]]; then
+    pass "Deployment pod template change: sent and refused (HTTP $code)"
+  else
+    fail "Deployment pod template change: HTTP $code: $msg"
+  fi
 }
 check_chart_install_order
 

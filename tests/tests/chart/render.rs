@@ -112,6 +112,23 @@ pub fn try_template(release: &str, ns: &str, args: &[String]) -> Result<String, 
     }
 }
 
+/// The install notes (NOTES.txt) helm prints for `args`: `helm install --dry-run=client`, which
+/// renders them as an install would without a cluster (`helm template` leaves them out).
+pub fn notes(args: &[&str]) -> String {
+    let mut c = Command::new(k8s_tool("helm"));
+    c.args(["install", "trow"])
+        .arg(chart_dir())
+        .args(["--namespace", "trow", "--dry-run=client"])
+        .args(args);
+    let out = run(c);
+    let all = text(&out.stdout);
+    assert!(out.status.success(), "{all}{}", text(&out.stderr));
+    all.split_once("NOTES:")
+        .unwrap_or_else(|| panic!("no NOTES in {all}"))
+        .1
+        .to_string()
+}
+
 /// The rendered objects of `helm template` (empty documents dropped).
 pub fn parse(yaml: &str) -> Vec<Value> {
     let mut docs = Vec::new();

@@ -20,27 +20,28 @@ fn pod_annotations(r: &Rendered) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// The one `checksum/secrets` all Trow pods carry (None when none does).
-fn secrets_checksum(r: &Rendered) -> Option<String> {
-    let all: Vec<Option<String>> = pod_annotations(r)
+/// One annotation of one workload's pod template (None when it has none).
+fn annotation(r: &Rendered, workload: &str, key: &str) -> Option<String> {
+    pod_annotations(r)
         .into_iter()
-        .map(|(_, a)| a["checksum/secrets"].as_str().map(String::from))
-        .collect();
-    assert!(all.windows(2).all(|w| w[0] == w[1]), "{}: {all:?}", r.set);
-    all[0].clone()
+        .find(|(n, _)| n == workload)
+        .unwrap_or_else(|| panic!("{}: no workload {workload}", r.set))
+        .1[key]
+        .as_str()
+        .map(String::from)
 }
 
-fn config_checksum(r: &Rendered) -> String {
-    pod_annotations(r)[0].1["checksum/config"]
-        .as_str()
-        .unwrap()
-        .to_string()
+/// The pod template of a workload, annotations and all: equal templates mean no rollout.
+fn template(r: &Rendered, kind: &str, name: &str) -> Value {
+    r.get(kind, name)["spec"]["template"].clone()
 }
 
 #[test]
-fn a_changed_password_rolls_the_pods() {
+fn a_changed_password_rolls_the_pods_that_read_it_and_no_other() {
     // Nothing from values in a Secret: no checksum (the default rendering is unchanged).
-    assert_eq!(secrets_checksum(&render("default")), None);
+    for (w, a) in pod_annotations(&render("default")) {
+        assert!(a["checksum/secrets"].is_null(), "{w}");
+    }
     let with = |password: &str| {
         render_as(
             "default",
@@ -57,21 +58,51 @@ fn a_changed_password_rolls_the_pods() {
         )
     };
     let (a, b) = (with("first"), with("second"));
-    // The ConfigMap names only the password file, so its checksum cannot see the change...
-    assert_eq!(config_checksum(&a), config_checksum(&b));
-    // ...the secrets' checksum does, on every pod.
-    let (sa, sb) = (secrets_checksum(&a), secrets_checksum(&b));
+    // A registry password rolls the proxy, which fetches with it, and nothing else: the
+    // ConfigMap names only the password file, the secrets' checksum sees the change.
+    let (sa, sb) = (
+        annotation(&a, "trow-proxy", "checksum/secrets"),
+        annotation(&b, "trow-proxy", "checksum/secrets"),
+    );
     assert!(sa.is_some() && sb.is_some());
     assert_ne!(sa, sb);
     assert_eq!(
         sa,
-        secrets_checksum(&with("first")),
+        annotation(&with("first"), "trow-proxy", "checksum/secrets"),
         "stable across renders"
     );
+    for (kind, w) in [
+        ("StatefulSet", "trow-storage"),
+        ("Deployment", "trow-gateway"),
+        ("Deployment", "trow-admission"),
+    ] {
+        assert_eq!(template(&a, kind, w), template(&b, kind, w), "{w} rolls");
+    }
     for (_, ann) in pod_annotations(&a) {
         assert!(!serde_yaml::to_string(&ann).unwrap().contains("first"));
     }
-    // The users' password too.
+    // single: the one process fetches too.
+    let single = |password: &str| {
+        render_as(
+            "single",
+            "trow",
+            "trow",
+            &[
+                "--set",
+                "trow.proxyRegistries.config.registries[0].host=registry-1.docker.io",
+                "--set",
+                "trow.proxyRegistries.config.registries[0].username=robot",
+                "--set-string",
+                &format!("trow.proxyRegistries.config.registries[0].password={password}"),
+            ],
+        )
+    };
+    assert_ne!(
+        template(&single("first"), "StatefulSet", "trow"),
+        template(&single("second"), "StatefulSet", "trow")
+    );
+    // The users' password rolls the gateways (main and webhooks'), never the storage pod: one
+    // replica on its volume, whose restart is an outage.
     let u = render("auth");
     let v = render_as(
         "auth",
@@ -79,7 +110,58 @@ fn a_changed_password_rolls_the_pods() {
         "trow",
         &["--set", "trow.password=another-pw"],
     );
-    assert_ne!(secrets_checksum(&u), secrets_checksum(&v));
+    for w in ["trow-gateway", "trow-webhooks"] {
+        if u.find("Deployment", w).is_none() {
+            continue;
+        }
+        assert_ne!(
+            annotation(&u, w, "checksum/secrets"),
+            annotation(&v, w, "checksum/secrets"),
+            "{w}"
+        );
+    }
+    assert_eq!(
+        template(&u, "StatefulSet", "trow-storage"),
+        template(&v, "StatefulSet", "trow-storage")
+    );
+    assert_eq!(
+        template(&u, "Deployment", "trow-proxy"),
+        template(&v, "Deployment", "trow-proxy")
+    );
+    // Storage rolls for what it reads (retention, the cache's bound), not for a policy.
+    let policy = render_as(
+        "default",
+        "trow",
+        "trow",
+        &[
+            "--set",
+            "trow.validationWebhook.enabled=true",
+            "--set",
+            "webhooks.tls.patch.enabled=true",
+            "--set",
+            "trow.validationWebhook.config.default=Deny",
+        ],
+    );
+    let base = render("default");
+    assert_eq!(
+        template(&base, "StatefulSet", "trow-storage"),
+        template(&policy, "StatefulSet", "trow-storage")
+    );
+    assert_ne!(
+        annotation(&base, "trow-admission", "checksum/config"),
+        annotation(&policy, "trow-admission", "checksum/config")
+    );
+    for set in [
+        "trow.retention[0].repositories=team/,trow.retention[0].keep_last=3",
+        "trow.proxyRegistries.config.max_size=5GiB",
+    ] {
+        let changed = render_as("default", "trow", "trow", &["--set", set]);
+        assert_ne!(
+            annotation(&base, "trow-storage", "checksum/config"),
+            annotation(&changed, "trow-storage", "checksum/config"),
+            "{set}"
+        );
+    }
 }
 
 #[test]
@@ -91,7 +173,15 @@ fn disruption_budgets_guard_replicated_components_only() {
         .map(|b| b["metadata"]["name"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["trow-gateway", "trow-proxy", "trow-webhooks"]);
+    assert_eq!(
+        names,
+        [
+            "trow-admission",
+            "trow-gateway",
+            "trow-proxy",
+            "trow-webhooks"
+        ]
+    );
     for b in budgets {
         assert_eq!(b["spec"]["maxUnavailable"], 1);
         let sel = b["spec"]["selector"]["matchLabels"].as_mapping().unwrap();
@@ -116,7 +206,14 @@ fn disruption_budgets_guard_replicated_components_only() {
         "hpa-off",
         "trow",
         "trow",
-        &["--set", "gateway.replicas=1", "--set", "proxy.replicas=1"],
+        &[
+            "--set",
+            "gateway.replicas=1",
+            "--set",
+            "proxy.replicas=1",
+            "--set",
+            "admission.replicas=1",
+        ],
     );
     assert!(one.of_kind("PodDisruptionBudget").is_empty());
     assert!(render("single").of_kind("PodDisruptionBudget").is_empty());
@@ -221,4 +318,208 @@ fn the_webhooks_gateway_guards_the_registry_like_the_main_one() {
             "{set}"
         );
     }
+}
+
+/// `trow.authorization.kubernetes`: TokenReviews come from the gateways alone, so only their
+/// pods carry a service-account token; the proxy, which fetches from addresses clients name,
+/// holds none. The hook Jobs patch webhook configurations and keep theirs.
+#[test]
+fn only_pods_that_call_the_api_carry_a_token() {
+    for set in ["auth", "single-auth-mtls"] {
+        let r = render_as(
+            set,
+            "trow",
+            "trow",
+            &[
+                "--set",
+                "trow.authorization.kubernetes.token_review=true,trow.anonymousPull=false",
+                "--set",
+                "trow.validationWebhook.enabled=true",
+                "--set",
+                "webhooks.tls.patch.enabled=true",
+            ],
+        );
+        let mut seen = Vec::new();
+        for (w, pod) in r.workloads() {
+            let name = w["metadata"]["name"].as_str().unwrap();
+            let component = w["metadata"]["labels"]["app.kubernetes.io/component"]
+                .as_str()
+                .unwrap();
+            let wants = matches!(
+                component,
+                "gateway" | "webhooks" | "single" | "webhook-certs"
+            );
+            assert_eq!(
+                pod["automountServiceAccountToken"].as_bool(),
+                Some(wants),
+                "{set}: {name}"
+            );
+            seen.push(component.to_string());
+        }
+        assert!(seen.len() > 2, "{set}: {seen:?}");
+    }
+    // Without it, no Trow service pod has one.
+    for (w, pod) in render("auth").workloads() {
+        if w["kind"] != "Job" {
+            assert_eq!(
+                pod["automountServiceAccountToken"].as_bool(),
+                Some(false),
+                "{:?}",
+                w["metadata"]["name"]
+            );
+        }
+    }
+}
+
+/// Multi-replica Deployments prefer one pod per node unless the user sets affinity, so one
+/// node's drain or loss leaves each component (the webhooks' backends above all) answering.
+#[test]
+fn replicated_deployments_spread_over_nodes() {
+    let r = render("webhooks-patch");
+    for d in [
+        "trow-gateway",
+        "trow-proxy",
+        "trow-admission",
+        "trow-webhooks",
+    ] {
+        let pod = &r.get("Deployment", d)["spec"]["template"]["spec"];
+        let term = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            [0];
+        assert_eq!(
+            term["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname",
+            "{d}"
+        );
+        // The selector picks this Deployment's own pods: its selector labels.
+        let sel = &term["podAffinityTerm"]["labelSelector"]["matchLabels"];
+        assert_eq!(
+            sel,
+            &r.get("Deployment", d)["spec"]["selector"]["matchLabels"],
+            "{d}"
+        );
+    }
+    let storage = &r.get("StatefulSet", "trow-storage")["spec"]["template"]["spec"];
+    assert!(
+        storage["affinity"].is_null(),
+        "one replica: nothing to spread"
+    );
+    // The user's own affinity replaces the default.
+    let own = render_as(
+        "default",
+        "trow",
+        "trow",
+        &[
+            "--set",
+            "gateway.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool,gateway.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        ],
+    );
+    let a = &own.get("Deployment", "trow-gateway")["spec"]["template"]["spec"]["affinity"];
+    assert!(
+        a["podAntiAffinity"].is_null() && !a["nodeAffinity"].is_null(),
+        "{a:?}"
+    );
+}
+
+/// Storage opens the store before it answers (recovery, the catalog walk on a first start):
+/// a startup probe holds liveness off while it does, so a large volume is not killed mid-walk.
+#[test]
+fn storage_and_single_start_under_a_startup_probe() {
+    let r = render("default");
+    let pod = &r.get("StatefulSet", "trow-storage")["spec"]["template"]["spec"];
+    let p = &pod["containers"][0]["startupProbe"];
+    assert!(!p["grpc"].is_null(), "{p:?}");
+    assert!(p["failureThreshold"].as_u64().unwrap() * p["periodSeconds"].as_u64().unwrap() >= 300);
+    let s = render("single");
+    let pod = &s.get("StatefulSet", "trow")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["startupProbe"]["httpGet"]["path"],
+        "/healthz"
+    );
+}
+
+/// A long release name: every derived name stays a valid DNS-1035 label / label value (63),
+/// including the hook Jobs (their name is their pods' job-name label) and the StatefulSet
+/// (name plus revision hash is a pod label).
+#[test]
+fn long_release_names_keep_every_name_within_63() {
+    let release = "a-release-name-that-is-very-long-for-a-registry-xy";
+    assert_eq!(release.len(), 50);
+    for set in ["webhooks-patch", "single-webhooks"] {
+        let r = render_as(set, release, "trow", &[]);
+        for o in &r.objects {
+            let name = o["metadata"]["name"].as_str().unwrap();
+            if o["kind"] == "ClusterRoleBinding" || o["kind"] == "ClusterRole" {
+                continue; // cluster-scoped RBAC names may be 253 long
+            }
+            assert!(
+                name.len() <= 63,
+                "{set}: {} {name} ({})",
+                o["kind"].as_str().unwrap(),
+                name.len()
+            );
+            if o["kind"] == "StatefulSet" {
+                assert!(
+                    name.len() <= 52,
+                    "{set}: {name}: plus -<hash> exceeds a label value"
+                );
+            }
+        }
+        let jobs = r.of_kind("Job");
+        assert!(!jobs.is_empty(), "{set}");
+    }
+}
+
+/// No users: the install notes say the registry is open, and shout when it is exposed outside
+/// the cluster (an Ingress, a NodePort or a LoadBalancer).
+#[test]
+fn the_notes_warn_about_an_open_registry() {
+    use super::render::notes;
+    let quiet = notes(&[]);
+    assert!(
+        quiet.contains("WARNING: no users are configured"),
+        "{quiet}"
+    );
+    assert!(!quiet.contains("EXPOSED"), "{quiet}");
+    for exposed in [
+        ["--set", "ingress.enabled=true"],
+        ["--set", "service.type=NodePort"],
+        ["--set", "service.type=LoadBalancer"],
+    ] {
+        let n = notes(&exposed);
+        assert!(
+            n.contains("WARNING: NO USERS, AND THE REGISTRY IS EXPOSED OUTSIDE THE CLUSTER"),
+            "{exposed:?}: {n}"
+        );
+    }
+    let users = notes(&[
+        "--set",
+        "trow.user=admin,trow.password=pw,ingress.enabled=true",
+    ]);
+    assert!(!users.contains("WARNING"), "{users}");
+    assert!(users.contains("log in first"), "{users}");
+    // Single mode serves the webhook routes on the registry port: said so.
+    let single = notes(&[
+        "--set",
+        "mode=single,trow.validationWebhook.enabled=true,trow.user=a,trow.password=b",
+    ]);
+    assert!(
+        single.contains("/validate-image and /mutate-image take no login"),
+        "{single}"
+    );
+}
+
+/// The original chart's `host: "none"` meant a rule for every host: it still does.
+#[test]
+fn an_ingress_host_of_none_is_a_rule_for_every_host() {
+    let r = render_as(
+        "default",
+        "trow",
+        "trow",
+        &[
+            "--set",
+            "ingress.enabled=true,ingress.hosts[0].host=none,ingress.hosts[0].paths={/}",
+        ],
+    );
+    let rule = &r.get("Ingress", "trow")["spec"]["rules"][0];
+    assert!(rule["host"].is_null(), "{rule:?}");
+    assert_eq!(rule["http"]["paths"][0]["path"], "/");
 }

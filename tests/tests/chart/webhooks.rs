@@ -36,7 +36,6 @@ fn webhooks_follow_their_values() {
         "deployments",
         "statefulsets",
         "daemonsets",
-        "replicasets",
         "jobs",
         "cronjobs",
     ] {
@@ -44,6 +43,27 @@ fn webhooks_follow_their_values() {
             resources.iter().any(|r| r == want),
             "validating rules lack {want}"
         );
+    }
+    // The deployment controller UPDATEs ReplicaSets on every scale: with Fail, judging them
+    // would stop scaling while Trow is down; their pods are judged at CREATE.
+    assert!(
+        !resources.iter().any(|r| r == "replicasets"),
+        "{resources:?}"
+    );
+    // UPDATEs reach Trow only when what runs changed (kube-e2e check 8 has the API server
+    // compile the expression; check 9 sees it skip a metadata-only update).
+    let conditions = v["matchConditions"].as_sequence().expect("matchConditions");
+    assert_eq!(conditions.len(), 1);
+    let cel = conditions[0]["expression"].as_str().unwrap();
+    for part in [
+        "request.operation != 'UPDATE'",
+        "object.spec.template != oldObject.spec.template",
+        "object.spec.jobTemplate != oldObject.spec.jobTemplate",
+        "object.spec != oldObject.spec",
+        "has(oldObject.spec.template)",
+        "has(oldObject.spec.jobTemplate)",
+    ] {
+        assert!(cel.contains(part), "{part} not in {cel}");
     }
     let m = &r.get("MutatingWebhookConfiguration", "trow-mutate")["webhooks"][0];
     assert_eq!(m["failurePolicy"], "Fail");

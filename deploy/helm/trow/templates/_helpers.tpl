@@ -8,16 +8,19 @@ from these, so a flag or a mount path is written once.
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* release "trow" → "trow"; release "x" → "x-trow"; fullnameOverride wins. */}}
+{{/* release "trow" → "trow"; release "x" → "x-trow"; fullnameOverride wins. Cut at 44
+     characters, so every name the chart derives stays a valid object name and label value (63):
+     the longest suffix is "-webhook-certs-pre" (a Job, whose name is also its pods' job-name
+     label), and a StatefulSet's name plus its 11-character revision hash is a pod label. */}}
 {{- define "trow.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | trunc 44 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- .Release.Name | trunc 44 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 44 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -274,8 +277,10 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 
 {{/* --- probes and pod bits ---------------------------------------------------------------- */}}
 
-{{/* Readiness and liveness of a gRPC service: (dict "ctx" $ "port" 7000). The kubelet's gRPC
-     probe sends no client certificate, so with mutual TLS only a TCP connect can be checked. */}}
+{{/* Readiness and liveness of a gRPC service: (dict "ctx" $ "port" 7000 "startup" true). The
+     kubelet's gRPC probe sends no client certificate, so with mutual TLS only a TCP connect can
+     be checked. "startup": a startup probe holds liveness off for up to 10 minutes, for the
+     first start of a store on a large, slow volume (recovery and the catalog walk the tree). */}}
 {{- define "trow.grpcProbes" -}}
 {{- $check := dict }}
 {{- if .ctx.Values.grpcTls.enabled }}
@@ -283,6 +288,13 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- else }}
 {{- $check = dict "grpc" (dict "port" .port) }}
 {{- end }}
+{{- if .startup }}
+startupProbe:
+  {{- toYaml $check | nindent 2 }}
+  periodSeconds: 10
+  timeoutSeconds: 5
+  failureThreshold: 60
+{{- end }}
 readinessProbe:
   {{- toYaml $check | nindent 2 }}
   periodSeconds: 5
@@ -296,8 +308,19 @@ livenessProbe:
   failureThreshold: 6
 {{- end }}
 
-{{/* Readiness and liveness of an HTTP gateway: (dict "port" 8000 "scheme" "HTTP"). */}}
+{{/* Readiness and liveness of an HTTP gateway: (dict "port" 8000 "scheme" "HTTP" "startup" true);
+     "startup" as in trow.grpcProbes (the one process of mode single opens the store). */}}
 {{- define "trow.httpProbes" -}}
+{{- if .startup }}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: {{ .port }}
+    scheme: {{ .scheme }}
+  periodSeconds: 10
+  timeoutSeconds: 5
+  failureThreshold: 60
+{{- end }}
 readinessProbe:
   httpGet:
     path: /healthz
@@ -317,11 +340,16 @@ livenessProbe:
   failureThreshold: 6
 {{- end }}
 
-{{/* Pod-level settings every Trow pod shares: (dict "ctx" $ "values" .Values.gateway) */}}
+{{/* Pod-level settings every Trow pod shares:
+     (dict "ctx" $ "values" .Values.gateway "component" "gateway" "api" true "spread" true).
+     "api": the pod calls the Kubernetes API (a gateway reviewing tokens); every other pod runs
+     without a service-account token, so a compromised proxy holds no credential for the API.
+     "spread": a multi-replica Deployment; without the user's own affinity its pods prefer
+     distinct nodes, so one node's drain or loss leaves a replica answering. */}}
 {{- define "trow.podSpecCommon" -}}
 {{- $ := .ctx -}}
 serviceAccountName: {{ include "trow.fullname" $ }}
-automountServiceAccountToken: {{ include "trow.kubernetesAuth" $ | eq "true" }}
+automountServiceAccountToken: {{ if and .api (eq (include "trow.kubernetesAuth" $) "true") }}true{{ else }}false{{ end }}
 {{- with $.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
@@ -336,9 +364,19 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .values.affinity }}
+{{- if .values.affinity }}
 affinity:
-  {{- toYaml . | nindent 2 }}
+  {{- toYaml .values.affinity | nindent 2 }}
+{{- else if .spread }}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "trow.selectorLabels" (dict "ctx" $ "component" .component) | trim | nindent 14 }}
 {{- end }}
 {{- end }}
 
@@ -348,31 +386,58 @@ affinity:
 {{- if and .Values.trow.authorization (hasKey .Values.trow.authorization "kubernetes") }}true{{ else }}false{{ end }}
 {{- end }}
 
-{{/* What the chart puts into Secrets from values (users, registry passwords): its checksum
-     rolls the pods when one changes, as the processes read these files at start-up. Empty
-     when there is none (generated and existing Secrets are not covered). */}}
-{{- define "trow.secretValues" -}}
+{{/* Users from values (the auth Secret), for the gateways' checksum. Empty without. */}}
+{{- define "trow.authValues" -}}
 {{- if and (include "trow.authEnabled" .) (not .Values.trow.existingAuthSecret) }}
 {{- list .Values.trow.user .Values.trow.password .Values.trow.htpasswd | toJson }}
 {{- end }}
+{{- end }}
+
+{{/* Registry passwords from values (the proxy-credentials Secret), for the checksum of the
+     processes that fetch from upstreams. Empty without. */}}
+{{- define "trow.proxyCredentialValues" -}}
 {{- if include "trow.hasProxyCredentials" . }}
 {{- range (.Values.trow.proxyRegistries.config.registries | default list) }}{{ .password | default "" | toString | toJson }}{{ end }}
 {{- end }}
 {{- end }}
 
-{{/* Pod annotations: config and secret checksums (a change rolls the pods) and scrape hints. */}}
+{{/* Pod annotations of one component: checksums of what that component reads at start-up (a
+     change rolls its pods, and only its pods) and scrape hints. (dict "ctx" $ "component" "storage")
+     - storage reads only `retention` and `registry_proxies.max_size` (the cache's bound): a new
+       user, password or policy must not restart the one pod that holds the volume;
+     - gateways and the webhooks' gateway: the config and the users;
+     - the proxy: its config (with password files) and the registry passwords;
+     - admission: the config; single (one process): all of it.
+     Generated and existing Secrets are not covered. */}}
 {{- define "trow.podAnnotations" -}}
-{{- $config := include "trow.configYaml" . }}
-{{- if include "trow.hasProxyCredentials" . }}
-{{- $config = print $config "\n---\n" (include "trow.configYamlProxy" .) }}
+{{- $ := .ctx -}}
+{{- $c := .component -}}
+{{- $config := "" }}
+{{- if eq $c "storage" }}
+{{- $proxies := $.Values.trow.proxyRegistries.config | default dict }}
+{{- $config = dict "retention" ($.Values.trow.retention | default dict) "max_size" (dig "max_size" "" $proxies) | toJson }}
+{{- else if and (has $c (list "proxy" "single")) (include "trow.hasProxyCredentials" $) }}
+{{- $config = include "trow.configYamlProxy" $ }}
+{{- else }}
+{{- $config = include "trow.configYaml" $ }}
+{{- end }}
+{{- if eq $c "single" }}
+{{- $config = print $config "\n---\n" (include "trow.configYaml" $) }}
 {{- end }}
 checksum/config: {{ $config | sha256sum }}
-{{- with include "trow.secretValues" . }}
+{{- $secrets := "" }}
+{{- if has $c (list "gateway" "webhooks" "single") }}
+{{- $secrets = print $secrets (include "trow.authValues" $) }}
+{{- end }}
+{{- if has $c (list "proxy" "single") }}
+{{- $secrets = print $secrets (include "trow.proxyCredentialValues" $) }}
+{{- end }}
+{{- with $secrets }}
 checksum/secrets: {{ . | sha256sum }}
 {{- end }}
-{{- if .Values.metrics.enabled }}
+{{- if $.Values.metrics.enabled }}
 prometheus.io/scrape: "true"
-prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/port: {{ $.Values.metrics.port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
@@ -393,7 +458,9 @@ resources:
 {{- end }}
 
 {{/* The webhooks' own HTTPS gateway container: the API server calls webhooks only over HTTPS,
-     while the registry port stays plain for nodes and the ingress. It serves the whole registry
+     while the registry port stays plain for nodes and the ingress. It alone gets --admission
+     (split mode): /validate-image and /mutate-image take no login, so the public gateway
+     leaves them out (404). It serves the whole registry
      API on 8443 too, so it gets the same users as the main gateway.
      (dict "ctx" $ "name" "trow" "storage" URL "proxy" URL "admission" URL "metricsPort" 9090) */}}
 {{- define "trow.webhooksContainer" -}}
