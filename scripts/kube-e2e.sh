@@ -314,7 +314,7 @@ VALIDATING=$(jq -n --arg url "https://127.0.0.1:$TROW_PORT/validate-image" --arg
     clientConfig: {url: $url, caBundle: $ca},
     rules: [
       {apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["pods", "pods/ephemeralcontainers"]},
-      {apiGroups: ["apps"], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["deployments", "statefulsets", "daemonsets", "replicasets"]},
+      {apiGroups: ["apps"], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["deployments", "statefulsets", "daemonsets"]},
       {apiGroups: ["batch"], apiVersions: ["v1"], operations: ["CREATE", "UPDATE"], resources: ["jobs", "cronjobs"]}
     ],
     failurePolicy: "Fail", sideEffects: "None",

@@ -496,13 +496,15 @@ fn the_notes_warn_about_an_open_registry() {
     ]);
     assert!(!users.contains("WARNING"), "{users}");
     assert!(users.contains("log in first"), "{users}");
-    // Single mode serves the webhook routes on the registry port: said so.
+    // Single mode no longer serves the webhook routes on the registry port
+    // (--no-webhooks-on-bind): nothing to warn about.
     let single = notes(&[
         "--set",
         "mode=single,trow.validationWebhook.enabled=true,trow.user=a,trow.password=b",
     ]);
+    assert!(!single.contains("WARNING"), "{single}");
     assert!(
-        single.contains("/validate-image and /mutate-image take no login"),
+        single.contains("served by Service trow-webhooks over HTTPS"),
         "{single}"
     );
 }

@@ -258,6 +258,10 @@ fn single_mode_is_one_statefulset() {
     assert_eq!(flag(&a, "--storage-listen"), Some("127.0.0.1:7000"));
     assert_eq!(flag(&a, "--proxy-listen"), Some("127.0.0.1:7001"));
     assert_eq!(flag(&a, "--admission-listen"), Some("127.0.0.1:7002"));
+    assert!(
+        a.iter().any(|f| f == "--no-webhooks-on-bind"),
+        "the registry port must not answer AdmissionReviews: {a:?}"
+    );
     let w = args(pod, "webhooks");
     assert_eq!(
         w[..13],
