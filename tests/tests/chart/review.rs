@@ -74,7 +74,6 @@ fn a_changed_password_rolls_the_pods_that_read_it_and_no_other() {
     for (kind, w) in [
         ("StatefulSet", "trow-storage"),
         ("Deployment", "trow-gateway"),
-        ("Deployment", "trow-admission"),
     ] {
         assert_eq!(template(&a, kind, w), template(&b, kind, w), "{w} rolls");
     }
@@ -129,28 +128,31 @@ fn a_changed_password_rolls_the_pods_that_read_it_and_no_other() {
         template(&v, "Deployment", "trow-proxy")
     );
     // Storage rolls for what it reads (retention, the cache's bound), not for a policy.
-    let policy = render_as(
-        "default",
-        "trow",
-        "trow",
-        &[
-            "--set",
-            "trow.validationWebhook.enabled=true",
-            "--set",
-            "webhooks.tls.patch.enabled=true",
-            "--set",
-            "trow.validationWebhook.config.default=Deny",
-        ],
-    );
-    let base = render("default");
+    let with_policy = |default: &str| {
+        render_as(
+            "default",
+            "trow",
+            "trow",
+            &[
+                "--set",
+                "trow.validationWebhook.enabled=true",
+                "--set",
+                "webhooks.tls.patch.enabled=true",
+                "--set",
+                &format!("trow.validationWebhook.config.default={default}"),
+            ],
+        )
+    };
+    let (allow, deny) = (with_policy("Allow"), with_policy("Deny"));
     assert_eq!(
-        template(&base, "StatefulSet", "trow-storage"),
-        template(&policy, "StatefulSet", "trow-storage")
+        template(&allow, "StatefulSet", "trow-storage"),
+        template(&deny, "StatefulSet", "trow-storage")
     );
     assert_ne!(
-        annotation(&base, "trow-admission", "checksum/config"),
-        annotation(&policy, "trow-admission", "checksum/config")
+        annotation(&allow, "trow-admission", "checksum/config"),
+        annotation(&deny, "trow-admission", "checksum/config")
     );
+    let base = render("default");
     for set in [
         "trow.retention[0].repositories=team/,trow.retention[0].keep_last=3",
         "trow.proxyRegistries.config.max_size=5GiB",

@@ -93,7 +93,11 @@ fn default_is_split_with_the_contracts_names_args_and_ports() {
         70
     );
 
-    let ad = r.get("Deployment", "trow-admission");
+    // Nothing calls the admission service without a webhook: it is rendered only with one.
+    assert!(r.find("Deployment", "trow-admission").is_none());
+    assert!(r.find("Service", "trow-admission").is_none());
+    let hooked = render("webhooks-patch");
+    let ad = hooked.get("Deployment", "trow-admission");
     let aa = args(&ad["spec"]["template"]["spec"], "trow");
     assert_eq!(
         aa[..5],
@@ -115,10 +119,10 @@ fn default_is_split_with_the_contracts_names_args_and_ports() {
     let main = r.get("Service", "trow");
     assert_eq!(main["spec"]["ports"][0]["name"], "http");
     assert_eq!(main["spec"]["ports"][0]["port"], 8000);
-    for (svc, port) in [
-        ("trow-storage", 7000),
-        ("trow-proxy", 7001),
-        ("trow-admission", 7002),
+    for (r, svc, port) in [
+        (&r, "trow-storage", 7000),
+        (&r, "trow-proxy", 7001),
+        (&hooked, "trow-admission", 7002),
     ] {
         assert_eq!(
             r.get("Service", svc)["spec"]["ports"][0]["port"],
@@ -139,7 +143,12 @@ fn default_is_split_with_the_contracts_names_args_and_ports() {
 
 #[test]
 fn network_policies_open_each_grpc_port_to_exactly_trows_own_callers() {
-    let r = render("default");
+    assert_eq!(
+        render("default").of_kind("NetworkPolicy").len(),
+        2,
+        "no admission service, no policy for it"
+    );
+    let r = render("webhooks-patch");
     let want = [
         (
             "storage",
