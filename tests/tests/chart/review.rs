@@ -3,7 +3,7 @@
 //! owners of one volume, an autoscaler with something to measure, and the webhooks' registry
 //! port guarded exactly like the main one.
 
-use super::render::{Rendered, args, flag, render, render_as, try_template};
+use super::render::{Rendered, args, container, flag, render, render_as, try_template};
 use serde_yaml::Value;
 
 /// The pod annotations of every Trow service workload, by workload name.
@@ -526,4 +526,29 @@ fn an_ingress_host_of_none_is_a_rule_for_every_host() {
     let rule = &r.get("Ingress", "trow")["spec"]["rules"][0];
     assert!(rule["host"].is_null(), "{rule:?}");
     assert_eq!(rule["http"]["paths"][0]["path"], "/");
+}
+
+/// The HTTP containers (gateway, the webhooks' gateway, the one process) keep serving for
+/// `preStopSleepSeconds` after Kubernetes decides to stop them, while Services stop sending them
+/// new connections; 0 leaves the hook out.
+#[test]
+fn http_containers_drain_before_sigterm() {
+    let sleep = |r: &Rendered, kind: &str, name: &str, container_name: &str| {
+        let pod = &r.get(kind, name)["spec"]["template"]["spec"];
+        container(pod, container_name)["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64()
+    };
+    let r = render("webhooks-patch");
+    assert_eq!(sleep(&r, "Deployment", "trow-gateway", "trow"), Some(5));
+    assert_eq!(sleep(&r, "Deployment", "trow-webhooks", "trow"), Some(5));
+    let s = render("single-webhooks");
+    assert_eq!(sleep(&s, "StatefulSet", "trow", "trow"), Some(5));
+    assert_eq!(sleep(&s, "StatefulSet", "trow", "webhooks"), Some(5));
+    let off = render_as(
+        "webhooks-patch",
+        "trow",
+        "trow",
+        &["--set", "preStopSleepSeconds=0"],
+    );
+    assert_eq!(sleep(&off, "Deployment", "trow-gateway", "trow"), None);
+    assert_eq!(sleep(&off, "Deployment", "trow-webhooks", "trow"), None);
 }

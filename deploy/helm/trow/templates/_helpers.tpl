@@ -310,6 +310,17 @@ livenessProbe:
 
 {{/* Readiness and liveness of an HTTP gateway: (dict "port" 8000 "scheme" "HTTP" "startup" true);
      "startup" as in trow.grpcProbes (the one process of mode single opens the store). */}}
+{{/* The HTTP containers' preStop sleep (preStopSleepSeconds), so a terminating pod keeps
+     serving while Services and load balancers stop sending it new connections. */}}
+{{- define "trow.preStop" -}}
+{{- if gt (int .Values.preStopSleepSeconds) 0 }}
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ int .Values.preStopSleepSeconds }}
+{{- end }}
+{{- end }}
+
 {{- define "trow.httpProbes" -}}
 {{- if .startup }}
 startupProbe:
@@ -493,6 +504,9 @@ resources:
       containerPort: {{ .metricsPort }}
     {{- end }}
   {{- include "trow.httpProbes" (dict "port" "webhooks" "scheme" "HTTPS") | trim | nindent 2 }}
+  {{- with include "trow.preStop" $ | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
   resources:
     {{- toYaml $.Values.webhooks.resources | nindent 4 }}
   securityContext:
