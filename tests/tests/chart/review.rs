@@ -36,27 +36,30 @@ fn template(r: &Rendered, kind: &str, name: &str) -> Value {
     r.get(kind, name)["spec"]["template"].clone()
 }
 
+/// Value set `set` with one proxied registry whose password is `password`.
+fn with_registry_password(set: &str, password: &str) -> Rendered {
+    render_as(
+        set,
+        "trow",
+        "trow",
+        &[
+            "--set",
+            "trow.proxyRegistries.config.registries[0].host=registry-1.docker.io",
+            "--set",
+            "trow.proxyRegistries.config.registries[0].username=robot",
+            "--set-string",
+            &format!("trow.proxyRegistries.config.registries[0].password={password}"),
+        ],
+    )
+}
+
 #[test]
 fn a_changed_password_rolls_the_pods_that_read_it_and_no_other() {
     // Nothing from values in a Secret: no checksum (the default rendering is unchanged).
     for (w, a) in pod_annotations(&render("default")) {
         assert!(a["checksum/secrets"].is_null(), "{w}");
     }
-    let with = |password: &str| {
-        render_as(
-            "default",
-            "trow",
-            "trow",
-            &[
-                "--set",
-                "trow.proxyRegistries.config.registries[0].host=registry-1.docker.io",
-                "--set",
-                "trow.proxyRegistries.config.registries[0].username=robot",
-                "--set-string",
-                &format!("trow.proxyRegistries.config.registries[0].password={password}"),
-            ],
-        )
-    };
+    let with = |password: &str| with_registry_password("default", password);
     let (a, b) = (with("first"), with("second"));
     // A registry password rolls the proxy, which fetches with it, and nothing else: the
     // ConfigMap names only the password file, the secrets' checksum sees the change.
@@ -81,21 +84,7 @@ fn a_changed_password_rolls_the_pods_that_read_it_and_no_other() {
         assert!(!serde_yaml::to_string(&ann).unwrap().contains("first"));
     }
     // single: the one process fetches too.
-    let single = |password: &str| {
-        render_as(
-            "single",
-            "trow",
-            "trow",
-            &[
-                "--set",
-                "trow.proxyRegistries.config.registries[0].host=registry-1.docker.io",
-                "--set",
-                "trow.proxyRegistries.config.registries[0].username=robot",
-                "--set-string",
-                &format!("trow.proxyRegistries.config.registries[0].password={password}"),
-            ],
-        )
-    };
+    let single = |password: &str| with_registry_password("single", password);
     assert_ne!(
         template(&single("first"), "StatefulSet", "trow"),
         template(&single("second"), "StatefulSet", "trow")
