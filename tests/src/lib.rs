@@ -257,6 +257,22 @@ pub struct ProxyName {
     pub hosts_file: PathBuf,
 }
 
+/// A command that runs `program` (with the arguments added after it) in a mount namespace of its
+/// own where `/etc/hosts` is `hosts_file`, bind-mounted, so the names in it resolve for that
+/// process alone (needs root).
+pub fn with_hosts_file(hosts_file: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "sh",
+        "-c",
+        r#"mount --bind "$0" /etc/hosts && exec "$@""#,
+    ])
+    .arg(hosts_file)
+    .arg(program);
+    cmd
+}
+
 impl ProxyName {
     /// Makes the name resolve to `ips` (in place: the gateway sees the bind-mounted inode).
     pub fn point_at(&self, ips: &[&str]) {
@@ -498,16 +514,7 @@ impl Trow {
                 let mut cmd = match named {
                     Some(n) => {
                         n.point_at(&n.ips.iter().map(String::as_str).collect::<Vec<_>>());
-                        let mut cmd = Command::new("unshare");
-                        cmd.args([
-                            "--mount",
-                            "sh",
-                            "-c",
-                            r#"mount --bind "$0" /etc/hosts && exec "$@""#,
-                        ])
-                        .arg(&n.hosts_file)
-                        .arg(trow_bin());
-                        cmd
+                        with_hosts_file(&n.hosts_file, trow_bin())
                     }
                     None => Command::new(trow_bin()),
                 };

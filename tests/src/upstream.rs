@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 pub use config::{Entry, ProxyConfig};
 pub use front::Front;
 pub use http1::RequestHead;
-pub use record::{Request, Requests, describe};
+pub use record::{Request, Requests, assert_no_containerd_requests, describe};
 pub use scripted::{Reply, Scripted};
 pub use token::{Credentials, TokenRealm, TokenRequest};
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use trow_tests::clients::{Containerd, LogsOnPanic, run};
 use trow_tests::images::build_image;
-use trow_tests::upstream::{ProxyConfig, Upstream, describe};
+use trow_tests::upstream::{ProxyConfig, Upstream, assert_no_containerd_requests, describe};
 use trow_tests::{Flags, Proc, Topology, Trow, run_to_exit, trow_bin, wait_for_line};
 
 /// `trow containerd-config ARGS`: exit status, stdout, stderr.
@@ -93,14 +93,7 @@ fn pull_through(upstream_ip: &str, trow_ip: &str, named: bool) {
     pull();
     assert_eq!(ctr.image(&reference).digest, img.manifest_digest);
     let asked = up.requests().all();
-    assert!(
-        !asked.iter().any(|r| r
-            .user_agent
-            .as_deref()
-            .is_some_and(|u| u.starts_with("containerd"))),
-        "containerd went to the upstream itself (the mirror failed):\n{}",
-        describe(&asked)
-    );
+    assert_no_containerd_requests(&asked);
     assert!(
         asked.iter().any(|r| r.method == "GET" && !r.is_ping()),
         "Trow never fetched from the upstream:\n{}",

@@ -18,7 +18,6 @@
 //! selection, and restarts (a pod whose process exits fails the test).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_yaml::Value;
@@ -88,21 +87,14 @@ impl Cluster {
     fn spawn(&mut self, i: usize) {
         let links = self.service_links(&self.pods[i]);
         let p = &mut self.pods[i];
-        let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--mount",
-            "sh",
-            "-c",
-            r#"mount --bind "$0" /etc/hosts && exec "$@""#,
-        ])
-        .arg(&self.hosts)
-        .args(&p.argv)
-        // The container's working dir: its root (the image sets no other).
-        .current_dir(&p.root)
-        .env_clear()
-        .env("PATH", PATH)
-        .envs(links)
-        .envs(p.env.iter().cloned());
+        let mut cmd = crate::with_hosts_file(&self.hosts, &p.argv[0]);
+        cmd.args(&p.argv[1..])
+            // The container's working dir: its root (the image sets no other).
+            .current_dir(&p.root)
+            .env_clear()
+            .env("PATH", PATH)
+            .envs(links)
+            .envs(p.env.iter().cloned());
         let log = p
             .root
             .parent()

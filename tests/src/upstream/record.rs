@@ -140,6 +140,19 @@ impl Requests {
     }
 }
 
+/// Panics when containerd itself reached the upstream in `asked`: a pull configured to go
+/// through Trow as its mirror (`hosts.toml`) went around it, because the mirror failed.
+pub fn assert_no_containerd_requests(asked: &[Request]) {
+    assert!(
+        !asked.iter().any(|r| r
+            .user_agent
+            .as_deref()
+            .is_some_and(|u| u.starts_with("containerd"))),
+        "containerd went to the upstream itself (the mirror failed):\n{}",
+        describe(asked)
+    );
+}
+
 /// `reqs`, one a line, for assertion messages.
 pub fn describe(reqs: &[Request]) -> String {
     if reqs.is_empty() {

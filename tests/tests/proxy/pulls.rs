@@ -12,7 +12,7 @@ use trow_tests::clients::Containerd;
 use trow_tests::images::{self, read_blob};
 use trow_tests::oci::client;
 use trow_tests::tools::Workdir;
-use trow_tests::upstream::{ProxyConfig, Upstream, describe};
+use trow_tests::upstream::{ProxyConfig, Upstream, assert_no_containerd_requests, describe};
 use trow_tests::{Flags, Topology, sha256_digest};
 
 // ---------------------------------------------------------------------------------------------
@@ -218,14 +218,7 @@ pub async fn port_80_upstream_crane_and_ns(topology: Topology, ip: &str) {
     ]);
     assert_eq!(ctr.image(&ctr_ref).digest, *digest);
     let asked = reqs.since(mark);
-    assert!(
-        !asked.iter().any(|r| r
-            .user_agent
-            .as_deref()
-            .is_some_and(|u| u.starts_with("containerd"))),
-        "containerd went to the upstream itself (the mirror failed):\n{}",
-        describe(&asked)
-    );
+    assert_no_containerd_requests(&asked);
     assert!(
         !asked.iter().any(|r| r.method == "GET" && !r.is_ping()),
         "a warm mirror pull fetched from the upstream:\n{}",
