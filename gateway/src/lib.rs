@@ -12,6 +12,7 @@
 //! - [`auth`]: who is calling: users, the Docker token protocol, the middleware on `/v2/`.
 //! - [`trace`]: the span of each HTTP request, when traces are on.
 //! - [`metrics`]: requests by route, durations and bytes; `/metrics` and its own listener.
+//! - [`manifest_cache`]: manifests and tags in memory, kept correct by watching storage.
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
@@ -31,6 +32,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod manifest_cache;
 pub mod metrics;
 pub mod proxy_pool;
 pub mod routes;
@@ -63,6 +65,8 @@ pub mod fuzzing {
 #[derive(Clone)]
 pub struct AppState {
     pub storage: StorageClient<Channel>,
+    /// Manifests and tags in memory (see [`manifest_cache`]); [`serve`] stops it at the end.
+    pub manifests: manifest_cache::ManifestCache,
     /// The pull-through cache's replicas; None when this gateway proxies nothing (`f/` reads
     /// are refused).
     pub proxy: Option<proxy_pool::ProxyPool>,
@@ -179,5 +183,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     config: ServerConfig,
 ) -> std::io::Result<()> {
-    server::serve(listener, app(state), config, shutdown).await
+    let manifests = state.manifests.clone();
+    let served = server::serve(listener, app(state), config, shutdown).await;
+    manifests.stop().await;
+    served
 }

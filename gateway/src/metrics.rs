@@ -245,6 +245,7 @@ impl HttpMetrics {
 
 /// Registers the gateway's metrics in `registry`.
 pub fn register(registry: &mut Registry) {
+    crate::manifest_cache::register(registry);
     let m = &*HTTP;
     registry.register(
         "trow_http_requests",

@@ -81,6 +81,8 @@ pub struct ServerConfig {
     /// Serve HTTPS with this (see [`crate::tls`]); None: plain HTTP. The handshake must end
     /// within `header_timeout`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Bytes of manifests and tags kept in memory (see [`crate::manifest_cache`]); 0: none.
+    pub manifest_cache_size: usize,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +97,7 @@ impl Default for ServerConfig {
             h2_keep_alive_timeout: Duration::from_secs(20),
             h2_max_streams: 100,
             tls: None,
+            manifest_cache_size: crate::manifest_cache::DEFAULT_SIZE,
         }
     }
 }

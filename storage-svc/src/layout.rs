@@ -18,6 +18,8 @@
 //! gc/repositories/<name, each `/` as `+`>             a collection is deleting in this repository
 //! audit/events-<seq>.jsonl                          the audit log, append-only JSON lines (see `audit`)
 //! state/pulls                                         when each cached image was last pulled
+//! state/leases                                        until when gateways may serve from their
+//!                                                     caches (see `store::changes`)
 //! tmp/<uuid>                                          a small object being written, renamed into place
 //! .lock                                               locked by the storage service using this store
 //! ```
@@ -33,6 +35,9 @@ pub const CATALOG: &str = "catalog";
 pub const TMP: &str = "tmp";
 /// When cached images were last pulled, saved now and then (see `store::pulls`).
 pub const PULLS: &str = "state/pulls";
+/// Until when (milliseconds since the epoch) leases granted to gateways in other processes may
+/// run: a storage service started after a crash waits that out before a change returns.
+pub const LEASES: &str = "state/leases";
 pub const LOCK: &str = ".lock";
 /// The audit log's files (see `audit`); not objects of the store.
 pub const AUDIT: &str = "audit";

@@ -97,16 +97,45 @@ pub async fn serve<B: Backend>(
     shutdown: impl Future<Output = ()> + Send,
     trust: &Trust,
 ) -> Result<(), tonic::transport::Error> {
-    serve_incoming(trust.incoming(listener), store, shutdown, trust.guard()).await
+    serve_with(
+        trust.incoming(listener),
+        store,
+        shutdown,
+        trust.guard(),
+        true,
+    )
+    .await
 }
 
-/// Serves `store` on any stream of connections (TCP, or in-memory pipes for a gateway in the
-/// same process, with [`Guard::open`]) until `shutdown` resolves, then finishes in-flight calls.
+/// Serves `store` to callers in this process, on in-memory pipes (with [`Guard::open`]), until
+/// `shutdown` resolves, then finishes in-flight calls.
 pub async fn serve_incoming<B, I, IO, IE>(
     incoming: I,
     store: Arc<Store<B>>,
     shutdown: impl Future<Output = ()> + Send,
     guard: Guard,
+) -> Result<(), tonic::transport::Error>
+where
+    B: Backend,
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with(incoming, store, shutdown, guard, false).await
+}
+
+/// `remote`: the connections come from other processes (see `store::changes`).
+async fn serve_with<B, I, IO, IE>(
+    incoming: I,
+    store: Arc<Store<B>>,
+    shutdown: impl Future<Output = ()> + Send,
+    guard: Guard,
+    remote: bool,
 ) -> Result<(), tonic::transport::Error>
 where
     B: Backend,
@@ -126,7 +155,15 @@ where
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     });
-    let storage = StorageServer::new(StorageService::new(store))
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shutdown = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    };
+    let storage = StorageServer::new(StorageService::with_stop(store, stop, remote))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let names: &[&str] = match audit {

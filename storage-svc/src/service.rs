@@ -4,6 +4,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use trow_proto::storage::{self as pb, append_upload_request::Part, storage_server::Storage};
 
@@ -16,11 +17,32 @@ use crate::store::{FillRole, Garbage, ManifestMeta, Store};
 
 pub struct StorageService<B> {
     store: Arc<Store<B>>,
+    /// Ends the long-lived `Watch` streams when the server stops (they would hold its graceful
+    /// shutdown open).
+    stop: CancellationToken,
+    /// Callers are other processes (a TCP listener), whose leases outlive this one's crash
+    /// (see `store::changes`).
+    remote: bool,
 }
 
 impl<B: Backend> StorageService<B> {
+    /// The service for callers in other processes.
     pub fn new(store: Arc<Store<B>>) -> Self {
-        StorageService { store }
+        StorageService {
+            store,
+            stop: CancellationToken::new(),
+            remote: true,
+        }
+    }
+
+    /// The service whose `Watch` streams end when `stop` is cancelled; `remote`: its callers
+    /// are other processes.
+    pub fn with_stop(store: Arc<Store<B>>, stop: CancellationToken, remote: bool) -> Self {
+        StorageService {
+            store,
+            stop,
+            remote,
+        }
     }
 }
 
@@ -391,6 +413,69 @@ impl<B: Backend> Storage for StorageService<B> {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        _req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        use pb::watch_event::Kind;
+        let changes = self.store.changes();
+        let (sub, queue) = changes.subscribe();
+        let hello = pb::WatchEvent {
+            kind: Some(Kind::Hello(pb::WatchHello {
+                watcher: sub.id(),
+                lease_ms: changes.lease().as_millis() as u32,
+                digest_fresh_ms: self
+                    .store
+                    .digest_freshness()
+                    .map_or(0, |d| d.as_millis() as u64),
+            })),
+        };
+        let ended = sub.ended();
+        let stop = self.stop.clone().cancelled_owned();
+        let changed = tokio_stream::wrappers::ReceiverStream::new(queue).map(move |c| {
+            // The stream owns the subscription: a watcher whose stream is gone is dropped.
+            let _held = &sub;
+            Ok(pb::WatchEvent {
+                kind: Some(Kind::Changed(pb::Changed {
+                    seq: c.seq,
+                    repository: c.repository,
+                })),
+            })
+        });
+        Ok(Response::new(Box::pin(
+            futures::stream::once(async { Ok(hello) })
+                .chain(changed)
+                .take_until(async move {
+                    tokio::select! {
+                        _ = ended => {}
+                        _ = stop => {}
+                    }
+                }),
+        )))
+    }
+
+    async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::Lease>, Status> {
+        let r = req.into_inner();
+        // A lease a crash of this process could forget is never granted: the watcher keeps
+        // asking storage meanwhile.
+        if self.remote {
+            self.store.record_remote_lease().await?;
+        }
+        let through = self
+            .store
+            .changes()
+            .ack(r.watcher, r.applied)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(pb::Lease { through }))
+    }
+
+    async fn unwatch(&self, req: Request<pb::Watcher>) -> Result<Response<pb::Empty>, Status> {
+        self.store.changes().unwatch(req.into_inner().watcher);
+        Ok(Response::new(pb::Empty {}))
     }
 }
 

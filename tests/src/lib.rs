@@ -712,6 +712,42 @@ impl Trow {
         wait_http_status(&v2, self.ready, &mut [&mut self.main]);
     }
 
+    /// Split topology only: another replica of the gateway, with the same flags on a port of its
+    /// own (as a Deployment's second pod); its process and URL (`http://IP:PORT`).
+    pub fn another_gateway(&self) -> (Proc, String) {
+        self.another_gateway_via(&self.storage_addr)
+    }
+
+    /// [`Trow::another_gateway`] reaching storage at `storage_addr` (`IP:PORT`: a relay in
+    /// front of it, say).
+    pub fn another_gateway_via(&self, storage_addr: &str) -> (Proc, String) {
+        assert_eq!(self.topology, Topology::Split);
+        let logs = self
+            .data_dir
+            .parent()
+            .unwrap_or(&self.data_dir)
+            .to_path_buf();
+        let mut args = self.main_argv.clone();
+        let i = args
+            .iter()
+            .position(|a| a == "--bind")
+            .expect("--bind in the gateway's flags");
+        let ip = self.addr.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip);
+        args[i + 1] = format!("{ip}:0").into();
+        let i = args
+            .iter()
+            .position(|a| a == "--storage")
+            .expect("--storage in the gateway's flags");
+        let scheme = self.grpc_scheme;
+        args[i + 1] = format!("{scheme}://{storage_addr}").into();
+        let mut cmd = Command::new(&args[0]);
+        cmd.args(&args[1..]);
+        let mut gw = Proc::spawn(cmd, logs.join(format!("gateway-{}.log", now_ms())));
+        let url = addr_prefix(&wait_for_line(&mut gw, "trow gateway: OCI registry on "));
+        wait_http_status(&format!("{url}/v2/"), self.ready, &mut [&mut gw]);
+        (gw, url)
+    }
+
     /// `127.0.0.1:PORT/` + `repo`, the image reference prefix clients use.
     pub fn image(&self, repo_and_tag: &str) -> String {
         format!("{}/{}", self.addr, repo_and_tag)

@@ -238,9 +238,14 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             ..a.audit.clone()
         },
     );
+    let storage_client = trow_gateway::in_process_storage_client(storage_pipes);
     let state = trow_gateway::AppState {
         audit: audit.clone(),
-        storage: trow_gateway::in_process_storage_client(storage_pipes),
+        manifests: trow_gateway::manifest_cache::ManifestCache::start(
+            storage_client.clone(),
+            a.server.manifest_cache_size,
+        ),
+        storage: storage_client,
         proxy: Some(trow_gateway::proxy_pool::ProxyPool::new(vec![
             trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
         ])),
@@ -453,6 +458,10 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         },
     );
     let state = trow_gateway::AppState {
+        manifests: trow_gateway::manifest_cache::ManifestCache::start(
+            storage.clone(),
+            server.manifest_cache_size,
+        ),
         storage,
         proxy,
         hostname,

@@ -279,6 +279,11 @@ struct ServerArgs {
     /// re-read when they change (cert-manager rotation). Without it: plain HTTP.
     #[arg(long, env = "TROW_TLS", value_parser = TlsFiles::parse)]
     tls: Option<TlsFiles>,
+    /// Memory for manifests and tags, so manifest GETs skip storage (`0`: off). Kept correct
+    /// across gateways: storage tells each of them of every tag move and delete before the
+    /// write returns. [default: 8MiB]
+    #[arg(long, env = "TROW_MANIFEST_CACHE_SIZE", value_parser = parse_size)]
+    manifest_cache_size: Option<u64>,
 }
 
 impl ServerArgs {
@@ -296,6 +301,9 @@ impl ServerArgs {
             body_timeout: self.body_timeout.unwrap_or(d.body_timeout),
             send_timeout: self.send_timeout.unwrap_or(d.send_timeout),
             tls,
+            manifest_cache_size: self.manifest_cache_size.map_or(d.manifest_cache_size, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
             ..d
         })
     }

@@ -6,11 +6,14 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use bytes::Bytes;
+use std::sync::Arc;
 use trow_proto::storage::{ManifestRef, PutManifestRequest};
 
 use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, Req, empty, hv};
 use crate::body;
 use crate::error::{Error, OciCode, Result};
+use crate::manifest_cache::{Cached, Lookup};
 
 pub use trow_proto::transport::MAX_MANIFEST_SIZE;
 
@@ -96,20 +99,39 @@ pub(crate) fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     types.any(|t| t == media_type || t == "*/*" || t == "application/*")
 }
 
+/// From the gateway's cache when it holds the manifest (see [`crate::manifest_cache`]); a miss
+/// reads the whole manifest even for a HEAD, so the next request of either kind is a hit.
 pub async fn get(r: Req, reference: String, head: bool) -> Result<Response> {
-    let mut storage = r.state.storage.clone();
-    let headers = r.headers;
-    let at = ManifestRef {
-        repository: r.repo,
-        reference,
+    let cache = &r.state.manifests;
+    let manifest = match cache.lookup(&r.repo, &reference) {
+        Lookup::Hit(m) => m,
+        Lookup::Miss(ticket) => {
+            let mut storage = r.state.storage.clone();
+            let at = ManifestRef {
+                repository: r.repo.clone(),
+                reference: reference.clone(),
+            };
+            let m = if head && !cache.is_on() {
+                Cached {
+                    info: storage.stat_manifest(at).await?.into_inner(),
+                    content: Bytes::new(),
+                }
+            } else {
+                let m = storage.get_manifest(at).await?.into_inner();
+                Cached {
+                    info: m.info.unwrap_or_default(),
+                    content: m.content,
+                }
+            };
+            let m = Arc::new(m);
+            if cache.is_on() {
+                cache.insert(ticket, &r.repo, &reference, m.clone());
+            }
+            m
+        }
     };
-    let (info, body) = if head {
-        (storage.stat_manifest(at).await?.into_inner(), Body::empty())
-    } else {
-        let m = storage.get_manifest(at).await?.into_inner();
-        (m.info.unwrap_or_default(), Body::from(m.content))
-    };
-    if !accepts(&headers, &info.media_type) {
+    let info = &manifest.info;
+    if !accepts(&r.headers, &info.media_type) {
         return Err(Error::new(
             OciCode::ManifestUnknown,
             format!(
@@ -118,6 +140,10 @@ pub async fn get(r: Req, reference: String, head: bool) -> Result<Response> {
             ),
         ));
     }
+    let body = match head {
+        true => Body::empty(),
+        false => Body::from(manifest.content.clone()),
+    };
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, hv(&info.media_type))

@@ -357,6 +357,7 @@ impl<B: Backend> Store<B> {
     /// read since the pass read the cache stays (and keeps everything it names). Deletes the
     /// records and links no image left in the repository names, and every tag pointing at a
     /// deleted record. Returns the images evicted, each with the digests deleted.
+    /// Then the caches are told, when something went (or perhaps went: a failure part-way).
     async fn evict_from<'a>(
         &self,
         repository: &str,
@@ -364,7 +365,24 @@ impl<B: Backend> Store<B> {
         scanned_at: SystemTime,
         report: &mut (dyn FnMut(Garbage) + Send),
     ) -> Result<Vec<(&'a Image, Vec<Digest>)>> {
-        let _turn = self.repo_lock(repository).await;
+        let evicted = {
+            let _turn = self.repo_lock(repository).await;
+            self.evict_locked(repository, images, scanned_at, report)
+                .await
+        };
+        if !evicted.as_ref().is_ok_and(|e| e.is_empty()) {
+            self.changes.publish(repository).await;
+        }
+        evicted
+    }
+
+    async fn evict_locked<'a>(
+        &self,
+        repository: &str,
+        images: &[(&'a Image, bool)],
+        scanned_at: SystemTime,
+        report: &mut (dyn FnMut(Garbage) + Send),
+    ) -> Result<Vec<(&'a Image, Vec<Digest>)>> {
         let mut evicted = Vec::new();
         let mut staying = Vec::new();
         for (image, chosen) in images {

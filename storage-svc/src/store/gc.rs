@@ -235,7 +235,8 @@ impl<B: Backend> Store<B> {
         deleted.and(cleared)
     }
 
-    /// Phase 1 for one repository, in its critical section.
+    /// Phase 1 for one repository, in its critical section; then the caches are told, when
+    /// tags or manifests went (or perhaps went: a failure part-way).
     async fn collect_repository(
         &self,
         repository: &str,
@@ -244,7 +245,26 @@ impl<B: Backend> Store<B> {
         report: &mut (dyn FnMut(Garbage) + Send),
         summary: &mut GcSummary,
     ) -> Result<Vec<Digest>> {
-        let _turn = self.repo_lock(repository).await;
+        let before = (summary.tags, summary.manifests);
+        let collected = {
+            let _turn = self.repo_lock(repository).await;
+            self.collect_locked(repository, cutoff, dry_run, report, summary)
+                .await
+        };
+        if !dry_run && (collected.is_err() || before != (summary.tags, summary.manifests)) {
+            self.changes.publish(repository).await;
+        }
+        collected
+    }
+
+    async fn collect_locked(
+        &self,
+        repository: &str,
+        cutoff: SystemTime,
+        dry_run: bool,
+        report: &mut (dyn FnMut(Garbage) + Send),
+        summary: &mut GcSummary,
+    ) -> Result<Vec<Digest>> {
         let mut state = self.repository_state(repository).await?;
         // The cache is bounded by its size and evicted by last pull (see `evict`), not by rules.
         let rule = Some(&self.limits.retention)

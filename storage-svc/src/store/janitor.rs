@@ -16,6 +16,7 @@ impl<B: Backend> Store<B> {
     /// file is a leftover.
     pub(super) async fn recover(&self) -> Result<()> {
         self.sweep_tmp(Duration::ZERO).await?;
+        self.wait_out_recorded_leases().await?;
         self.recover_collection().await?;
         self.load_pulls().await?;
         self.load_uploads().await?;

@@ -118,6 +118,9 @@ impl<B: Backend> Store<B> {
             self.backend
                 .put(&layout::tag(repository, tag), meta.digest.clone().into())
                 .await?;
+            drop(_turn);
+            // A manifest put by digest changes nothing a cache holds (it caches no absence).
+            self.changes.publish(repository).await;
         }
         Ok(meta)
     }
@@ -205,7 +208,18 @@ impl<B: Backend> Store<B> {
     /// entry in its subject's referrers.
     pub async fn delete_manifest(&self, repository: &str, reference: &str) -> Result<()> {
         validate_repository(repository)?;
-        let _turn = self.repo_lock(repository).await;
+        let deleted = {
+            let _turn = self.repo_lock(repository).await;
+            self.remove_manifest(repository, reference).await
+        };
+        // Also after a failure part-way: something may have gone.
+        if !matches!(deleted, Err(StorageError::ManifestUnknown(_))) {
+            self.changes.publish(repository).await;
+        }
+        deleted
+    }
+
+    async fn remove_manifest(&self, repository: &str, reference: &str) -> Result<()> {
         let unknown = || StorageError::ManifestUnknown(reference.to_string());
         match lookup_reference(reference)? {
             ManifestReference::Tag(tag) => {

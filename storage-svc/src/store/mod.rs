@@ -256,6 +256,8 @@ pub struct Store<B> {
     evict_wanted: tokio::sync::Notify,
     /// The audit log, once the data dir opened it; storage's own events (evictions) go there.
     audit: std::sync::OnceLock<crate::audit::AuditLog>,
+    /// Tag and manifest changes, told to the gateways' caches (see `changes`).
+    changes: Arc<changes::Changes>,
 }
 
 impl<B: Backend> Store<B> {
@@ -279,6 +281,7 @@ impl<B: Backend> Store<B> {
             cache_filled: AtomicU64::new(0),
             evict_wanted: tokio::sync::Notify::new(),
             audit: std::sync::OnceLock::new(),
+            changes: Default::default(),
         };
         store.recover().await?;
         Ok(store)
@@ -290,6 +293,19 @@ impl<B: Backend> Store<B> {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Where the caches of tags and manifests watch for changes (see `changes`).
+    pub fn changes(&self) -> &Arc<changes::Changes> {
+        &self.changes
+    }
+
+    /// How long a cache may answer a lookup by digest after the store last answered one: a
+    /// quarter of the grace period, so the record's refresh (every half of it) still happens
+    /// well before a collection could count it unused. `None`: no grace period, no limit.
+    pub fn digest_freshness(&self) -> Option<std::time::Duration> {
+        let quarter = self.limits.gc_grace / 4;
+        (!quarter.is_zero()).then_some(quarter)
     }
 
     /// Gives the store its audit log (once; later calls are ignored).
@@ -318,6 +334,7 @@ impl<B: Backend> Store<B> {
 }
 
 mod blobs;
+pub mod changes;
 mod evict;
 mod fills;
 mod gc;

@@ -350,7 +350,7 @@ pub async fn concurrent_cold_pulls_fetch_each_blob_once(topology: Topology, ip: 
 
     // In the split topology a second gateway, on the same storage and proxies, takes every
     // other client.
-    let second = (topology == Topology::Split).then(|| second_gateway(p.trow(), tmp.path()));
+    let second = (topology == Topology::Split).then(|| p.trow().another_gateway());
     let bases: Vec<String> = std::iter::once(p.v2("f/big/team/big"))
         .chain(
             second
@@ -414,29 +414,4 @@ pub async fn concurrent_cold_pulls_fetch_each_blob_once(topology: Topology, ip: 
     );
     drop(second);
     p.stop_and_fsck();
-}
-
-/// Another `trow gateway` in front of `trow`'s storage and proxies; its process and URL.
-fn second_gateway(trow: &trow_tests::Trow, logs: &std::path::Path) -> (trow_tests::Proc, String) {
-    let proxies: Vec<String> = trow
-        .proxy_addrs
-        .iter()
-        .map(|a| format!("http://{a}"))
-        .collect();
-    let mut cmd = std::process::Command::new(trow_tests::trow_bin());
-    cmd.args([
-        "gateway",
-        "--bind",
-        "127.0.0.1:0",
-        "--storage",
-        &format!("http://{}", trow.storage_addr),
-        "--proxy",
-        &proxies.join(","),
-    ]);
-    let mut gw = trow_tests::Proc::spawn(cmd, logs.join("second-gateway.log"));
-    let url = trow_tests::addr_prefix(&trow_tests::wait_for_line(
-        &mut gw,
-        "trow gateway: OCI registry on ",
-    ));
-    (gw, url)
 }
