@@ -184,9 +184,10 @@ def puts(base, repo, n, clients, prefix, with_config="0"):
     print(f"{run_threads(int(n), clients, work):.6f}")
 
 
-def repos(base, prefix, n, clients):
-    """N repositories PREFIX<i>, each with the config blob and the tiny manifest tagged `1`
-    (what populates a catalog) -> seconds."""
+def repos(base, prefix, n, clients, from_repo):
+    """N repositories PREFIX<i>, each with the config blob (mounted from FROM_REPO, which holds
+    it; pushed if the server does not mount) and the tiny manifest tagged `1` (what populates a
+    catalog) -> seconds."""
     cfg = b"{}"
     cd = "sha256:" + hashlib.sha256(cfg).hexdigest()
     man = tiny_manifest(cd)
@@ -195,7 +196,13 @@ def repos(base, prefix, n, clients):
     def work(i, st):
         c = st.setdefault("c", Conn(base))
         repo = f"{prefix}{i:05d}"
-        push_config(c, repo, cfg, cd)
+        r, body = c.req("POST", f"/v2/{repo}/blobs/uploads/?mount={cd}&from={from_repo}", body=b"",
+                        headers={"Content-Length": "0"})
+        if r.status == 202:  # no mount: an upload session, finish it with the bytes
+            r, body = c.req("PUT", with_digest(path_of("", r.getheader("Location")), cd), body=cfg,
+                            headers={"Content-Type": "application/octet-stream"})
+        if r.status != 201:
+            raise RuntimeError(f"mount/push of the config into {repo} answered {r.status}: {body[:300]!r}")
         put_manifest(c, repo, "1", man, md)
 
     print(f"{run_threads(int(n), clients, work):.6f}")
@@ -273,28 +280,50 @@ def listening(host, port):
         return False
 
 
-def launch(log, kind, target, timeout, *cmd):
-    """Starts CMD (output to LOG) and waits until TARGET is ready: kind `http`, TARGET
-    host:port answers GET /v2/ with 200; kind `tcp`, TARGET accepts connections. Polls every
-    millisecond -> "pid milliseconds" from the exec to ready. The process keeps running (the
-    calling script stops it by pid); if it exits first, or TIMEOUT seconds pass, exits 1."""
-    host, port = target.rsplit(":", 1)
+def startup(log, timeout, *spec):
+    """SPEC is `-- READY HOST:PORT CMD... [-- READY HOST:PORT CMD...]`: starts each CMD (output
+    appended to LOG) once the one before is ready; READY `tcp`: HOST:PORT accepts connections,
+    else a path that must answer 200 (`/v2/`). Polls every millisecond -> the milliseconds from
+    the first exec to the last ready. Then stops them all (SIGTERM, last first) and reaps them,
+    so the caller never sees them. Exits 1 if one exits first or TIMEOUT seconds pass."""
+    groups, cur = [], None
+    for a in spec:
+        if a == "--":
+            cur = []
+            groups.append(cur)
+        else:
+            cur.append(a)
+    procs = []
     deadline = time.monotonic() + float(timeout)
+    err = None
     with open(log, "ab") as f:
         t0 = time.perf_counter()
-        p = subprocess.Popen(list(cmd), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    while True:
-        ok = ready(host, port, "/v2/") if kind == "http" else listening(host, port)
-        if ok:
-            print(p.pid, f"{(time.perf_counter() - t0) * 1000:.1f}")
-            return
-        if p.poll() is not None:
-            print(p.pid, -1)
-            fail(f"{cmd[0]} exited with status {p.returncode} before it was ready (log: {log})")
-        if time.monotonic() > deadline:
-            print(p.pid, -1)
-            fail(f"{cmd[0]} not ready on {target} within {timeout}s (log: {log})")
-        time.sleep(0.001)
+        for kind, target, *cmd in groups:
+            host, port = target.rsplit(":", 1)
+            p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            procs.append(p)
+            while not (listening(host, port) if kind == "tcp" else ready(host, port, kind)):
+                if p.poll() is not None:
+                    err = f"{cmd[0]} exited with status {p.returncode} before it was ready (log: {log})"
+                elif time.monotonic() > deadline:
+                    err = f"{cmd[0]} not ready on {target} within {timeout}s (log: {log})"
+                if err:
+                    break
+                time.sleep(0.001)
+            if err:
+                break
+        ms = (time.perf_counter() - t0) * 1000
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    if err:
+        fail(err)
+    print(f"{ms:.1f}")
 
 
 def make_images(out, n, layer_kb, seed):
@@ -379,7 +408,7 @@ def tcp_rate(host, mib):
 
 
 COMMANDS = {"push-chunked": push_chunked, "puts": puts, "repos": repos, "list": listing,
-            "fetch": fetch, "launch": launch, "make-images": make_images,
+            "fetch": fetch, "startup": startup, "make-images": make_images,
             "check-manifests": check_manifests, "sha256-rate": sha256_rate, "tcp-rate": tcp_rate}
 
 if __name__ == "__main__":
