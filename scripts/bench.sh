@@ -144,6 +144,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/trow-bench.XXXXXX")
 PIDS=()        # every server we started
 CLIENT_PIDS=() # crane pushes running in the background
 SAMPLER_PID=""
+LIST_ROOT=""
 
 cleanup() {
     local rc=$? pid
@@ -151,6 +152,7 @@ cleanup() {
     [[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null
     for pid in "${CLIENT_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     stop_all_servers
+    [[ $LIST_ROOT == /dev/shm/* ]] && rm -rf "$LIST_ROOT"
     remove_work
     exit "$rc"
 }
@@ -527,23 +529,29 @@ images() { # KIND : BENCH_IMAGES crane pushes of fresh small images at once, BEN
 
 # listings KIND : a store with BENCH_TAGS tags and BENCH_REPOS repositories. Trow one process and
 # split share a store format, and so do distribution 2.8 and 3: the first of a pair populates it
-# (under eatmydata, by the same server kind), the second gets a copy.
+# (under eatmydata, by the same server kind), the second gets a copy. The stores live in LIST_ROOT,
+# on tmpfs when there is one: the listings are served from the page cache either way, and tens of
+# thousands of small files cost minutes to write and delete on a busy disk, not what is measured.
 declare -A LIST_STORE=()
+if [[ -d /dev/shm && -w /dev/shm ]]; then
+    LIST_ROOT=$(mktemp -d /dev/shm/trow-bench-list.XXXXXX)
+else
+    LIST_ROOT="$WORK/list"
+fi
 listings() {
-    local kind=$1 fmt=trow dir="$WORK/$1/list" s out i n pages
+    local kind=$1 fmt=trow dir="$LIST_ROOT/$1" s out i n pages
     [[ $kind == dist* ]] && fmt=dist
     if [[ -n ${LIST_STORE[$fmt]:-} ]]; then
         mkdir -p "$dir"
         cp -a "${LIST_STORE[$fmt]}" "$dir/data"
     else
-        log "$kind: populating $BENCH_TAGS tags and $BENCH_REPOS repositories (untimed${EATMYDATA:+, under eatmydata})"
+        log "$kind: populating $BENCH_TAGS tags and $BENCH_REPOS repositories in $LIST_ROOT (untimed${EATMYDATA:+, under eatmydata})"
         srv_start "$kind" "$dir" --eatmydata
         s=$(python3 "$CLIENT" puts "$SRV_URL" bench/tags "$BENCH_TAGS" 16 "tag-" 1) || fail_req "populating tags failed"
         log "$kind: $BENCH_TAGS tags in ${s}s"
         s=$(python3 "$CLIENT" repos "$SRV_URL" "cat-" "$BENCH_REPOS" 16 bench/tags) || fail_req "populating repositories failed"
         log "$kind: $BENCH_REPOS repositories in ${s}s"
         srv_stop
-        sync
         LIST_STORE[$fmt]="$dir/data"
     fi
     srv_start "$kind" "$dir"
@@ -561,7 +569,7 @@ listings() {
     done
     log "$kind: tags/list $(grep -P "^$kind\ttags_ms\t" "$RESULTS" | tail -1 | cut -f3) ms, _catalog $(grep -P "^$kind\tcatalog_ms\t" "$RESULTS" | tail -1 | cut -f3) ms ($pages pages)"
     srv_stop
-    # the store of the pair's second is a copy; the first's is kept for it
+    # the first of a pair keeps its store for the second
     [[ ${LIST_STORE[$fmt]} == "$dir/data" ]] || rm -rf "$dir"
 }
 
