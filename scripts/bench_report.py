@@ -40,8 +40,9 @@ lim = {m: get("machine", m) for m in ("disk", "tcp", "sha")}
 one_v2 = get("one", "get_v2")
 f = lambda x, fmt: "-" if x is None else fmt.format(x)
 disk, tcp, sha, v2 = (f(x, "{:.0f}") for x in (lim["disk"], lim["tcp"], lim["sha"], one_v2))
-print(f"machine limits: disk write+fdatasync {disk} MB/s; loopback TCP {tcp} MB/s ({E('TCP_HOW')}); "
-      f"sha256 one core {sha} MB/s; trow GET /v2/ at {E('BENCH_CONC')} clients {v2} req/s")
+if any(x is not None for x in (lim["disk"], lim["tcp"], lim["sha"], one_v2)):
+    print(f"machine limits: disk write+fdatasync {disk} MB/s; loopback TCP {tcp} MB/s ({E('TCP_HOW')}); "
+          f"sha256 one core {sha} MB/s; trow GET /v2/ at {E('BENCH_CONC')} clients {v2} req/s")
 print()
 cols = [("one", "trow one"), ("split", "trow split"), ("dist", "dist 2.8"), ("dist3", "dist 3.1.1")]
 cols = [c for c in cols if any(k == c[0] for k, _ in vals)]
