@@ -144,7 +144,7 @@ done
 
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 topology=one-process
-[[ $BENCH_SPLIT == 1 ]] && topology=split
+[[ $BENCH_SPLIT == 1 ]] && topology="split"
 echo "manifest GET by tag, wrk -t1 -c$BENCH_CONC -d${BENCH_SECONDS}s, $topology, $BENCH_RUNS runs"
 printf '%-8s %12s   %s\n' variant "median req/s" "all runs"
 for v in "${variants[@]}"; do

@@ -143,13 +143,59 @@ push_tiny_image() {
         "$url/v2/bench/app/manifests/1.0" >/dev/null
 }
 
+# wrk_rate URL WHAT [WRK_ARGS...] : wrk -t1 -c$BENCH_CONC -d$BENCH_SECONDS --latency GETs of URL;
+# sets RESULT (requests/s) and RESULT_P99 (ms); dies on any non-2xx answer or socket error, so a
+# failing server cannot post a fast number
+wrk_rate() {
+    local url=$1 what=$2 out
+    shift 2
+    out=$(wrk -t1 -c"$BENCH_CONC" -d"${BENCH_SECONDS}s" --latency "$@" "$url")
+    grep -qE 'Non-2xx|Socket errors' <<<"$out" && die "wrong answers or socket errors ($what):"$'\n'"$out"
+    RESULT=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+    # shellcheck disable=SC2034 # read by the sourcing script
+    RESULT_P99=$(awk '$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
+        printf "%.2f", v * (u == "us" ? 0.001 : u == "s" ? 1000 : u == "m" ? 60000 : 1) }' <<<"$out")
+    [[ -n $RESULT && $RESULT != 0 ]] || die "wrk measured nothing ($what):"$'\n'"$out"
+}
+
 # wrk_manifest_gets URL WHAT [WRK_ARGS...] : sets RESULT to the requests/s of wrk
 # (-t1 -c$BENCH_CONC -d$BENCH_SECONDS) GETting bench/app:1.0 at URL; dies on any non-2xx answer
 wrk_manifest_gets() {
-    local url=$1 what=$2 out
+    local url=$1 what=$2
     shift 2
-    out=$(wrk -t1 -c"$BENCH_CONC" -d"${BENCH_SECONDS}s" -H "Accept: $BENCH_MANIFEST_TYPE" "$@" \
-        "$url/v2/bench/app/manifests/1.0")
-    grep -q 'Non-2xx' <<<"$out" && die "answers other than 2xx ($what):"$'\n'"$out"
-    RESULT=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+    wrk_rate "$url/v2/bench/app/manifests/1.0" "$what" -H "Accept: $BENCH_MANIFEST_TYPE" "$@"
+}
+
+# go_tool NAME : the path of pinned Go tool NAME (crane, registry, ...), building the pinned
+# set with scripts/go-tools.sh the first time (needs SCRIPT_DIR)
+go_tool() {
+    local bin=${TROW_GO_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/trow-tests/go}/bin
+    if [[ ! -x $bin/$1 ]]; then
+        log "$1 missing; building the pinned Go tools (scripts/go-tools.sh)"
+        bin=$("$SCRIPT_DIR/go-tools.sh") || die "scripts/go-tools.sh failed"
+    fi
+    [[ -x $bin/$1 ]] || die "$1 not found in $bin after scripts/go-tools.sh"
+    echo "$bin/$1"
+}
+
+# dist_config FILE ADDR ROOTDIR : a CNCF distribution (2.x or 3.x) config serving ADDR from the
+# filesystem at ROOTDIR, logging errors only (no access log, so logging does not skew numbers)
+dist_config() {
+    cat >"$1" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: $3
+  delete:
+    enabled: true
+http:
+  addr: $2
+  secret: trow-bench-not-secret
+EOF
 }

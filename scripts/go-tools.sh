@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned Go tools the tests drive, from the Go module proxy, into a cache dir, each by
-# `go install MODULE@VERSION`: the OCI distribution-spec conformance suite, oras, crane, grpcurl.
+# `go install MODULE@VERSION`: the OCI distribution-spec conformance suite, oras, crane, grpcurl,
+# and CNCF distribution 3 (`registry`, the peer scripts/bench.sh measures Trow against).
 # (The conformance module is a `main` package since its rewrite; `go test -c` of it still builds
 # but runs a deprecated shim, so it is built as the program it is.)
 # Each binary lives under a path that names its version, so changing a pin below rebuilds that tool
@@ -23,6 +24,7 @@ TOOLS=(
   "oras oras.land/oras/cmd/oras v1.3.6"
   "crane github.com/google/go-containerregistry/cmd/crane v0.22.1"
   "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl v1.9.4"
+  "registry github.com/distribution/distribution/v3/cmd/registry v3.1.1"
 )
 
 log() { printf '==> go-tools: %s\n' "$*" >&2; }
@@ -40,7 +42,7 @@ esac
 
 go=$(command -v go || true)
 if [[ -z $go && -x /usr/local/go/bin/go ]]; then go=/usr/local/go/bin/go; fi
-[[ -n $go ]] || die "'go' not found on PATH nor at /usr/local/go/bin/go: install Go (>= 1.24) to build the conformance suite, oras, crane and grpcurl"
+[[ -n $go ]] || die "'go' not found on PATH nor at /usr/local/go/bin/go: install Go (>= 1.24) to build the conformance suite, oras, crane, grpcurl and distribution 3"
 # Never download another Go toolchain: use the one installed, or fail.
 export GOTOOLCHAIN=local
 # The builds read no VCS metadata; CI clones have none to stamp anyway.
@@ -81,7 +83,7 @@ for t in "${TOOLS[@]}"; do
 done
 
 # A last check that each binary runs at all.
-for name in oras crane grpcurl; do
+for name in oras crane grpcurl registry; do
   "$bin/$name" version >/dev/null 2>&1 || "$bin/$name" -version >/dev/null 2>&1 ||
     die "$bin/$name is installed but does not run"
 done
