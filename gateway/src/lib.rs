@@ -1,7 +1,8 @@
 //! Trow's HTTP gateway: terminates the OCI Distribution API and answers it by calling the
 //! storage service over gRPC, the proxy service for reads of other registries, and the
-//! admission service for Kubernetes' webhooks. It holds no registry state of its own, so any
-//! number of gateways can front one storage service.
+//! admission service for Kubernetes' webhooks. It owns no registry state: what it keeps in
+//! memory (manifests, tags) storage keeps correct, so any number of gateways can front one
+//! storage service.
 //!
 //! - [`routes`]: one module per OCI resource; handlers parse the request and shape the answer.
 //! - [`body`]: blob bytes between HTTP bodies and gRPC streams, in bounded chunks.
