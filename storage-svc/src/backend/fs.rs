@@ -94,27 +94,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Fsyncs files that depend on no order among themselves, all at once (one thread each past
-/// the first): without a journal each fsync ends in a flush of the device's cache, and the
-/// kernel merges flushes that wait at the same time, so the batch costs about one flush
-/// instead of one per file.
-fn sync_together(files: &[std::fs::File]) -> io::Result<()> {
-    let Some((first, rest)) = files.split_first() else {
-        return Ok(());
-    };
-    std::thread::scope(|s| {
-        let others: Vec<_> = rest.iter().map(|f| s.spawn(|| f.sync_all())).collect();
-        let mut result = first.sync_all();
-        for other in others {
-            let synced = other
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("fsync panicked")));
-            result = result.and(synced);
-        }
-        result
-    })
-}
-
 /// `create_dir_all`, fsyncing each parent that gained a directory.
 fn create_dirs_durably(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
@@ -169,8 +148,7 @@ struct Staged {
 
 /// `put_all` on the filesystem. The objects' bytes are flushed in one round instead of one
 /// flush per object: every new object is written to a temp file, then all temp and scratch
-/// files are fsync'd at once ([`sync_together`]; on a journaling filesystem the first fsync
-/// commits them all).
+/// files are fsync'd together (on a journaling filesystem the first fsync commits them all).
 /// Then the objects go into place in batch order, each one's directory fsync'd before the next
 /// is renamed, so the batch reaches the disk in order even on a filesystem that keeps no order
 /// of its own among metadata writes (ext4 without a journal, ext2): a crash leaves a prefix of
@@ -208,7 +186,7 @@ fn put_all_blocking(root: &Path, objects: &[(PathBuf, Source)]) -> io::Result<()
                 }
             }
         }
-        sync_together(&files)?;
+        files.iter().try_for_each(|f| f.sync_all())?;
         for ((path, _), staged) in objects.iter().zip(staged.iter_mut()) {
             if let Some(s) = staged.take() {
                 std::fs::rename(&s.from, &s.path)?;
