@@ -146,9 +146,9 @@ struct Staged {
     path: PathBuf,
 }
 
-/// `put_all` on the filesystem. The objects' bytes are flushed in one round instead of one
-/// flush per object: every new object is written to a temp file, then all temp and scratch
-/// files are fsync'd together (on a journaling filesystem the first fsync commits them all).
+/// `put_all` on the filesystem: every new object is written to a temp file, then all temp and
+/// scratch files are fsync'd before any rename (on a journaling filesystem the first fsync
+/// commits them all; without a journal each still costs its own flush).
 /// Then the objects go into place in batch order, each one's directory fsync'd before the next
 /// is renamed, so the batch reaches the disk in order even on a filesystem that keeps no order
 /// of its own among metadata writes (ext4 without a journal, ext2): a crash leaves a prefix of

@@ -64,8 +64,8 @@ pub trait Backend: Send + Sync + 'static {
     /// there only if every one before it is). So one call can write content and the links
     /// that make it reachable. The default puts them one after another, which is all an object
     /// store needs (each put is durable when it returns, and an existing object is durable
-    /// once it is visible); the filesystem gives the batch one round of flushes instead of
-    /// one per object.
+    /// once it is visible); the filesystem flushes every object's bytes before the first
+    /// rename, then orders the renames with directory fsyncs.
     fn put_all(&self, objects: Vec<Put>) -> impl Future<Output = io::Result<()>> + Send {
         async move {
             for object in objects {

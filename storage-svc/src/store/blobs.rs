@@ -125,9 +125,8 @@ impl<B: Backend> Store<B> {
     }
 
     /// Links a blob into a repository, after `content` (the blob's bytes going into place, an
-    /// upload's commit) in the same batch: one round of flushes for both. Fails with
-    /// `BlobUnknown` (and no link) when a garbage collection deleted the bytes meanwhile (see
-    /// `gc`).
+    /// upload's commit) in the same batch. Fails with `BlobUnknown` (and no link) when a
+    /// garbage collection deleted the bytes meanwhile (see `gc`).
     pub(super) async fn store_and_link_blob(
         &self,
         repository: &str,

@@ -84,7 +84,7 @@ impl<B: Backend> Store<B> {
             references: Some(parsed.reference_digests()),
         };
         // Content, then the manifest link, then what points at it: a crash in between leaves
-        // at worst an unreachable blob. Each step is one batch with one round of flushes.
+        // at worst an unreachable blob. Each step is one batch (`put_all`).
         let json: Bytes = serde_json::to_vec(&meta)
             .expect("serialize manifest meta")
             .into();

@@ -336,7 +336,7 @@ impl<B: Backend> Store<B> {
         // Not over bytes a garbage collection is deciding on (see `gc`): it might delete them.
         self.settle(&claimed).await?;
         // Even over an existing blob: the rename is atomic, and it repairs a damaged copy. A
-        // small blob goes in one batch with its link (bytes first): one round of flushes.
+        // small blob goes in one batch with its link (bytes first).
         let commit = Put::Moved {
             from: data,
             to: layout::blob(&claimed),
