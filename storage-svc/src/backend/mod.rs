@@ -2,7 +2,8 @@
 //! (later) an S3-compatible bucket can hold the same layout.
 //!
 //! The contract every backend keeps: `put` and `commit` are atomic and durable — after they
-//! return, a crash leaves the new object whole; before, it leaves no object at all.
+//! return, a crash leaves the new object whole; before, it leaves no object at all. `put_all`
+//! is a sequence of puts with the same promise for each, in order.
 
 use bytes::Bytes;
 use futures::Stream;
@@ -28,12 +29,65 @@ pub struct Space {
     pub total: u64,
 }
 
+/// One object of a [`Backend::put_all`] batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// Store these bytes under the key, replacing any old object.
+    Bytes(String, Bytes),
+    /// Make a finished scratch object durable and move it to `to`, as
+    /// [`Backend::commit`] does.
+    Moved { from: String, to: String },
+    /// An object that exists already with the right bytes, written by an earlier put or
+    /// commit (perhaps one still in flight in another task), and that the objects after it in
+    /// the batch rely on: it must be durable before they are. Missing is not an error (a
+    /// garbage collection may have just deleted it; the caller checks afterwards).
+    Existing(String),
+}
+
+impl Put {
+    pub fn key(&self) -> &str {
+        match self {
+            Put::Bytes(k, _) | Put::Existing(k) | Put::Moved { to: k, .. } => k,
+        }
+    }
+}
+
 pub trait Backend: Send + Sync + 'static {
     /// Where appends to an upload go.
     type Appender: AsyncWrite + Send + Unpin + 'static;
 
     /// Stores a small object atomically and durably, replacing any old one.
     fn put(&self, key: &str, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Stores several small objects, each as [`Backend::put`] would, in order: when it returns
+    /// every one is durable, and a crash at any point leaves a prefix of the batch (an object is
+    /// there only if every one before it is). So one call can write content and the links
+    /// that make it reachable. The default puts them one after another, which is all an object
+    /// store needs (each put is durable when it returns, and an existing object is durable
+    /// once it is visible); the filesystem flushes every object's bytes before the first
+    /// rename, then orders the renames with directory fsyncs.
+    fn put_all(&self, objects: Vec<Put>) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            for object in objects {
+                match object {
+                    Put::Bytes(key, data) => self.put(&key, data).await?,
+                    Put::Moved { from, to } => self.commit(&from, &to).await?,
+                    Put::Existing(_) => {}
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Stores a small object atomically, replacing any old one, but without waiting for it to
+    /// be durable: it survives the process (a kill), not necessarily a power loss. For state
+    /// whose loss in a power cut costs nothing more than what is lost anyway: an upload's
+    /// scratch file and record, whose appended bytes become durable only at the commit, so
+    /// after a power loss the upload may have lost its bytes whatever its record says. The
+    /// default is `put`.
+    fn put_unsynced(&self, key: &str, data: Bytes) -> impl Future<Output = io::Result<()>> + Send {
+        self.put(key, data)
+    }
 
     /// Stores an empty marker object that only needs to be seen, not to survive a crash (a
     /// collection's tombstone: a restart removes them all). Cheaper than [`Backend::put`]

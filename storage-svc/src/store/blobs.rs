@@ -121,14 +121,32 @@ impl<B: Backend> Store<B> {
     /// Links a stored blob into a repository. Fails with `BlobUnknown` (and no link) when a
     /// garbage collection deleted the bytes meanwhile (see `gc`).
     pub(super) async fn link_blob(&self, repository: &str, d: &Digest) -> Result<()> {
+        self.store_and_link_blob(repository, d, None).await
+    }
+
+    /// Links a blob into a repository, after `content` (the blob's bytes going into place, an
+    /// upload's commit) in the same batch. Fails with `BlobUnknown` (and no link) when a
+    /// garbage collection deleted the bytes meanwhile (see `gc`).
+    pub(super) async fn store_and_link_blob(
+        &self,
+        repository: &str,
+        d: &Digest,
+        content: Option<Put>,
+    ) -> Result<()> {
         let link = layout::blob_link(repository, d);
         {
             // Not between a collection's decision on this repository and its deletes.
             let _turn = self.repo_lock(repository).await;
             let written = self.backend.modified(&link).await?;
+            let mut batch: Vec<Put> = content.into_iter().collect();
             if written.is_none_or(|t| self.needs_refresh(t)) {
-                self.ensure_cataloged(repository).await?;
-                self.backend.put(&link, Bytes::new()).await?;
+                let catalog = self.catalog_put(repository).await?;
+                batch.splice(0..0, catalog);
+                batch.push(Put::Bytes(link.clone(), Bytes::new()));
+            }
+            if !batch.is_empty() {
+                self.backend.put_all(batch).await?;
+                self.mark_cataloged(repository);
             }
         }
         if !self.settle(d).await? {
@@ -138,30 +156,31 @@ impl<B: Backend> Store<B> {
         Ok(())
     }
 
-    /// Adds a repository to the catalog index before its first content is written, so a crash
-    /// can leave an empty repository listed but never a repository unlisted.
-    pub(super) async fn ensure_cataloged(&self, repository: &str) -> Result<()> {
+    /// The catalog entry to write first in a batch of a repository's content, when the
+    /// repository may not have one yet (so a crash can leave an empty repository listed but
+    /// never a repository unlisted); call [`Store::mark_cataloged`] once the batch is stored.
+    pub(super) async fn catalog_put(&self, repository: &str) -> Result<Option<Put>> {
         if self
             .cataloged
             .lock()
             .expect("catalog lock")
             .contains(repository)
         {
-            return Ok(());
+            return Ok(None);
         }
-        if self
-            .backend
-            .size(&layout::catalog_entry(repository))
-            .await?
-            .is_none()
-        {
-            self.add_to_catalog(repository).await?;
-        }
+        let key = layout::catalog_entry(repository);
+        Ok(match self.backend.size(&key).await? {
+            Some(_) => None,
+            None => Some(Put::Bytes(key, Bytes::new())),
+        })
+    }
+
+    /// Remembers that a repository's catalog entry is stored, to skip the check next time.
+    pub(super) fn mark_cataloged(&self, repository: &str) {
         self.cataloged
             .lock()
             .expect("catalog lock")
             .insert(repository.to_string());
-        Ok(())
     }
 
     pub(super) async fn add_to_catalog(&self, repository: &str) -> Result<()> {

@@ -84,16 +84,21 @@ impl<B: Backend> Store<B> {
             references: Some(parsed.reference_digests()),
         };
         // Content, then the manifest link, then what points at it: a crash in between leaves
-        // at worst an unreachable blob.
-        self.ensure_cataloged(repository).await?;
-        // Even over existing bytes: atomic, and it repairs a damaged copy.
-        self.backend
-            .put(&layout::blob(&digest), content.clone())
-            .await?;
-        let json = serde_json::to_vec(&meta).expect("serialize manifest meta");
-        self.backend
-            .put(&layout::manifest(repository, &digest), json.into())
-            .await?;
+        // at worst an unreachable blob. Each step is one batch (`put_all`).
+        let json: Bytes = serde_json::to_vec(&meta)
+            .expect("serialize manifest meta")
+            .into();
+        let mut content_first: Vec<Put> = self.catalog_put(repository).await?.into_iter().collect();
+        content_first.push(
+            self.unless_stored(layout::blob(&digest), content.clone(), false)
+                .await?,
+        );
+        content_first.push(
+            self.unless_stored(layout::manifest(repository, &digest), json, true)
+                .await?,
+        );
+        self.backend.put_all(content_first).await?;
+        self.mark_cataloged(repository);
         // A garbage collection that decided on these bytes before the record was written may
         // have deleted them (see `gc`): they are written again, before anything points here.
         if !self.settle(&digest).await? {
@@ -101,6 +106,7 @@ impl<B: Backend> Store<B> {
                 .put(&layout::blob(&digest), content.clone())
                 .await?;
         }
+        let mut links = Vec::new();
         if let Some(subject) = &parsed.subject {
             let descriptor = ReferrerDescriptor {
                 media_type: parsed.media_type,
@@ -110,19 +116,47 @@ impl<B: Backend> Store<B> {
                 annotations: parsed.annotations.into_iter().collect(),
             };
             let json = serde_json::to_vec(&descriptor).expect("serialize descriptor");
-            self.backend
-                .put(&layout::referrer(repository, subject, &digest), json.into())
-                .await?;
+            links.push(Put::Bytes(
+                layout::referrer(repository, subject, &digest),
+                json.into(),
+            ));
         }
         if let ManifestReference::Tag(tag) = &reference {
-            self.backend
-                .put(&layout::tag(repository, tag), meta.digest.clone().into())
-                .await?;
+            links.push(Put::Bytes(
+                layout::tag(repository, tag),
+                meta.digest.clone().into(),
+            ));
+        }
+        let linked = self.backend.put_all(links).await;
+        if matches!(reference, ManifestReference::Tag(_)) {
             drop(_turn);
-            // A manifest put by digest changes nothing a cache holds (it caches no absence).
+            // Also after a failure: the tag may have moved before it. A manifest put by digest
+            // changes nothing a cache holds (it caches no absence).
             self.changes.publish(repository).await;
         }
+        linked?;
         Ok(meta)
+    }
+
+    /// What a manifest put writes for `key`: nothing new when the object holds exactly these
+    /// bytes already (compared whole, so a damaged copy is written again), only made durable
+    /// before what comes after it. A `dated` object (a manifest record, whose age makes it a
+    /// root of a garbage collection for the grace period, see `gc`) is also written again once
+    /// it is older than half the grace period, as a `HEAD` would refresh it.
+    async fn unless_stored(&self, key: String, data: Bytes, dated: bool) -> Result<Put> {
+        if self.backend.get(&key).await?.as_ref() != Some(&data) {
+            return Ok(Put::Bytes(key, data));
+        }
+        if dated
+            && self
+                .backend
+                .modified(&key)
+                .await?
+                .is_none_or(|t| self.needs_refresh(t))
+        {
+            return Ok(Put::Bytes(key, data));
+        }
+        Ok(Put::Existing(key))
     }
 
     pub(super) async fn manifest_meta(

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, ByteStream};
+use crate::backend::{Backend, ByteStream, Put};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Result, StorageError};
 use crate::layout;

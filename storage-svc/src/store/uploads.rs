@@ -11,6 +11,12 @@ use super::*;
 /// ([`Backend::write_behind`]): the commit then flushes at most about this much.
 const WRITE_BEHIND: u64 = 8 << 20;
 
+/// Blobs up to this size are committed in one batch with their link, in the repository's
+/// critical section; a larger blob's flush would hold the repository's other writers (its
+/// other layers completing) for longer than a second round of flushes costs, so it is committed
+/// alone first.
+const BATCHED_COMMIT_MAX: u64 = 4 << 20;
+
 impl<B: Backend> Store<B> {
     /// Opens an upload session; returns its id.
     pub async fn start_upload(&self, repository: &str, algorithm: &str) -> Result<String> {
@@ -55,12 +61,15 @@ impl<B: Backend> Store<B> {
             fill: upload.fill.is_some(),
         };
         let json = serde_json::to_vec(&record).expect("serialize upload record");
+        // Not flushed: the bytes appended to an upload are made durable only by its commit, so
+        // after a power loss an upload is lost (its bytes may be) whether or not its record
+        // survived; a kill leaves both, and a restart drops a directory without both.
         let written = async {
             self.backend
-                .put(&layout::upload_data(id), Bytes::new())
+                .put_unsynced(&layout::upload_data(id), Bytes::new())
                 .await?;
             self.backend
-                .put(&layout::upload_repository(id), json.into())
+                .put_unsynced(&layout::upload_repository(id), json.into())
                 .await
         }
         .await;
@@ -326,9 +335,22 @@ impl<B: Backend> Store<B> {
         self.backend.delete(&layout::upload_repository(id)).await?;
         // Not over bytes a garbage collection is deciding on (see `gc`): it might delete them.
         self.settle(&claimed).await?;
-        // Even over an existing blob: the rename is atomic, and it repairs a damaged copy.
-        self.backend.commit(&data, &layout::blob(&claimed)).await?;
-        if let Err(e) = self.link_blob(repository, &claimed).await {
+        // Even over an existing blob: the rename is atomic, and it repairs a damaged copy. A
+        // small blob goes in one batch with its link (bytes first).
+        let commit = Put::Moved {
+            from: data,
+            to: layout::blob(&claimed),
+        };
+        let linked = if size <= BATCHED_COMMIT_MAX {
+            self.store_and_link_blob(repository, &claimed, Some(commit))
+                .await
+        } else {
+            match self.backend.put_all(vec![commit]).await {
+                Ok(()) => self.link_blob(repository, &claimed).await,
+                Err(e) => Err(e.into()),
+            }
+        };
+        if let Err(e) = linked {
             upload.finish(Phase::Failed);
             return Err(match e {
                 StorageError::BlobUnknown(_) => StorageError::UploadInvalid(
