@@ -256,6 +256,23 @@ impl Backend for FsBackend {
         }
     }
 
+    async fn modified_and_size(
+        &self,
+        a: &str,
+        b: &str,
+    ) -> io::Result<(Option<std::time::SystemTime>, Option<u64>)> {
+        let (a, b) = (self.path(a), self.path(b));
+        blocking(move || {
+            let modified = match none_if_missing(std::fs::metadata(a))? {
+                Some(m) => Some(m.modified()?),
+                None => None,
+            };
+            let size = none_if_missing(std::fs::metadata(b))?;
+            Ok((modified, size.filter(|m| m.is_file()).map(|m| m.len())))
+        })
+        .await
+    }
+
     async fn read(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
         let path = self.path(key);
         let file = blocking(move || std::fs::File::open(path)).await?;
