@@ -154,6 +154,21 @@ fn read_at(file: &std::fs::File, offset: u64, want: usize) -> io::Result<Bytes> 
     Ok(Bytes::from(buf))
 }
 
+/// The size of the next batch of a read with `remaining` bytes to go.
+fn batch_len(remaining: u64) -> usize {
+    remaining.min((READ_BATCH * CHUNK_SIZE) as u64) as usize
+}
+
+/// Sends a batch as chunk-sized slices of its one buffer (no copy), one per permit.
+fn send_batch(permits: tokio::sync::mpsc::PermitIterator<'_, io::Result<Bytes>>, mut batch: Bytes) {
+    for permit in permits {
+        if batch.is_empty() {
+            break;
+        }
+        permit.send(Ok(batch.split_to(batch.len().min(CHUNK_SIZE))));
+    }
+}
+
 /// Feeds `tx` with the file's chunks from `offset` until `remaining` bytes are sent, the file
 /// ends, a read fails or the reader goes away. Each read borrows a blocking thread only while it
 /// reads; the wait for a slow consumer is an async wait for room in the channel, so no number of
@@ -166,11 +181,10 @@ async fn read_chunks(
 ) {
     let file = std::sync::Arc::new(file);
     while remaining > 0 {
-        let want = remaining.min((READ_BATCH * CHUNK_SIZE) as u64) as usize;
-        let chunks = want.div_ceil(CHUNK_SIZE);
+        let want = batch_len(remaining);
         // Room for the whole batch first: nothing is read that the channel cannot take, and a
         // closed channel means the reader went away.
-        let Ok(permits) = tx.reserve_many(chunks).await else {
+        let Ok(permits) = tx.reserve_many(want.div_ceil(CHUNK_SIZE)).await else {
             return;
         };
         let f = file.clone();
@@ -178,7 +192,7 @@ async fn read_chunks(
             .await
             .map_err(io::Error::other)
             .and_then(|r| r);
-        let mut batch = match read {
+        let batch = match read {
             Ok(batch) => batch,
             Err(e) => {
                 if let Some(p) = permits.into_iter().next() {
@@ -188,13 +202,7 @@ async fn read_chunks(
             }
         };
         let got = batch.len();
-        for permit in permits {
-            if batch.is_empty() {
-                break;
-            }
-            // Slices of the one buffer read: no copy.
-            permit.send(Ok(batch.split_to(batch.len().min(CHUNK_SIZE))));
-        }
+        send_batch(permits, batch);
         if got < want {
             // The file ended.
             return;
@@ -275,12 +283,36 @@ impl Backend for FsBackend {
 
     async fn read(&self, key: &str, offset: u64, len: u64) -> io::Result<ByteStream> {
         let path = self.path(key);
-        let file = blocking(move || std::fs::File::open(path)).await?;
         let limit = if len == 0 { u64::MAX } else { len };
+        let want = batch_len(limit);
+        // The open and the first batch in one hand-off to the blocking pool, so the first byte
+        // waits for one round trip there, not two; a failing first read is an error here,
+        // before any answer has started.
+        let (file, first) = blocking(move || {
+            let file = std::fs::File::open(path)?;
+            let first = read_at(&file, offset, want)?;
+            Ok((file, first))
+        })
+        .await?;
         // One task per stream, reading straight into the chunks it sends (no copy). The channel's
         // bound is the read-ahead.
         let (tx, rx) = tokio::sync::mpsc::channel(READ_BATCH);
-        tokio::spawn(read_chunks(file, offset, limit, tx));
+        let got = first.len();
+        if got > 0 {
+            let permits = tx
+                .try_reserve_many(got.div_ceil(CHUNK_SIZE))
+                .expect("a new channel has room for one batch");
+            send_batch(permits, first);
+        }
+        // Short of the batch: the file ended. A read that fit in one batch needs no task.
+        if got == want && limit > got as u64 {
+            tokio::spawn(read_chunks(
+                file,
+                offset + got as u64,
+                limit - got as u64,
+                tx,
+            ));
+        }
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 
