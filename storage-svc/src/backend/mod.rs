@@ -105,6 +105,18 @@ pub trait Backend: Send + Sync + 'static {
     /// When an object was last written, or None when it does not exist.
     fn modified(&self, key: &str) -> impl Future<Output = io::Result<Option<SystemTime>>> + Send;
 
+    /// When object `a` was last written and the size of object `b` (each None when absent), in
+    /// one call: what `StatBlob` asks of a repository's link and the blob it names, on every
+    /// blob HEAD and GET. A filesystem answers both in one hand-off to the blocking pool, whose
+    /// round trip (a wake-up there and one back) costs more than the two `stat`s.
+    fn modified_and_size(
+        &self,
+        a: &str,
+        b: &str,
+    ) -> impl Future<Output = io::Result<(Option<SystemTime>, Option<u64>)>> + Send {
+        async move { Ok((self.modified(a).await?, self.size(b).await?)) }
+    }
+
     /// Streams `len` bytes (0: to the end) of an object from `offset`.
     fn read(
         &self,

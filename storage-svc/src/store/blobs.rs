@@ -24,14 +24,13 @@ impl<B: Backend> Store<B> {
         validate_repository(repository)?;
         let d = Digest::parse(digest)?;
         let link = layout::blob_link(repository, &d);
-        let Some(linked) = self.backend.modified(&link).await? else {
+        let (Some(linked), Some(size)) = self
+            .backend
+            .modified_and_size(&link, &layout::blob(&d))
+            .await?
+        else {
             return Err(StorageError::BlobUnknown(digest.to_string()));
         };
-        let size = self
-            .backend
-            .size(&layout::blob(&d))
-            .await?
-            .ok_or_else(|| StorageError::BlobUnknown(digest.to_string()))?;
         if self.needs_refresh(linked) {
             self.mark_used(repository, &link).await;
         }
