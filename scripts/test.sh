@@ -22,6 +22,9 @@
 #      when a built kube-apiserver is cached: building it from k8s.io/kubernetes takes most of an
 #      hour on 2 cores, so `scripts/kube-e2e.sh` run once by hand (or TROW_KUBE_E2E=build here)
 #      builds and caches it; without one the step says it is skipped. TROW_KUBE_E2E=0 skips it.
+#   7. runs the benchmark command once in its quick mode (`BENCH_QUICK=1 scripts/bench.sh`) with
+#      the dev-profile trow, in the same namespace, so the benchmark keeps working: every answer
+#      it times is checked; its numbers mean nothing here. TROW_BENCH_SMOKE=0 skips it.
 # Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -164,6 +167,20 @@ elif [[ -x $kube_bin ]]; then
 else
   log "SKIPPED scripts/kube-e2e.sh: no kube-apiserver $kube_version cached in $kube_cache" \
     "(run scripts/kube-e2e.sh once, or TROW_KUBE_E2E=build, to build it)"
+fi
+
+# --- 7. the benchmark command, quick mode -----------------------------------------------------
+if [[ ${TROW_BENCH_SMOKE:-1} == 0 ]]; then
+  log "TROW_BENCH_SMOKE=0: no benchmark smoke run"
+else
+  log "BENCH_QUICK=1 scripts/bench.sh with the dev-profile trow (a smoke run: numbers mean nothing)"
+  bench_status=0
+  "${isolated[@]}" env TROW_BIN="$target/debug/trow" BENCH_QUICK=1 BENCH_LIMITS=0 \
+    scripts/bench.sh >&2 || bench_status=$?
+  if ((bench_status)); then
+    log "scripts/bench.sh failed (exit $bench_status)"
+    if ((status == 0)); then status=$bench_status; fi
+  fi
 fi
 
 if compgen -G "$target/conformance-*.txt" >/dev/null; then
