@@ -322,34 +322,44 @@ impl Filler {
     }
 }
 
-/// Upstream bodies arrive in small pieces; storage flushes each chunk of a fill for its
-/// readers, so the pieces that are ready are gathered into chunks of up to 256 KiB.
+/// Upstream bodies arrive in pieces of any size; storage flushes each chunk of a fill for its
+/// readers, so small pieces that are ready are gathered into chunks of up to 256 KiB. A piece
+/// that is already big (a fast upstream fills hyper's read buffer) goes on as it is, cut to
+/// chunks without a copy: copying every byte once more is a cost a cold pull pays in full.
 ///
-/// At most one chunk (plus the piece that completes it) is held: a chunk goes out before the
-/// next piece is read, so an upstream faster than storage waits on storage (the gRPC stream's
-/// flow control stops polling this stream) instead of piling its bytes up here. Bytes that
-/// arrived before an error go out before it: they are good, and a take-over resumes after them.
+/// At most one chunk (plus the piece that completes it), or one piece, is held: a chunk goes out
+/// before the next piece is read, so an upstream faster than storage waits on storage (the gRPC
+/// stream's flow control stops polling this stream) instead of piling its bytes up here. Bytes
+/// that arrived before an error go out before it: they are good, and a take-over resumes after
+/// them.
 fn regroup<S>(body: S) -> impl Stream<Item = reqwest::Result<Bytes>>
 where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
 {
+    /// A piece at least this big is passed on rather than copied into a chunk.
+    const PASS_ON: usize = READ_CHUNK_SIZE / 4;
     enum State<S> {
-        Reading(std::pin::Pin<Box<S>>, BytesMut),
+        /// The body, small pieces being gathered, and the rest of a big piece being passed on.
+        Reading(std::pin::Pin<Box<S>>, BytesMut, Bytes),
         Failed(reqwest::Error),
         Done,
     }
     futures::stream::unfold(
-        State::Reading(Box::pin(body), BytesMut::new()),
+        State::Reading(Box::pin(body), BytesMut::new(), Bytes::new()),
         |state| async move {
-            let (mut body, mut buf) = match state {
-                State::Reading(body, buf) => (body, buf),
+            let (mut body, mut buf, mut big) = match state {
+                State::Reading(body, buf, big) => (body, buf, big),
                 State::Failed(e) => return Some((Err(e), State::Done)),
                 State::Done => return None,
             };
             loop {
+                if !big.is_empty() {
+                    let out = big.split_to(big.len().min(READ_CHUNK_SIZE));
+                    return Some((Ok(out), State::Reading(body, buf, big)));
+                }
                 if buf.len() >= READ_CHUNK_SIZE {
                     let out = buf.split_to(READ_CHUNK_SIZE).freeze();
-                    return Some((Ok(out), State::Reading(body, buf)));
+                    return Some((Ok(out), State::Reading(body, buf, big)));
                 }
                 // With bytes in hand, take only pieces that are ready: when the upstream
                 // pauses, what came goes to storage (and to the fill's readers) now.
@@ -360,11 +370,12 @@ where
                         Some(next) => next,
                         None => {
                             let out = buf.split().freeze();
-                            return Some((Ok(out), State::Reading(body, buf)));
+                            return Some((Ok(out), State::Reading(body, buf, big)));
                         }
                     }
                 };
                 match next {
+                    Some(Ok(piece)) if buf.is_empty() && piece.len() >= PASS_ON => big = piece,
                     Some(Ok(piece)) => buf.extend_from_slice(&piece),
                     Some(Err(e)) if buf.is_empty() => return Some((Err(e), State::Done)),
                     Some(Err(e)) => return Some((Ok(buf.split().freeze()), State::Failed(e))),
@@ -423,5 +434,47 @@ mod tests {
             assert!(chunk.iter().all(|b| Some(*b) == expected.next()));
         }
         assert_eq!(taken, PIECE * PIECES);
+    }
+
+    /// Big pieces, mixed with small ones: passed on in chunks of at most 256 KiB, every byte in
+    /// order, and never more than one piece read ahead of what was taken.
+    #[tokio::test]
+    async fn regroup_passes_big_pieces_on() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let sizes: Vec<usize> = (0..200)
+            .map(|i| match i % 4 {
+                0 => 700 << 10,
+                1 => 3 << 10,
+                2 => READ_CHUNK_SIZE / 4,
+                _ => 100 << 10,
+            })
+            .collect();
+        let total: usize = sizes.iter().sum();
+        let biggest = *sizes.iter().max().unwrap();
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = pulled.clone();
+        let body =
+            futures::stream::iter(sizes.clone().into_iter().enumerate()).map(move |(i, n)| {
+                counter.fetch_add(n, Ordering::SeqCst);
+                Ok::<_, reqwest::Error>(Bytes::from(vec![(i % 251) as u8; n]))
+            });
+        let mut expected = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| std::iter::repeat_n((i % 251) as u8, *n));
+        let mut chunks = Box::pin(regroup(body));
+        let mut taken = 0;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.unwrap();
+            assert!(!chunk.is_empty() && chunk.len() <= READ_CHUNK_SIZE);
+            taken += chunk.len();
+            let ahead = pulled.load(Ordering::SeqCst) - taken;
+            assert!(
+                ahead <= biggest.max(READ_CHUNK_SIZE),
+                "{ahead} bytes read ahead"
+            );
+            assert!(chunk.iter().all(|b| Some(*b) == expected.next()));
+        }
+        assert_eq!(taken, total);
     }
 }
