@@ -28,6 +28,7 @@ struct StorageMetrics {
     evicted_blobs: Counter,
     evicted_bytes: Counter,
     audit_events: Counter,
+    audit_syncs: Counter,
 }
 
 static STORAGE: LazyLock<StorageMetrics> = LazyLock::new(|| StorageMetrics {
@@ -43,6 +44,7 @@ static STORAGE: LazyLock<StorageMetrics> = LazyLock::new(|| StorageMetrics {
     evicted_blobs: Counter::default(),
     evicted_bytes: Counter::default(),
     audit_events: Counter::default(),
+    audit_syncs: Counter::default(),
 });
 
 /// Registers the storage service's metrics in `registry`.
@@ -106,11 +108,21 @@ pub fn register(registry: &mut Registry) {
         "Audit events written to the audit log (and acknowledged)",
         m.audit_events.clone(),
     );
+    registry.register(
+        "trow_audit_syncs",
+        "fdatasyncs of the audit log (--audit-sync decides which events wait for one)",
+        m.audit_syncs.clone(),
+    );
 }
 
 /// A batch of `n` audit events was written.
 pub(crate) fn audit_written(n: u64) {
     STORAGE.audit_events.inc_by(n);
+}
+
+/// The audit log was fdatasync'd.
+pub(crate) fn audit_synced() {
+    STORAGE.audit_syncs.inc();
 }
 
 /// A collection (not a dry run) ended: `Ok` with what it removed; it took `elapsed`, waiting

@@ -341,21 +341,24 @@ struct StorageLimits {
     /// Audit files kept; the oldest are deleted beyond. [default: 8]
     #[arg(long, env = "TROW_AUDIT_MAX_FILES")]
     audit_max_files: Option<usize>,
-    /// When audit events reach the disk: `batch` fdatasyncs every batch before the request is
-    /// answered (survives power loss); a period (`1s`) answers once written (survives a kill -9
-    /// of any process) and fdatasyncs at most that often. [default: batch]
+    /// When audit events reach the disk. Every mode writes an event before its request is
+    /// answered (a kill -9 of any process loses none); `changes` fdatasyncs the events of
+    /// pushes, deletes, evictions, refusals and admission decisions before the answer and those
+    /// of pulls within 1 s; `all` (or `batch`) fdatasyncs every event before the answer; a
+    /// period (`1s`) fdatasyncs at most that often. [default: changes]
     #[arg(long, env = "TROW_AUDIT_SYNC", value_parser = parse_audit_sync)]
     audit_sync: Option<trow_storage::audit::SyncMode>,
 }
 
-/// `batch`, or a period.
+/// `changes`, `all` (`batch`, its name before `changes` existed), or a period.
 fn parse_audit_sync(s: &str) -> Result<trow_storage::audit::SyncMode, String> {
     use trow_storage::audit::SyncMode;
     match s {
-        "batch" => Ok(SyncMode::Batch),
+        "changes" => Ok(SyncMode::Changes),
+        "all" | "batch" => Ok(SyncMode::All),
         s => parse_duration(s)
             .map(SyncMode::Every)
-            .map_err(|e| format!("{e}; or `batch`")),
+            .map_err(|e| format!("{e}; or `changes` or `all`")),
     }
 }
 

@@ -185,7 +185,7 @@ mod tests {
         let config = AuditConfig {
             max_file_size: 500,
             max_files: 100,
-            sync: SyncMode::Batch,
+            sync: SyncMode::All,
         };
         let log = AuditLog::open(dir.path(), config).unwrap();
         for n in 0..50u64 {

@@ -1,18 +1,20 @@
 //! Appending to the audit log: one thread owns the newest file. Producers queue batches and
-//! wait on a oneshot; the thread takes everything queued, writes it in one `write`, then (in
-//! strict mode) fdatasyncs once and acknowledges the whole group. A write of whole lines that a
+//! wait on a oneshot; the thread takes everything queued, writes it in one `write`, then (when
+//! the mode asks it of any event in the group, see [`SyncMode`]) fdatasyncs once and
+//! acknowledges the whole group. A write of whole lines that a
 //! crash cuts short leaves a torn last line: readers skip it, and [`Writer::open`] cuts it
 //! before appending, so the next line starts clean.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use trow_proto::audit::Event;
 
-use super::{AuditConfig, Line, SyncMode, file_path, files};
+use super::{AuditConfig, Line, READS_SYNC_PERIOD, SyncMode, file_path, files, must_sync};
 
 /// Why events could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ type Ack = oneshot::Sender<Result<(), AuditError>>;
 pub struct AuditLog {
     queue: mpsc::Sender<(Vec<Event>, Option<Ack>)>,
     dir: PathBuf,
+    /// fdatasyncs of the log so far (a test sees which mode synced what).
+    syncs: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -42,6 +46,7 @@ impl AuditLog {
     /// Opens (creating) the log in `dir` and starts its writer thread.
     pub fn open(dir: &Path, config: AuditConfig) -> std::io::Result<AuditLog> {
         let writer = Writer::open(dir, config)?;
+        let syncs = writer.syncs.clone();
         let (queue, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -49,6 +54,7 @@ impl AuditLog {
         Ok(AuditLog {
             queue,
             dir: dir.to_path_buf(),
+            syncs,
         })
     }
 
@@ -57,7 +63,12 @@ impl AuditLog {
         &self.dir
     }
 
-    /// Writes `events`; returns once they are written (and, in strict mode, synced).
+    /// How many times the log was fdatasync'd since it was opened.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Acquire)
+    }
+
+    /// Writes `events`; returns once they are written (and synced, when the mode asks it).
     pub async fn record(&self, events: Vec<Event>) -> Result<(), AuditError> {
         if events.is_empty() {
             return Ok(());
@@ -87,6 +98,7 @@ struct Writer {
     /// Written and not yet synced.
     dirty: bool,
     last_sync: Instant,
+    syncs: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -112,6 +124,7 @@ impl Writer {
             size,
             dirty: false,
             last_sync: Instant::now(),
+            syncs: Arc::default(),
         })
     }
 
@@ -134,6 +147,14 @@ impl Writer {
             jobs.extend(rx.try_iter());
             let mut buf = Vec::new();
             let mut lines = Vec::new();
+            let sync_now = match self.config.sync {
+                SyncMode::All => true,
+                SyncMode::Changes => jobs
+                    .iter()
+                    .flat_map(|(events, _)| events)
+                    .any(|e| must_sync(&e.action)),
+                SyncMode::Every(_) => false,
+            };
             for (events, _) in &mut jobs {
                 for e in events.drain(..) {
                     let line = Line::from_event(e);
@@ -147,7 +168,7 @@ impl Writer {
                     lines.push(line);
                 }
             }
-            let written = self.write(&buf).map_err(|e| e.to_string());
+            let written = self.write(&buf, sync_now).map_err(|e| e.to_string());
             match &written {
                 Ok(()) => {
                     crate::metrics::audit_written(lines.len() as u64);
@@ -170,15 +191,17 @@ impl Writer {
 
     /// How long until written bytes are due for their fdatasync; None: nothing is due.
     fn pending_sync(&self) -> Option<Duration> {
-        match self.config.sync {
-            SyncMode::Every(period) if self.dirty => {
-                Some(period.saturating_sub(self.last_sync.elapsed()))
-            }
-            _ => None,
-        }
+        let period = match self.config.sync {
+            _ if !self.dirty => return None,
+            SyncMode::All => return None,
+            SyncMode::Changes => READS_SYNC_PERIOD,
+            SyncMode::Every(period) => period,
+        };
+        Some(period.saturating_sub(self.last_sync.elapsed()))
     }
 
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+    /// Appends `buf`; `sync_now`: fdatasync before returning (else within the mode's period).
+    fn write(&mut self, buf: &[u8], sync_now: bool) -> std::io::Result<()> {
         if self.size > 0 && self.size + buf.len() as u64 > self.config.max_file_size {
             self.rotate()?;
         }
@@ -192,24 +215,31 @@ impl Writer {
         }
         self.size += buf.len() as u64;
         self.dirty = true;
-        match self.config.sync {
-            SyncMode::Batch => {
-                self.file.sync_data()?;
-                self.dirty = false;
-                self.last_sync = Instant::now();
-            }
-            SyncMode::Every(period) if self.last_sync.elapsed() >= period => self.sync(),
-            SyncMode::Every(_) => {}
+        if sync_now {
+            self.file.sync_data()?;
+            self.synced();
+        } else if self.pending_sync() == Some(Duration::ZERO) {
+            self.sync();
         }
         Ok(())
     }
 
     fn sync(&mut self) {
-        if let Err(e) = self.file.sync_data() {
-            tracing::error!(error = %e, "syncing the audit log failed");
+        match self.file.sync_data() {
+            Ok(()) => self.synced(),
+            Err(e) => {
+                // Retried at the next period: the bytes are in the page cache still.
+                tracing::error!(error = %e, "syncing the audit log failed");
+                self.last_sync = Instant::now();
+            }
         }
+    }
+
+    fn synced(&mut self) {
         self.dirty = false;
         self.last_sync = Instant::now();
+        self.syncs.fetch_add(1, Ordering::AcqRel);
+        crate::metrics::audit_synced();
     }
 
     /// Starts the next file (synced into the directory) and removes the oldest beyond
@@ -295,7 +325,7 @@ mod tests {
         let config = AuditConfig {
             max_file_size: 300,
             max_files: 3,
-            sync: SyncMode::Batch,
+            sync: SyncMode::All,
         };
         let log = AuditLog::open(dir.path(), config).unwrap();
         for n in 0..20 {
@@ -321,5 +351,80 @@ mod tests {
         let text = std::fs::read_to_string(&files(dir.path()).unwrap().last().unwrap().1).unwrap();
         assert!(!text.contains("gar\""), "{text}");
         assert!(text.ends_with('\n'));
+    }
+
+    fn acted(action: &str) -> Event {
+        Event {
+            action: action.into(),
+            repository: "r".into(),
+            ..Event::default()
+        }
+    }
+
+    /// Waits (bounded) until the log has synced `n` times.
+    async fn synced(log: &AuditLog, n: u64) {
+        let start = Instant::now();
+        while log.syncs() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "never synced {n} times"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_sync_before_the_answer_reads_within_a_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig {
+            sync: SyncMode::Changes,
+            ..AuditConfig::default()
+        };
+        let log = AuditLog::open(dir.path(), config).unwrap();
+        // A push is synced before it is acknowledged.
+        log.record(vec![acted("push")]).await.unwrap();
+        assert_eq!(log.syncs(), 1);
+        // A pull is acknowledged once written (readable at once), synced only later.
+        let t = Instant::now();
+        log.record(vec![acted("pull"), acted("pull_blobs")])
+            .await
+            .unwrap();
+        assert!(log.syncs() == 1 || t.elapsed() >= READS_SYNC_PERIOD);
+        let (page, _) = query(dir.path(), &Filter::default(), None, 10).unwrap();
+        assert_eq!(page.len(), 3);
+        synced(&log, 2).await;
+        // Nothing dirty: no sync without writes.
+        tokio::time::sleep(READS_SYNC_PERIOD + Duration::from_millis(300)).await;
+        assert_eq!(log.syncs(), 2);
+        // A batch mixing a read and a change waits for the sync; so do unknown actions.
+        log.record(vec![acted("pull"), acted("delete")])
+            .await
+            .unwrap();
+        assert_eq!(log.syncs(), 3);
+        log.record(vec![acted("something_new")]).await.unwrap();
+        assert_eq!(log.syncs(), 4);
+    }
+
+    #[tokio::test]
+    async fn all_syncs_reads_too_and_a_period_syncs_nothing_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = AuditConfig {
+            sync: SyncMode::All,
+            ..AuditConfig::default()
+        };
+        let log = AuditLog::open(dir.path(), all).unwrap();
+        log.record(vec![acted("pull")]).await.unwrap();
+        assert_eq!(log.syncs(), 1);
+        drop(log);
+        let dir = tempfile::tempdir().unwrap();
+        let every = AuditConfig {
+            sync: SyncMode::Every(Duration::from_millis(200)),
+            ..AuditConfig::default()
+        };
+        let log = AuditLog::open(dir.path(), every).unwrap();
+        let t = Instant::now();
+        log.record(vec![acted("push")]).await.unwrap();
+        assert!(log.syncs() == 0 || t.elapsed() >= Duration::from_millis(200));
+        synced(&log, 1).await;
     }
 }
