@@ -407,7 +407,52 @@ def tcp_rate(host, mib):
     print(f"{total / (time.perf_counter() - t0) / 1e6:.0f}")
 
 
-COMMANDS = {"push-chunked": push_chunked, "puts": puts, "repos": repos, "list": listing,
+def exercise(base, rounds="2"):
+    """The common requests of a registry's life, ROUNDS times, every answer checked: a chunked
+    and a monolithic blob push, manifest PUTs from 2 clients, GET/HEAD by tag and digest, a blob
+    GET whole and by range, tags/list, _catalog, DELETE and a few errors. scripts/symbol-order.sh
+    runs it to see which code serving takes -> "ok"."""
+    import tempfile
+    c = Conn(base)
+    for rnd in range(int(rounds)):
+        repo = f"exercise/r{rnd}"
+        data = os.urandom(2 << 20)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(data)
+            f.flush()
+            out = sys.stdout
+            sys.stdout = open(os.devnull, "w")
+            try:
+                push_chunked(base, repo, f.name, digest, str(512 << 10))
+                puts(base, repo, "20", "2", "t", "1")
+            finally:
+                sys.stdout.close()
+                sys.stdout = out
+        cfg = b"{}"
+        cd = "sha256:" + hashlib.sha256(cfg).hexdigest()
+        man = tiny_manifest(cd)
+        md = "sha256:" + hashlib.sha256(man).hexdigest()
+        checks = [("GET", f"/v2/{repo}/manifests/t1", 200), ("GET", f"/v2/{repo}/manifests/{md}", 200),
+                  ("HEAD", f"/v2/{repo}/manifests/t2", 200), ("HEAD", f"/v2/{repo}/blobs/{digest}", 200),
+                  ("GET", f"/v2/{repo}/tags/list?n=5", 200), ("GET", "/v2/_catalog", 200),
+                  ("GET", f"/v2/{repo}/manifests/nope", 404), ("GET", f"/v2/{repo}/blobs/sha256:00", 400),
+                  ("DELETE", f"/v2/{repo}/manifests/t3", 202), ("GET", f"/v2/{repo}/manifests/t3", 404),
+                  ("GET", "/v2/", 200)]
+        for method, path, want in checks:
+            r, body = c.req(method, path)
+            if r.status != want:
+                fail(f"{method} {path} answered {r.status}, want {want}: {body[:200]!r}")
+        r, body = c.req("GET", f"/v2/{repo}/blobs/{digest}")
+        if r.status != 200 or body != data:
+            fail(f"GET blob answered {r.status} with {len(body or b'')} bytes")
+        r, body = c.req("GET", f"/v2/{repo}/blobs/{digest}", headers={"Range": "bytes=10-19"})
+        if r.status != 206 or body != data[10:20]:
+            fail(f"GET blob by range answered {r.status}: {body[:40]!r}")
+    print("ok")
+
+
+COMMANDS = {"exercise": exercise, "push-chunked": push_chunked, "puts": puts, "repos": repos, "list": listing,
             "fetch": fetch, "startup": startup, "make-images": make_images,
             "check-manifests": check_manifests, "sha256-rate": sha256_rate, "tcp-rate": tcp_rate}
 
