@@ -77,6 +77,13 @@ pub struct Telemetry {
 /// whatever `RUST_LOG` says: it logs whole API responses at `warn` (one it cannot parse) and
 /// `trace`, and those carry Secrets' keys (`trow webhook-certs`) and TokenReviews' tokens (the
 /// gateway).
+/// Colour codes only for a person at a terminal: in a pod's or a file's log they are noise for
+/// every reader and parser, and formatting them cost the audit log's one line per pull.
+fn colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
 fn log_filter() -> tracing_subscriber::EnvFilter {
     filter_of(std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV).ok())
 }
@@ -109,6 +116,7 @@ pub fn init(service: Option<&'static str>) -> Telemetry {
             // Exactly the subscriber Trow had before traces: nothing else to pay for.
             tracing_subscriber::fmt()
                 .with_env_filter(log_filter())
+                .with_ansi(colours())
                 .init();
             if let Err(e) = off {
                 tracing::error!("traces are off: {e}");
@@ -135,7 +143,11 @@ pub fn init(service: Option<&'static str>) -> Telemetry {
         .with_tracer(provider.tracer("trow"))
         .with_filter(spans);
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_filter(log_filter()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(colours())
+                .with_filter(log_filter()),
+        )
         .with(traces)
         .init();
     opentelemetry::global::set_text_map_propagator(
