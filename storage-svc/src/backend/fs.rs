@@ -328,6 +328,12 @@ fn put_all_blocking(
         for s in staged.into_iter().flatten().filter(|s| s.temp) {
             let _ = std::fs::remove_file(&s.from);
         }
+        // Staged temp files the batch failed before reaching (one it moved is gone from there).
+        for (_, source) in objects {
+            if let Source::Staged(from) = source {
+                let _ = std::fs::remove_file(from);
+            }
+        }
     }
     written
 }
