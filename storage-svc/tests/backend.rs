@@ -167,11 +167,17 @@ async fn staged_objects_wait_in_temp_files_until_a_batch_moves_them() {
     let b = FsBackend::new(tmp.path()).unwrap();
     b.put("k/kept", Bytes::from_static(b"kept")).await.unwrap();
     let record = b
-        .stage("r/record", Bytes::from_static(b"record"))
+        .stage(Put::Bytes("r/record".into(), Bytes::from_static(b"record")))
         .await
         .unwrap();
-    let tag = b.stage("t/tag", Bytes::from_static(b"tag")).await.unwrap();
-    let unused = b.stage("u/unused", Bytes::from_static(b"u")).await.unwrap();
+    let tag = b
+        .stage(Put::Bytes("t/tag".into(), Bytes::from_static(b"tag")))
+        .await
+        .unwrap();
+    let unused = b
+        .stage(Put::Bytes("u/unused".into(), Bytes::from_static(b"u")))
+        .await
+        .unwrap();
     assert!(matches!(record, Put::Staged { .. }));
     // Staged: written, not in place.
     assert_eq!(temp_files(tmp.path()).len(), 3);
@@ -190,7 +196,10 @@ async fn staged_objects_wait_in_temp_files_until_a_batch_moves_them() {
     assert!(temp_files(tmp.path()).is_empty());
     // A batch that fails removes the staged temp files it did not move.
     b.put("f", Bytes::from_static(b"file")).await.unwrap();
-    let staged = b.stage("a/z", Bytes::from_static(b"z")).await.unwrap();
+    let staged = b
+        .stage(Put::Bytes("a/z".into(), Bytes::from_static(b"z")))
+        .await
+        .unwrap();
     let failed = b
         .put_all_deferred(vec![
             Put::Bytes("f/x".into(), Bytes::from_static(b"x")),
@@ -206,7 +215,10 @@ async fn staged_objects_wait_in_temp_files_until_a_batch_moves_them() {
 async fn without_a_staging_area_a_staged_object_is_put_by_the_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let b = OneByOne(FsBackend::new(tmp.path()).unwrap());
-    let tag = b.stage("t/tag", Bytes::from_static(b"tag")).await.unwrap();
+    let tag = b
+        .stage(Put::Bytes("t/tag".into(), Bytes::from_static(b"tag")))
+        .await
+        .unwrap();
     assert_eq!(tag, Put::Bytes("t/tag".into(), Bytes::from_static(b"tag")));
     assert_eq!(b.get("t/tag").await.unwrap(), None);
     let flush = b.put_all_deferred(vec![tag]).await.unwrap();

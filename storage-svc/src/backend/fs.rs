@@ -242,7 +242,7 @@ enum Source {
     Bytes(Bytes),
     /// A scratch file, moved into place.
     Moved(PathBuf),
-    /// A temp file `stage` wrote and fsync'd, moved into place.
+    /// A file `stage` wrote (or found) and fsync'd, moved into place.
     Staged(PathBuf),
     /// Already in place: only its directory is made durable.
     Existing,
@@ -467,15 +467,26 @@ impl Backend for FsBackend {
         }))
     }
 
-    /// A temp file under `tmp/`, written and fsync'd: the batch only renames it.
-    async fn stage(&self, key: &str, data: Bytes) -> io::Result<Put> {
-        let root = self.root.clone();
-        let tmp = blocking(move || write_temp(&root, &data)).await?;
-        let name = tmp.file_name().expect("a temp file has a name");
-        Ok(Put::Staged {
-            from: format!("{}/{}", layout::TMP, name.to_string_lossy()),
-            to: key.to_string(),
-        })
+    /// New bytes: a temp file under `tmp/`, written and fsync'd; a scratch file: fsync'd. The
+    /// batch only renames it.
+    async fn stage(&self, object: Put) -> io::Result<Put> {
+        match object {
+            Put::Bytes(key, data) => {
+                let root = self.root.clone();
+                let tmp = blocking(move || write_temp(&root, &data)).await?;
+                let name = tmp.file_name().expect("a temp file has a name");
+                Ok(Put::Staged {
+                    from: format!("{}/{}", layout::TMP, name.to_string_lossy()),
+                    to: key,
+                })
+            }
+            Put::Moved { from, to } => {
+                let path = self.path(&from);
+                blocking(move || std::fs::File::open(path)?.sync_all()).await?;
+                Ok(Put::Staged { from, to })
+            }
+            other => Ok(other),
+        }
     }
 
     async fn unstage(&self, staged: Put) {

@@ -42,8 +42,9 @@ pub enum Put {
     /// in the batch rely on: it must be durable before they are. Missing is not an error (a
     /// garbage collection may have just deleted it; the caller checks afterwards).
     Existing(String),
-    /// An object [`Backend::stage`] already wrote and made durable at `from`: only moved to
-    /// `to`. Only a backend whose `stage` makes these needs to handle them in its own batch.
+    /// An object [`Backend::stage`] already wrote (or, a scratch object, found) and made
+    /// durable at `from`: only moved to `to`; a failed batch removes it. Only a backend whose
+    /// `stage` makes these needs to handle them in its own batch.
     Staged { from: String, to: String },
 }
 
@@ -124,14 +125,14 @@ pub trait Backend: Send + Sync + 'static {
         }
     }
 
-    /// Writes an object of a batch to come ahead of it: the part of a put that needs only the
-    /// bytes (a filesystem writes and fsyncs a temp file), so a caller can do it before taking
-    /// a lock and leave only the move into place to the batch. Returns the batch's entry for
-    /// it; one that never goes into a batch is given to [`Backend::unstage`]. The default
-    /// writes nothing until the batch (an object store's put is one request).
-    fn stage(&self, key: &str, data: Bytes) -> impl Future<Output = io::Result<Put>> + Send {
-        let put = Put::Bytes(key.to_string(), data);
-        async move { Ok(put) }
+    /// Does ahead of a batch the part of putting `object` (new bytes, or a scratch object to
+    /// move) that needs nothing else: a filesystem writes new bytes to a temp file and fsyncs
+    /// it, or fsyncs the scratch file. So a caller can do it before taking a lock and leave
+    /// only the move into place to the batch. Returns the batch's entry for it; one that never
+    /// goes into a batch is given to [`Backend::unstage`]. The default does nothing until the
+    /// batch (an object store's put is one request).
+    fn stage(&self, object: Put) -> impl Future<Output = io::Result<Put>> + Send {
+        async move { Ok(object) }
     }
 
     /// Removes what [`Backend::stage`] wrote for an entry that will not be put.

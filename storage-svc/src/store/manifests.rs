@@ -132,7 +132,7 @@ impl<B: Backend> Store<B> {
                     .unless_stored(layout::blob(digest), content.clone(), false)
                     .await?
                 {
-                    Put::Bytes(key, data) => self.backend.stage(&key, data).await?,
+                    new @ Put::Bytes(..) => self.backend.stage(new).await?,
                     existing => existing,
                 },
             );
@@ -140,8 +140,8 @@ impl<B: Backend> Store<B> {
                 .expect("serialize manifest meta")
                 .into();
             let record = layout::manifest(repository, digest);
-            if let Put::Bytes(key, data) = self.unless_stored(record, json, true).await? {
-                staged.record = Some(self.backend.stage(&key, data).await?);
+            if let new @ Put::Bytes(..) = self.unless_stored(record, json, true).await? {
+                staged.record = Some(self.backend.stage(new).await?);
             }
             if let Some(subject) = &parsed.subject {
                 let descriptor = ReferrerDescriptor {
@@ -153,11 +153,13 @@ impl<B: Backend> Store<B> {
                 };
                 let json = serde_json::to_vec(&descriptor).expect("serialize descriptor");
                 let key = layout::referrer(repository, subject, digest);
-                staged.referrer = Some(self.backend.stage(&key, json.into()).await?);
+                let put = Put::Bytes(key, json.into());
+                staged.referrer = Some(self.backend.stage(put).await?);
             }
             if let ManifestReference::Tag(tag) = reference {
                 let key = layout::tag(repository, tag);
-                staged.tag = Some(self.backend.stage(&key, meta.digest.clone().into()).await?);
+                let put = Put::Bytes(key, meta.digest.clone().into());
+                staged.tag = Some(self.backend.stage(put).await?);
             }
             Result::Ok(())
         }
