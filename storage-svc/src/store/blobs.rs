@@ -44,15 +44,12 @@ impl<B: Backend> Store<B> {
         repository: &str,
         d: &Digest,
     ) -> Result<Option<u64>> {
-        if self
+        // Both in one call: a filesystem answers them in one hand-off to its blocking pool.
+        let (linked, size) = self
             .backend
-            .size(&layout::blob_link(repository, d))
-            .await?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        Ok(self.backend.size(&layout::blob(d)).await?)
+            .modified_and_size(&layout::blob_link(repository, d), &layout::blob(d))
+            .await?;
+        Ok(linked.and(size))
     }
 
     /// Writes a link or manifest record again so that a garbage collection counts it as just

@@ -203,13 +203,16 @@ impl<B: Backend> Store<B> {
         content_first.extend(staged.bytes.take());
         content_first.push(match staged.record.take() {
             Some(put) => put,
-            // Stored and fresh before the turn: a delete may have removed it meanwhile.
+            // Stored, equal and fresh before the turn: kept, unless a delete removed it
+            // meanwhile (a put of the same digest that rewrote it since counts as after this).
             None => {
-                let json: Bytes = serde_json::to_vec(meta)
-                    .expect("serialize manifest meta")
-                    .into();
-                self.unless_stored(layout::manifest(repository, digest), json, true)
-                    .await?
+                let key = layout::manifest(repository, digest);
+                if self.backend.modified(&key).await?.is_some() {
+                    Put::Existing(key)
+                } else {
+                    let json = serde_json::to_vec(meta).expect("serialize manifest meta");
+                    Put::Bytes(key, json.into())
+                }
             }
         });
         self.backend.put_all(content_first).await?;
