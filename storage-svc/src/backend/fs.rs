@@ -36,6 +36,9 @@ pub struct FsBackend {
 #[derive(Debug, Default)]
 struct Dirs(Mutex<DirsInner>);
 
+/// Directories remembered as fsync'd at most (about 150 KiB of paths).
+const SYNCED_DIRS_MAX: usize = 1024;
+
 #[derive(Debug, Default)]
 struct DirsInner {
     /// Renames into the directory not yet followed by a fsync of it.
@@ -60,6 +63,11 @@ impl Dirs {
         let mut d = self.0.lock().expect("dirs lock");
         self.uncount(&mut d, dir, renames);
         if !d.synced.contains(dir) {
+            // Forgetting is safe (it costs one fsync more): the memory stays bounded however
+            // many repositories the store has.
+            if d.synced.len() >= SYNCED_DIRS_MAX {
+                d.synced.clear();
+            }
             d.synced.insert(dir.to_path_buf());
         }
     }
