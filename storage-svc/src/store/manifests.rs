@@ -3,6 +3,17 @@
 use super::*;
 use trow_proto::transport::MAX_MANIFEST_SIZE;
 
+/// A manifest put, checked and parsed: what its stages need to know.
+#[derive(Clone, Copy)]
+struct ManifestPut<'a> {
+    repository: &'a str,
+    reference: &'a ManifestReference,
+    digest: &'a Digest,
+    meta: &'a ManifestMeta,
+    parsed: &'a manifest::Parsed,
+    content: &'a Bytes,
+}
+
 /// The objects of a manifest put, staged before the repository's turn (see
 /// [`Backend::stage`]); each is taken when it goes into a batch.
 #[derive(Default)]
@@ -94,19 +105,16 @@ impl<B: Backend> Store<B> {
         // Before the repository's turn, the writes that need only the bytes (`stage`: on a
         // filesystem, the temp files written and fsync'd), so that concurrent puts to one
         // repository flush them together; in its turn only checks and moves into place.
-        let mut staged = self
-            .stage_manifest(repository, &reference, &digest, &meta, &parsed, &content)
-            .await?;
-        let stored = self
-            .place_manifest(
-                repository,
-                &reference,
-                &digest,
-                (&meta, &parsed.references, &content),
-                &mut staged,
-                cached,
-            )
-            .await;
+        let put = ManifestPut {
+            repository,
+            reference: &reference,
+            digest: &digest,
+            meta: &meta,
+            parsed: &parsed,
+            content: &content,
+        };
+        let mut staged = self.stage_manifest(&put).await?;
+        let stored = self.place_manifest(&put, &mut staged, cached).await;
         for put in staged.into_unused() {
             self.backend.unstage(put).await;
         }
@@ -116,15 +124,15 @@ impl<B: Backend> Store<B> {
 
     /// What a manifest put writes, staged: the bytes unless stored already, the record unless
     /// stored and fresh, the referrers entry and the tag.
-    async fn stage_manifest(
-        &self,
-        repository: &str,
-        reference: &ManifestReference,
-        digest: &Digest,
-        meta: &ManifestMeta,
-        parsed: &manifest::Parsed,
-        content: &Bytes,
-    ) -> Result<StagedManifest> {
+    async fn stage_manifest(&self, put: &ManifestPut<'_>) -> Result<StagedManifest> {
+        let ManifestPut {
+            repository,
+            reference,
+            digest,
+            meta,
+            parsed,
+            content,
+        } = *put;
         let mut staged = StagedManifest::default();
         let written = async {
             staged.bytes = Some(
@@ -178,16 +186,21 @@ impl<B: Backend> Store<B> {
     /// `staged` what it puts.
     async fn place_manifest(
         &self,
-        repository: &str,
-        reference: &ManifestReference,
-        digest: &Digest,
-        (meta, references, content): (&ManifestMeta, &[Reference], &Bytes),
+        put: &ManifestPut<'_>,
         staged: &mut StagedManifest,
         cached: bool,
     ) -> Result<()> {
+        let ManifestPut {
+            repository,
+            reference,
+            digest,
+            meta,
+            parsed,
+            content,
+        } = *put;
         // From the reference checks to the tag move: no delete may interleave.
         let turn = self.repo_lock(repository).await;
-        for r in references.iter().filter(|_| !cached) {
+        for r in parsed.references.iter().filter(|_| !cached) {
             let found = match r {
                 Reference::Blob(d) => self.linked_blob_size(repository, d).await?.is_some(),
                 Reference::Manifest(d) => self.manifest_meta(repository, d).await?.is_some(),
