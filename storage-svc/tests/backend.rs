@@ -160,3 +160,68 @@ async fn the_default_batch_is_the_same_objects_put_one_after_another() {
     assert_eq!(b.get("t/one").await.unwrap().unwrap(), "1");
     assert_eq!(b.get("t/three").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn staged_objects_wait_in_temp_files_until_a_batch_moves_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = FsBackend::new(tmp.path()).unwrap();
+    b.put("k/kept", Bytes::from_static(b"kept")).await.unwrap();
+    let record = b
+        .stage(Put::Bytes("r/record".into(), Bytes::from_static(b"record")))
+        .await
+        .unwrap();
+    let tag = b
+        .stage(Put::Bytes("t/tag".into(), Bytes::from_static(b"tag")))
+        .await
+        .unwrap();
+    let unused = b
+        .stage(Put::Bytes("u/unused".into(), Bytes::from_static(b"u")))
+        .await
+        .unwrap();
+    assert!(matches!(record, Put::Staged { .. }));
+    // Staged: written, not in place.
+    assert_eq!(temp_files(tmp.path()).len(), 3);
+    assert_eq!(b.get("r/record").await.unwrap(), None);
+    assert_eq!(b.get("t/tag").await.unwrap(), None);
+    b.put_all(vec![Put::Existing("k/kept".into()), record])
+        .await
+        .unwrap();
+    assert_eq!(b.get("r/record").await.unwrap().unwrap(), "record");
+    // Deferred: in place (visible) before its flush.
+    let flush = b.put_all_deferred(vec![tag]).await.unwrap();
+    assert_eq!(b.get("t/tag").await.unwrap().unwrap(), "tag");
+    flush.wait().await.unwrap();
+    b.unstage(unused).await;
+    assert_eq!(b.get("u/unused").await.unwrap(), None);
+    assert!(temp_files(tmp.path()).is_empty());
+    // A batch that fails removes the staged temp files it did not move.
+    b.put("f", Bytes::from_static(b"file")).await.unwrap();
+    let staged = b
+        .stage(Put::Bytes("a/z".into(), Bytes::from_static(b"z")))
+        .await
+        .unwrap();
+    let failed = b
+        .put_all_deferred(vec![
+            Put::Bytes("f/x".into(), Bytes::from_static(b"x")),
+            staged,
+        ])
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(b.get("a/z").await.unwrap(), None);
+    assert!(temp_files(tmp.path()).is_empty());
+}
+
+#[tokio::test]
+async fn without_a_staging_area_a_staged_object_is_put_by_the_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = OneByOne(FsBackend::new(tmp.path()).unwrap());
+    let tag = b
+        .stage(Put::Bytes("t/tag".into(), Bytes::from_static(b"tag")))
+        .await
+        .unwrap();
+    assert_eq!(tag, Put::Bytes("t/tag".into(), Bytes::from_static(b"tag")));
+    assert_eq!(b.get("t/tag").await.unwrap(), None);
+    let flush = b.put_all_deferred(vec![tag]).await.unwrap();
+    assert_eq!(b.get("t/tag").await.unwrap().unwrap(), "tag");
+    flush.wait().await.unwrap();
+}

@@ -748,3 +748,163 @@ async fn storage_killed_during_manifest_puts() {
     }
     trow_tests::fsck::stop_and_fsck(&mut t);
 }
+
+/// Many concurrent tag moves in one repository, the case whose flushes overlap (the tags'
+/// temp files are written before the repository's turn, their directory fsync'd after it):
+/// one stored manifest tagged again and again, a second one racing it on one shared tag, and
+/// storage killed mid-way. After the restart the store is consistent, every acknowledged tag
+/// reads back as what was put, the shared tag names one of the two manifests, and no tag
+/// dangles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storage_killed_during_concurrent_tag_moves_in_one_repository() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let mut t = Trow::start_with(
+        Topology::Split,
+        trow_tests::Flags {
+            ip: Some("127.0.0.195".into()),
+            ..Default::default()
+        },
+    );
+    let _logs = LogsOnPanic::trow(&t);
+    let url = t.url.clone();
+    let repo = "crash/retag";
+    let c = Client::new();
+    let mut manifests = Vec::new();
+    for name in ["one", "two"] {
+        let config = format!("{{\"name\":\"{name}\"}}").into_bytes();
+        let cd = sha256_digest(&config);
+        let r = c
+            .post(format!("{url}/v2/{repo}/blobs/uploads/?digest={cd}"))
+            .body(config.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": cd, "size": config.len()},
+            "layers": [],
+        }))
+        .unwrap();
+        let r = c
+            .put(format!("{url}/v2/{repo}/manifests/{name}"))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            describe("put", r).await
+        );
+        manifests.push(manifest);
+    }
+    let manifests = Arc::new(manifests);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (c, url, stop, answered) = (c.clone(), url.clone(), stop.clone(), answered.clone());
+            let manifests = manifests.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    // Every fourth put moves the shared tag, to either manifest.
+                    let (tag, m) = if i % 4 == 3 {
+                        ("shared".to_string(), (w + i) % 2)
+                    } else {
+                        (format!("w{w}-{i}"), w % 2)
+                    };
+                    let r = c
+                        .put(format!("{url}/v2/{repo}/manifests/{tag}"))
+                        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                        .body(manifests[m].clone())
+                        .send()
+                        .await;
+                    if r.is_ok_and(|r| r.status() == StatusCode::CREATED) {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        acked.push((tag, m));
+                    } else if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::Relaxed) < 100 {
+        assert!(Instant::now() < deadline, "the puts never got going");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::task::block_in_place(|| t.kill_storage());
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(
+            tokio::time::timeout(Duration::from_secs(60), w)
+                .await
+                .expect("a writer hung after the kill")
+                .unwrap(),
+        );
+    }
+    tokio::task::block_in_place(|| t.restart_storage());
+    trow_tests::fsck::fsck(&t.data_dir);
+
+    let get = |tag: String| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let r = c
+                .get(format!("{url}/v2/{repo}/manifests/{tag}"))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let shared_acked = acked.iter().any(|(tag, _)| tag == "shared");
+    for (tag, m) in acked.iter().filter(|(tag, _)| tag != "shared") {
+        assert_eq!(
+            get(tag.clone()).await,
+            (StatusCode::OK, manifests[*m].clone()),
+            "acknowledged tag {tag}"
+        );
+    }
+    let (status, body) = get("shared".into()).await;
+    if shared_acked {
+        assert_eq!(status, StatusCode::OK, "the shared tag was acknowledged");
+    }
+    if status == StatusCode::OK {
+        assert!(
+            manifests.contains(&body),
+            "the shared tag names a manifest put"
+        );
+    }
+    let r = c
+        .get(format!("{url}/v2/{repo}/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    let list: serde_json::Value = r.json().await.unwrap();
+    let tags = list["tags"].as_array().unwrap();
+    assert!(tags.len() >= acked.iter().filter(|(t, _)| t != "shared").count());
+    for tag in tags {
+        let (status, body) = get(tag.as_str().unwrap().to_string()).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "tag {tag} is dangling after the crash"
+        );
+        assert!(manifests.contains(&body), "tag {tag} names a manifest put");
+    }
+    trow_tests::fsck::stop_and_fsck(&mut t);
+}

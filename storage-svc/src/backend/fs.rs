@@ -4,18 +4,111 @@
 //! it, rename it over the target, fsync the target's directory. A crash before the rename leaves
 //! only a file under `tmp/`, which the store sweeps. Directories are created durably too: each new
 //! one is fsync'd into its parent, so a file renamed into it cannot vanish with it in a crash.
+//!
+//! The backend remembers which directories have a rename of its own not yet fsync'd (see
+//! [`Dirs`]), so an object that a batch only relies on (`Put::Existing`) costs no flush when
+//! its directory has nothing left to write.
 
 use bytes::Bytes;
 use futures::StreamExt;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use super::{Backend, ByteStream, CHUNK_SIZE, Put, Space};
+use super::{Backend, ByteStream, CHUNK_SIZE, Flush, Put, Space};
 use crate::layout;
 
 #[derive(Clone, Debug)]
 pub struct FsBackend {
     root: PathBuf,
+    dirs: Arc<Dirs>,
+}
+
+/// Which directories may hold a rename that is not durable yet, so that an existing object's
+/// directory is fsync'd only when it may need it. A directory is known durable once this
+/// process fsync'd it (which covers every rename a previous process left unsynced) and every
+/// rename of this process into it since was followed by a successful fsync of it. A rename is
+/// counted before it happens and uncounted only after such a fsync, so whoever sees a renamed
+/// file either sees it counted or its fsync done; a failed fsync leaves it counted for good
+/// (the directory is fsync'd by every later user). Renames of `put_unsynced` are not counted:
+/// nothing relies on those objects being durable.
+#[derive(Debug, Default)]
+struct Dirs(Mutex<DirsInner>);
+
+/// Directories remembered as fsync'd at most (about 150 KiB of paths).
+const SYNCED_DIRS_MAX: usize = 1024;
+
+#[derive(Debug, Default)]
+struct DirsInner {
+    /// Renames into the directory not yet followed by a fsync of it.
+    unsynced: HashMap<PathBuf, usize>,
+    /// Directories this process fsync'd at least once.
+    synced: HashSet<PathBuf>,
+}
+
+impl Dirs {
+    fn renaming(&self, dir: &Path) {
+        let mut d = self.0.lock().expect("dirs lock");
+        *d.unsynced.entry(dir.to_path_buf()).or_default() += 1;
+    }
+
+    /// A counted rename did not happen.
+    fn not_renamed(&self, dir: &Path) {
+        self.uncount(&mut self.0.lock().expect("dirs lock"), dir, 1);
+    }
+
+    /// `dir` was fsync'd after `renames` counted renames into it.
+    fn synced(&self, dir: &Path, renames: usize) {
+        let mut d = self.0.lock().expect("dirs lock");
+        self.uncount(&mut d, dir, renames);
+        if !d.synced.contains(dir) {
+            // Forgetting is safe (it costs one fsync more): the memory stays bounded however
+            // many repositories the store has.
+            if d.synced.len() >= SYNCED_DIRS_MAX {
+                d.synced.clear();
+            }
+            d.synced.insert(dir.to_path_buf());
+        }
+    }
+
+    fn uncount(&self, d: &mut DirsInner, dir: &Path, renames: usize) {
+        if renames == 0 {
+            return;
+        }
+        if let Some(n) = d.unsynced.get_mut(dir) {
+            *n -= renames;
+            if *n == 0 {
+                d.unsynced.remove(dir);
+            }
+        }
+    }
+
+    fn durable(&self, dir: &Path) -> bool {
+        let d = self.0.lock().expect("dirs lock");
+        d.synced.contains(dir) && !d.unsynced.contains_key(dir)
+    }
+
+    /// Renames `from` to `to` in `dir`, counted until [`Dirs::sync`] of `dir`.
+    fn rename(&self, from: &Path, to: &Path, dir: &Path) -> io::Result<()> {
+        self.renaming(dir);
+        let renamed = std::fs::rename(from, to);
+        if renamed.is_err() {
+            self.not_renamed(dir);
+        }
+        renamed
+    }
+
+    /// Fsyncs `dir` after `renames` counted renames into it; with none, only if it may hold
+    /// another writer's rename that is not durable yet.
+    fn sync(&self, dir: &Path, renames: usize) -> io::Result<()> {
+        if renames == 0 && self.durable(dir) {
+            return Ok(());
+        }
+        sync_dir(dir)?;
+        self.synced(dir, renames);
+        Ok(())
+    }
 }
 
 impl FsBackend {
@@ -25,6 +118,7 @@ impl FsBackend {
         std::fs::create_dir_all(&root)?;
         Ok(FsBackend {
             root: root.canonicalize()?,
+            dirs: Default::default(),
         })
     }
 
@@ -49,6 +143,18 @@ impl FsBackend {
 
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
+    }
+
+    fn sources(&self, objects: Vec<Put>) -> Vec<(PathBuf, Source)> {
+        objects
+            .into_iter()
+            .map(|o| match o {
+                Put::Bytes(key, data) => (self.path(&key), Source::Bytes(data)),
+                Put::Moved { from, to } => (self.path(&to), Source::Moved(self.path(&from))),
+                Put::Staged { from, to } => (self.path(&to), Source::Staged(self.path(&from))),
+                Put::Existing(key) => (self.path(&key), Source::Existing),
+            })
+            .collect()
     }
 }
 
@@ -109,23 +215,33 @@ fn create_dirs_durably(dir: &Path) -> io::Result<()> {
     }
 }
 
-fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
+fn put_blocking(root: &Path, dirs: &Dirs, path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("keys have a parent");
     create_dirs_durably(dir)?;
-    let tmp_dir = root.join(layout::TMP);
-    create_dirs_durably(&tmp_dir)?;
-    let tmp = tmp_dir.join(uuid::Uuid::new_v4().to_string());
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
+    let tmp = write_temp(root, data)?;
+    let result = dirs.rename(&tmp, path, dir);
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result?;
+    dirs.sync(dir, 1)
+}
+
+/// A new file under `tmp/` holding `data`, fsync'd; nothing is left of it on failure.
+fn write_temp(root: &Path, data: &[u8]) -> io::Result<PathBuf> {
+    let tmp_dir = root.join(layout::TMP);
+    create_dirs_durably(&tmp_dir)?;
+    let tmp = tmp_dir.join(uuid::Uuid::new_v4().to_string());
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
 }
 
 /// What `put_all` does with one object of a batch on the filesystem.
@@ -134,6 +250,8 @@ enum Source {
     Bytes(Bytes),
     /// A scratch file, moved into place.
     Moved(PathBuf),
+    /// A file `stage` wrote (or found) and fsync'd, moved into place.
+    Staged(PathBuf),
     /// Already in place: only its directory is made durable.
     Existing,
 }
@@ -152,10 +270,17 @@ struct Staged {
 /// Then the objects go into place in batch order, each one's directory fsync'd before the next
 /// is renamed, so the batch reaches the disk in order even on a filesystem that keeps no order
 /// of its own among metadata writes (ext4 without a journal, ext2): a crash leaves a prefix of
-/// the batch, and before the renames only temp files. An existing object costs only the fsync
-/// of its directory, which finds nothing to write unless its writer is still between its rename
-/// and its own fsync.
-fn put_all_blocking(root: &Path, objects: &[(PathBuf, Source)]) -> io::Result<()> {
+/// the batch, and before the renames only temp files. An existing object costs the fsync of its
+/// directory only while that may hold a rename not durable yet (see [`Dirs`]).
+///
+/// With `defer_last`, the last object's directory is not fsync'd: it is returned, with the
+/// renames into it, for the caller to sync ([`Dirs::sync`]) when it likes.
+fn put_all_blocking(
+    root: &Path,
+    dirs: &Dirs,
+    objects: &[(PathBuf, Source)],
+    defer_last: bool,
+) -> io::Result<Option<(PathBuf, usize)>> {
     let tmp_dir = root.join(layout::TMP);
     create_dirs_durably(&tmp_dir)?;
     let mut staged: Vec<Option<Staged>> = Vec::with_capacity(objects.len());
@@ -165,6 +290,11 @@ fn put_all_blocking(root: &Path, objects: &[(PathBuf, Source)]) -> io::Result<()
             create_dirs_durably(path.parent().expect("keys have a parent"))?;
             match source {
                 Source::Existing => staged.push(None),
+                Source::Staged(from) => staged.push(Some(Staged {
+                    from: from.clone(),
+                    temp: true,
+                    path: path.clone(),
+                })),
                 Source::Moved(from) => {
                     files.push(std::fs::File::open(from)?);
                     staged.push(Some(Staged {
@@ -187,17 +317,30 @@ fn put_all_blocking(root: &Path, objects: &[(PathBuf, Source)]) -> io::Result<()
             }
         }
         files.iter().try_for_each(|f| f.sync_all())?;
-        for ((path, _), staged) in objects.iter().zip(staged.iter_mut()) {
+        let last = objects.len().saturating_sub(1);
+        for (i, ((path, _), staged)) in objects.iter().zip(staged.iter_mut()).enumerate() {
+            let dir = path.parent().expect("keys have a parent");
+            let mut renames = 0;
             if let Some(s) = staged.take() {
-                std::fs::rename(&s.from, &s.path)?;
+                dirs.rename(&s.from, &s.path, dir)?;
+                renames = 1;
             }
-            sync_dir(path.parent().expect("keys have a parent"))?;
+            if defer_last && i == last {
+                return Ok(Some((dir.to_path_buf(), renames)));
+            }
+            dirs.sync(dir, renames)?;
         }
-        Ok(())
+        Ok(None)
     })();
     if written.is_err() {
         for s in staged.into_iter().flatten().filter(|s| s.temp) {
             let _ = std::fs::remove_file(&s.from);
+        }
+        // Staged temp files the batch failed before reaching (one it moved is gone from there).
+        for (_, source) in objects {
+            if let Source::Staged(from) = source {
+                let _ = std::fs::remove_file(from);
+            }
         }
     }
     written
@@ -287,12 +430,12 @@ async fn read_chunks(
     }
 }
 
-fn commit_blocking(from: &Path, to: &Path) -> io::Result<()> {
+fn commit_blocking(dirs: &Dirs, from: &Path, to: &Path) -> io::Result<()> {
     std::fs::File::open(from)?.sync_all()?;
     let dir = to.parent().expect("keys have a parent");
     create_dirs_durably(dir)?;
-    std::fs::rename(from, to)?;
-    sync_dir(dir)
+    dirs.rename(from, to, dir)?;
+    dirs.sync(dir, 1)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -307,21 +450,67 @@ impl Backend for FsBackend {
     type Appender = tokio::fs::File;
 
     async fn put(&self, key: &str, data: Bytes) -> io::Result<()> {
-        let (root, path) = (self.root.clone(), self.path(key));
-        blocking(move || put_blocking(&root, &path, &data)).await
+        let (root, dirs, path) = (self.root.clone(), self.dirs.clone(), self.path(key));
+        blocking(move || put_blocking(&root, &dirs, &path, &data)).await
     }
 
     async fn put_all(&self, objects: Vec<Put>) -> io::Result<()> {
-        let root = self.root.clone();
-        let objects: Vec<(PathBuf, Source)> = objects
-            .into_iter()
-            .map(|o| match o {
-                Put::Bytes(key, data) => (self.path(&key), Source::Bytes(data)),
-                Put::Moved { from, to } => (self.path(&to), Source::Moved(self.path(&from))),
-                Put::Existing(key) => (self.path(&key), Source::Existing),
-            })
-            .collect();
-        blocking(move || put_all_blocking(&root, &objects)).await
+        // Only existing objects in directories with nothing left to flush (a PUT of a known
+        // manifest): nothing to do, and no hand-off to the blocking pool for it.
+        if objects.iter().all(|o| match o {
+            Put::Existing(key) => self
+                .dirs
+                .durable(self.path(key).parent().expect("keys have a parent")),
+            _ => false,
+        }) {
+            return Ok(());
+        }
+        let (root, dirs, objects) = (self.root.clone(), self.dirs.clone(), self.sources(objects));
+        blocking(move || put_all_blocking(&root, &dirs, &objects, false).map(drop)).await
+    }
+
+    /// The batch with its last directory fsync left to the flush. Concurrent flushes of one
+    /// directory (tags moved in one repository) are concurrent fsyncs of it: the block layer
+    /// merges their cache flushes, and each covers every rename before it.
+    async fn put_all_deferred(&self, objects: Vec<Put>) -> io::Result<Flush> {
+        let (root, dirs, objects) = (self.root.clone(), self.dirs.clone(), self.sources(objects));
+        let d = dirs.clone();
+        let Some((dir, renames)) =
+            blocking(move || put_all_blocking(&root, &d, &objects, true)).await?
+        else {
+            return Ok(Flush::done());
+        };
+        Ok(Flush::new(async move {
+            blocking(move || dirs.sync(&dir, renames)).await
+        }))
+    }
+
+    /// New bytes: a temp file under `tmp/`, written and fsync'd; a scratch file: fsync'd. The
+    /// batch only renames it.
+    async fn stage(&self, object: Put) -> io::Result<Put> {
+        match object {
+            Put::Bytes(key, data) => {
+                let root = self.root.clone();
+                let tmp = blocking(move || write_temp(&root, &data)).await?;
+                let name = tmp.file_name().expect("a temp file has a name");
+                Ok(Put::Staged {
+                    from: format!("{}/{}", layout::TMP, name.to_string_lossy()),
+                    to: key,
+                })
+            }
+            Put::Moved { from, to } => {
+                let path = self.path(&from);
+                blocking(move || std::fs::File::open(path)?.sync_all()).await?;
+                Ok(Put::Staged { from, to })
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn unstage(&self, staged: Put) {
+        if let Put::Staged { from, .. } = staged {
+            let _ = self.delete(&from).await;
+        }
     }
 
     /// A temp file renamed into place (whole or absent after a kill), no fsync.
@@ -453,8 +642,8 @@ impl Backend for FsBackend {
     }
 
     async fn commit(&self, from: &str, to: &str) -> io::Result<()> {
-        let (from, to) = (self.path(from), self.path(to));
-        blocking(move || commit_blocking(&from, &to)).await
+        let (dirs, from, to) = (self.dirs.clone(), self.path(from), self.path(to));
+        blocking(move || commit_blocking(&dirs, &from, &to)).await
     }
 
     /// `sync_file_range(SYNC_FILE_RANGE_WRITE)` on a duplicate of the file, on a blocking

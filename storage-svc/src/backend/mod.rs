@@ -37,18 +37,46 @@ pub enum Put {
     /// Make a finished scratch object durable and move it to `to`, as
     /// [`Backend::commit`] does.
     Moved { from: String, to: String },
-    /// An object that exists already with the right bytes, written by an earlier put or
-    /// commit (perhaps one still in flight in another task), and that the objects after it in
-    /// the batch rely on: it must be durable before they are. Missing is not an error (a
+    /// An object that exists already with the right bytes, written by an earlier put, batch
+    /// or commit (perhaps one still in flight in another task), and that the objects after it
+    /// in the batch rely on: it must be durable before they are. Missing is not an error (a
     /// garbage collection may have just deleted it; the caller checks afterwards).
     Existing(String),
+    /// An object [`Backend::stage`] already wrote (or, a scratch object, found) and made
+    /// durable at `from`: only moved to `to`; a failed batch removes it. Only a backend whose
+    /// `stage` makes these needs to handle them in its own batch.
+    Staged { from: String, to: String },
 }
 
 impl Put {
     pub fn key(&self) -> &str {
         match self {
-            Put::Bytes(k, _) | Put::Existing(k) | Put::Moved { to: k, .. } => k,
+            Put::Bytes(k, _)
+            | Put::Existing(k)
+            | Put::Moved { to: k, .. }
+            | Put::Staged { to: k, .. } => k,
         }
+    }
+}
+
+/// The last step of a batch's durability, which [`Backend::put_all_deferred`] leaves to its
+/// caller: until it completes, a crash may lose the batch's last object (never one before it).
+#[must_use = "the batch's last object is durable only once the flush completes"]
+pub struct Flush(Pin<Box<dyn Future<Output = io::Result<()>> + Send>>);
+
+impl Flush {
+    /// Nothing left to flush.
+    pub fn done() -> Flush {
+        Flush(Box::pin(async { Ok(()) }))
+    }
+
+    pub fn new(f: impl Future<Output = io::Result<()>> + Send + 'static) -> Flush {
+        Flush(Box::pin(f))
+    }
+
+    /// Waits until the batch is durable.
+    pub async fn wait(self) -> io::Result<()> {
+        self.0.await
     }
 }
 
@@ -71,12 +99,45 @@ pub trait Backend: Send + Sync + 'static {
             for object in objects {
                 match object {
                     Put::Bytes(key, data) => self.put(&key, data).await?,
-                    Put::Moved { from, to } => self.commit(&from, &to).await?,
+                    Put::Moved { from, to } | Put::Staged { from, to } => {
+                        self.commit(&from, &to).await?
+                    }
                     Put::Existing(_) => {}
                 }
             }
             Ok(())
         }
+    }
+
+    /// [`Backend::put_all`], except that it returns once every object is in place (visible, in
+    /// batch order, every one but the last durable) and leaves the last one's flush to the
+    /// returned [`Flush`]. A caller holds a lock over what must not interleave with other
+    /// writers (the checks and the order of the objects), not over that flush, so concurrent
+    /// writers flush together (one directory fsync can cover several of their renames). The
+    /// default flushes everything before it returns, which is all an object store needs.
+    fn put_all_deferred(
+        &self,
+        objects: Vec<Put>,
+    ) -> impl Future<Output = io::Result<Flush>> + Send {
+        async move {
+            self.put_all(objects).await?;
+            Ok(Flush::done())
+        }
+    }
+
+    /// Does ahead of a batch the part of putting `object` (new bytes, or a scratch object to
+    /// move) that needs nothing else: a filesystem writes new bytes to a temp file and fsyncs
+    /// it, or fsyncs the scratch file. So a caller can do it before taking a lock and leave
+    /// only the move into place to the batch. Returns the batch's entry for it; one that never
+    /// goes into a batch is given to [`Backend::unstage`]. The default does nothing until the
+    /// batch (an object store's put is one request).
+    fn stage(&self, object: Put) -> impl Future<Output = io::Result<Put>> + Send {
+        async move { Ok(object) }
+    }
+
+    /// Removes what [`Backend::stage`] wrote for an entry that will not be put.
+    fn unstage(&self, _staged: Put) -> impl Future<Output = ()> + Send {
+        async {}
     }
 
     /// Stores a small object atomically, replacing any old one, but without waiting for it to

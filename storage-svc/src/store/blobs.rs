@@ -44,15 +44,12 @@ impl<B: Backend> Store<B> {
         repository: &str,
         d: &Digest,
     ) -> Result<Option<u64>> {
-        if self
+        // Both in one call: a filesystem answers them in one hand-off to its blocking pool.
+        let (linked, size) = self
             .backend
-            .size(&layout::blob_link(repository, d))
-            .await?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        Ok(self.backend.size(&layout::blob(d)).await?)
+            .modified_and_size(&layout::blob_link(repository, d), &layout::blob(d))
+            .await?;
+        Ok(linked.and(size))
     }
 
     /// Writes a link or manifest record again so that a garbage collection counts it as just
@@ -133,21 +130,54 @@ impl<B: Backend> Store<B> {
         content: Option<Put>,
     ) -> Result<()> {
         let link = layout::blob_link(repository, d);
-        {
-            // Not between a collection's decision on this repository and its deletes.
-            let _turn = self.repo_lock(repository).await;
-            let written = self.backend.modified(&link).await?;
-            let mut batch: Vec<Put> = content.into_iter().collect();
-            if written.is_none_or(|t| self.needs_refresh(t)) {
-                let catalog = self.catalog_put(repository).await?;
-                batch.splice(0..0, catalog);
-                batch.push(Put::Bytes(link.clone(), Bytes::new()));
+        let due =
+            |written: Option<std::time::SystemTime>| written.is_none_or(|t| self.needs_refresh(t));
+        // Before the repository's turn, what needs nothing else (see `Backend::stage`): the
+        // content's flush, and the link's when it looks due (it is checked again in the turn);
+        // so the blobs of one image, pushed at once, flush together.
+        let mut content = match content {
+            Some(c) => Some(self.backend.stage(c).await?),
+            None => None,
+        };
+        let mut staged_link = None;
+        let staged = async {
+            if due(self.backend.modified(&link).await?) {
+                let put = Put::Bytes(link.clone(), Bytes::new());
+                staged_link = Some(self.backend.stage(put).await?);
             }
-            if !batch.is_empty() {
-                self.backend.put_all(batch).await?;
-                self.mark_cataloged(repository);
-            }
+            Ok::<(), StorageError>(())
         }
+        .await;
+        let placed = match staged {
+            Err(e) => Err(e),
+            Ok(()) => {
+                // Not between a collection's decision on this repository and its deletes.
+                let _turn = self.repo_lock(repository).await;
+                async {
+                    let written = self.backend.modified(&link).await?;
+                    let mut batch: Vec<Put> = content.take().into_iter().collect();
+                    if due(written) {
+                        let catalog = self.catalog_put(repository).await?;
+                        batch.splice(0..0, catalog);
+                        batch.push(
+                            staged_link
+                                .take()
+                                .unwrap_or_else(|| Put::Bytes(link.clone(), Bytes::new())),
+                        );
+                    }
+                    if !batch.is_empty() {
+                        self.backend.put_all(batch).await?;
+                        self.mark_cataloged(repository);
+                    }
+                    Ok::<(), StorageError>(())
+                }
+                .await
+            }
+        };
+        for unused in content.into_iter().chain(staged_link) {
+            self.backend.unstage(unused).await;
+        }
+        placed?;
         if !self.settle(d).await? {
             self.backend.delete(&link).await?;
             return Err(StorageError::BlobUnknown(d.to_string()));

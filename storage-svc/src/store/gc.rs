@@ -655,9 +655,15 @@ impl<B: Backend> Store<B> {
     /// `d` was written. Waits while a collection holds a tombstone of `d`; then says whether
     /// its bytes are still there.
     pub(super) async fn settle(&self, d: &Digest) -> Result<bool> {
-        let tombstone = layout::gc_tombstone(d);
+        let (tombstone, blob) = (layout::gc_tombstone(d), layout::blob(d));
         let deadline = Instant::now() + TOMBSTONE_WAIT;
-        while self.backend.size(&tombstone).await?.is_some() {
+        loop {
+            // The tombstone and the bytes in one call (one hand-off to a filesystem's blocking
+            // pool); the bytes count only once no tombstone was there.
+            let (held, size) = self.backend.modified_and_size(&tombstone, &blob).await?;
+            if held.is_none() {
+                return Ok(size.is_some());
+            }
             if Instant::now() > deadline {
                 return Err(StorageError::Io(std::io::Error::other(format!(
                     "a garbage collection held {d} for over {}s",
@@ -666,7 +672,6 @@ impl<B: Backend> Store<B> {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Ok(self.backend.size(&layout::blob(d)).await?.is_some())
     }
 
     /// Whether a link or record written at `written` should be written again so that a

@@ -3,6 +3,38 @@
 use super::*;
 use trow_proto::transport::MAX_MANIFEST_SIZE;
 
+/// A manifest put, checked and parsed: what its stages need to know.
+#[derive(Clone, Copy)]
+struct ManifestPut<'a> {
+    repository: &'a str,
+    reference: &'a ManifestReference,
+    digest: &'a Digest,
+    meta: &'a ManifestMeta,
+    parsed: &'a manifest::Parsed,
+    content: &'a Bytes,
+}
+
+/// The objects of a manifest put, staged before the repository's turn (see
+/// [`Backend::stage`]); each is taken when it goes into a batch.
+#[derive(Default)]
+struct StagedManifest {
+    /// The manifest's bytes: staged, or `Existing` when stored already.
+    bytes: Option<Put>,
+    /// The manifest's record, unless stored and fresh already.
+    record: Option<Put>,
+    referrer: Option<Put>,
+    tag: Option<Put>,
+}
+
+impl StagedManifest {
+    /// What no batch took, for [`Backend::unstage`].
+    fn into_unused(self) -> impl Iterator<Item = Put> {
+        [self.bytes, self.record, self.referrer, self.tag]
+            .into_iter()
+            .flatten()
+    }
+}
+
 impl<B: Backend> Store<B> {
     /// Stores a manifest once everything it references is in the repository; tags it when
     /// `reference` is a tag. Returns its metadata.
@@ -63,8 +95,111 @@ impl<B: Backend> Store<B> {
             ManifestReference::Tag(_) => Digest::sha256_of(&content),
         };
         let parsed = manifest::parse(&content, content_type)?;
+        let meta = ManifestMeta {
+            digest: digest.to_string(),
+            media_type: parsed.media_type.clone(),
+            size: content.len() as u64,
+            subject: parsed.subject.as_ref().map(|s| s.to_string()),
+            references: Some(parsed.reference_digests()),
+        };
+        // Before the repository's turn, the writes that need only the bytes (`stage`: on a
+        // filesystem, the temp files written and fsync'd), so that concurrent puts to one
+        // repository flush them together; in its turn only checks and moves into place.
+        let put = ManifestPut {
+            repository,
+            reference: &reference,
+            digest: &digest,
+            meta: &meta,
+            parsed: &parsed,
+            content: &content,
+        };
+        let mut staged = self.stage_manifest(&put).await?;
+        let stored = self.place_manifest(&put, &mut staged, cached).await;
+        for put in staged.into_unused() {
+            self.backend.unstage(put).await;
+        }
+        stored?;
+        Ok(meta)
+    }
+
+    /// What a manifest put writes, staged: the bytes unless stored already, the record unless
+    /// stored and fresh, the referrers entry and the tag.
+    async fn stage_manifest(&self, put: &ManifestPut<'_>) -> Result<StagedManifest> {
+        let ManifestPut {
+            repository,
+            reference,
+            digest,
+            meta,
+            parsed,
+            content,
+        } = *put;
+        let mut staged = StagedManifest::default();
+        let written = async {
+            staged.bytes = Some(
+                match self
+                    .unless_stored(layout::blob(digest), content.clone(), false)
+                    .await?
+                {
+                    new @ Put::Bytes(..) => self.backend.stage(new).await?,
+                    existing => existing,
+                },
+            );
+            let json: Bytes = serde_json::to_vec(meta)
+                .expect("serialize manifest meta")
+                .into();
+            let record = layout::manifest(repository, digest);
+            if let new @ Put::Bytes(..) = self.unless_stored(record, json, true).await? {
+                staged.record = Some(self.backend.stage(new).await?);
+            }
+            if let Some(subject) = &parsed.subject {
+                let descriptor = ReferrerDescriptor {
+                    media_type: parsed.media_type.clone(),
+                    digest: meta.digest.clone(),
+                    size: meta.size,
+                    artifact_type: parsed.artifact_type.clone(),
+                    annotations: parsed.annotations.clone().into_iter().collect(),
+                };
+                let json = serde_json::to_vec(&descriptor).expect("serialize descriptor");
+                let key = layout::referrer(repository, subject, digest);
+                let put = Put::Bytes(key, json.into());
+                staged.referrer = Some(self.backend.stage(put).await?);
+            }
+            if let ManifestReference::Tag(tag) = reference {
+                let key = layout::tag(repository, tag);
+                let put = Put::Bytes(key, meta.digest.clone().into());
+                staged.tag = Some(self.backend.stage(put).await?);
+            }
+            Result::Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            for put in staged.into_unused() {
+                self.backend.unstage(put).await;
+            }
+            return Err(e);
+        }
+        Ok(staged)
+    }
+
+    /// The repository's turn of a manifest put: checks the references, then moves the staged
+    /// objects into place; returns once they are durable and (for a tag) published. Takes from
+    /// `staged` what it puts.
+    async fn place_manifest(
+        &self,
+        put: &ManifestPut<'_>,
+        staged: &mut StagedManifest,
+        cached: bool,
+    ) -> Result<()> {
+        let ManifestPut {
+            repository,
+            reference,
+            digest,
+            meta,
+            parsed,
+            content,
+        } = *put;
         // From the reference checks to the tag move: no delete may interleave.
-        let _turn = self.repo_lock(repository).await;
+        let turn = self.repo_lock(repository).await;
         for r in parsed.references.iter().filter(|_| !cached) {
             let found = match r {
                 Reference::Blob(d) => self.linked_blob_size(repository, d).await?.is_some(),
@@ -75,67 +210,54 @@ impl<B: Backend> Store<B> {
                 return Err(StorageError::ManifestBlobUnknown(d.to_string()));
             }
         }
-
-        let meta = ManifestMeta {
-            digest: digest.to_string(),
-            media_type: parsed.media_type.clone(),
-            size: content.len() as u64,
-            subject: parsed.subject.as_ref().map(|s| s.to_string()),
-            references: Some(parsed.reference_digests()),
-        };
-        // Content, then the manifest link, then what points at it: a crash in between leaves
+        // Content, then the manifest record, then what points at it: a crash in between leaves
         // at worst an unreachable blob. Each step is one batch (`put_all`).
-        let json: Bytes = serde_json::to_vec(&meta)
-            .expect("serialize manifest meta")
-            .into();
         let mut content_first: Vec<Put> = self.catalog_put(repository).await?.into_iter().collect();
-        content_first.push(
-            self.unless_stored(layout::blob(&digest), content.clone(), false)
-                .await?,
-        );
-        content_first.push(
-            self.unless_stored(layout::manifest(repository, &digest), json, true)
-                .await?,
-        );
+        content_first.extend(staged.bytes.take());
+        content_first.push(match staged.record.take() {
+            Some(put) => put,
+            // Stored, equal and fresh before the turn: kept, unless a delete removed it
+            // meanwhile (a put of the same digest that rewrote it since counts as after this).
+            None => {
+                let key = layout::manifest(repository, digest);
+                if self.backend.modified(&key).await?.is_some() {
+                    Put::Existing(key)
+                } else {
+                    let json = serde_json::to_vec(meta).expect("serialize manifest meta");
+                    Put::Bytes(key, json.into())
+                }
+            }
+        });
         self.backend.put_all(content_first).await?;
         self.mark_cataloged(repository);
         // A garbage collection that decided on these bytes before the record was written may
         // have deleted them (see `gc`): they are written again, before anything points here.
-        if !self.settle(&digest).await? {
+        if !self.settle(digest).await? {
             self.backend
-                .put(&layout::blob(&digest), content.clone())
+                .put(&layout::blob(digest), content.clone())
                 .await?;
         }
-        let mut links = Vec::new();
-        if let Some(subject) = &parsed.subject {
-            let descriptor = ReferrerDescriptor {
-                media_type: parsed.media_type,
-                digest: meta.digest.clone(),
-                size: meta.size,
-                artifact_type: parsed.artifact_type,
-                annotations: parsed.annotations.into_iter().collect(),
-            };
-            let json = serde_json::to_vec(&descriptor).expect("serialize descriptor");
-            links.push(Put::Bytes(
-                layout::referrer(repository, subject, &digest),
-                json.into(),
-            ));
-        }
-        if let ManifestReference::Tag(tag) = &reference {
-            links.push(Put::Bytes(
-                layout::tag(repository, tag),
-                meta.digest.clone().into(),
-            ));
-        }
-        let linked = self.backend.put_all(links).await;
+        let links: Vec<Put> = staged
+            .referrer
+            .take()
+            .into_iter()
+            .chain(staged.tag.take())
+            .collect();
+        // The last flush (the tag's directory) after the turn: concurrent tag moves in one
+        // repository flush together. The tag is visible from its rename, as it always was
+        // between the rename and its fsync; it is answered and published only once durable.
+        let flush = self.backend.put_all_deferred(links).await;
+        drop(turn);
+        let linked = match flush {
+            Ok(flush) => flush.wait().await,
+            Err(e) => Err(e),
+        };
         if matches!(reference, ManifestReference::Tag(_)) {
-            drop(_turn);
             // Also after a failure: the tag may have moved before it. A manifest put by digest
             // changes nothing a cache holds (it caches no absence).
             self.changes.publish(repository).await;
         }
-        linked?;
-        Ok(meta)
+        Ok(linked?)
     }
 
     /// What a manifest put writes for `key`: nothing new when the object holds exactly these
