@@ -79,11 +79,6 @@ pub fn chunks(body: Body) -> (impl Stream<Item = Bytes> + Send + 'static, BodyEr
     (stream, failed)
 }
 
-/// An HTTP body streaming a storage `ReadBlob` response.
-pub fn from_chunks(stream: tonic::Streaming<trow_proto::storage::Chunk>) -> Body {
-    Body::from_stream(stream.map(|c| c.map(|c| c.data)))
-}
-
 /// Why [`read_limited`] gave up.
 #[derive(Debug)]
 pub enum ReadError {

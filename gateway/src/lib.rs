@@ -24,6 +24,7 @@ use tonic::transport::Endpoint;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use trow_proto::admission::admission_client::AdmissionClient;
+use trow_proto::blob_body::BlobBodyClient;
 use trow_proto::proxy::proxy_client::ProxyClient;
 use trow_proto::storage::storage_client::StorageClient;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
@@ -66,6 +67,9 @@ pub mod fuzzing {
 #[derive(Clone)]
 pub struct AppState {
     pub storage: StorageClient<Channel>,
+    /// Blob bodies from storage as plain HTTP/2 bodies, on the same channel as `storage`
+    /// (see `trow_proto::blob_body`): no gRPC message copies on a pull.
+    pub blobs: BlobBodyClient,
     /// Manifests and tags in memory (see [`manifest_cache`]); [`serve`] stops it at the end.
     pub manifests: manifest_cache::ManifestCache,
     /// The pull-through cache's replicas; None when this gateway proxies nothing (`f/` reads

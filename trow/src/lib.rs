@@ -238,7 +238,8 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             ..a.audit.clone()
         },
     );
-    let storage_client = trow_gateway::in_process_storage_client(storage_pipes);
+    let storage_channel = trow_gateway::in_process_channel(storage_pipes);
+    let storage_client = trow_gateway::storage(storage_channel.clone());
     let state = trow_gateway::AppState {
         audit: audit.clone(),
         manifests: trow_gateway::manifest_cache::ManifestCache::start(
@@ -246,6 +247,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             a.server.manifest_cache_size,
         ),
         storage: storage_client,
+        blobs: trow_proto::blob_body::BlobBodyClient::new(storage_channel),
         proxy: Some(trow_gateway::proxy_pool::ProxyPool::new(vec![
             trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
         ])),
@@ -424,8 +426,9 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         audit: audit_settings,
     } = g;
     let stop = shutdown_signal();
-    let storage = trow_gateway::storage_client(storage_url, &trust)
+    let storage_channel = trow_gateway::channel(storage_url, &trust)
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
+    let storage = trow_gateway::storage(storage_channel.clone());
     let proxy = match proxy_urls {
         [] => None,
         urls => Some(trow_gateway::proxy_pool::ProxyPool::connect(urls, &trust).await?),
@@ -463,6 +466,7 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
             server.manifest_cache_size,
         ),
         storage,
+        blobs: trow_proto::blob_body::BlobBodyClient::new(storage_channel),
         proxy,
         hostname,
         admission,
