@@ -189,6 +189,8 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         wait(services_stop.clone()),
         Guard::open(),
     ));
+    // The gateway reads blob bodies straight from the store (see `trow_proto::blob_body`).
+    let blob_store = store.clone();
     let storage = {
         let (trust, stop) = (a.trust.clone(), wait(services_stop.clone()));
         tokio::spawn(async move { trow_storage::serve(grpc, store, stop, &trust).await })
@@ -238,8 +240,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             ..a.audit.clone()
         },
     );
-    let storage_channel = trow_gateway::in_process_channel(storage_pipes);
-    let storage_client = trow_gateway::storage(storage_channel.clone());
+    let storage_client = trow_gateway::in_process_storage_client(storage_pipes);
     let state = trow_gateway::AppState {
         audit: audit.clone(),
         manifests: trow_gateway::manifest_cache::ManifestCache::start(
@@ -247,7 +248,9 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             a.server.manifest_cache_size,
         ),
         storage: storage_client,
-        blobs: trow_proto::blob_body::BlobBodyClient::new(storage_channel),
+        blobs: trow_proto::blob_body::BlobBodyClient::local(Arc::new(
+            trow_storage::service::BlobReads(blob_store),
+        )),
         proxy: Some(trow_gateway::proxy_pool::ProxyPool::new(vec![
             trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
         ])),
