@@ -1,4 +1,6 @@
-//! Moving blob bytes between HTTP bodies and gRPC streams without buffering whole blobs.
+//! Moving uploaded blob bytes from HTTP bodies into gRPC streams without buffering whole blobs.
+//! (Downloads need no regrouping: storage's HTTP/2 body frames are passed on as they are, see
+//! `routes::blobs`.)
 //!
 //! HTTP bodies arrive in frames of a few KiB; each gRPC message costs framing and a wake-up, so
 //! uploads are regrouped into chunks of [`MIN_CHUNK`]..=[`MAX_CHUNK`] bytes. At most one chunk

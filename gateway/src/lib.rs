@@ -5,7 +5,7 @@
 //! storage service.
 //!
 //! - [`routes`]: one module per OCI resource; handlers parse the request and shape the answer.
-//! - [`body`]: blob bytes between HTTP bodies and gRPC streams, in bounded chunks.
+//! - [`body`]: uploaded blob bytes from HTTP bodies into gRPC streams, in bounded chunks.
 //! - [`error`]: the one error type and its mapping to OCI error JSON.
 //! - [`server`]: the accept loop, with its connection cap and timeouts for hostile clients.
 //! - [`tls`]: HTTPS from certificate files, reloaded when they change.
