@@ -1,4 +1,6 @@
-//! Moving blob bytes between HTTP bodies and gRPC streams without buffering whole blobs.
+//! Moving uploaded blob bytes from HTTP bodies into gRPC streams without buffering whole blobs.
+//! (Downloads need no regrouping: storage's HTTP/2 body frames are passed on as they are, see
+//! `routes::blobs`.)
 //!
 //! HTTP bodies arrive in frames of a few KiB; each gRPC message costs framing and a wake-up, so
 //! uploads are regrouped into chunks of [`MIN_CHUNK`]..=[`MAX_CHUNK`] bytes. At most one chunk
@@ -77,11 +79,6 @@ pub fn chunks(body: Body) -> (impl Stream<Item = Bytes> + Send + 'static, BodyEr
         },
     );
     (stream, failed)
-}
-
-/// An HTTP body streaming a storage `ReadBlob` response.
-pub fn from_chunks(stream: tonic::Streaming<trow_proto::storage::Chunk>) -> Body {
-    Body::from_stream(stream.map(|c| c.map(|c| c.data)))
 }
 
 /// Why [`read_limited`] gave up.

@@ -5,7 +5,7 @@
 //! storage service.
 //!
 //! - [`routes`]: one module per OCI resource; handlers parse the request and shape the answer.
-//! - [`body`]: blob bytes between HTTP bodies and gRPC streams, in bounded chunks.
+//! - [`body`]: uploaded blob bytes from HTTP bodies into gRPC streams, in bounded chunks.
 //! - [`error`]: the one error type and its mapping to OCI error JSON.
 //! - [`server`]: the accept loop, with its connection cap and timeouts for hostile clients.
 //! - [`tls`]: HTTPS from certificate files, reloaded when they change.
@@ -24,6 +24,7 @@ use tonic::transport::Endpoint;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use trow_proto::admission::admission_client::AdmissionClient;
+use trow_proto::blob_body::BlobBodyClient;
 use trow_proto::proxy::proxy_client::ProxyClient;
 use trow_proto::storage::storage_client::StorageClient;
 use trow_proto::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_MESSAGE_SIZE, STREAM_WINDOW};
@@ -66,6 +67,9 @@ pub mod fuzzing {
 #[derive(Clone)]
 pub struct AppState {
     pub storage: StorageClient<Channel>,
+    /// Blob bodies from storage as plain HTTP/2 bodies, on the same channel as `storage`
+    /// (see `trow_proto::blob_body`): no gRPC message copies on a pull.
+    pub blobs: BlobBodyClient,
     /// Manifests and tags in memory (see [`manifest_cache`]); [`serve`] stops it at the end.
     pub manifests: manifest_cache::ManifestCache,
     /// The pull-through cache's replicas; None when this gateway proxies nothing (`f/` reads

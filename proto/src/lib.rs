@@ -3,8 +3,9 @@
 //! carries its OCI Distribution error code across the wire, [`cache`], the cache's namespace,
 //! [`transport`], the sizes both ends share, [`server`], what every gRPC server carries,
 //! [`trust`], who may call a service (mutual TLS, a shared token), [`tls`], certificates
-//! from files reloaded when they change (also the gateway's HTTPS), and [`trace`], the trace
-//! context across the hops.
+//! from files reloaded when they change (also the gateway's HTTPS), [`trace`], the trace
+//! context across the hops, and [`blob_body`], blob bytes as a plain HTTP/2 body beside the
+//! storage service's gRPC.
 
 pub mod storage {
     tonic::include_proto!("trow.storage.v1");
@@ -88,6 +89,7 @@ pub mod descriptors {
         include_bytes!(concat!(env!("OUT_DIR"), "/admission_descriptor.bin"));
 }
 
+pub mod blob_body;
 pub mod cache;
 pub mod oci_code;
 pub mod server;

@@ -4,9 +4,10 @@
 /// Largest blob chunk in one message. Bounds the memory a stream holds per message.
 pub const CHUNK_SIZE: usize = 1 << 20;
 
-/// The chunk storage reads and sends a blob in. Smaller than [`CHUNK_SIZE`] because every layer
-/// of a download (read-ahead, gRPC encoder and decoder, HTTP/2 buffers, the HTTP response) holds
-/// about one chunk, and a client that stops reading keeps all of them in memory.
+/// The chunk storage reads and sends a blob in (one HTTP/2 DATA frame of a blob body, or one
+/// `ReadBlob` message). Smaller than [`CHUNK_SIZE`] because every layer of a download
+/// (read-ahead, HTTP/2 buffers, the HTTP response) holds about one chunk, and a client that
+/// stops reading keeps all of them in memory.
 pub const READ_CHUNK_SIZE: usize = 256 << 10;
 
 /// Largest manifest Trow stores, as distribution and the spec's guidance have it. Enforced by the

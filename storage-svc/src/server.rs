@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use trow_proto::audit::audit_server::AuditServer;
+use trow_proto::blob_body::BlobBodyServer;
 use trow_proto::storage::storage_server::StorageServer;
 use trow_proto::transport::MAX_MESSAGE_SIZE;
 use trow_proto::trust::{Guard, Trust};
@@ -15,7 +16,7 @@ use trow_proto::trust::{Guard, Trust};
 use crate::audit::service::AuditService;
 use crate::backend::{Backend, FsBackend};
 use crate::error::StorageError;
-use crate::service::StorageService;
+use crate::service::{BlobReads, StorageService};
 use crate::store::{Limits, Store};
 
 /// A store on the filesystem, opened for serving: this process holds the data dir's lock
@@ -163,6 +164,7 @@ where
             stop.cancel();
         }
     };
+    let blob_bodies = BlobBodyServer::new(Arc::new(BlobReads(store.clone())));
     let storage = StorageServer::new(StorageService::with_stop(store, stop, remote))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -173,6 +175,7 @@ where
     trow_proto::server::with_operator_services_of(names, trow_proto::descriptors::STORAGE, guard)
         .await
         .add_service(storage)
+        .add_service(blob_bodies)
         .add_optional_service(audit)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

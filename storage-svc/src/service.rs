@@ -57,6 +57,25 @@ impl From<ManifestMeta> for pb::ManifestInfo {
     }
 }
 
+/// The store as the source of blob bodies served beside the gRPC service
+/// (`trow_proto::blob_body`): the same read as `ReadBlob`, its buffers not wrapped in messages.
+pub struct BlobReads<B>(pub Arc<Store<B>>);
+
+impl<B: Backend> trow_proto::blob_body::BlobSource for BlobReads<B> {
+    fn read(
+        &self,
+        r: pb::ReadBlobRequest,
+    ) -> futures::future::BoxFuture<'static, Result<trow_proto::blob_body::ByteStream, Status>>
+    {
+        let store = self.0.clone();
+        Box::pin(async move {
+            Ok(store
+                .read_blob(&r.repository, &r.digest, r.offset, r.length)
+                .await?)
+        })
+    }
+}
+
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, Status>> + Send>>;
 
 #[tonic::async_trait]

@@ -20,6 +20,10 @@ use trow_tests::{Flags, Topology, Trow};
 /// A trace id and span id a client could send in `traceparent`.
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+/// The trace of a local blob GET.
+const BLOB_TRACE: &str = "5a2e9c1d3b4f60718293a4b5c6d7e8f9";
+
+const BLOB_ROUTE: &str = "/v2/{name}/blobs/{digest}";
 
 const MANIFEST_ROUTE: &str = "/v2/{name}/manifests/{reference}";
 
@@ -255,8 +259,7 @@ async fn a_proxied_pull_is_one_trace_across_the_split_services() {
         assert!(t.descends(w, root), "{w:#?} under {root:#?}");
         // A blob GET's fill, or the warm-up a manifest fetch starts.
         assert!(
-            [Some("/v2/{name}/blobs/{digest}"), Some(MANIFEST_ROUTE)]
-                .contains(&root.attr("http.route")),
+            [Some(BLOB_ROUTE), Some(MANIFEST_ROUTE)].contains(&root.attr("http.route")),
             "{root:#?}"
         );
     }
@@ -294,6 +297,45 @@ async fn a_proxied_pull_is_one_trace_across_the_split_services() {
             .iter()
             .any(|s| s.name == "trow.proxy.v1.Proxy/GetManifest"),
         "the proxy's span is not the gateway's child in the client's trace:\n{spans:#?}"
+    );
+
+    // A local blob GET: the body comes from storage's blob body route (not gRPC), whose span
+    // is the gateway's child, with the store's read under it.
+    let digest = trow_tests::oci::Reg::with_url(&trow.url)
+        .push_blob("team/local", b"traced blob bytes")
+        .await;
+    let r = client()
+        .get(format!("{}/v2/team/local/blobs/{digest}", trow.url))
+        .header("traceparent", format!("00-{BLOB_TRACE}-{CLIENT_SPAN}-01"))
+        .send()
+        .await
+        .expect("GET the blob");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"traced blob bytes");
+    let read_under_gateway = |spans: &[Span]| {
+        let t = Trace::of(spans, BLOB_TRACE);
+        t.find(|g| g.service == "trow-gateway" && g.attr("http.route") == Some(BLOB_ROUTE))
+            .iter()
+            .any(|g| {
+                t.find(|b| {
+                    b.service == "trow-storage"
+                        && b.name == "trow.storage.v1.BlobBody/Read"
+                        && b.parent_span_id == g.span_id
+                })
+                .iter()
+                .any(|b| {
+                    !t.find(|r| r.name == "storage.blob.read" && r.parent_span_id == b.span_id)
+                        .is_empty()
+                })
+            })
+    };
+    let spans = receiver
+        .wait_until(Duration::from_secs(30), read_under_gateway)
+        .await;
+    assert!(
+        read_under_gateway(&spans),
+        "no blob body read under the gateway's span:\n{:#?}",
+        Trace::of(&spans, BLOB_TRACE).find(|_| true)
     );
 
     // The webhooks: the admission service's span is the gateway's child.

@@ -189,6 +189,8 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         wait(services_stop.clone()),
         Guard::open(),
     ));
+    // The gateway reads blob bodies straight from the store (see `trow_proto::blob_body`).
+    let blob_store = store.clone();
     let storage = {
         let (trust, stop) = (a.trust.clone(), wait(services_stop.clone()));
         tokio::spawn(async move { trow_storage::serve(grpc, store, stop, &trust).await })
@@ -246,6 +248,9 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             a.server.manifest_cache_size,
         ),
         storage: storage_client,
+        blobs: trow_proto::blob_body::BlobBodyClient::local(Arc::new(
+            trow_storage::service::BlobReads(blob_store),
+        )),
         proxy: Some(trow_gateway::proxy_pool::ProxyPool::new(vec![
             trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
         ])),
@@ -424,8 +429,9 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         audit: audit_settings,
     } = g;
     let stop = shutdown_signal();
-    let storage = trow_gateway::storage_client(storage_url, &trust)
+    let storage_channel = trow_gateway::channel(storage_url, &trust)
         .map_err(|e| format!("invalid storage URL {storage_url}: {e}"))?;
+    let storage = trow_gateway::storage(storage_channel.clone());
     let proxy = match proxy_urls {
         [] => None,
         urls => Some(trow_gateway::proxy_pool::ProxyPool::connect(urls, &trust).await?),
@@ -463,6 +469,7 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
             server.manifest_cache_size,
         ),
         storage,
+        blobs: trow_proto::blob_body::BlobBodyClient::new(storage_channel),
         proxy,
         hostname,
         admission,

@@ -1,4 +1,6 @@
 //! `GET|HEAD|DELETE /v2/<name>/blobs/<digest>`: blob bytes, streamed from storage, with Range.
+//! The bytes come as storage's plain HTTP/2 body (`trow_proto::blob_body`), passed on as they
+//! arrive.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -6,7 +8,6 @@ use axum::response::Response;
 use trow_proto::storage::{BlobRef, ReadBlobRequest};
 
 use super::{DOCKER_CONTENT_DIGEST, Req, empty, hv};
-use crate::body;
 use crate::error::{Error, OciCode, Result};
 
 /// A parsed `Range: bytes=...` header: the inclusive byte span to send.
@@ -82,16 +83,13 @@ pub async fn get(r: Req, digest: String, head: bool) -> Result<Response> {
     let body = if head || len == 0 {
         Body::empty()
     } else {
-        let stream = storage
-            .read_blob(ReadBlobRequest {
-                repository: r.repo,
-                digest,
-                offset,
-                length: len,
-            })
-            .await?
-            .into_inner();
-        body::from_chunks(stream)
+        let read = ReadBlobRequest {
+            repository: r.repo,
+            digest,
+            offset,
+            length: len,
+        };
+        Body::new(r.state.blobs.read(&read).await?)
     };
     Ok(resp.body(body).expect("valid response"))
 }
