@@ -13,7 +13,10 @@
 //! have answered, so callers map it the same way. A failure after the first byte resets the
 //! stream. The route sits behind the same [`crate::trust::Guard`] (and mutual TLS) as every
 //! call on that port, and the client goes through the same [`crate::trust::Channel`]
-//! interceptor (token, trace context). `ReadBlob` stays for other callers (grpcurl, the proxy).
+//! interceptor (token, trace context). `ReadBlob` stays for other callers (grpcurl, the proxy),
+//! and the gateway falls back to it when the route answers UNIMPLEMENTED or without a gRPC status
+//! (a storage service older than the route during a rolling upgrade, or a proxy between that
+//! passes only gRPC).
 
 use bytes::Bytes;
 use futures::Stream;
@@ -30,6 +33,7 @@ use tonic::server::NamedService;
 use tower::ServiceExt;
 
 use crate::storage::ReadBlobRequest;
+use crate::storage::storage_client::StorageClient;
 use crate::trust::Channel;
 
 /// The route's prefix, as a service name (tonic routes `/<NAME>/*`).
@@ -195,9 +199,18 @@ impl BlobBodyClient {
     /// The bytes `req` asks for, as the HTTP body HTTP/2 received (frames not copied). Fails as
     /// `ReadBlob` would: the service's status, or the transport's error as a status carrying it
     /// as its source.
+    ///
+    /// A body that ends before (or runs past) the `length` asked for fails at its end instead
+    /// of ending cleanly: unlike `ReadBlob`'s closing status, a plain body has no end marker
+    /// (and HTTP/2 reports a stream reset with NO_ERROR as a clean end), so a short answer would
+    /// otherwise pass for a whole one in the gateway's metrics, traces and audit.
     pub async fn read(&self, req: &ReadBlobRequest) -> Result<Body, Status> {
+        let expected = (req.length > 0).then_some(req.length);
         let channel = match &self.via {
-            Via::Local(source) => return Ok(Body::new(Frames(source.read(req.clone()).await?))),
+            Via::Local(source) => {
+                let frames = Frames(source.read(req.clone()).await?);
+                return Ok(Body::new(Exact::new(frames, expected)));
+            }
             Via::Channel(channel) => channel,
         };
         let request = Request::get(path_and_query(req))
@@ -208,16 +221,99 @@ impl BlobBodyClient {
             .oneshot(request)
             .await
             .map_err(|e| Status::from_error(Box::new(e)))?;
-        if let Some(status) = Status::from_header_map(response.headers()) {
-            return Err(status);
+        match Status::from_header_map(response.headers()) {
+            // A storage service older than the route (a rolling upgrade), or something between
+            // that passes only gRPC: the same bytes through `ReadBlob`, copied as before.
+            Some(status) if status.code() == tonic::Code::Unimplemented => {
+                return self.read_by_grpc(channel, req, expected).await;
+            }
+            Some(status) if status.code() != tonic::Code::Ok => return Err(status),
+            _ => {}
         }
         if response.status() != StatusCode::OK {
-            return Err(Status::internal(format!(
-                "{NAME}: storage answered HTTP {}",
-                response.status()
-            )));
+            tracing::warn!(
+                status = %response.status(),
+                "storage's blob body route answered without gRPC status: reading through ReadBlob"
+            );
+            return self.read_by_grpc(channel, req, expected).await;
         }
-        Ok(Body::new(response.into_body()))
+        Ok(Body::new(Exact::new(response.into_body(), expected)))
+    }
+
+    async fn read_by_grpc(
+        &self,
+        channel: &Channel,
+        req: &ReadBlobRequest,
+        expected: Option<u64>,
+    ) -> Result<Body, Status> {
+        let stream = StorageClient::new(channel.clone())
+            .max_decoding_message_size(crate::transport::MAX_MESSAGE_SIZE)
+            .read_blob(req.clone())
+            .await?
+            .into_inner();
+        let bytes = futures::StreamExt::map(stream, |chunk| {
+            chunk
+                .map(|c| c.data)
+                .map_err(|status| std::io::Error::other(status.to_string()))
+        });
+        Ok(Body::new(Exact::new(Frames(Box::pin(bytes)), expected)))
+    }
+}
+
+/// A body that must carry exactly `left` more bytes (None: any number).
+struct Exact<B> {
+    inner: B,
+    left: Option<u64>,
+}
+
+impl<B> Exact<B> {
+    fn new(inner: B, left: Option<u64>) -> Self {
+        Exact { inner, left }
+    }
+}
+
+impl<B> http_body::Body for Exact<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let wrong = |what: String| -> Self::Error {
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what).into()
+        };
+        Poll::Ready(match (next, self.left) {
+            (Some(Ok(frame)), Some(left)) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match left.checked_sub(n) {
+                    Some(rest) => {
+                        self.left = Some(rest);
+                        Some(Ok(frame))
+                    }
+                    None => Some(Err(wrong(format!(
+                        "{NAME}: storage sent more than the {left} bytes left"
+                    )))),
+                }
+            }
+            (None, Some(left)) if left > 0 => Some(Err(wrong(format!(
+                "{NAME}: storage's body ended {left} bytes short"
+            )))),
+            (Some(Err(e)), _) => Some(Err(e.into())),
+            (next, _) => next.map(|r| r.map_err(Into::into)),
+        })
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.left {
+            Some(left) => http_body::SizeHint::with_exact(left),
+            None => self.inner.size_hint(),
+        }
     }
 }
 
@@ -262,5 +358,39 @@ mod tests {
             code("/trow.storage.v1.BlobBody/Read?repository=a&digest=b&size=1"),
             tonic::Code::InvalidArgument
         );
+    }
+
+    /// Drains `body`: the bytes, or the error it ended with.
+    async fn drain(mut body: Exact<Frames>) -> Result<usize, String> {
+        let mut n = 0;
+        while let Some(frame) =
+            std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
+        {
+            n += frame
+                .map_err(|e| e.to_string())?
+                .into_data()
+                .map_or(0, |d| d.len());
+        }
+        Ok(n)
+    }
+
+    fn frames(sizes: &[usize]) -> Frames {
+        let chunks: Vec<std::io::Result<Bytes>> = sizes
+            .iter()
+            .map(|n| Ok(Bytes::from(vec![7u8; *n])))
+            .collect();
+        Frames(Box::pin(futures::stream::iter(chunks)))
+    }
+
+    #[tokio::test]
+    async fn a_body_must_carry_exactly_what_was_asked() {
+        assert_eq!(drain(Exact::new(frames(&[3, 4]), Some(7))).await, Ok(7));
+        assert_eq!(drain(Exact::new(frames(&[3, 4]), None)).await, Ok(7));
+        let short = drain(Exact::new(frames(&[3]), Some(7))).await.unwrap_err();
+        assert!(short.contains("4 bytes short"), "{short}");
+        let long = drain(Exact::new(frames(&[3, 5]), Some(7)))
+            .await
+            .unwrap_err();
+        assert!(long.contains("more than the 4 bytes left"), "{long}");
     }
 }

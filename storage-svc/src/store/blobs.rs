@@ -9,7 +9,8 @@ pub(super) fn range_end(size: u64, offset: u64, length: u64) -> Result<u64> {
     } else {
         offset.saturating_add(length)
     };
-    if end > size || (offset >= size && size > 0) {
+    // `offset > end`: an offset past the end of an empty blob (end 0) would underflow below.
+    if end > size || offset > end || (offset >= size && size > 0) {
         return Err(StorageError::RangeInvalid(format!(
             "bytes {offset}-{end} of a {size}-byte blob"
         )));
@@ -217,5 +218,22 @@ impl<B: Backend> Store<B> {
             .backend
             .put(&layout::catalog_entry(repository), Bytes::new())
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::range_end;
+
+    #[test]
+    fn ranges_inside_the_blob_only() {
+        assert_eq!(range_end(10, 0, 0).unwrap(), 10);
+        assert_eq!(range_end(10, 2, 3).unwrap(), 5);
+        assert_eq!(range_end(0, 0, 0).unwrap(), 0);
+        assert!(range_end(10, 10, 0).is_err());
+        assert!(range_end(10, 5, 6).is_err());
+        assert!(range_end(10, 5, u64::MAX).is_err());
+        // Past the end of an empty blob: once an underflow of `end - offset`.
+        assert!(range_end(0, 5, 0).is_err());
     }
 }
