@@ -1,7 +1,8 @@
 //! What a crash or a client going away must not undo, through a filesystem store whose backend
-//! logs what it is asked: tags made durable before a collection or a DELETE decides on them
-//! and before the records they named go (ext4 without a journal keeps no order of its own),
-//! and a manifest put that runs to its end when the request is dropped mid-way.
+//! logs what it is asked: tags made durable before a DELETE, a collection or an eviction
+//! decides on them and before the records they named go (ext4 without a journal keeps no order
+//! of its own); a manifest put that runs to its end when its request is dropped mid-way; a
+//! record that became due while a put waited for its turn written again.
 
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use trow_proto::storage::{self as pb, storage_server::Storage};
 use trow_storage::backend::{Backend, ByteStream, Flush, FsBackend, Put};
 use trow_storage::digest::Digest;
 use trow_storage::service::StorageService;
+use trow_storage::store::FillRole;
 use trow_storage::{Limits, Store};
 
 mod support;
@@ -294,4 +296,66 @@ async fn a_record_that_became_due_while_a_put_waited_for_its_turn_is_written_aga
     second.await.unwrap().unwrap();
     let written = std::fs::metadata(&record).unwrap().modified().unwrap();
     assert!(written > old + hour, "{written:?} vs {old:?}");
+}
+
+/// An eviction deletes the tags on the images it evicts the same way: the tags made durable
+/// before it reads them, and its tag deletes before the first record goes.
+#[tokio::test]
+async fn an_eviction_makes_the_tags_durable_before_reading_and_its_tag_deletes_before_records_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::default();
+    let limits = Limits {
+        gc_every: Duration::ZERO,
+        pull_guard: Duration::ZERO,
+        ..Limits::default()
+    };
+    let backend = Logged {
+        fs: FsBackend::new(tmp.path()).unwrap(),
+        log: log.clone(),
+        gate: None,
+    };
+    let s = Store::open(backend, limits).await.unwrap();
+    let repo = "f/example.com/app";
+    let mut blobs = Vec::new();
+    for content in [&b"cfg"[..], b"layer"] {
+        let d = Digest::sha256_of(content);
+        match s.begin_fill(repo, &d.to_string()).await.unwrap() {
+            FillRole::Filler { upload_id, .. } => {
+                let data = Bytes::copy_from_slice(content);
+                s.append_upload(repo, &upload_id, Some(0), futures::stream::iter([Ok(data)]))
+                    .await
+                    .unwrap();
+                s.complete_upload(repo, &upload_id, &d.to_string())
+                    .await
+                    .unwrap();
+            }
+            _ => panic!("a new blob is filled by its first reader"),
+        }
+        blobs.push(d);
+    }
+    let m = image_manifest(&blobs[0], &[&blobs[1]], None);
+    let meta = s
+        .put_cached_manifest(repo, "v1", OCI_MANIFEST, Bytes::from(m))
+        .await
+        .unwrap();
+    let d = Digest::parse(&meta.digest).unwrap();
+    log.lock().unwrap().clear();
+    let summary = s.evict(0, 0, &mut |_| {}).await.unwrap();
+    assert!(summary.images >= 1, "{summary:?}");
+    let log = log.lock().unwrap().clone();
+    let tags = trow_storage::layout::tags(repo);
+    let before = at(&log, &format!("durable {tags} false"));
+    let deleted = at(
+        &log,
+        &format!("delete {}", trow_storage::layout::tag(repo, "v1")),
+    );
+    let after = at(&log, &format!("durable {tags} true"));
+    let gone = at(
+        &log,
+        &format!("delete {}", trow_storage::layout::manifest(repo, &d)),
+    );
+    assert!(
+        before < deleted && deleted < after && after < gone,
+        "{log:#?}"
+    );
 }
