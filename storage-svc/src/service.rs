@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,19 @@ impl<B: Backend> StorageService<B> {
             stop,
             remote,
         }
+    }
+}
+
+/// Runs a write to its end in a task of its own, whether or not the caller still waits: a
+/// client that goes away mid-way (the request's future dropped) must not cut a manifest put
+/// between its stages (leaking staged temp files) or between a tag's move and its flush and
+/// publication (caches would keep the old digest), nor an upload's commit between its steps.
+async fn detached<T: Send + 'static>(
+    write: impl Future<Output = Result<T, StorageError>> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::spawn(write).await {
+        Ok(done) => Ok(done?),
+        Err(e) => Err(Status::internal(format!("the write failed: {e}"))),
     }
 }
 
@@ -203,10 +217,10 @@ impl<B: Backend> Storage for StorageService<B> {
         req: Request<pb::CompleteUploadRequest>,
     ) -> Result<Response<pb::BlobInfo>, Status> {
         let r = req.into_inner();
-        let size = self
-            .store
-            .complete_upload(&r.repository, &r.upload_id, &r.digest)
-            .await?;
+        let store = self.store.clone();
+        let (repository, id, digest) = (r.repository, r.upload_id, r.digest.clone());
+        let size =
+            detached(async move { store.complete_upload(&repository, &id, &digest).await }).await?;
         Ok(Response::new(pb::BlobInfo {
             digest: r.digest,
             size,
@@ -229,15 +243,18 @@ impl<B: Backend> Storage for StorageService<B> {
         req: Request<pb::PutManifestRequest>,
     ) -> Result<Response<pb::PutManifestResponse>, Status> {
         let r = req.into_inner();
-        let meta = if r.cached {
-            self.store
-                .put_cached_manifest(&r.repository, &r.reference, &r.content_type, r.content)
-                .await?
-        } else {
-            self.store
-                .put_manifest(&r.repository, &r.reference, &r.content_type, r.content)
-                .await?
-        };
+        let store = self.store.clone();
+        let meta = detached(async move {
+            let (repo, reference, kind) = (&r.repository, &r.reference, &r.content_type);
+            if r.cached {
+                store
+                    .put_cached_manifest(repo, reference, kind, r.content)
+                    .await
+            } else {
+                store.put_manifest(repo, reference, kind, r.content).await
+            }
+        })
+        .await?;
         Ok(Response::new(pb::PutManifestResponse {
             digest: meta.digest,
             subject: meta.subject.unwrap_or_default(),

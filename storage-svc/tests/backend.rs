@@ -225,3 +225,34 @@ async fn without_a_staging_area_a_staged_object_is_put_by_the_batch() {
     assert_eq!(b.get("t/tag").await.unwrap().unwrap(), "tag");
     flush.wait().await.unwrap();
 }
+
+/// A staged scratch file (an upload's data) belongs to its upload, not to the batch: a batch
+/// that fails, or an unstage, leaves it where it was.
+#[tokio::test]
+async fn a_failed_batch_and_an_unstage_leave_a_staged_scratch_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = FsBackend::new(tmp.path()).unwrap();
+    b.put("up/1/data", Bytes::from_static(b"scratch"))
+        .await
+        .unwrap();
+    // `f` is a file, so nothing can be put under `f/`.
+    b.put("f", Bytes::from_static(b"file")).await.unwrap();
+    let moved = Put::Moved {
+        from: "up/1/data".into(),
+        to: "blobs/x/y".into(),
+    };
+    let staged = b.stage(moved.clone()).await.unwrap();
+    assert!(matches!(staged, Put::Staged { temp: false, .. }));
+    let failed = b
+        .put_all(vec![
+            Put::Bytes("f/z".into(), Bytes::from_static(b"z")),
+            staged.clone(),
+        ])
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(b.get("up/1/data").await.unwrap().unwrap(), "scratch");
+    b.unstage(staged).await;
+    assert_eq!(b.get("up/1/data").await.unwrap().unwrap(), "scratch");
+    assert_eq!(b.get("blobs/x/y").await.unwrap(), None);
+    assert!(temp_files(tmp.path()).is_empty());
+}

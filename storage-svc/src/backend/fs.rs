@@ -99,6 +99,22 @@ impl Dirs {
         renamed
     }
 
+    /// Fsyncs `dir` (missing: nothing to do) unless it is known durable; `deleted`: whatever
+    /// is known, for files were removed from it (deletes are not counted).
+    fn make_durable(&self, dir: &Path, deleted: bool) -> io::Result<()> {
+        if !deleted && self.durable(dir) {
+            return Ok(());
+        }
+        match sync_dir(dir) {
+            Ok(()) => {
+                self.synced(dir, 0);
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Fsyncs `dir` after `renames` counted renames into it; with none, only if it may hold
     /// another writer's rename that is not durable yet.
     fn sync(&self, dir: &Path, renames: usize) -> io::Result<()> {
@@ -151,7 +167,9 @@ impl FsBackend {
             .map(|o| match o {
                 Put::Bytes(key, data) => (self.path(&key), Source::Bytes(data)),
                 Put::Moved { from, to } => (self.path(&to), Source::Moved(self.path(&from))),
-                Put::Staged { from, to } => (self.path(&to), Source::Staged(self.path(&from))),
+                Put::Staged { from, to, temp } => {
+                    (self.path(&to), Source::Staged(self.path(&from), temp))
+                }
                 Put::Existing(key) => (self.path(&key), Source::Existing),
             })
             .collect()
@@ -250,8 +268,9 @@ enum Source {
     Bytes(Bytes),
     /// A scratch file, moved into place.
     Moved(PathBuf),
-    /// A file `stage` wrote (or found) and fsync'd, moved into place.
-    Staged(PathBuf),
+    /// A file `stage` wrote (or found) and fsync'd, moved into place; `true`: a temp file
+    /// `stage` wrote, removed if the batch fails (a scratch file stays its upload's).
+    Staged(PathBuf, bool),
     /// Already in place: only its directory is made durable.
     Existing,
 }
@@ -290,9 +309,9 @@ fn put_all_blocking(
             create_dirs_durably(path.parent().expect("keys have a parent"))?;
             match source {
                 Source::Existing => staged.push(None),
-                Source::Staged(from) => staged.push(Some(Staged {
+                Source::Staged(from, temp) => staged.push(Some(Staged {
                     from: from.clone(),
-                    temp: true,
+                    temp: *temp,
                     path: path.clone(),
                 })),
                 Source::Moved(from) => {
@@ -338,7 +357,7 @@ fn put_all_blocking(
         }
         // Staged temp files the batch failed before reaching (one it moved is gone from there).
         for (_, source) in objects {
-            if let Source::Staged(from) = source {
+            if let Source::Staged(from, true) = source {
                 let _ = std::fs::remove_file(from);
             }
         }
@@ -496,21 +515,38 @@ impl Backend for FsBackend {
                 Ok(Put::Staged {
                     from: format!("{}/{}", layout::TMP, name.to_string_lossy()),
                     to: key,
+                    temp: true,
                 })
             }
             Put::Moved { from, to } => {
                 let path = self.path(&from);
                 blocking(move || std::fs::File::open(path)?.sync_all()).await?;
-                Ok(Put::Staged { from, to })
+                Ok(Put::Staged {
+                    from,
+                    to,
+                    temp: false,
+                })
             }
             other => Ok(other),
         }
     }
 
     async fn unstage(&self, staged: Put) {
-        if let Put::Staged { from, .. } = staged {
+        if let Put::Staged {
+            from, temp: true, ..
+        } = staged
+        {
             let _ = self.delete(&from).await;
         }
+    }
+
+    /// Costs nothing when the directory is known durable (see [`Dirs`]).
+    async fn make_durable(&self, prefix: &str, deleted: bool) -> io::Result<()> {
+        let (dirs, dir) = (self.dirs.clone(), self.path(prefix));
+        if !deleted && dirs.durable(&dir) {
+            return Ok(());
+        }
+        blocking(move || dirs.make_durable(&dir, deleted)).await
     }
 
     /// A temp file renamed into place (whole or absent after a kill), no fsync.

@@ -43,9 +43,14 @@ pub enum Put {
     /// garbage collection may have just deleted it; the caller checks afterwards).
     Existing(String),
     /// An object [`Backend::stage`] already wrote (or, a scratch object, found) and made
-    /// durable at `from`: only moved to `to`; a failed batch removes it. Only a backend whose
-    /// `stage` makes these needs to handle them in its own batch.
-    Staged { from: String, to: String },
+    /// durable at `from`: only moved to `to`. A failed batch (or [`Backend::unstage`]) removes
+    /// it only when `temp` (a temp file `stage` wrote): a scratch object stays its owner's.
+    /// Only a backend whose `stage` makes these needs to handle them in its own batch.
+    Staged {
+        from: String,
+        to: String,
+        temp: bool,
+    },
 }
 
 impl Put {
@@ -84,6 +89,20 @@ pub trait Backend: Send + Sync + 'static {
     /// Where appends to an upload go.
     type Appender: AsyncWrite + Send + Unpin + 'static;
 
+    /// Makes what is in the directory `prefix` durable: every rename into it by any writer
+    /// so far, and with `deleted` also the deletes from it (which are not tracked). A caller
+    /// about to act on what it reads there (a collection or a delete deciding by tags) calls
+    /// it first, so that a crash cannot bring back a state it did not see; and after deleting
+    /// there, before deleting what those objects named. The default does nothing: an object
+    /// store's writes and deletes are durable once visible.
+    fn make_durable(
+        &self,
+        _prefix: &str,
+        _deleted: bool,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Stores a small object atomically and durably, replacing any old one.
     fn put(&self, key: &str, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
 
@@ -99,7 +118,7 @@ pub trait Backend: Send + Sync + 'static {
             for object in objects {
                 match object {
                     Put::Bytes(key, data) => self.put(&key, data).await?,
-                    Put::Moved { from, to } | Put::Staged { from, to } => {
+                    Put::Moved { from, to } | Put::Staged { from, to, .. } => {
                         self.commit(&from, &to).await?
                     }
                     Put::Existing(_) => {}

@@ -417,12 +417,21 @@ impl<B: Backend> Store<B> {
             .unwrap_or_default()
             .as_secs();
         self.backend.put(&marker, since.to_string().into()).await?;
-        // Tags first: a crash leaves untagged records, never a tag naming a deleted one.
-        for tag in self.backend.list(&layout::tags(repository)).await? {
+        // Tags first: a crash leaves untagged records, never a tag naming a deleted one. So
+        // the tags as a crash would leave them (a put's tag move may not be flushed yet), and
+        // their deletes durable before any record's (see `Backend::make_durable`).
+        let tags = layout::tags(repository);
+        self.backend.make_durable(&tags, false).await?;
+        let mut untagged = false;
+        for tag in self.backend.list(&tags).await? {
             let target = self.resolve_tag(repository, &tag).await.ok().flatten();
             if target.as_ref().is_some_and(|d| records.contains(d)) {
                 self.backend.delete(&layout::tag(repository, &tag)).await?;
+                untagged = true;
             }
+        }
+        if untagged {
+            self.backend.make_durable(&tags, true).await?;
         }
         for d in &records {
             let meta = self.manifest_meta(repository, d).await.ok().flatten();

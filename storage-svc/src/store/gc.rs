@@ -270,6 +270,14 @@ impl<B: Backend> Store<B> {
         let rule = Some(&self.limits.retention)
             .filter(|_| !trow_proto::cache::is_cached(repository))
             .and_then(|r| r.rule_for(repository));
+        // A tag moved by a put whose flush is still to come (it lets the lock go first) or
+        // failed is made durable before it decides anything: else a crash could bring back the
+        // old tag, naming a manifest this deletes.
+        if !dry_run {
+            self.backend
+                .make_durable(&layout::tags(repository), false)
+                .await?;
+        }
         let tags = match state.unreadable {
             true => None,
             false => self.tags_in(repository).await?,
@@ -311,6 +319,7 @@ impl<B: Backend> Store<B> {
         // Tags first: a crash after this leaves manifests untagged, which the next collection
         // finds dead, never a tag naming a deleted manifest.
         let rule_name = rule.map(|r| r.repositories.clone()).unwrap_or_default();
+        let untagged = !dry_run && !removed_tags.is_empty();
         for tag in removed_tags {
             if !dry_run {
                 self.backend.delete(&layout::tag(repository, &tag)).await?;
@@ -323,6 +332,12 @@ impl<B: Backend> Store<B> {
                 tag,
                 rule: rule_name.clone(),
             });
+        }
+        // The deletes reach the disk before any record's (no journal orders them).
+        if untagged {
+            self.backend
+                .make_durable(&layout::tags(repository), true)
+                .await?;
         }
         // What stays named here: the blobs these records and links name are not garbage.
         let mut kept: Vec<Digest> = state

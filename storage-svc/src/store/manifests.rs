@@ -212,22 +212,28 @@ impl<B: Backend> Store<B> {
         }
         // Content, then the manifest record, then what points at it: a crash in between leaves
         // at worst an unreachable blob. Each step is one batch (`put_all`).
+        // Everything that can fail before the staged objects go into a batch: what `staged`
+        // still holds is unstaged whatever happens here.
         let mut content_first: Vec<Put> = self.catalog_put(repository).await?.into_iter().collect();
-        content_first.extend(staged.bytes.take());
-        content_first.push(match staged.record.take() {
+        let record = match staged.record.take() {
             Some(put) => put,
             // Stored, equal and fresh before the turn: kept, unless a delete removed it
-            // meanwhile (a put of the same digest that rewrote it since counts as after this).
+            // meanwhile or the wait for the turn made it due for a refresh (see
+            // `unless_stored`); a put of the same digest that rewrote it since counts as after
+            // this.
             None => {
                 let key = layout::manifest(repository, digest);
-                if self.backend.modified(&key).await?.is_some() {
-                    Put::Existing(key)
-                } else {
-                    let json = serde_json::to_vec(meta).expect("serialize manifest meta");
-                    Put::Bytes(key, json.into())
+                match self.backend.modified(&key).await? {
+                    Some(t) if !self.needs_refresh(t) => Put::Existing(key),
+                    _ => {
+                        let json = serde_json::to_vec(meta).expect("serialize manifest meta");
+                        Put::Bytes(key, json.into())
+                    }
                 }
             }
-        });
+        };
+        content_first.extend(staged.bytes.take());
+        content_first.push(record);
         self.backend.put_all(content_first).await?;
         self.mark_cataloged(repository);
         // A garbage collection that decided on these bytes before the record was written may
@@ -389,10 +395,20 @@ impl<B: Backend> Store<B> {
                     .manifest_meta(repository, &d)
                     .await?
                     .ok_or_else(unknown)?;
-                for tag in self.backend.list(&layout::tags(repository)).await? {
+                // Tags as they will be after a crash (a put's tag move may still be unflushed,
+                // see `place_manifest`), and their deletes durable before the record's: a crash
+                // leaves the manifest untagged, never a tag naming it deleted.
+                let tags = layout::tags(repository);
+                self.backend.make_durable(&tags, false).await?;
+                let mut untagged = false;
+                for tag in self.backend.list(&tags).await? {
                     if self.resolve_tag(repository, &tag).await?.as_ref() == Some(&d) {
                         self.backend.delete(&layout::tag(repository, &tag)).await?;
+                        untagged = true;
                     }
+                }
+                if untagged {
+                    self.backend.make_durable(&tags, true).await?;
                 }
                 if let Some(subject) = meta.subject.as_deref().map(Digest::parse).transpose()? {
                     self.backend
