@@ -290,9 +290,10 @@ impl<B: Backend> Storage for StorageService<B> {
         req: Request<pb::ManifestRef>,
     ) -> Result<Response<pb::Empty>, Status> {
         let r = req.into_inner();
-        self.store
-            .delete_manifest(&r.repository, &r.reference)
-            .await?;
+        // Detached too: a delete cut between removing the manifest and publishing it would
+        // leave the gateways' caches serving it.
+        let store = self.store.clone();
+        detached(async move { store.delete_manifest(&r.repository, &r.reference).await }).await?;
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -20,7 +20,8 @@ mod support;
 use support::*;
 
 /// The filesystem backend, logging the calls the tests look at ("durable <prefix> <deleted>",
-/// "delete <key>", "stage <key>"); with a gate, `put_all_deferred` (a tag's move) waits for a permit.
+/// "delete <key>", "stage <key>"); with a gate, `put_all_deferred` (a tag's move) and the delete
+/// of a tag wait for a permit.
 struct Logged {
     fs: FsBackend,
     log: Arc<Mutex<Vec<String>>>,
@@ -79,6 +80,9 @@ impl Backend for Logged {
     }
     async fn delete(&self, key: &str) -> std::io::Result<()> {
         self.note(format!("delete {key}"));
+        if let Some(gate) = self.gate.as_ref().filter(|_| key.contains("/_tags/")) {
+            gate.acquire().await.unwrap().forget();
+        }
         self.fs.delete(key).await
     }
     async fn delete_all(&self, prefix: &str) -> std::io::Result<()> {
@@ -247,6 +251,41 @@ async fn a_manifest_put_whose_request_is_dropped_mid_way_still_moves_publishes_a
         .map(|e| e.file_name())
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A client that goes away while its DELETE of a tag waits for the tag's removal: the delete
+/// runs on and is published, so no gateway's cache keeps serving the tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_whose_request_is_dropped_mid_way_still_removes_and_publishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Semaphore::new(1));
+    let (s, log) = open(tmp.path(), "[]", Some(gate.clone())).await;
+    push(&*s, "r", "v1", "a").await;
+    let (_watcher, mut changes) = s.changes().subscribe();
+    let service = Arc::new(StorageService::new(s.clone()));
+    let request = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            service
+                .delete_manifest(Request::new(pb::ManifestRef {
+                    repository: "r".into(),
+                    reference: "v1".into(),
+                }))
+                .await
+        })
+    };
+    while !log.lock().unwrap().iter().any(|l| l.ends_with("/_tags/v1")) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
+    gate.add_permits(1);
+    let change = tokio::time::timeout(Duration::from_secs(30), changes.recv())
+        .await
+        .expect("the delete was published")
+        .unwrap();
+    assert_eq!(change.repository, "r");
+    assert!(s.stat_manifest("r", "v1").await.is_err());
 }
 
 /// Waits until the log has `line`.
