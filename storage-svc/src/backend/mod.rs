@@ -11,7 +11,6 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::time::SystemTime;
-use tokio::io::AsyncWrite;
 
 pub mod fs;
 pub use fs::FsBackend;
@@ -53,8 +52,9 @@ impl Put {
 }
 
 pub trait Backend: Send + Sync + 'static {
-    /// Where appends to an upload go.
-    type Appender: AsyncWrite + Send + Unpin + 'static;
+    /// Where appends to an upload go: written on the blocking pool, a chunk per call, so that a
+    /// chunk is written and hashed in one hand-off and never copied into a buffer first.
+    type Appender: std::io::Write + Send + 'static;
 
     /// Stores a small object atomically and durably, replacing any old one.
     fn put(&self, key: &str, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
