@@ -86,7 +86,7 @@ async fn a_batch_that_fails_before_its_renames_leaves_nothing_of_itself() {
 struct OneByOne(FsBackend);
 
 impl Backend for OneByOne {
-    type Appender = tokio::fs::File;
+    type Appender = std::fs::File;
     async fn put(&self, key: &str, data: Bytes) -> std::io::Result<()> {
         self.0.put(key, data).await
     }
@@ -116,7 +116,7 @@ impl Backend for OneByOne {
     async fn list(&self, prefix: &str) -> std::io::Result<Vec<String>> {
         self.0.list(prefix).await
     }
-    async fn append(&self, key: &str) -> std::io::Result<tokio::fs::File> {
+    async fn append(&self, key: &str) -> std::io::Result<std::fs::File> {
         self.0.append(key).await
     }
     async fn commit(&self, from: &str, to: &str) -> std::io::Result<()> {

@@ -107,6 +107,80 @@ async fn one_filler_and_readers_that_follow_the_bytes_as_they_arrive() {
     assert_eq!(s.stat_blob(REPO, &d).await.unwrap(), blob.len() as u64);
 }
 
+/// Readers at every distance from the filler, some close enough to be served the newest chunks
+/// from memory, some far behind (read back from the file), some ranged across chunk edges, get
+/// exactly the blob's bytes, whatever sizes the chunks came in.
+#[tokio::test]
+async fn readers_near_and_far_behind_the_filler_get_exact_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), Duration::from_secs(10)).await;
+    // Every byte differs from its neighbours, so a chunk served at the wrong offset shows.
+    let blob: Vec<u8> = (0..(6u32 << 20) + 12_345)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let d = Digest::sha256_of(&blob).to_string();
+    let (id, _) = filler(s.begin_fill(REPO, &d).await.unwrap());
+    s.announce_fill_size(REPO, &id, blob.len() as u64).unwrap();
+    let (tx, stream) = fed();
+    let append = {
+        let s = s.clone();
+        let id = id.clone();
+        tokio::spawn(async move { s.append_upload(REPO, &id, Some(0), stream).await })
+    };
+    let read = |offset: u64, length: u64| {
+        let s = s.clone();
+        let d = d.clone();
+        tokio::spawn(async move {
+            let (_, r) = s.read_fill(REPO, &d, offset, length).await.unwrap();
+            collect(r).await.unwrap()
+        })
+    };
+    let mut readers = vec![(0, 0, read(0, 0)), (777, 300_001, read(777, 300_001))];
+    let sizes = [
+        1usize,
+        100 << 10,
+        256 << 10,
+        7_000,
+        256 << 10,
+        300 << 10,
+        64 << 10,
+    ];
+    let mut at = 0;
+    let mut i = 0;
+    while at < blob.len() {
+        let n = sizes[i % sizes.len()].min(blob.len() - at);
+        tx.send(Bytes::copy_from_slice(&blob[at..at + n])).unwrap();
+        at += n;
+        i += 1;
+        if i % 9 == 0 {
+            // Let the writes and the readers move, then start readers near the end of what was
+            // sent (mostly in memory) and at the start (from the file).
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let near = (at as u64).saturating_sub(100_000);
+            readers.push((near, 0, read(near, 0)));
+            readers.push((13, 0, read(13, 0)));
+            let length = (1u64 << 20).min(blob.len() as u64 - near);
+            readers.push((near, length, read(near, length)));
+        }
+    }
+    drop(tx);
+    assert_eq!(append.await.unwrap().unwrap(), blob.len() as u64);
+    s.complete_upload(REPO, &id, &d).await.unwrap();
+    for (offset, length, reader) in readers {
+        let got = reader.await.unwrap();
+        let end = if length == 0 {
+            blob.len()
+        } else {
+            (offset + length) as usize
+        };
+        assert!(
+            got == blob[offset as usize..end],
+            "reader from {offset} ({length} bytes) got {} wrong bytes",
+            got.len()
+        );
+    }
+}
+
 #[tokio::test]
 async fn wrong_bytes_are_never_stored_nor_given_out_whole() {
     let tmp = tempfile::tempdir().unwrap();

@@ -466,7 +466,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Backend for FsBackend {
-    type Appender = tokio::fs::File;
+    type Appender = std::fs::File;
 
     async fn put(&self, key: &str, data: Bytes) -> io::Result<()> {
         let (root, dirs, path) = (self.root.clone(), self.dirs.clone(), self.path(key));
@@ -670,11 +670,9 @@ impl Backend for FsBackend {
         Ok(names)
     }
 
-    async fn append(&self, key: &str) -> io::Result<tokio::fs::File> {
-        tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(self.path(key))
-            .await
+    async fn append(&self, key: &str) -> io::Result<std::fs::File> {
+        let path = self.path(key);
+        blocking(move || std::fs::OpenOptions::new().append(true).open(path)).await
     }
 
     async fn commit(&self, from: &str, to: &str) -> io::Result<()> {
@@ -685,11 +683,10 @@ impl Backend for FsBackend {
     /// `sync_file_range(SYNC_FILE_RANGE_WRITE)` on a duplicate of the file, on a blocking
     /// thread (it can wait for the device's queue), not awaited: the kernel starts writing the
     /// dirty pages back now, so the commit's fsync waits only for the last few.
-    async fn write_behind(&self, appender: &tokio::fs::File) {
-        let Ok(file) = appender.try_clone().await else {
+    async fn write_behind(&self, appender: &std::fs::File) {
+        let Ok(file) = appender.try_clone() else {
             return;
         };
-        let file = file.into_std().await;
         tokio::task::spawn_blocking(move || {
             #[cfg(target_os = "linux")]
             {

@@ -11,7 +11,6 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::time::SystemTime;
-use tokio::io::AsyncWrite;
 
 pub mod fs;
 pub use fs::FsBackend;
@@ -86,8 +85,9 @@ impl Flush {
 }
 
 pub trait Backend: Send + Sync + 'static {
-    /// Where appends to an upload go.
-    type Appender: AsyncWrite + Send + Unpin + 'static;
+    /// Where appends to an upload go: written on the blocking pool, a chunk per call, so that a
+    /// chunk is written and hashed in one hand-off and never copied into a buffer first.
+    type Appender: std::io::Write + Send + 'static;
 
     /// Makes what is in the directory `prefix` durable: every rename into it by any writer
     /// so far, and with `deleted` also the deletes from it (which are not tracked). A caller

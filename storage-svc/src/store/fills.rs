@@ -178,6 +178,7 @@ impl<B: Backend> Store<B> {
         let end = range_end(size, offset, length)?;
         let reader = FillReader {
             store: self.clone(),
+            upload,
             progress,
             data_key: layout::upload_data(&id),
             blob_key: layout::blob(&d),
@@ -240,6 +241,7 @@ async fn wait_for_progress(
 /// the committed blob once the fill completed (the scratch file is renamed into place then).
 struct FillReader<B> {
     store: Arc<Store<B>>,
+    upload: SharedUpload,
     progress: watch::Receiver<Progress>,
     data_key: String,
     blob_key: String,
@@ -265,6 +267,17 @@ impl<B: Backend> FillReader<B> {
         }
     }
 
+    /// Hands out a chunk read at `pos`, cut at the end of the read. The last bytes go out only
+    /// once the digest held: a client never receives all of a blob whose bytes were wrong.
+    async fn hand_out(&mut self, chunk: Bytes) -> Result<Bytes> {
+        let take = chunk.len().min((self.end - self.pos) as usize);
+        self.pos += take as u64;
+        if self.pos == self.end && !self.verified {
+            self.wait_for_verdict().await?;
+        }
+        Ok(chunk.slice(..take))
+    }
+
     async fn next(&mut self) -> Option<Result<Bytes>> {
         loop {
             if self.pos >= self.end {
@@ -272,19 +285,7 @@ impl<B: Backend> FillReader<B> {
             }
             if let Some(stream) = &mut self.current {
                 match stream.next().await {
-                    Some(Ok(chunk)) => {
-                        let take = chunk.len().min((self.end - self.pos) as usize);
-                        self.pos += take as u64;
-                        // The last bytes go out only once the digest held: a client never
-                        // receives all of a blob whose bytes were wrong.
-                        if self.pos == self.end
-                            && !self.verified
-                            && let Err(e) = self.wait_for_verdict().await
-                        {
-                            return Some(Err(e));
-                        }
-                        return Some(Ok(chunk.slice(..take)));
-                    }
+                    Some(Ok(chunk)) => return Some(self.hand_out(chunk).await),
                     Some(Err(e)) => return Some(Err(e.into())),
                     None => {
                         self.current = None;
@@ -303,6 +304,9 @@ impl<B: Backend> FillReader<B> {
                 }
                 Phase::Failed => return Some(Err(StorageError::FillFailed(self.digest.clone()))),
                 Phase::Open if self.pos < p.written.min(self.end) => {
+                    if let Some(chunk) = self.upload.recent_at(self.pos, p.written.min(self.end)) {
+                        return Some(self.hand_out(chunk).await);
+                    }
                     let n = p.written.min(self.end) - self.pos;
                     backend.read(&self.data_key, self.pos, n).await
                 }

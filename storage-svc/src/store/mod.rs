@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -74,15 +73,24 @@ struct Upload {
     /// Stops an append in progress when the upload is cancelled.
     cancel: CancellationToken,
     /// The digest over exactly `size` bytes; `None` until first needed after a restart, when it
-    /// is rebuilt from the scratch bytes. Held by the one append or completion in progress.
-    hasher: tokio::sync::Mutex<Option<Hasher>>,
+    /// is rebuilt from the scratch bytes. Held by the one append or completion in progress, and
+    /// by each chunk's write on the blocking pool (so it is shared: a write whose append was
+    /// dropped finishes, and keeps the digest, size and file in step, before anyone else starts).
+    hasher: Arc<tokio::sync::Mutex<Option<Hasher>>>,
     /// The key in [`Store::fills`] when this upload is a fill.
     fill: Option<String>,
     /// What readers of a fill wait on: bytes written, the announced size, the outcome.
     progress: watch::Sender<Progress>,
     /// Bumped when another filler takes the fill over: the append in progress stops.
     takeovers: watch::Sender<u64>,
+    /// A fill's newest chunks, as they were written, by offset: its readers mostly follow the
+    /// filler closely, and take them from here rather than read them back from the file (a
+    /// blocking-pool round trip and a copy per read). At most [`RECENT`] bytes.
+    recent: Mutex<std::collections::VecDeque<(u64, Bytes)>>,
 }
+
+/// How many of a fill's newest bytes its readers are served from memory.
+const RECENT: usize = 2 << 20;
 
 /// How far an upload got, as readers of a fill see it.
 #[derive(Clone, Copy, Debug)]
@@ -124,7 +132,7 @@ impl Upload {
             size: AtomicU64::new(size),
             closed: AtomicBool::new(false),
             cancel: CancellationToken::new(),
-            hasher: tokio::sync::Mutex::new(hasher),
+            hasher: Arc::new(tokio::sync::Mutex::new(hasher)),
             fill,
             progress: watch::Sender::new(Progress {
                 written: size,
@@ -133,11 +141,40 @@ impl Upload {
                 at: std::time::Instant::now(),
             }),
             takeovers: watch::Sender::new(0),
+            recent: Mutex::default(),
         }
+    }
+
+    /// Keeps a fill's chunk, just written at `offset`, for its readers; the oldest go.
+    fn keep_recent(&self, offset: u64, chunk: &Bytes) {
+        if self.fill.is_none() {
+            return;
+        }
+        let mut recent = self.recent.lock().expect("recent lock");
+        recent.push_back((offset, chunk.clone()));
+        let mut held: usize = recent.iter().map(|(_, c)| c.len()).sum();
+        while held > RECENT
+            && let Some((_, old)) = recent.pop_front()
+        {
+            held -= old.len();
+        }
+    }
+
+    /// The bytes from `pos` up to `end` (or up to the end of the chunk holding `pos`) when they
+    /// are among the newest chunks kept.
+    fn recent_at(&self, pos: u64, end: u64) -> Option<Bytes> {
+        let recent = self.recent.lock().expect("recent lock");
+        let (at, chunk) = recent
+            .iter()
+            .find(|(at, c)| *at <= pos && pos < at + c.len() as u64)?;
+        let from = (pos - at) as usize;
+        let to = (end.min(at + chunk.len() as u64) - at) as usize;
+        Some(chunk.slice(from..to))
     }
 
     /// Ends the upload's progress for its readers (a completed upload says `Done` first).
     fn finish(&self, phase: Phase) {
+        self.recent.lock().expect("recent lock").clear();
         self.progress.send_if_modified(|p| {
             let open = p.phase == Phase::Open;
             if open {

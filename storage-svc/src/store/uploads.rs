@@ -99,14 +99,11 @@ impl<B: Backend> Store<B> {
     }
 
     /// The upload's digest state, rebuilt from its scratch bytes on first use after a restart.
-    async fn loaded_hasher<'a>(
-        &self,
-        id: &str,
-        upload: &'a Upload,
-    ) -> Result<tokio::sync::MutexGuard<'a, Option<Hasher>>> {
+    async fn loaded_hasher(&self, id: &str, upload: &Upload) -> Result<HasherGuard> {
         let mut hasher = upload
             .hasher
-            .try_lock()
+            .clone()
+            .try_lock_owned()
             .map_err(|_| StorageError::UploadBusy(id.to_string()))?;
         if upload.closed.load(Ordering::Acquire) {
             return Err(StorageError::UploadUnknown(id.to_string()));
@@ -187,8 +184,7 @@ impl<B: Backend> Store<B> {
     {
         let upload = self.upload(repository, id)?;
         self.check_room_for_push(repository).await?;
-        let mut guard = self.loaded_hasher(id, &upload).await?;
-        let hasher = guard.as_mut().expect("loaded");
+        let guard = self.loaded_hasher(id, &upload).await?;
         let start = upload.size.load(Ordering::Acquire);
         if let Some(offset) = offset
             && offset != start
@@ -201,95 +197,109 @@ impl<B: Backend> Store<B> {
         let mut takeovers = upload.takeovers.subscribe();
         takeovers.mark_unchanged();
         let announced = || upload.fill.as_ref().and(upload.progress.borrow().total);
+        let file = match self.backend.append(&layout::upload_data(id)).await {
+            Ok(file) => file,
+            Err(e) => return self.append_failed(id, &upload, Some(guard), e).await,
+        };
+        let mut data = std::pin::pin!(data);
+        // The digest state and the file: here between chunks, or with the chunk being written.
+        let mut idle = Some((guard, file));
+        let mut writing: Option<ChunkWrite<B::Appender>> = None;
+        // Bytes handed to writes so far (`upload.size` counts those that finished).
+        let mut queued = start;
         let mut overflowed = false;
-        let written = async {
-            let mut file = self.backend.append(&layout::upload_data(id)).await?;
-            let mut data = std::pin::pin!(data);
-            let mut ended = Ok(());
-            loop {
-                // When the sender pauses, readers of a fill get the bytes written so far.
-                let ready = futures::FutureExt::now_or_never(data.next());
-                if ready.is_none() && upload.fill.is_some() {
-                    file.flush().await?;
-                    let written = upload.size.load(Ordering::Acquire);
-                    upload.progress.send_modify(|p| p.written = written);
+        let mut ended = Ok(());
+        loop {
+            let chunk = tokio::select! {
+                c = data.next() => c,
+                _ = upload.cancel.cancelled() => {
+                    ended = Err(StorageError::UploadUnknown(id.to_string()));
+                    break;
                 }
-                let chunk = tokio::select! {
-                    c = async {
-                        match ready {
-                            Some(c) => c,
-                            None => data.next().await,
-                        }
-                    } => c,
-                    _ = upload.cancel.cancelled() => {
-                        ended = Err(StorageError::UploadUnknown(id.to_string()));
-                        break;
-                    }
-                    // Another filler took this fill over: stop, keeping what was written.
-                    _ = takeovers.changed() => {
-                        ended = Err(StorageError::UploadBusy(id.to_string()));
-                        break;
-                    }
-                };
-                match chunk {
-                    None => break,
-                    Some(Err(e)) => {
-                        ended = Err(e);
-                        break;
-                    }
-                    Some(Ok(chunk)) => {
-                        let size = upload.size.load(Ordering::Acquire);
-                        if let Some(total) = announced()
-                            && size + chunk.len() as u64 > total
-                        {
-                            overflowed = true;
-                            ended = Err(StorageError::UploadInvalid(format!(
-                                "more bytes than the {total} announced for the fill"
-                            )));
-                            break;
-                        }
-                        // tokio's File finishes the previous write before it takes this one:
-                        // once this returns, every byte before `chunk` is in the file, and
-                        // readers of a fill may read up to there.
-                        file.write_all(&chunk).await?;
-                        hasher.update(&chunk);
-                        let before = upload.size.fetch_add(chunk.len() as u64, Ordering::AcqRel);
-                        if before / WRITE_BEHIND != (before + chunk.len() as u64) / WRITE_BEHIND {
-                            self.backend.write_behind(&file).await;
-                        }
-                        upload.progress.send_modify(|p| {
-                            p.written = before;
-                            p.at = std::time::Instant::now();
-                        });
-                    }
+                // Another filler took this fill over: stop, keeping what was written.
+                _ = takeovers.changed() => {
+                    ended = Err(StorageError::UploadBusy(id.to_string()));
+                    break;
+                }
+            };
+            let chunk = match chunk {
+                None => break,
+                Some(Err(e)) => {
+                    ended = Err(e);
+                    break;
+                }
+                Some(Ok(chunk)) => chunk,
+            };
+            if let Some(total) = announced()
+                && queued + chunk.len() as u64 > total
+            {
+                overflowed = true;
+                ended = Err(StorageError::UploadInvalid(format!(
+                    "more bytes than the {total} announced for the fill"
+                )));
+                break;
+            }
+            // The previous chunk was written and hashed while this one arrived; this one goes
+            // once that is done (the digest takes the chunks in order).
+            if let Some(w) = writing.take() {
+                match self.written(w).await {
+                    Ok(done) => idle = Some(done),
+                    Err((guard, e)) => return self.append_failed(id, &upload, guard, e).await,
                 }
             }
-            // tokio's File reports some write errors only here.
-            file.flush().await?;
-            let written = upload.size.load(Ordering::Acquire);
-            upload.progress.send_modify(|p| p.written = written);
-            Ok::<_, std::io::Error>(ended)
+            let (guard, file) = idle.take().expect("no write in progress");
+            queued += chunk.len() as u64;
+            writing = Some(write_chunk(upload.clone(), guard, file, chunk));
         }
-        .await;
-        match written {
-            Ok(Err(e)) if overflowed => {
-                drop(guard);
-                if let Some(_closing) = self.close(id, &upload) {
-                    self.discard(id).await?;
-                }
-                Err(e)
-            }
-            Ok(ended) => ended.map(|()| upload.size.load(Ordering::Acquire)),
-            Err(e) => {
-                // The bytes on disk may now differ from what was hashed, and the disk may be
-                // full: the upload is over, and its space is given back now.
-                drop(guard);
-                if let Some(_closing) = self.close(id, &upload) {
-                    let _ = self.discard(id).await;
-                }
-                Err(e.into())
+        if let Some(w) = writing.take() {
+            match self.written(w).await {
+                Ok(done) => idle = Some(done),
+                Err((guard, e)) => return self.append_failed(id, &upload, guard, e).await,
             }
         }
+        let (guard, _file) = idle.take().expect("no write in progress");
+        if overflowed {
+            drop(guard);
+            if let Some(_closing) = self.close(id, &upload) {
+                self.discard(id).await?;
+            }
+        }
+        ended.map(|()| upload.size.load(Ordering::Acquire))
+    }
+
+    /// Waits for a chunk's write; starts writing the file back at every [`WRITE_BEHIND`]
+    /// bytes. Gives the digest state and the file back, or what is left of them on failure.
+    async fn written(
+        &self,
+        w: ChunkWrite<B::Appender>,
+    ) -> std::result::Result<(HasherGuard, B::Appender), (Option<HasherGuard>, std::io::Error)>
+    {
+        let w = match w.await {
+            Ok(Ok(w)) => w,
+            Ok(Err(failed)) => return Err(failed),
+            // The write panicked: its digest state is gone with it.
+            Err(e) => return Err((None, std::io::Error::other(e))),
+        };
+        if w.before / WRITE_BEHIND != w.after / WRITE_BEHIND {
+            self.backend.write_behind(&w.file).await;
+        }
+        Ok((w.guard, w.file))
+    }
+
+    /// A write failed: the bytes on disk may now differ from what was hashed, and the disk may
+    /// be full, so the upload is over and its space is given back now.
+    async fn append_failed(
+        &self,
+        id: &str,
+        upload: &Upload,
+        guard: Option<HasherGuard>,
+        e: std::io::Error,
+    ) -> Result<u64> {
+        drop(guard);
+        if let Some(_closing) = self.close(id, upload) {
+            let _ = self.discard(id).await;
+        }
+        Err(e.into())
     }
 
     /// How many bytes an upload holds. Never waits for an append in progress.
@@ -464,4 +474,54 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+/// The digest state of an upload, held by its one append or completion.
+type HasherGuard = tokio::sync::OwnedMutexGuard<Option<Hasher>>;
+
+/// A chunk being written and hashed on the blocking pool.
+type ChunkWrite<A> =
+    tokio::task::JoinHandle<std::result::Result<Written<A>, (Option<HasherGuard>, std::io::Error)>>;
+
+/// What a chunk's write gives back: the digest state, the file, and the upload's size before
+/// and after the chunk.
+struct Written<A> {
+    guard: HasherGuard,
+    file: A,
+    before: u64,
+    after: u64,
+}
+
+/// Writes a chunk and hashes it in one hand-off to the blocking pool, where the bytes go from
+/// the chunk to the file with no copy in between, and the digest is computed off the runtime's
+/// threads while the next chunk arrives. The upload's size and its readers' progress move only
+/// once both are done, and the write owns the digest state until then: if the append is
+/// dropped meanwhile (its client went away), the write still finishes with the file, the
+/// digest and the size in step, and only then can another append or the completion start.
+fn write_chunk<A: std::io::Write + Send + 'static>(
+    upload: SharedUpload,
+    mut guard: HasherGuard,
+    mut file: A,
+    chunk: Bytes,
+) -> ChunkWrite<A> {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = file.write_all(&chunk) {
+            return Err((Some(guard), e));
+        }
+        guard.as_mut().expect("loaded").update(&chunk);
+        let len = chunk.len() as u64;
+        let before = upload.size.fetch_add(len, Ordering::AcqRel);
+        upload.keep_recent(before, &chunk);
+        // Every byte up to here is in the file: readers of a fill may read it.
+        upload.progress.send_modify(|p| {
+            p.written = before + len;
+            p.at = std::time::Instant::now();
+        });
+        Ok(Written {
+            guard,
+            file,
+            before,
+            after: before + len,
+        })
+    })
 }
