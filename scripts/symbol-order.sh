@@ -8,8 +8,12 @@
 # functions start-up touches pull in ~11 MiB; packed together they take a few. It also keeps the
 # serving path's code in fewer pages and TLB entries.
 #
-# Not a test and not run by CI: run it after dependency upgrades or large changes (stale names
-# are skipped silently; a missing file only loses the ordering). Needs valgrind, curl, python3.
+# Not a test and not run by CI. Give it release binaries: a function's mangled name carries a
+# hash of its crate's build settings (the profile among them) and, for generic code, of its type
+# arguments, so names from another profile do not match, and code or dependency changes move
+# some. Run it again after such changes (stale names are skipped silently; a missing file only
+# loses the ordering): the file from an older build left idle RSS at 14.7 MiB where the file from
+# the same build gave 8.8. Needs valgrind, curl, python3.
 #
 #   scripts/symbol-order.sh                      # builds trow --release first
 #   TROW_BIN="target/release/trow target/fast/trow" scripts/symbol-order.sh
