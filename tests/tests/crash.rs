@@ -687,24 +687,7 @@ async fn storage_killed_during_manifest_puts() {
         })
         .collect();
     // Killed in the middle of the pushes: once some were answered, while the writers go on.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while answered.load(Ordering::Relaxed) < 40 {
-        assert!(Instant::now() < deadline, "the pushes never got going");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tokio::task::block_in_place(|| t.kill_storage());
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = Vec::new();
-    for w in writers {
-        acked.extend(
-            tokio::time::timeout(Duration::from_secs(60), w)
-                .await
-                .expect("a writer hung after the kill")
-                .unwrap(),
-        );
-    }
-    tokio::task::block_in_place(|| t.restart_storage());
-    trow_tests::fsck::fsck(&t.data_dir);
+    let acked = kill_storage_mid_way(&mut t, &answered, 40, &stop, writers).await;
 
     let get = |path: String| {
         let c = c.clone();
@@ -840,24 +823,7 @@ async fn storage_killed_during_concurrent_tag_moves_in_one_repository() {
             })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while answered.load(Ordering::Relaxed) < 100 {
-        assert!(Instant::now() < deadline, "the puts never got going");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    tokio::task::block_in_place(|| t.kill_storage());
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = Vec::new();
-    for w in writers {
-        acked.extend(
-            tokio::time::timeout(Duration::from_secs(60), w)
-                .await
-                .expect("a writer hung after the kill")
-                .unwrap(),
-        );
-    }
-    tokio::task::block_in_place(|| t.restart_storage());
-    trow_tests::fsck::fsck(&t.data_dir);
+    let acked = kill_storage_mid_way(&mut t, &answered, 100, &stop, writers).await;
 
     let get = |tag: String| {
         let (c, url) = (c.clone(), url.clone());
@@ -907,4 +873,35 @@ async fn storage_killed_during_concurrent_tag_moves_in_one_repository() {
         assert!(manifests.contains(&body), "tag {tag} names a manifest put");
     }
     trow_tests::fsck::stop_and_fsck(&mut t);
+}
+
+/// Once `at` writes were answered, kills storage (-9) while the writers go on, stops them, gathers
+/// what each had acknowledged, restarts storage and checks the store.
+async fn kill_storage_mid_way<T>(
+    t: &mut Trow,
+    answered: &std::sync::atomic::AtomicUsize,
+    at: usize,
+    stop: &std::sync::atomic::AtomicBool,
+    writers: Vec<tokio::task::JoinHandle<Vec<T>>>,
+) -> Vec<T> {
+    use std::sync::atomic::Ordering;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::Relaxed) < at {
+        assert!(Instant::now() < deadline, "the writes never got going");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::task::block_in_place(|| t.kill_storage());
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(
+            tokio::time::timeout(Duration::from_secs(60), w)
+                .await
+                .expect("a writer hung after the kill")
+                .unwrap(),
+        );
+    }
+    tokio::task::block_in_place(|| t.restart_storage());
+    trow_tests::fsck::fsck(&t.data_dir);
+    acked
 }
