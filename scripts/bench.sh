@@ -68,7 +68,8 @@
 #   auth       Trow with --user: GET by tag with a Bearer token from /v2/token (issue 21's flow);
 #   proxy      Trow one process with registry_proxies naming a distribution 2.8 upstream on
 #              127.0.0.163: per run a fresh BENCH_MB blob pushed upstream, then GET straight from
-#              upstream, cold through /v2/f/up/... (Trow-Cache: miss) and warm (hit): first byte
+#              upstream, cold through /v2/f/up/... (Trow-Cache: miss) and warm (hit), and the
+#              same blob pushed to Trow and pulled as a local blob by the same client: first byte
 #              and total.
 # The exit status is 0 when every check passed, whatever the numbers; the targets' PASS/FAIL
 # lines are for reading, not for failing a build (the machine's noise would make that flaky).
@@ -624,7 +625,11 @@ EOF
         out=$(python3 "$CLIENT" fetch "$SRV_URL/v2/f/up/bench/px/blobs/$d" "$SIZE" hit) || fail_req "warm GET through the cache failed"
         rec proxy warm_first "$(cut -d' ' -f2 <<<"$out")"; rec proxy warm_total "$(cut -d' ' -f3 <<<"$out")"
         verify_blob "$SRV_URL" f/up/bench/px "$d"
-        log "proxy run $i: direct $(grep -P '^proxy\tdirect_total' "$RESULTS" | tail -1 | cut -f3)s, cold $(grep -P '^proxy\tcold_total' "$RESULTS" | tail -1 | cut -f3)s, warm $(grep -P '^proxy\twarm_total' "$RESULTS" | tail -1 | cut -f3)s"
+        # The same blob pushed to Trow and pulled by the same client: what "warm = local" compares.
+        push_blob "$SRV_URL" bench/local "$BLOB" "$d" >/dev/null
+        out=$(python3 "$CLIENT" fetch "$SRV_URL/v2/bench/local/blobs/$d" "$SIZE") || fail_req "local GET failed"
+        rec proxy local_first "$(cut -d' ' -f2 <<<"$out")"; rec proxy local_total "$(cut -d' ' -f3 <<<"$out")"
+        log "proxy run $i: direct $(grep -P '^proxy\tdirect_total' "$RESULTS" | tail -1 | cut -f3)s, cold $(grep -P '^proxy\tcold_total' "$RESULTS" | tail -1 | cut -f3)s, warm $(grep -P '^proxy\twarm_total' "$RESULTS" | tail -1 | cut -f3)s, local $(grep -P '^proxy\tlocal_total' "$RESULTS" | tail -1 | cut -f3)s"
     done
     srv_stop
     stop_server "$up_pid"

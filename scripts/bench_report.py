@@ -29,7 +29,7 @@ def get(k, m):
         return None
     if stat == "median" or m.endswith("_p99") or m.endswith("_pages"):
         return statistics.median(xs)
-    return min(xs) if m in lower_better else max(xs)
+    return min(xs) if m in lower_better or m.endswith(("_total", "_first")) else max(xs)
 MB, KB = 1e6, 1024
 
 print()
@@ -90,8 +90,11 @@ if vals.get(("proxy", "cold_total")):
     print()
     print(f"pull-through cache, trow one process, {E('BENCH_MB')} MiB blob, upstream distribution 2.8 on {E('UPSTREAM_IP')} (s):")
     print(f"{'':<22}{'first byte':>12}{'total':>10}{'MB/s':>8}")
-    for name, p in (("straight from upstream", "direct"), ("cold through trow", "cold"), ("warm through trow", "warm")):
+    for name, p in (("straight from upstream", "direct"), ("cold through trow", "cold"), ("warm through trow", "warm"),
+                    ("local pull from trow", "local")):
         t = get("proxy", p + "_total")
+        if t is None:
+            continue
         print(f"{name:<22}{get('proxy', p + '_first'):>12.4f}{t:>10.3f}{SIZE / MB / t:>8.0f}")
 
 print()
@@ -129,8 +132,9 @@ absolute("RSS idle one", None if g("one", "rss_idle") is None else g("one", "rss
 absolute(f"RSS peak one moving {E('BENCH_BIG_MB')} MiB", None if g("one", "rss_peak") is None else g("one", "rss_peak") / KB, 64, "MiB")
 absolute("start to first /v2/ 200, one", g("one", "start"), 50, "ms", "{:.0f}")
 ratio("cold pull through cache / straight (total)", g("proxy", "cold_total"), g("proxy", "direct_total"), 1.1, ge=False)
-if g("proxy", "warm_total") and g("one", "pull"):
-    ratio("warm pull through cache / local pull (MB/s)", SIZE / MB / g("proxy", "warm_total"), g("one", "pull"), 0.9, unit="%")
+if g("proxy", "warm_total") and g("proxy", "local_total"):
+    # The same blob, the same client: the pull's own cost, not two clients' difference.
+    ratio("warm pull through cache / local pull (same client)", g("proxy", "local_total"), g("proxy", "warm_total"), 0.9, unit="%")
 print()
 print("per run:")
 for (k, m), xs in sorted(vals.items()):

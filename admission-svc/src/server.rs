@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use trow_proto::admission::admission_server::{Admission, AdmissionServer};
 use trow_proto::admission::{Decision, Review};
+use trow_proto::in_process::Direct;
 use trow_proto::transport::MAX_MESSAGE_SIZE;
-use trow_proto::trust::{Guard, Trust};
+use trow_proto::trust::Trust;
 
 use crate::Webhooks;
 use crate::metrics::{Outcome, Webhook, decided};
@@ -131,38 +134,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     trust: &Trust,
 ) -> Result<(), tonic::transport::Error> {
-    serve_incoming(trust.incoming(listener), service, shutdown, trust.guard()).await
+    trow_proto::server::server(routes(service).await, trust.guard())
+        .serve_with_incoming_shutdown(trust.incoming(listener), shutdown)
+        .await
 }
 
-/// Serves `service` on any stream of connections (TCP, or in-memory pipes in one process,
-/// with [`Guard::open`]).
-pub async fn serve_incoming<I, IO, IE>(
-    incoming: I,
-    service: Arc<AdmissionService>,
-    shutdown: impl Future<Output = ()> + Send,
-    guard: Guard,
-) -> Result<(), tonic::transport::Error>
-where
-    I: futures::Stream<Item = Result<IO, IE>>,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// `service` for callers in this process, called directly (see `trow_proto::in_process`).
+pub async fn in_process(service: Arc<AdmissionService>) -> Direct {
+    trow_proto::in_process::direct(routes(service).await)
+}
+
+/// The Admission API with health and reflection.
+async fn routes(service: Arc<AdmissionService>) -> Routes {
     let admission = AdmissionServer::new(Shared(service))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    trow_proto::server::with_operator_services::<AdmissionServer<Shared>>(
+    trow_proto::server::operator_routes(
+        &[<AdmissionServer<Shared> as NamedService>::NAME],
         trow_proto::descriptors::ADMISSION,
-        guard,
     )
     .await
     .add_service(admission)
-    .serve_with_incoming_shutdown(incoming, shutdown)
-    .await
 }
 
 /// One service behind any number of listeners.

@@ -100,38 +100,6 @@ pub fn storage_client(url: &str, trust: &Trust) -> Result<StorageClient<Channel>
     Ok(storage(channel(url, trust)?))
 }
 
-/// A channel to a service in the same process, reached through in-memory pipes: each
-/// connection is a `tokio::io::duplex` pair whose server half goes to `server`, so bytes skip
-/// the kernel's TCP stack.
-pub fn in_process_channel(
-    server: tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>,
-) -> Channel {
-    let connector = tower::service_fn(move |_| {
-        let server = server.clone();
-        async move {
-            let (ours, theirs) = tokio::io::duplex(IN_PROCESS_PIPE);
-            server
-                .send(theirs)
-                .map_err(|_| std::io::Error::other("service stopped"))?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(ours))
-        }
-    });
-    trow_proto::trust::in_process(
-        endpoint(Endpoint::from_static("http://service.in-process"))
-            .connect_with_connector_lazy(connector),
-    )
-}
-
-/// A client for a storage service in the same process (see [`in_process_channel`]).
-pub fn in_process_storage_client(
-    server: tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>,
-) -> StorageClient<Channel> {
-    storage(in_process_channel(server))
-}
-
-/// Bytes an in-process pipe buffers in each direction.
-const IN_PROCESS_PIPE: usize = 256 << 10;
-
 /// Trow's transport settings on a client endpoint.
 pub(crate) fn endpoint(e: Endpoint) -> Endpoint {
     e.connect_timeout(Duration::from_secs(5))

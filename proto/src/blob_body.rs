@@ -220,7 +220,7 @@ impl BlobBodyClient {
             .clone()
             .oneshot(request)
             .await
-            .map_err(|e| Status::from_error(Box::new(e)))?;
+            .map_err(Status::from_error)?;
         match Status::from_header_map(response.headers()) {
             // A storage service older than the route (a rolling upgrade), or something between
             // that passes only gRPC: the same bytes through `ReadBlob`, copied as before.

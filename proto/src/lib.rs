@@ -4,8 +4,8 @@
 //! [`transport`], the sizes both ends share, [`server`], what every gRPC server carries,
 //! [`trust`], who may call a service (mutual TLS, a shared token), [`tls`], certificates
 //! from files reloaded when they change (also the gateway's HTTPS), [`trace`], the trace
-//! context across the hops, and [`blob_body`], blob bytes as a plain HTTP/2 body beside the
-//! storage service's gRPC.
+//! context across the hops, [`blob_body`], blob bytes as a plain HTTP/2 body beside the
+//! storage service's gRPC, and [`in_process`], a server in this process called directly.
 
 pub mod storage {
     tonic::include_proto!("trow.storage.v1");
@@ -91,6 +91,7 @@ pub mod descriptors {
 
 pub mod blob_body;
 pub mod cache;
+pub mod in_process;
 pub mod oci_code;
 pub mod server;
 pub mod tls;

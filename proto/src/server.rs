@@ -5,7 +5,7 @@
 //! caller's trace ([`crate::trace`]); and how its TCP listener accepts.
 
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::layer::util::{Identity, Stack};
@@ -15,24 +15,12 @@ use crate::transport::{CONNECTION_WINDOW, MAX_FRAME_SIZE, STREAM_WINDOW};
 /// The layers every Trow gRPC server runs its services in.
 pub type Layers = Stack<crate::trace::ServerLayer, Stack<crate::trust::Guard, Identity>>;
 
-/// A server with health (SERVING for `S`) and reflection of `descriptors` (one of
-/// [`crate::descriptors`]); add service `S` and serve it. Reflection lists `S`, health and
-/// reflection only: a listed service must answer. `guard` refuses calls without the token
-/// (see [`crate::trust`]).
-pub async fn with_operator_services<S: NamedService>(
-    descriptors: &'static [u8],
-    guard: crate::trust::Guard,
-) -> Router<Layers> {
-    with_operator_services_of(&[S::NAME], descriptors, guard).await
-}
-
-/// As [`with_operator_services`], for a server of several services (`names`, each SERVING and
-/// listed by reflection): storage also serves the audit log.
-pub async fn with_operator_services_of(
-    names: &[&str],
-    descriptors: &'static [u8],
-    guard: crate::trust::Guard,
-) -> Router<Layers> {
+/// Health (SERVING for each of `names`) and reflection of `descriptors` (one of
+/// [`crate::descriptors`]): the routes every Trow server starts from. Add the server's own
+/// services, then serve them on a listener ([`server`]) or to this process
+/// ([`crate::in_process::direct`]). Reflection lists `names`, health and reflection only: a
+/// listed service must answer.
+pub async fn operator_routes(names: &[&str], descriptors: &'static [u8]) -> Routes {
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in names {
         health
@@ -56,15 +44,21 @@ pub async fn with_operator_services_of(
     let reflection_alpha = builder()
         .build_v1alpha()
         .expect("reflection descriptors are valid");
+    Routes::new(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+}
+
+/// A server of `routes` with Trow's transport settings, behind `guard` (which refuses calls
+/// without the token, see [`crate::trust`]) and the per-call span.
+pub fn server(routes: Routes, guard: crate::trust::Guard) -> Router<Layers> {
     Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
         .layer(guard)
         .layer(crate::trace::ServerLayer)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
+        .add_routes(routes)
 }
 
 /// The connections a gRPC server's TCP listener accepts, with `TCP_NODELAY` set on each.

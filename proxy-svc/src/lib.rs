@@ -38,7 +38,7 @@ pub mod tags;
 pub mod upstream;
 pub mod warm;
 
-pub use server::{serve, serve_incoming};
+pub use server::{in_process, serve};
 pub use service::ProxyService;
 
 /// The upstream-header parsers this crate keeps to itself, reachable by the fuzz targets in

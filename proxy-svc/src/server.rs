@@ -4,9 +4,12 @@
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use trow_proto::in_process::Direct;
 use trow_proto::proxy::proxy_server::{Proxy, ProxyServer};
 use trow_proto::transport::MAX_MESSAGE_SIZE;
-use trow_proto::trust::{Guard, Trust};
+use trow_proto::trust::Trust;
 
 use crate::service::ProxyService;
 
@@ -17,41 +20,30 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     trust: &Trust,
 ) -> Result<(), tonic::transport::Error> {
-    serve_incoming(trust.incoming(listener), service, shutdown, trust.guard()).await
+    trow_proto::server::server(routes(service).await, trust.guard())
+        .serve_with_incoming_shutdown(trust.incoming(listener), shutdown)
+        .await
 }
 
-/// Serves `service` on any stream of connections (TCP, or in-memory pipes in one process,
-/// with [`Guard::open`]).
-pub async fn serve_incoming<I, IO, IE>(
-    incoming: I,
-    service: Arc<ProxyService>,
-    shutdown: impl Future<Output = ()> + Send,
-    guard: Guard,
-) -> Result<(), tonic::transport::Error>
-where
-    I: futures::Stream<Item = Result<IO, IE>>,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// `service` for callers in this process, called directly (see `trow_proto::in_process`).
+pub async fn in_process(service: Arc<ProxyService>) -> Direct {
+    trow_proto::in_process::direct(routes(service).await)
+}
+
+/// The Proxy API with health and reflection.
+async fn routes(service: Arc<ProxyService>) -> Routes {
     let proxy = ProxyServer::new(Shared(service))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    trow_proto::server::with_operator_services::<ProxyServer<Shared>>(
+    trow_proto::server::operator_routes(
+        &[<ProxyServer<Shared> as NamedService>::NAME],
         trow_proto::descriptors::PROXY,
-        guard,
     )
     .await
     .add_service(proxy)
-    .serve_with_incoming_shutdown(incoming, shutdown)
-    .await
 }
 
-/// One service behind any number of listeners (the TCP one and the in-process pipes).
+/// One service behind any number of listeners (the TCP one and callers in this process).
 pub struct Shared(pub Arc<ProxyService>);
 
 #[tonic::async_trait]

@@ -23,5 +23,5 @@ pub mod server;
 pub mod service;
 pub mod store;
 
-pub use server::{DataDir, OpenError, open, serve, serve_incoming};
+pub use server::{DataDir, OpenError, in_process, open, serve};
 pub use store::{Limits, Store};

@@ -6,12 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
+use tonic::service::Routes;
 use trow_proto::audit::audit_server::AuditServer;
 use trow_proto::blob_body::BlobBodyServer;
+use trow_proto::in_process::Direct;
 use trow_proto::storage::storage_server::StorageServer;
 use trow_proto::transport::MAX_MESSAGE_SIZE;
-use trow_proto::trust::{Guard, Trust};
+use trow_proto::trust::Trust;
 
 use crate::audit::service::AuditService;
 use crate::backend::{Backend, FsBackend};
@@ -98,57 +101,39 @@ pub async fn serve<B: Backend>(
     shutdown: impl Future<Output = ()> + Send,
     trust: &Trust,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(
-        trust.incoming(listener),
-        store,
-        shutdown,
-        trust.guard(),
-        true,
-    )
-    .await
+    let (stop, shutdown) = stop_on(shutdown);
+    // The connections come from other processes (see `store::changes`).
+    trow_proto::server::server(routes(store, stop, true).await, trust.guard())
+        .serve_with_incoming_shutdown(trust.incoming(listener), shutdown)
+        .await
 }
 
-/// Serves `store` to callers in this process, on in-memory pipes (with [`Guard::open`]), until
-/// `shutdown` resolves, then finishes in-flight calls.
-pub async fn serve_incoming<B, I, IO, IE>(
-    incoming: I,
+/// `store` for callers in this process, called directly (see `trow_proto::in_process`); its
+/// long-lived `Watch` streams end when `shutdown` resolves.
+pub async fn in_process<B: Backend>(
     store: Arc<Store<B>>,
-    shutdown: impl Future<Output = ()> + Send,
-    guard: Guard,
-) -> Result<(), tonic::transport::Error>
-where
-    B: Backend,
-    I: futures::Stream<Item = Result<IO, IE>>,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    serve_with(incoming, store, shutdown, guard, false).await
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Direct {
+    let (stop, shutdown) = stop_on(shutdown);
+    tokio::spawn(shutdown);
+    trow_proto::in_process::direct(routes(store, stop, false).await)
 }
 
-/// `remote`: the connections come from other processes (see `store::changes`).
-async fn serve_with<B, I, IO, IE>(
-    incoming: I,
-    store: Arc<Store<B>>,
+/// A token cancelled once `shutdown` resolves, and the future that does it.
+fn stop_on(
     shutdown: impl Future<Output = ()> + Send,
-    guard: Guard,
-    remote: bool,
-) -> Result<(), tonic::transport::Error>
-where
-    B: Backend,
-    I: futures::Stream<Item = Result<IO, IE>>,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> (CancellationToken, impl Future<Output = ()> + Send) {
+    let stop = CancellationToken::new();
+    let cancel = stop.clone();
+    (stop, async move {
+        shutdown.await;
+        cancel.cancel();
+    })
+}
+
+/// The Storage API, blob bodies and (when the store has one) the audit log, with health and
+/// reflection. `remote`: the callers are other processes (see `store::changes`).
+async fn routes<B: Backend>(store: Arc<Store<B>>, stop: CancellationToken, remote: bool) -> Routes {
     // The audit log lives in the data dir, so the storage process serves it (when the store
     // was opened with one: a data dir, not a test's bare store).
     let audit = store.audit().cloned().map(|log| {
@@ -156,14 +141,6 @@ where
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     });
-    let stop = tokio_util::sync::CancellationToken::new();
-    let shutdown = {
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            stop.cancel();
-        }
-    };
     let blob_bodies = BlobBodyServer::new(Arc::new(BlobReads(store.clone())));
     let storage = StorageServer::new(StorageService::with_stop(store, stop, remote))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -172,13 +149,14 @@ where
         Some(_) => &[STORAGE_NAME, AUDIT_NAME],
         None => &[STORAGE_NAME],
     };
-    trow_proto::server::with_operator_services_of(names, trow_proto::descriptors::STORAGE, guard)
+    let routes = trow_proto::server::operator_routes(names, trow_proto::descriptors::STORAGE)
         .await
         .add_service(storage)
-        .add_service(blob_bodies)
-        .add_optional_service(audit)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .add_service(blob_bodies);
+    match audit {
+        Some(audit) => routes.add_service(audit),
+        None => routes,
+    }
 }
 
 const STORAGE_NAME: &str = <StorageServer<StorageService<FsBackend>> as NamedService>::NAME;

@@ -1,6 +1,7 @@
 //! The `trow` command's modes, each wiring the service libraries together: the one-process
-//! default runs the same gateway, storage, proxy and admission code as the split deployment, talking the
-//! same gRPC over in-memory pipes instead of TCP, so both topologies exercise one code path.
+//! default runs the same gateway, storage, proxy and admission code as the split deployment,
+//! calling the same gRPC services directly instead of over TCP (`trow_proto::in_process`), so
+//! both topologies exercise one code path.
 
 pub mod config;
 pub mod containerd;
@@ -15,8 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
-use trow_proto::trust::{Guard, Trust};
+use trow_proto::trust::Trust;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -80,7 +80,7 @@ pub struct AllInOne {
     pub audit: trow_gateway::audit::AuditSettings,
     /// Where `/metrics` is also served, without authentication (`--metrics-listen`).
     pub metrics_listen: Option<SocketAddr>,
-    /// Who may call the services' TCP listeners (the in-memory pipes need nothing).
+    /// Who may call the services' TCP listeners (calls within the process need nothing).
     pub trust: Trust,
 }
 
@@ -103,17 +103,6 @@ fn auth(config: Option<trow_gateway::auth::AuthConfig>) -> Option<Arc<trow_gatew
         "authentication is on: the token endpoint is /v2/token"
     );
     Some(Arc::new(trow_gateway::auth::Auth::new(c)))
-}
-
-/// In-memory pipes to a service in this process: the client half's sender, the server's
-/// stream of connections.
-fn pipes() -> (
-    tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>,
-    impl tokio_stream::Stream<Item = Result<tokio::io::DuplexStream, std::io::Error>>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok);
-    (tx, incoming)
 }
 
 /// The admission service, pre-warming through `proxy` when there is one; says at start-up what
@@ -140,9 +129,9 @@ fn admission_service(
 
 /// Gateway, storage, proxy and admission in one process: the default.
 ///
-/// The gateway reaches storage and proxy, and the proxy reaches storage, through in-memory
-/// pipes (same gRPC code, no TCP stack); the TCP listeners serve operators' tools (grpcurl,
-/// health probes).
+/// The gateway reaches storage and proxy, and the proxy reaches storage, by calling their gRPC
+/// services directly (same clients and services, no connection); the TCP listeners serve
+/// operators' tools (grpcurl, health probes).
 pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     let stop = shutdown_signal();
     let data = trow_storage::open(&a.data_dir, a.limits).await?;
@@ -182,13 +171,10 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     // requests in flight at SIGTERM still reach them.
     let janitor = data.spawn_janitor();
     let (gateway_done, services_stop) = watch::channel(false);
-    let (storage_pipes, storage_incoming) = pipes();
-    let in_process = tokio::spawn(trow_storage::serve_incoming(
-        storage_incoming,
-        store.clone(),
-        wait(services_stop.clone()),
-        Guard::open(),
-    ));
+    // In this process the services call each other directly (see `trow_proto::in_process`);
+    // their TCP listeners serve other processes and operators' tools.
+    let local_storage = trow_storage::in_process(store.clone(), wait(services_stop.clone())).await;
+    let to_storage = || trow_proto::trust::in_process(local_storage.clone());
     // The gateway reads blob bodies straight from the store (see `trow_proto::blob_body`).
     let blob_store = store.clone();
     let storage = {
@@ -196,37 +182,20 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         tokio::spawn(async move { trow_storage::serve(grpc, store, stop, &trust).await })
     };
     let proxy_service = Arc::new(
-        trow_proxy::ProxyService::new(
-            &a.proxy,
-            trow_gateway::in_process_storage_client(storage_pipes.clone()),
-        )?
-        .with_policy(log_policy(a.proxy_policy))
-        .with_audit(trow_gateway::in_process_channel(storage_pipes.clone())),
+        trow_proxy::ProxyService::new(&a.proxy, trow_gateway::storage(to_storage()))?
+            .with_policy(log_policy(a.proxy_policy))
+            .with_audit(to_storage()),
     );
-    let (proxy_pipes, proxy_incoming) = pipes();
-    let proxy_in_process = tokio::spawn(trow_proxy::serve_incoming(
-        proxy_incoming,
-        proxy_service.clone(),
-        wait(services_stop.clone()),
-        Guard::open(),
-    ));
+    let local_proxy = trow_proxy::in_process(proxy_service.clone()).await;
+    let to_proxy = || trow_proto::trust::in_process(local_proxy.clone());
     let proxy = {
         let (trust, stop) = (a.trust.clone(), wait(services_stop.clone()));
         tokio::spawn(
             async move { trow_proxy::serve(proxy_grpc, proxy_service, stop, &trust).await },
         )
     };
-    let admission_service = admission_service(
-        a.webhooks,
-        Some(trow_gateway::in_process_channel(proxy_pipes.clone())),
-    );
-    let (admission_pipes, admission_incoming) = pipes();
-    let admission_in_process = tokio::spawn(trow_admission::server::serve_incoming(
-        admission_incoming,
-        admission_service.clone(),
-        wait(services_stop.clone()),
-        Guard::open(),
-    ));
+    let admission_service = admission_service(a.webhooks, Some(to_proxy()));
+    let local_admission = trow_admission::server::in_process(admission_service.clone()).await;
     let admission = {
         let (trust, stop) = (a.trust.clone(), wait(services_stop));
         tokio::spawn(async move {
@@ -234,13 +203,13 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         })
     };
     let audit = trow_gateway::audit::Auditor::new(
-        trow_gateway::in_process_channel(storage_pipes.clone()),
+        to_storage(),
         &trow_gateway::audit::AuditSettings {
             hostname: a.hostname.clone(),
             ..a.audit.clone()
         },
     );
-    let storage_client = trow_gateway::in_process_storage_client(storage_pipes);
+    let storage_client = trow_gateway::storage(to_storage());
     let state = trow_gateway::AppState {
         audit: audit.clone(),
         manifests: trow_gateway::manifest_cache::ManifestCache::start(
@@ -252,12 +221,12 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             trow_storage::service::BlobReads(blob_store),
         )),
         proxy: Some(trow_gateway::proxy_pool::ProxyPool::new(vec![
-            trow_gateway::proxy(trow_gateway::in_process_channel(proxy_pipes)),
+            trow_gateway::proxy(to_proxy()),
         ])),
         hostname: a.hostname,
         admission: a
             .webhooks_on_bind
-            .then(|| trow_gateway::admission(trow_gateway::in_process_channel(admission_pipes))),
+            .then(|| trow_gateway::admission(trow_proto::trust::in_process(local_admission))),
         auth: auth(a.auth),
         metrics: Some(registry),
     };
@@ -265,11 +234,8 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
     // Blob-pull summaries still pending go on record before storage stops.
     audit.flush().await;
     let _ = gateway_done.send(true);
-    admission_in_process.await??;
     admission.await??;
-    proxy_in_process.await??;
     proxy.await??;
-    in_process.await??;
     storage.await??;
     janitor.abort();
     save_pulls(&data.store).await;

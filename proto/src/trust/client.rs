@@ -14,6 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
 
 use super::{Bearer, Configs, Trust, TrustError};
+use crate::in_process::Direct;
 use crate::tls::Watched;
 
 impl Trust {
@@ -78,16 +79,53 @@ impl Trust {
             }
             _ => return Err(bad("expected http(s)://HOST:PORT".into())),
         };
-        Ok(InterceptedService::new(channel, self.credentials()))
+        Ok(InterceptedService::new(
+            Transport::Connection(channel),
+            self.credentials(),
+        ))
     }
 }
 
-/// A gRPC channel as Trow's clients hold it: tonic's, with [`Credentials`] on every call.
-pub type Channel = InterceptedService<tonic::transport::Channel, Credentials>;
+/// A gRPC channel as Trow's clients hold it: a connection or a server in this process, with
+/// [`Credentials`] on every call.
+pub type Channel = InterceptedService<Transport, Credentials>;
 
-/// A channel through this process's in-memory pipes: no token, no TLS (see the module docs).
-pub fn in_process(channel: tonic::transport::Channel) -> Channel {
-    InterceptedService::new(channel, Credentials { token: None })
+/// A channel to a server in this process, called directly (see [`crate::in_process`]): no
+/// token, no TLS, no connection.
+pub fn in_process(server: Direct) -> Channel {
+    InterceptedService::new(Transport::InProcess(server), Credentials { token: None })
+}
+
+/// How a [`Channel`] reaches its server.
+#[derive(Clone)]
+pub enum Transport {
+    /// tonic's HTTP/2 connection (TCP, TLS), made lazily and remade when it breaks.
+    Connection(tonic::transport::Channel),
+    /// A server in this process.
+    InProcess(Direct),
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Transport {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tower::BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            Transport::Connection(c) => tower::Service::poll_ready(c, cx).map_err(Into::into),
+            Transport::InProcess(s) => tower::Service::poll_ready(s, cx),
+        }
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        match self {
+            Transport::Connection(c) => {
+                let call = tower::Service::call(c, req);
+                Box::pin(async move { Ok(call.await?) })
+            }
+            Transport::InProcess(s) => tower::Service::call(s, req),
+        }
+    }
 }
 
 /// The interceptor every Trow client call goes through: adds the token when there is one, and

@@ -1,6 +1,6 @@
 //! Who may call a Trow gRPC service. In the split deployment the storage service's write API is
 //! a TCP port: without this, anything that reaches it could bypass the gateway. Two ways, alone
-//! or together, both off by default (the one-process default talks over in-memory pipes):
+//! or together, both off by default (in one process the services call each other directly):
 //!
 //! - **Mutual TLS** (`--grpc-tls-cert`, `--grpc-tls-key`, `--grpc-tls-ca`): every server
 //!   presents the certificate and requires a client certificate the CA signed; every client
@@ -14,8 +14,9 @@
 //!
 //! [`Trust`] holds both for a process; a server takes its [`Trust::incoming`] connections and
 //! its [`Trust::guard`] layer (`server`), a client its [`Trust::channel`] (`client`; its
-//! interceptor, [`Credentials`], carries the token). A process's in-memory pipes use
-//! [`Guard::open`] and [`in_process`]: nothing outside the process can reach them.
+//! interceptor, [`Credentials`], carries the token). Servers called in this process
+//! ([`in_process`], see [`crate::in_process`]) check nothing: nothing outside the process can
+//! reach them.
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -32,7 +33,7 @@ use crate::tls::{self, ReadError, TlsError, TlsFiles, Watched};
 mod client;
 mod server;
 
-pub use client::{Channel, Credentials, in_process};
+pub use client::{Channel, Credentials, Transport, in_process};
 pub use server::{Conn, Guard, Guarded, Incoming};
 
 /// Shortest token accepted: a guessable shared secret protects nothing.

@@ -159,7 +159,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// A guard that lets every call through: for in-memory pipes.
+    /// A guard that lets every call through.
     pub fn open() -> Guard {
         Guard { token: None }
     }
