@@ -95,10 +95,20 @@ pub fn parse(uri: &http::Uri) -> Result<ReadBlobRequest, Status> {
 /// The bytes of a read, in the buffers the store filled.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
+/// A blob being cached (or already cached) as `ReadFill` answers it: the whole blob's size, and
+/// the bytes asked for as they arrive, each failure a status (`ABORTED`: the fill stalled).
+pub type Fill = (u64, FillBytes);
+
+/// A fill's bytes as they arrive.
+pub type FillBytes = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
 /// Where the route's bytes come from: the store, in the storage service.
 pub trait BlobSource: Send + Sync + 'static {
     /// The bytes `req` asks for, or why not (a status with its OCI code, as `ReadBlob`'s).
     fn read(&self, req: ReadBlobRequest) -> BoxFuture<'static, Result<ByteStream, Status>>;
+
+    /// What `ReadFill` answers for `req`, without the messages (for a reader in this process).
+    fn read_fill(&self, req: ReadBlobRequest) -> BoxFuture<'static, Result<Fill, Status>>;
 }
 
 /// The route's server: add it to the storage service's gRPC router.
@@ -238,6 +248,37 @@ impl BlobBodyClient {
             return self.read_by_grpc(channel, req, expected).await;
         }
         Ok(Body::new(Exact::new(response.into_body(), expected)))
+    }
+
+    /// A blob the proxy is caching (or cached), from `req.offset` on: through `ReadFill`, or in
+    /// one process from the store itself (no message per chunk to encode and decode).
+    pub async fn read_fill(&self, req: &ReadBlobRequest) -> Result<Fill, Status> {
+        use crate::storage::fill_part::Part;
+        let channel = match &self.via {
+            Via::Local(source) => return source.read_fill(req.clone()).await,
+            Via::Channel(channel) => channel,
+        };
+        let mut stream = StorageClient::new(channel.clone())
+            .max_decoding_message_size(crate::transport::MAX_MESSAGE_SIZE)
+            .read_fill(req.clone())
+            .await?
+            .into_inner();
+        let size = match stream.message().await? {
+            Some(crate::storage::FillPart {
+                part: Some(Part::Header(h)),
+            }) => h.size,
+            _ => return Err(Status::internal("a fill stream without its header")),
+        };
+        let bytes = futures::StreamExt::filter_map(stream, |part| async move {
+            match part {
+                Ok(crate::storage::FillPart {
+                    part: Some(Part::Data(d)),
+                }) => Some(Ok(d)),
+                Ok(_) => None,
+                Err(status) => Some(Err(status)),
+            }
+        });
+        Ok((size, Box::pin(bytes)))
     }
 
     async fn read_by_grpc(

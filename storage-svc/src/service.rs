@@ -88,6 +88,20 @@ impl<B: Backend> trow_proto::blob_body::BlobSource for BlobReads<B> {
                 .await?)
         })
     }
+
+    fn read_fill(
+        &self,
+        r: pb::ReadBlobRequest,
+    ) -> futures::future::BoxFuture<'static, Result<trow_proto::blob_body::Fill, Status>> {
+        let store = self.0.clone();
+        Box::pin(async move {
+            let (size, bytes) = store
+                .read_fill(&r.repository, &r.digest, r.offset, r.length)
+                .await?;
+            let bytes = bytes.map(|c| c.map_err(Status::from));
+            Ok((size, Box::pin(bytes) as _))
+        })
+    }
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, Status>> + Send>>;

@@ -9,10 +9,11 @@
 use axum::body::Body;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use tonic::Code;
+use trow_proto::blob_body::{BlobBodyClient, FillBytes};
 use trow_proto::proxy::{BlobRequest, CacheStatus, ManifestRequest, TagsRequest};
-use trow_proto::storage::{self as st, storage_client::StorageClient};
-use trow_proto::trust::Channel;
+use trow_proto::storage as st;
 
 use super::{DOCKER_CONTENT_DIGEST, Req, hv, next_link, page_params};
 use crate::error::{Error, OciCode, Result};
@@ -182,7 +183,7 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
     };
     let mut fill = Fill {
         proxy,
-        storage: r.state.storage.clone(),
+        blobs: r.state.blobs.clone(),
         blob: request(),
         read: st::ReadBlobRequest {
             repository: String::new(),
@@ -204,12 +205,12 @@ pub async fn blob(r: Req, up: Upstream, digest: String, head: bool) -> Result<Re
 const RESUMES: u32 = 3;
 
 /// A proxied blob download: the proxy makes the blob readable (cached, or filling), and the
-/// bytes come straight from storage. When the fill stalls (`ABORTED`: its filler died or hung),
+/// bytes come straight from storage (`ReadFill`; in one process, the store itself). When the fill stalls (`ABORTED`: its filler died or hung),
 /// the proxy is asked again, which takes the fill over, and the download goes on from the
 /// byte the client is at.
 struct Fill {
     proxy: ProxyPool,
-    storage: StorageClient<Channel>,
+    blobs: BlobBodyClient,
     blob: BlobRequest,
     /// The next read: its offset moves with every byte sent.
     read: st::ReadBlobRequest,
@@ -219,7 +220,7 @@ struct Fill {
 
 impl Fill {
     /// Asks the proxy for the blob and opens it in storage; returns the whole blob's size.
-    async fn open(&mut self) -> Result<(u64, tonic::Streaming<st::FillPart>)> {
+    async fn open(&mut self) -> Result<(u64, FillBytes)> {
         loop {
             let blob = self.blob.clone();
             let source = self
@@ -234,19 +235,7 @@ impl Fill {
                 self.cache = source.cache();
             }
             self.read.repository = source.repository;
-            let opened = async {
-                let mut stream = self
-                    .storage
-                    .read_fill(self.read.clone())
-                    .await?
-                    .into_inner();
-                match stream.message().await? {
-                    Some(st::FillPart {
-                        part: Some(st::fill_part::Part::Header(h)),
-                    }) => Ok((h.size, stream)),
-                    _ => Err(tonic::Status::internal("a fill stream without its header")),
-                }
-            };
+            let opened = self.blobs.read_fill(&self.read);
             match opened.await {
                 Err(s) if s.code() == Code::Aborted && self.resumes < RESUMES => self.resumes += 1,
                 other => return Ok(other?),
@@ -257,24 +246,21 @@ impl Fill {
     /// The bytes from `stream` on, picking the fill up again when it stalls.
     fn follow(
         self,
-        stream: tonic::Streaming<st::FillPart>,
+        stream: FillBytes,
     ) -> impl futures::Stream<Item = Result<bytes::Bytes, Error>> + Send {
         futures::stream::unfold(Some((self, stream)), |state| async move {
             let (mut fill, mut stream) = state?;
             loop {
-                match stream.message().await {
-                    Ok(Some(st::FillPart {
-                        part: Some(st::fill_part::Part::Data(d)),
-                    })) => {
+                match stream.next().await {
+                    Some(Ok(d)) => {
                         fill.read.offset += d.len() as u64;
                         if fill.read.length > 0 {
                             fill.read.length -= d.len() as u64;
                         }
                         return Some((Ok(d), Some((fill, stream))));
                     }
-                    Ok(Some(_)) => {}
-                    Ok(None) => return None,
-                    Err(s) if s.code() == Code::Aborted && fill.resumes < RESUMES => {
+                    None => return None,
+                    Some(Err(s)) if s.code() == Code::Aborted && fill.resumes < RESUMES => {
                         fill.resumes += 1;
                         tracing::info!(digest = %fill.read.digest, at = fill.read.offset,
                             "a proxied blob's fill stalled: picking it up again");
@@ -283,7 +269,7 @@ impl Fill {
                             Err(e) => return Some((Err(e), None)),
                         }
                     }
-                    Err(s) => {
+                    Some(Err(s)) => {
                         tracing::warn!(status = %s, "proxied blob download broke off");
                         return Some((Err(Error::from(s)), None));
                     }
