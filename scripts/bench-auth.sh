@@ -25,7 +25,7 @@
 #           written before the answer and fdatasync'd within 1 s)
 #   open-all no users, --audit-sync all (every batch fdatasync'd before its answers)
 #   open-1s no users, --audit-sync 1s (written before the answer, fdatasync'd at most every 1 s)
-#   bearer  users; wrk sends a token from /v2/token (HS256 verified per request)
+#   bearer  users; wrk sends a token from /v2/token (HS256 verified once, then kept)
 #   basic   users; wrk sends Basic credentials (a SHA-256 compared per request)
 #   rules   as bearer, with 20 `authorization` rules (the one that grants the pull last)
 # Needs wrk, curl and jq.

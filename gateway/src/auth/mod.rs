@@ -26,6 +26,7 @@ pub mod users;
 
 use axum::http::HeaderMap;
 use base64::Engine;
+use futures::FutureExt;
 use std::time::Duration;
 
 use kubernetes::Kubernetes;
@@ -127,14 +128,14 @@ pub struct TokenAnswer {
 }
 
 /// What the `Authorization` header says.
-enum Credentials {
+enum Credentials<'a> {
     None,
     Basic(String, String),
-    Bearer(String),
+    Bearer(&'a str),
     Malformed,
 }
 
-fn credentials(headers: &HeaderMap) -> Credentials {
+fn credentials(headers: &HeaderMap) -> Credentials<'_> {
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Credentials::None;
     };
@@ -144,7 +145,7 @@ fn credentials(headers: &HeaderMap) -> Credentials {
     let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
-        return Credentials::Bearer(rest.to_string());
+        return Credentials::Bearer(rest);
     }
     if !scheme.eq_ignore_ascii_case("basic") {
         return Credentials::Malformed;
@@ -202,9 +203,42 @@ impl Auth {
         &self.rules
     }
 
+    /// [`Auth::check`], when it can answer without waiting, as it can for a token (or no
+    /// credentials) judged by the rules alone; None: call `check`. A password waits for bcrypt
+    /// on the blocking pool, the cluster's RBAC for the API server.
+    pub fn check_now(
+        &self,
+        headers: &HeaderMap,
+        need: &Need,
+    ) -> Option<Result<Identity, AuthError>> {
+        let credentials = credentials(headers);
+        match &credentials {
+            Credentials::Basic(..) => return None,
+            // The cluster is asked only of its own identities.
+            Credentials::Bearer(t)
+                if self.kubernetes.is_some()
+                    && self.tokens.verify(t).is_ok_and(|c| c.kubernetes) =>
+            {
+                return None;
+            }
+            _ => {}
+        }
+        // Nothing in `judge` waits for this caller, so its first poll finishes it; a future
+        // change that made it wait would only make this None.
+        self.judge(credentials, need).now_or_never()
+    }
+
     /// Who sent a request with `headers`, if it may do what `need` says.
     pub async fn check(&self, headers: &HeaderMap, need: &Need) -> Result<Identity, AuthError> {
-        let (identity, claims) = match credentials(headers) {
+        self.judge(credentials(headers), need).await
+    }
+
+    async fn judge(
+        &self,
+        credentials: Credentials<'_>,
+        need: &Need,
+    ) -> Result<Identity, AuthError> {
+        let (identity, claims) = match credentials {
             // `/v2/` challenges callers without credentials, so clients learn to log in.
             Credentials::None if need.access.is_some() && self.rules.grants_anonymous() => {
                 (Identity::default(), None)
@@ -213,7 +247,7 @@ impl Auth {
             Credentials::Malformed => return Err(AuthError::Malformed),
             Credentials::Basic(user, password) => (self.login(user, &password).await?, None),
             Credentials::Bearer(t) => {
-                let claims = self.tokens.verify(&t)?;
+                let claims = self.tokens.verify(t)?;
                 let identity = match claims.sub.is_empty() {
                     true => Identity::default(),
                     false => Identity {

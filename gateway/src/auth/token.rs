@@ -5,12 +5,24 @@
 //! The key is shared by every gateway that must accept the others' tokens (`--token-key-file`);
 //! without one each process draws its own, and tokens die with it. Signing and verifying go
 //! through jsonwebtoken with a provider of our own on ring's HMAC (see [`provider`]).
+//!
+//! A client sends the same token on every request of a pull until it expires, and decoding it
+//! (base64, JSON twice, HMAC) took a tenth of the gateway's CPU on cached manifest GETs. So
+//! the claims of tokens verified lately are kept ([`Verified`]), by the exact token string: a
+//! token that is not byte for byte one that verified is verified in full. A kept token is
+//! refused from the second its `exp` passes, as one decoded again would be. Nothing else can
+//! revoke a token: the key, the service name and the users are fixed for the process's life
+//! (a new key means new `Tokens`, with an empty cache), and the rules are judged on every
+//! request anyway.
 
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::scope::Access;
@@ -72,11 +84,59 @@ pub struct Issued {
     pub issued_at: SystemTime,
 }
 
+/// How many verified tokens [`Verified`] keeps: one per client active within a token's
+/// lifetime for hundreds of clients, at most a few MiB (see [`MAX_KEPT_LEN`]).
+pub const KEPT_TOKENS: usize = 1024;
+
+/// Longer tokens are verified in full every time: one token asking for many scopes must not
+/// make the cache hold megabytes. Trow's tokens for a scope or two are under 600 bytes.
+pub const MAX_KEPT_LEN: usize = 2048;
+
 /// Issues and verifies tokens for one service name with one key.
 pub struct Tokens {
     key: Vec<u8>,
     lifetime: Duration,
     service: String,
+    /// What a token must pass, built once.
+    validation: Validation,
+    /// None: the key is empty, and no token verifies.
+    decoding: Option<DecodingKey>,
+    verified: Verified,
+}
+
+/// The claims of tokens that verified, by token, least recently used out first. Only tokens
+/// that passed in full are put in, so tokens an attacker makes up never take room.
+struct Verified(Mutex<LruCache<Box<str>, Arc<Claims>>>);
+
+impl Verified {
+    fn new(entries: usize) -> Verified {
+        let entries = NonZeroUsize::new(entries).unwrap_or(NonZeroUsize::MIN);
+        Verified(Mutex::new(LruCache::new(entries)))
+    }
+
+    /// `token`'s claims if it verified before; Expired if its `exp` is before `now` (the very
+    /// test of jsonwebtoken with no leeway: a token is good through its `exp` second).
+    fn get(&self, token: &str, now: u64) -> Option<Result<Arc<Claims>, TokenError>> {
+        let mut kept = self.0.lock().expect("token cache lock");
+        let claims = kept.get(token)?.clone();
+        if claims.exp < now {
+            kept.pop(token);
+            return Some(Err(TokenError::Expired));
+        }
+        Some(Ok(claims))
+    }
+
+    fn put(&self, token: &str, claims: Arc<Claims>) {
+        if token.len() <= MAX_KEPT_LEN {
+            let mut kept = self.0.lock().expect("token cache lock");
+            kept.put(token.into(), claims);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().expect("token cache lock").len()
+    }
 }
 
 impl std::fmt::Debug for Tokens {
@@ -122,11 +182,25 @@ fn unix(t: SystemTime) -> u64 {
 
 impl Tokens {
     pub fn new(key: Vec<u8>, lifetime: Duration, service: String) -> Tokens {
+        Tokens::with_cache(key, lifetime, service, KEPT_TOKENS)
+    }
+
+    /// [`Tokens::new`] keeping up to `kept` verified tokens (at least one).
+    fn with_cache(key: Vec<u8>, lifetime: Duration, service: String, kept: usize) -> Tokens {
         provider();
+        // No leeway: replicas share a clock within the second, and a token lives minutes.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_audience(&[&service]);
+        validation.set_issuer(&[&service]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss"]);
         Tokens {
+            decoding: DecodingKey::from_secret(&key).ok(),
             key,
             lifetime,
             service,
+            validation,
+            verified: Verified::new(kept),
         }
     }
 
@@ -174,20 +248,30 @@ impl Tokens {
     }
 
     /// The claims of `token`, if this service's key signed it, it is for this service, and it
-    /// has not expired (no leeway: replicas share a clock within the second, and a token lives
-    /// minutes).
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let mut v = Validation::new(Algorithm::HS256);
-        v.leeway = 0;
-        v.set_audience(&[&self.service]);
-        v.set_issuer(&[&self.service]);
-        v.set_required_spec_claims(&["exp", "aud", "iss"]);
-        let key = DecodingKey::from_secret(&self.key).map_err(|_| TokenError::Invalid)?;
-        match jsonwebtoken::decode::<Claims>(token, &key, &v) {
-            Ok(data) => Ok(data.claims),
-            Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => Err(TokenError::Expired),
-            Err(_) => Err(TokenError::Invalid),
+    /// has not expired.
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        self.verify_at(token, unix(SystemTime::now()))
+    }
+
+    /// [`Tokens::verify`] at `now` (Unix seconds). A token decoded in full is also judged by
+    /// jsonwebtoken at the real time.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Claims>, TokenError> {
+        if let Some(known) = self.verified.get(token, now) {
+            return known;
         }
+        let key = self.decoding.as_ref().ok_or(TokenError::Invalid)?;
+        let claims = match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+            Ok(data) => Arc::new(data.claims),
+            Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
+                return Err(TokenError::Expired);
+            }
+            Err(_) => return Err(TokenError::Invalid),
+        };
+        if claims.exp < now {
+            return Err(TokenError::Expired);
+        }
+        self.verified.put(token, claims.clone());
+        Ok(claims)
     }
 }
 
@@ -329,13 +413,117 @@ mod tests {
         assert_eq!(t.verify(&none).unwrap_err(), TokenError::Invalid);
         assert_eq!(t.verify("garbage").unwrap_err(), TokenError::Invalid);
 
+        // Verified (so kept) while good, refused once expired.
         let short = tokens(&[7; 32], 1);
         let token = short
             .issue("alice", vec![], false, None, vec![])
             .unwrap()
             .token;
+        assert_eq!(short.verify(&token).unwrap().sub, "alice");
+        assert_eq!(short.verified.len(), 1);
         std::thread::sleep(Duration::from_millis(2100));
         assert_eq!(short.verify(&token).unwrap_err(), TokenError::Expired);
+    }
+
+    #[test]
+    fn a_kept_token_is_good_through_its_exp_second_and_not_after() {
+        let t = tokens(&[7; 32], 300);
+        let token = t.issue("alice", vec![], false, None, vec![]).unwrap().token;
+        let exp = t.verify(&token).unwrap().exp;
+        assert_eq!(t.verified.len(), 1);
+        assert_eq!(t.verify_at(&token, exp).unwrap().sub, "alice");
+        assert_eq!(
+            t.verify_at(&token, exp + 1).unwrap_err(),
+            TokenError::Expired
+        );
+        assert_eq!(t.verified.len(), 0, "an expired token is dropped");
+        // Decoded in full again, it is judged at `now` as well.
+        assert_eq!(
+            t.verify_at(&token, exp + 1).unwrap_err(),
+            TokenError::Expired
+        );
+        assert_eq!(t.verified.len(), 0, "nor kept again");
+        assert_eq!(t.verify(&token).unwrap().sub, "alice");
+    }
+
+    #[test]
+    fn a_token_altered_after_the_genuine_one_was_kept_is_refused() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let t = tokens(&[7; 32], 300);
+        let genuine = t
+            .issue(
+                "alice",
+                vec![],
+                false,
+                None,
+                vec![Access::repository("a", &["pull"])],
+            )
+            .unwrap()
+            .token;
+        t.verify(&genuine).unwrap();
+        assert_eq!(t.verified.len(), 1);
+        let parts: Vec<&str> = genuine.split('.').collect();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        claims["access"][0]["actions"] = serde_json::json!(["pull", "push", "delete"]);
+        let wider = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64.encode(claims.to_string()),
+            parts[2]
+        );
+        let mut signature = b64.decode(parts[2]).unwrap();
+        signature[0] ^= 1;
+        let resigned = format!("{}.{}.{}", parts[0], parts[1], b64.encode(&signature));
+        let header = format!(
+            "{}.{}.{}",
+            b64.encode(r#"{"alg":"HS256"}"#),
+            parts[1],
+            parts[2]
+        );
+        let truncated = &genuine[..genuine.len() - 1];
+        for forged in [&wider, &resigned, &header, truncated] {
+            assert_eq!(
+                t.verify(forged).unwrap_err(),
+                TokenError::Invalid,
+                "{forged}"
+            );
+        }
+        assert_eq!(t.verified.len(), 1, "refused tokens are not kept");
+        assert_eq!(
+            t.verify(&genuine).unwrap().access,
+            vec![Access::repository("a", &["pull"])]
+        );
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let t = tokens(&[7; 32], 300);
+        let issued: Vec<String> = (0..KEPT_TOKENS + 100)
+            .map(|i| {
+                t.issue(&format!("user{i}"), vec![], false, None, vec![])
+                    .unwrap()
+                    .token
+            })
+            .collect();
+        for (i, token) in issued.iter().enumerate() {
+            assert_eq!(t.verify(token).unwrap().sub, format!("user{i}"));
+        }
+        assert_eq!(t.verified.len(), KEPT_TOKENS);
+        // The first ones were dropped and verify in full.
+        assert_eq!(t.verify(&issued[0]).unwrap().sub, "user0");
+        assert_eq!(t.verified.len(), KEPT_TOKENS);
+
+        // A long token verifies but is not kept.
+        let t = tokens(&[7; 32], 300);
+        let many: Vec<Access> = (0..100)
+            .map(|i| Access::repository(&format!("team/app{i}"), &["pull"]))
+            .collect();
+        let long = t.issue("alice", vec![], false, None, many).unwrap().token;
+        assert!(long.len() > MAX_KEPT_LEN);
+        assert_eq!(t.verify(&long).unwrap().access.len(), 100);
+        assert_eq!(t.verified.len(), 0);
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub fn parse_request_path(path: &str) -> Option<(String, Resource)> {
 }
 
 /// The routes. With authentication configured, every `/v2/` route but the token endpoint, and
-/// the audit API (`/audit/v1/`), are behind [`crate::auth::layer::guard`]; the webhooks never
+/// the audit API (`/audit/v1/`), are behind [`crate::auth::layer::Guard`]; the webhooks never
 /// are (the API server calls them). Every `/v2/` answer goes by the audit log's middleware
 /// ([`crate::audit::layer`]).
 pub fn router(state: AppState) -> Router {
@@ -110,21 +110,24 @@ pub fn router(state: AppState) -> Router {
         ),
         None => v2,
     };
-    let v2 = match &state.auth {
-        Some(auth) => v2.route_layer(axum::middleware::from_fn_with_state(
-            auth.clone(),
-            crate::auth::layer::guard,
-        )),
-        None => v2,
-    };
-    // Outside the guard, so refusals are on record too.
     let on_record =
         || axum::middleware::from_fn_with_state(state.audit.clone(), crate::audit::layer::record);
+    // The audit log outside the guard, so refusals are on record too. One `route_layer` for
+    // both: each adds a boxed route around every handler, and every request clones the boxes
+    // it passes (with the handler's state).
+    let v2 = match &state.auth {
+        Some(auth) => v2.route_layer(
+            tower::ServiceBuilder::new()
+                .layer(on_record())
+                .layer(crate::auth::layer::GuardLayer(auth.clone())),
+        ),
+        None => v2.route_layer(on_record()),
+    };
     let token = Router::new()
         .route("/v2/token", get(token::issue))
         .route_layer(on_record());
     Router::new()
-        .merge(v2.route_layer(on_record()))
+        .merge(v2)
         .merge(token)
         .route("/healthz", get(base::healthz))
         .route("/validate-image", post(admission::validate))

@@ -477,6 +477,36 @@ pub async fn tokens_are_checked(topology: Topology) {
             .header("authorization", format!("Bearer {t}"))
     };
     send(post(&good)).await.assert_status(202);
+    // The gateway keeps tokens it verified: the same claims with good's signature, or good's
+    // claims with its signature altered, are still refused after good was accepted.
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut wider = claims(&good);
+    wider["access"][0]["actions"] = json!(["pull", "push", "delete"]);
+    let wider = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64URL.encode(wider.to_string()),
+        parts[2]
+    );
+    let mut signature = B64URL.decode(parts[2]).unwrap();
+    signature[0] ^= 1;
+    let resigned = format!("{}.{}.{}", parts[0], parts[1], B64URL.encode(&signature));
+    for altered in [&wider, &resigned] {
+        let r = send(
+            client()
+                .delete(s.url("/v2/auth/tok/manifests/latest"))
+                .header("authorization", format!("Bearer {altered}")),
+        )
+        .await;
+        r.assert_error(401, "UNAUTHORIZED");
+        assert!(
+            r.must_header("www-authenticate")
+                .contains("error=\"invalid_token\""),
+            "{r}"
+        );
+        send(post(altered)).await.assert_error(401, "UNAUTHORIZED");
+    }
+    send(post(&good)).await.assert_status(202);
     let r = send(post(&forged)).await;
     assert_refused(
         &r,
