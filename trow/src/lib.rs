@@ -210,7 +210,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         },
     );
     let storage_client = trow_gateway::storage(to_storage());
-    let state = trow_gateway::AppState {
+    let state = trow_gateway::AppState::new(trow_gateway::AppServices {
         audit: audit.clone(),
         manifests: trow_gateway::manifest_cache::ManifestCache::start(
             storage_client.clone(),
@@ -229,7 +229,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
             .then(|| trow_gateway::admission(trow_proto::trust::in_process(local_admission))),
         auth: auth(a.auth),
         metrics: Some(registry),
-    };
+    });
     let served = trow_gateway::serve(http, state, wait(stop), a.server).await;
     // Blob-pull summaries still pending go on record before storage stops.
     audit.flush().await;
@@ -429,7 +429,7 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
             ..audit_settings
         },
     );
-    let state = trow_gateway::AppState {
+    let state = trow_gateway::AppState::new(trow_gateway::AppServices {
         manifests: trow_gateway::manifest_cache::ManifestCache::start(
             storage.clone(),
             server.manifest_cache_size,
@@ -442,7 +442,7 @@ pub async fn run_gateway(g: Gateway<'_>) -> Result<(), Error> {
         auth: auth(auth_config),
         metrics: Some(registry),
         audit: audit.clone(),
-    };
+    });
     let served = trow_gateway::serve(http, state, wait(stop), server).await;
     audit.flush().await;
     stopped(metrics_server).await;

@@ -43,7 +43,7 @@ async fn review(state: AppState, req: Request, hook: Webhook) -> Response {
         &[],
     );
     let audit = state.audit.clone();
-    let Some(mut client) = state.admission else {
+    let Some(mut client) = state.admission.clone() else {
         return status(
             StatusCode::NOT_FOUND,
             "NotFound",
