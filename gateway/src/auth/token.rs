@@ -341,6 +341,12 @@ mod tests {
         Tokens::new(key.to_vec(), Duration::from_secs(lifetime), "trow".into())
     }
 
+    /// A token letting alice pull repository `a`.
+    fn alice_pulls_a(t: &Tokens) -> Issued {
+        let pull = vec![Access::repository("a", &["pull"])];
+        t.issue("alice", vec![], false, None, pull).unwrap()
+    }
+
     #[test]
     fn a_token_never_outlives_the_credentials_it_was_issued_for() {
         let t = tokens(b"key-for-the-lifetime-test-0123456789", 300);
@@ -358,15 +364,7 @@ mod tests {
     #[test]
     fn a_token_carries_its_grant() {
         let t = tokens(&[7; 32], 300);
-        let issued = t
-            .issue(
-                "alice",
-                vec![],
-                false,
-                None,
-                vec![Access::repository("a", &["pull"])],
-            )
-            .unwrap();
+        let issued = alice_pulls_a(&t);
         assert_eq!(issued.expires_in, 300);
         let c = t.verify(&issued.token).unwrap();
         assert_eq!(c.sub, "alice");
@@ -451,16 +449,7 @@ mod tests {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let t = tokens(&[7; 32], 300);
-        let genuine = t
-            .issue(
-                "alice",
-                vec![],
-                false,
-                None,
-                vec![Access::repository("a", &["pull"])],
-            )
-            .unwrap()
-            .token;
+        let genuine = alice_pulls_a(&t).token;
         t.verify(&genuine).unwrap();
         assert_eq!(t.verified.len(), 1);
         let parts: Vec<&str> = genuine.split('.').collect();
