@@ -32,8 +32,8 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::ServiceExt;
 
-use crate::storage::ReadBlobRequest;
 use crate::storage::storage_client::StorageClient;
+use crate::storage::{AppendHeader, ReadBlobRequest};
 use crate::trust::Channel;
 
 /// The route's prefix, as a service name (tonic routes `/<NAME>/*`).
@@ -102,6 +102,10 @@ pub type Fill = (u64, FillBytes);
 /// A fill's bytes as they arrive.
 pub type FillBytes = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 
+/// The bytes an append adds, as they arrive (a body that breaks off just ends: its caller keeps
+/// why).
+pub type AppendBytes = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
 /// Where the route's bytes come from: the store, in the storage service.
 pub trait BlobSource: Send + Sync + 'static {
     /// The bytes `req` asks for, or why not (a status with its OCI code, as `ReadBlob`'s).
@@ -109,6 +113,14 @@ pub trait BlobSource: Send + Sync + 'static {
 
     /// What `ReadFill` answers for `req`, without the messages (for a reader in this process).
     fn read_fill(&self, req: ReadBlobRequest) -> BoxFuture<'static, Result<Fill, Status>>;
+
+    /// What `AppendUpload` does with `header` and then `data`, without the messages (for a
+    /// writer in this process): the upload's new size.
+    fn append(
+        &self,
+        header: AppendHeader,
+        data: AppendBytes,
+    ) -> BoxFuture<'static, Result<u64, Status>>;
 }
 
 /// The route's server: add it to the storage service's gRPC router.
@@ -279,6 +291,15 @@ impl BlobBodyClient {
             }
         });
         Ok((size, Box::pin(bytes)))
+    }
+
+    /// The store, when it is in this process: a writer there appends through
+    /// [`BlobSource::append`] instead of `AppendUpload`'s messages.
+    pub fn local_store(&self) -> Option<&Arc<dyn BlobSource>> {
+        match &self.via {
+            Via::Local(source) => Some(source),
+            Via::Channel(_) => None,
+        }
     }
 
     async fn read_by_grpc(

@@ -19,7 +19,7 @@ use trow_proto::trust::Trust;
 use crate::audit::service::AuditService;
 use crate::backend::{Backend, FsBackend};
 use crate::error::StorageError;
-use crate::service::{BlobReads, StorageService};
+use crate::service::{BlobBytes, StorageService};
 use crate::store::{Limits, Store};
 
 /// A store on the filesystem, opened for serving: this process holds the data dir's lock
@@ -141,7 +141,7 @@ async fn routes<B: Backend>(store: Arc<Store<B>>, stop: CancellationToken, remot
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     });
-    let blob_bodies = BlobBodyServer::new(Arc::new(BlobReads(store.clone())));
+    let blob_bodies = BlobBodyServer::new(Arc::new(BlobBytes(store.clone())));
     let storage = StorageServer::new(StorageService::with_stop(store, stop, remote))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);

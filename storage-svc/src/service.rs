@@ -72,10 +72,11 @@ impl From<ManifestMeta> for pb::ManifestInfo {
 }
 
 /// The store as the source of blob bodies served beside the gRPC service
-/// (`trow_proto::blob_body`): the same read as `ReadBlob`, its buffers not wrapped in messages.
-pub struct BlobReads<B>(pub Arc<Store<B>>);
+/// (`trow_proto::blob_body`): the same read as `ReadBlob`, its buffers not wrapped in messages;
+/// and, in one process, what `ReadFill` and `AppendUpload` do, without their messages.
+pub struct BlobBytes<B>(pub Arc<Store<B>>);
 
-impl<B: Backend> trow_proto::blob_body::BlobSource for BlobReads<B> {
+impl<B: Backend> trow_proto::blob_body::BlobSource for BlobBytes<B> {
     fn read(
         &self,
         r: pb::ReadBlobRequest,
@@ -102,6 +103,29 @@ impl<B: Backend> trow_proto::blob_body::BlobSource for BlobReads<B> {
             Ok((size, Box::pin(bytes) as _))
         })
     }
+
+    fn append(
+        &self,
+        header: pb::AppendHeader,
+        data: trow_proto::blob_body::AppendBytes,
+    ) -> futures::future::BoxFuture<'static, Result<u64, Status>> {
+        let store = self.0.clone();
+        Box::pin(async move { Ok(append(&store, &header, data.map(Ok)).await?) })
+    }
+}
+
+/// `AppendUpload`'s work, from its header and then its data.
+async fn append<B: Backend>(
+    store: &Store<B>,
+    header: &pb::AppendHeader,
+    data: impl Stream<Item = std::result::Result<Bytes, StorageError>> + Send,
+) -> std::result::Result<u64, StorageError> {
+    if let Some(total) = header.fill_size {
+        store.announce_fill_size(&header.repository, &header.upload_id, total)?;
+    }
+    store
+        .append_upload(&header.repository, &header.upload_id, header.offset, data)
+        .await
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, Status>> + Send>>;
@@ -197,14 +221,7 @@ impl<B: Backend> Storage for StorageService<B> {
                 ))
             }
         });
-        if let Some(total) = header.fill_size {
-            self.store
-                .announce_fill_size(&header.repository, &header.upload_id, total)?;
-        }
-        let size = self
-            .store
-            .append_upload(&header.repository, &header.upload_id, header.offset, data)
-            .await?;
+        let size = append(&self.store, &header, data).await?;
         Ok(Response::new(pb::UploadInfo {
             upload_id: header.upload_id,
             size,

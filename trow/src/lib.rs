@@ -218,7 +218,7 @@ pub async fn run_all(a: AllInOne) -> Result<(), Error> {
         ),
         storage: storage_client,
         blobs: trow_proto::blob_body::BlobBodyClient::local(Arc::new(
-            trow_storage::service::BlobReads(blob_store),
+            trow_storage::service::BlobBytes(blob_store),
         )),
         proxy: Some(trow_gateway::proxy_pool::ProxyPool::new(vec![
             trow_gateway::proxy(to_proxy()),

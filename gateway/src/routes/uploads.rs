@@ -65,19 +65,28 @@ async fn append(
     body: Body,
 ) -> Result<u64> {
     let (chunks, failed) = body::chunks(body);
-    let header = AppendUploadRequest {
-        part: Some(Part::Header(AppendHeader {
-            repository: repo.to_string(),
-            upload_id: id.to_string(),
-            offset,
-            fill_size: None,
-        })),
+    let header = AppendHeader {
+        repository: repo.to_string(),
+        upload_id: id.to_string(),
+        offset,
+        fill_size: None,
     };
-    let messages =
-        futures::stream::once(async { header }).chain(chunks.map(|data| AppendUploadRequest {
-            part: Some(Part::Data(data)),
-        }));
-    let result = state.storage.clone().append_upload(messages).await;
+    // In one process the chunks go to the store as they are, without a message each.
+    let result = match state.blobs.local_store() {
+        Some(store) => store.append(header, Box::pin(chunks)).await,
+        None => {
+            let header = AppendUploadRequest {
+                part: Some(Part::Header(header)),
+            };
+            let messages = futures::stream::once(async { header }).chain(chunks.map(|data| {
+                AppendUploadRequest {
+                    part: Some(Part::Data(data)),
+                }
+            }));
+            let appended = state.storage.clone().append_upload(messages).await;
+            appended.map(|info| info.into_inner().size)
+        }
+    };
     if let Some(e) = failed.lock().expect("body error slot").take() {
         // The bytes that arrived are kept: the client may resume from the upload's status.
         tracing::info!(upload = %id, error = %e, "upload body broke off");
@@ -86,7 +95,7 @@ async fn append(
             "the request body broke off before its end",
         ));
     }
-    Ok(result?.into_inner().size)
+    Ok(result?)
 }
 
 fn has_body(body: &Body) -> bool {
