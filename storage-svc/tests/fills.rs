@@ -33,6 +33,23 @@ fn filler(role: FillRole) -> (String, u64) {
     }
 }
 
+/// Announces a fill of `size` bytes to `id` and starts its append on a stream fed by hand
+/// through the returned sender.
+fn append_by_hand(
+    s: &Arc<Store<FsBackend>>,
+    id: &str,
+    size: u64,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<Bytes>,
+    tokio::task::JoinHandle<Result<u64, StorageError>>,
+) {
+    s.announce_fill_size(REPO, id, size).unwrap();
+    let (tx, stream) = fed();
+    let (s, id) = (s.clone(), id.to_string());
+    let append = tokio::spawn(async move { s.append_upload(REPO, &id, Some(0), stream).await });
+    (tx, append)
+}
+
 /// A stream of `parts` fed by hand, so a test decides when each part arrives.
 fn fed() -> (
     tokio::sync::mpsc::UnboundedSender<Bytes>,
@@ -63,13 +80,7 @@ async fn one_filler_and_readers_that_follow_the_bytes_as_they_arrive() {
     for _ in 0..5 {
         assert_eq!(s.begin_fill(REPO, &d).await.unwrap(), FillRole::Follower);
     }
-    s.announce_fill_size(REPO, &id, blob.len() as u64).unwrap();
-    let (tx, stream) = fed();
-    let append = {
-        let s = s.clone();
-        let id = id.clone();
-        tokio::spawn(async move { s.append_upload(REPO, &id, Some(0), stream).await })
-    };
+    let (tx, append) = append_by_hand(&s, &id, blob.len() as u64);
     tx.send(Bytes::copy_from_slice(&blob[..1 << 20])).unwrap();
 
     // A reader gets the first bytes while the rest has not arrived.
@@ -120,13 +131,7 @@ async fn readers_near_and_far_behind_the_filler_get_exact_bytes() {
         .collect();
     let d = Digest::sha256_of(&blob).to_string();
     let (id, _) = filler(s.begin_fill(REPO, &d).await.unwrap());
-    s.announce_fill_size(REPO, &id, blob.len() as u64).unwrap();
-    let (tx, stream) = fed();
-    let append = {
-        let s = s.clone();
-        let id = id.clone();
-        tokio::spawn(async move { s.append_upload(REPO, &id, Some(0), stream).await })
-    };
+    let (tx, append) = append_by_hand(&s, &id, blob.len() as u64);
     let read = |offset: u64, length: u64| {
         let s = s.clone();
         let d = d.clone();
@@ -228,14 +233,8 @@ async fn a_stalled_fill_is_taken_over_from_the_bytes_already_stored() {
     let d = Digest::sha256_of(&blob).to_string();
 
     let (id, _) = filler(s.begin_fill(REPO, &d).await.unwrap());
-    s.announce_fill_size(REPO, &id, blob.len() as u64).unwrap();
     // The first filler sends 70,000 bytes, then hangs with its append open.
-    let (tx, stream) = fed();
-    let stalled = {
-        let s = s.clone();
-        let id = id.clone();
-        tokio::spawn(async move { s.append_upload(REPO, &id, Some(0), stream).await })
-    };
+    let (tx, stalled) = append_by_hand(&s, &id, blob.len() as u64);
     tx.send(Bytes::copy_from_slice(&blob[..70_000])).unwrap();
     let (_, reader) = s.read_fill(REPO, &d, 0, 0).await.unwrap();
     let first_reader = tokio::spawn(collect(reader));
@@ -372,13 +371,7 @@ async fn a_stopped_fill_nobody_takes_over_is_dropped_a_running_one_is_not() {
 
     // A filler whose append is still open (a slow upstream) is only stalled.
     let (id, _) = filler(s.begin_fill(REPO, &d).await.unwrap());
-    s.announce_fill_size(REPO, &id, blob.len() as u64).unwrap();
-    let (tx, stream) = fed();
-    let running = {
-        let s = s.clone();
-        let id = id.clone();
-        tokio::spawn(async move { s.append_upload(REPO, &id, Some(0), stream).await })
-    };
+    let (tx, running) = append_by_hand(&s, &id, blob.len() as u64);
     tx.send(Bytes::copy_from_slice(&blob[..70_000])).unwrap();
     tokio::time::sleep(timeout * 3).await;
     assert_eq!(s.drop_failed_fills().await.unwrap(), 0);
